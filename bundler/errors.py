@@ -1,0 +1,148 @@
+"""The error tree and the exit codes of airgap-bundle.
+
+Every error the library raises on purpose is a `BundlerError`: it names the object at fault
+(a file and line, an image reference, an authority) and carries a `hint` that says what to do next.
+Only `cli.py` prints them: one line, then `sys.exit(error.exit_code)`. The codes are documented in
+the README ("Exit codes"); a test keeps the two in step.
+
+This module does no I/O.
+"""
+
+from __future__ import annotations
+
+
+class BundlerError(Exception):
+    """Base class: a problem the user can act on. `str()` is the one line the CLI prints."""
+
+    exit_code: int = 2
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+# 1: a check ran and found problems (unvendored images, invalid references, Crossplane verdict "fail").
+class CheckFailedError(BundlerError):
+    exit_code = 1
+
+
+class UnvendoredImageError(CheckFailedError):
+    """An image the deployment pulls is not carried by the bundle."""
+
+
+# 2: bad input or usage.
+class UsageError(BundlerError):
+    exit_code = 2
+
+
+class SpecError(UsageError):
+    """The bundle spec, a values file or a manifest is malformed. The message starts with file:line."""
+
+
+class InputError(UsageError):
+    """An input file cannot be read or parsed (missing, not UTF-8, malformed YAML, too large)."""
+
+
+class InvalidReferenceError(UsageError):
+    """An image reference does not follow the distribution/reference grammar."""
+
+
+# 3: helm or kustomize failed on the given sources.
+class RenderError(BundlerError):
+    exit_code = 3
+
+
+# 4-9: talking to registries and pulling images.
+class RegistryError(BundlerError):
+    """A registry could not be reached or refused the request (network, TLS, 5xx after retries)."""
+
+    exit_code = 4
+
+
+class AuthError(RegistryError):
+    exit_code = 5
+
+
+class NotFoundError(RegistryError):
+    exit_code = 6
+
+
+class RateLimitedError(RegistryError):
+    exit_code = 4
+
+
+class DigestMismatchError(RegistryError):
+    """Bytes received do not hash to the digest they were asked for."""
+
+    exit_code = 7
+
+
+class PlatformMissingError(BundlerError):
+    """A required platform is missing from an image and the spec grants no exemption."""
+
+    exit_code = 8
+
+
+class OfflineMissError(BundlerError):
+    """--offline was asked and the cache lacks content the build needs."""
+
+    exit_code = 9
+
+
+# 10: the Crossplane gate failed closed (inside a build; `crossplane check` itself exits 1).
+class CrossplaneError(BundlerError):
+    exit_code = 10
+
+
+# 11: writing or reading the bundle archive.
+class ArchiveError(BundlerError):
+    exit_code = 11
+
+
+class UnsafeArchiveError(ArchiveError):
+    """Links, devices, absolute paths, `..` or duplicate names in the tar."""
+
+    exit_code = 12
+
+
+# 20-29: verification. Each rejection has its own code so scripts can tell them apart.
+class VerificationError(BundlerError):
+    exit_code = 20
+
+
+class UnsignedBundleError(VerificationError):
+    exit_code = 21
+
+
+class MissingAuthorityError(VerificationError):
+    exit_code = 22
+
+
+class ExpiredKeyError(VerificationError):
+    exit_code = 23
+
+
+class BadSignatureError(VerificationError):
+    exit_code = 24
+
+
+class UntrustedKeyError(VerificationError):
+    """A key or certificate that no configured trust anchor vouches for."""
+
+    exit_code = 25
+
+
+class UnlistedMemberError(VerificationError):
+    """A member added, removed, renamed, listed twice, or whose size or digest disagrees."""
+
+    exit_code = 26
+
+
+class NoTrustAnchorError(VerificationError):
+    """The policy configures no vendor trust anchor: refuse rather than skip verification."""
+
+    exit_code = 27

