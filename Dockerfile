@@ -5,6 +5,5 @@ WORKDIR /opt/airgap-bundle
 COPY pyproject.toml README.md ./
 COPY bundler ./bundler
 COPY scripts ./scripts
-COPY templates ./templates
 RUN pip install --no-cache-dir . && python scripts/fetch_tools.py /usr/local/bin
 ENTRYPOINT ["airgap-bundle"]
