@@ -107,17 +107,19 @@ class GVK:
 class Waiver:
     """A reviewed exception for an opaque step: the GVKs it produces are checked instead of the step.
 
+    `step=None` covers every opaque step of the composition.
+
     Raises (on construction): UsageError: empty composition/step, no `produces`, or no reason.
     """
 
     composition: str
-    step: str
+    step: str | None  # None: every opaque step of the composition
     produces: tuple[GVK, ...]
     reason: str
 
     def __post_init__(self) -> None:
-        if not self.composition or not self.step:
-            raise UsageError("a Crossplane waiver needs both `composition` and `step`")
+        if not self.composition:
+            raise UsageError("a Crossplane waiver needs `composition`")
         if not self.produces:
             raise UsageError(f"waiver for {self.composition}/{self.step} lists no `produces` kinds",
                              hint="list every apiVersion/kind the step can produce")

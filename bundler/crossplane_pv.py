@@ -41,7 +41,7 @@ def apply_waivers(b: Bundle, waivers: Sequence[Waiver]) -> Iterator[Finding]:
     for n, comp in enumerate(b.compositions):
         extra: list[Template] = []
         for op in comp.opaque:
-            hits = [w for w in waivers if (w.composition, w.step) == (comp.name, op.step)]
+            hits = [w for w in waivers if w.composition == comp.name and w.step in (None, op.step)]
             path: Path_ = ("spec", "pipeline", op.index, "input")
             if not hits:
                 yield finding("PV-003", "error", f"Composition {comp.name} step {op.step}: {op.reason}; the checker "
@@ -57,7 +57,7 @@ def apply_waivers(b: Bundle, waivers: Sequence[Waiver]) -> Iterator[Finding]:
             b.compositions[n] = replace(comp, templates=comp.templates + tuple(extra))
     for w in waivers:
         if w not in used:
-            yield finding("PV-003", "warn", f"waiver for Composition {w.composition} step {w.step} matches no "
+            yield finding("PV-003", "warn", f"waiver for Composition {w.composition} step {w.step or '*'} matches no "
                           "opaque step; remove it", None)
 
 
@@ -454,8 +454,9 @@ def pkg_003(b: Bundle, images: frozenset[str]) -> Iterator[Finding]:
         same = [r for r in refs if r.name == ref.name]
         if not any((ref.tag and r.tag == ref.tag) or (ref.digest and r.digest == ref.digest) for r in same):
             have = ", ".join(str(r) for r in same) or "no version of it"
-            yield finding("PKG-003", "error", f"{doc.kind} {doc.name} installs {text}, but the bundle carries {have}",
-                          doc, ("spec", "package"))
+            meant = "" if str(ref) == text else f" (Crossplane {b.target} reads it as {ref})"
+            yield finding("PKG-003", "error", f"{doc.kind} {doc.name} installs {text}{meant}, but the bundle carries "
+                          f"{have}", doc, ("spec", "package"))
     for pkg in b.packages:
         image = (pkg.spec.get("controller") or {}).get("image") if isinstance(pkg.spec.get("controller"), dict) else None
         if image and not b.target.is_v2 and str(image) not in images and (

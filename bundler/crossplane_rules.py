@@ -151,14 +151,18 @@ def xp2_005(b: Bundle) -> Iterator[Finding]:
                 yield finding("XP2-005", sev, f"{doc.kind} {doc.name}: spec.package {problem}", doc, ("spec", "package"))
     for pkg in b.packages:
         for dep in pkg.depends_on:
-            problem = unqualified(dep.package)
+            problem = unqualified(dep.package, need_version=False)
             if problem:
                 yield finding("XP2-005", sev, f"package {pkg.ref}: dependsOn {problem}", pkg.meta,
                               ("spec", "dependsOn", dep.index, dep.key))
 
 
-def unqualified(text: object) -> str | None:
-    """Why a package reference is not fully qualified (StrictValidation semantics), or None if it is."""
+def unqualified(text: object, *, need_version: bool = True) -> str | None:
+    """Why a package reference is not fully qualified (StrictValidation semantics), or None if it is.
+
+    `need_version=False` for meta `dependsOn` entries: they name a repository and put the constraint
+    in `version`.
+    """
     if not isinstance(text, str) or not text:
         return "is missing"
     ref = ImageRef.try_parse(text)
@@ -168,7 +172,7 @@ def unqualified(text: object) -> str | None:
     if not sep or not looks_like_host(first):
         return f"{text!r} has no registry host (Crossplane 2.0 has no default registry; 1.20 assumed " \
                "xpkg.crossplane.io and 1.19 xpkg.upbound.io)"
-    if ref.tag is None and ref.digest is None:
+    if need_version and ref.tag is None and ref.digest is None:
         return f"{text!r} has neither a tag nor a digest"
     return None
 

@@ -1,0 +1,98 @@
+"""The Crossplane gate: check a bundle's Crossplane objects and packages against a target version.
+
+Input: the rendered documents (`list[Document]`), the bundled packages (`list[xpkg.Package]`), the
+target Crossplane version, reviewed waivers for opaque composition steps, and the bundle's image set.
+Output: a `Report` (verdict "pass"/"fail", findings with rule id, severity, message, file, line,
+resource and field path). `require(report)` is the strict wrapper a build calls: it raises
+`CrossplaneError` (exit 10) on "fail". The verdict is "fail" iff any finding has severity "error".
+
+Rules (catalogue in `shared/crossplane.md` section 4, README "Crossplane gate"):
+XP2-001..XP2-009 in `crossplane_rules.py`; PV-001..PV-011 and PKG-001..PKG-003 in `crossplane_pv.py`.
+Fail closed: an unknown or opaque template, a missing schema, an unparsable constraint or a
+dependency the bundle lacks is an error, never a skip.
+
+Does not pull packages (pass `Package`s read by `xpkg.py`), render charts, or run functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from .crossplane_model import (
+    CORE_GROUPS, GVK, XP_PKG, Bundle, Finding, Report, Target, Waiver, group_of,
+)
+from .crossplane_pv import PV_RULES, apply_waivers, pkg_003
+from .crossplane_rules import XP2_RULES
+from .documents import Document, Origin, iter_documents, load_stream
+from .errors import CrossplaneError, InputError
+from .xpkg import Package
+
+__all__ = ["GVK", "Finding", "Report", "Target", "Waiver", "check", "require", "load_manifests",
+           "has_crossplane_objects"]
+
+_SEVERITY_ORDER = {"error": 0, "warn": 1, "info": 2}
+
+
+def check(docs: Sequence[Document], packages: Sequence[Package], *, target: Target,
+          waivers: Sequence[Waiver] = (), images: Iterable[str] = ()) -> Report:
+    """Run every rule and return the report (never raises on findings; see `require`).
+
+    Args:
+        docs: rendered manifests (Lists are flattened here).
+        packages: every Crossplane package the bundle carries, each pinned by its reference.
+        target: the Crossplane version the bundle is built for.
+        waivers: reviewed exceptions for opaque pipeline steps (PV-003).
+        images: every image reference the bundle carries (for PKG-003's runtime-image check).
+    """
+    bundle = Bundle.index(list(iter_documents(list(docs))), list(packages), target)
+    findings: list[Finding] = list(apply_waivers(bundle, waivers))
+    for rule in (*XP2_RULES, *PV_RULES):
+        findings.extend(rule(bundle))
+    findings.extend(pkg_003(bundle, frozenset(images)))
+    findings = sorted(set(findings), key=lambda f: (_SEVERITY_ORDER[f.severity], f.rule, f.file or "", f.line or 0,
+                                                    f.message))
+    verdict = "fail" if any(f.severity == "error" for f in findings) else "pass"
+    return Report(verdict, str(target), tuple(findings))
+
+
+def require(report: Report) -> Report:
+    """Return the report if it passed.
+
+    Raises:
+        CrossplaneError: the verdict is "fail"; the message names the first error and the count.
+    """
+    if report.verdict == "pass":
+        return report
+    errors = report.errors
+    first = errors[0]
+    where = f"{first.file}:{first.line}: " if first.file and first.line else (f"{first.file}: " if first.file else "")
+    raise CrossplaneError(
+        f"Crossplane gate failed for target {report.target}: {len(errors)} error(s); first: "
+        f"{where}{first.rule} {first.message}",
+        hint="run `airgap-bundle crossplane check` for every finding",
+    )
+
+
+def has_crossplane_objects(docs: Sequence[Document]) -> bool:
+    """True when the documents hold Crossplane objects (the build runs the gate then)."""
+    return any(group_of(d.api_version) in CORE_GROUPS or group_of(d.api_version) == XP_PKG
+               for d in iter_documents(list(docs)))
+
+
+def load_manifests(paths: Iterable[Path]) -> list[Document]:
+    """Read plain manifest files (a directory: its *.yaml/*.yml files, sorted).
+
+    Raises:
+        InputError: a path is missing, unreadable or malformed YAML.
+    """
+    docs: list[Document] = []
+    for path in paths:
+        files = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml")) if path.is_dir() else [path]
+        for file in files:
+            try:
+                text = file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise InputError(f"{file}: cannot read: {exc}") from None
+            docs.extend(load_stream(text, Origin(str(file), 1)))
+    return docs
