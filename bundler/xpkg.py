@@ -500,7 +500,7 @@ def read_package(arg: str) -> Package:
                          hint="pull the package into an OCI layout first, then pass REF=LAYOUT_DIR")
     if path.is_dir() and (path / "index.json").is_file() and (path / "oci-layout").is_file():
         return read_layout(path, ref)
-    if path.is_file() and path.suffix != ".yaml" and path.suffix != ".yml" and tarfile.is_tarfile(path):
+    if path.is_file() and path.suffix not in (".yaml", ".yml"):
         return read_xpkg_file(path, ref)
     if ref is None:
         raise UsageError(f"--package {arg}: a package.yaml does not say where it was published",
