@@ -25,11 +25,13 @@ from .crossplane_model import (
 from .crossplane_pv import PV_RULES, apply_waivers, pkg_003
 from .crossplane_rules import XP2_RULES
 from .documents import Document, Origin, iter_documents, load_stream
-from .errors import CrossplaneError, InputError
-from .xpkg import Package
+from .errors import CrossplaneError, InputError, UsageError
+from .spec import API_VERSION as SPEC_API_VERSION
+from .spec import CrossplaneConfig, Spec
+from .xpkg import Package, read_package
 
 __all__ = ["GVK", "Finding", "Report", "Target", "Waiver", "check", "require", "load_manifests",
-           "has_crossplane_objects"]
+           "has_crossplane_objects", "waivers_from_spec", "packages_from_spec", "is_spec_file", "manifests_from_spec"]
 
 _SEVERITY_ORDER = {"error": 0, "warn": 1, "info": 2}
 
@@ -96,3 +98,66 @@ def load_manifests(paths: Iterable[Path]) -> list[Document]:
                 raise InputError(f"{file}: cannot read: {exc}") from None
             docs.extend(load_stream(text, Origin(str(file), 1)))
     return docs
+
+
+# --- spec wiring (the pipeline and `crossplane check SPEC` share these) --------------------------------
+
+
+def waivers_from_spec(config: CrossplaneConfig) -> tuple[Waiver, ...]:
+    """`crossplane.waivers` of the spec as `Waiver`s.
+
+    Raises:
+        UsageError: a waiver without `produces` or `reason`.
+    """
+    return tuple(Waiver(w.composition, w.step, tuple(GVK(a, k) for a, k in w.produces), w.reason)
+                 for w in config.waivers)
+
+
+def packages_from_spec(config: CrossplaneConfig) -> list[Package]:
+    """Read the spec's local packages (`{ref, path}`); a package without `path` must be pulled first.
+
+    Raises:
+        UsageError: a package has no local path (the pipeline pulls those and calls `xpkg.read_layout`).
+        InputError: a package file cannot be read.
+    """
+    out = []
+    for source in config.packages:
+        if source.path is None:
+            raise UsageError(f"crossplane package {source.ref} has no local path",
+                             hint="`crossplane check` reads local packages; `build` pulls the others")
+        out.append(read_package(f"{source.ref}={source.path}"))
+    return out
+
+
+def is_spec_file(path: Path) -> bool:
+    """True when `path` is a bundle spec (`apiVersion: airgap-bundle.dev/v1alpha1`), not a manifest."""
+    if not path.is_file() or path.suffix not in (".yaml", ".yml"):
+        return False
+    try:
+        head = path.read_text(encoding="utf-8", errors="replace")[:65536]
+    except OSError:
+        return False
+    return any(line.strip() in (f"apiVersion: {SPEC_API_VERSION}", f'apiVersion: "{SPEC_API_VERSION}"')
+               for line in head.splitlines())
+
+
+def manifests_from_spec(spec: Spec) -> list[Document]:
+    """The spec's plain manifests. Charts and Kustomize bases need rendering first.
+
+    Raises:
+        UsageError: the spec has charts or Kustomize bases (fail closed rather than check half the inputs).
+        InputError: a manifest cannot be read.
+    """
+    import glob
+
+    if spec.charts or spec.kustomize:
+        raise UsageError(f"{spec.path}: the spec renders charts or Kustomize bases, which `crossplane check` does "
+                         "not do", hint="render them (helm template / kubectl kustomize) and pass the output as "
+                                        "MANIFEST arguments, or run `build`, which renders first")
+    paths: list[Path] = []
+    for entry in spec.manifests:
+        hits = sorted(glob.glob(entry, recursive=True))
+        if not hits:
+            raise InputError(f"{spec.path}: manifests entry {entry} matches nothing")
+        paths.extend(Path(h) for h in hits)
+    return load_manifests(paths)
