@@ -346,7 +346,9 @@ def extract_templates(doc: Document, function_names: dict[str, Package]) -> Comp
         if group == PT_GROUP:
             for j, res in enumerate(inp.get("resources") or []):
                 base = res.get("base") if isinstance(res, dict) else None
-                if isinstance(base, dict):
+                if _patches_type(res):
+                    opaque.append(Opaque(doc, name, i, f"resources[{j}] patches its apiVersion or kind"))
+                elif isinstance(base, dict):
                     templates.append(Template(doc, name, _gvk(base), base, (*here, "resources", j, "base", "apiVersion"),
                                               via="patch-and-transform"))
         elif group == GOTEMPLATE_GROUP:
@@ -358,6 +360,13 @@ def extract_templates(doc: Document, function_names: dict[str, Package]) -> Comp
             opaque.append(Opaque(doc, name, i, f"input {inp.get('apiVersion')} {inp.get('kind')} cannot be read "
                                                "statically"))
     return Composition(doc, tuple(templates), tuple(opaque))
+
+
+def _patches_type(res: Any) -> bool:
+    """A P&T resource whose patches write apiVersion or kind composes something its base does not say."""
+    patches = res.get("patches") if isinstance(res, dict) else None
+    return any(isinstance(p, dict) and str(p.get("toFieldPath", "")).split(".")[0].split("[")[0]
+               in ("apiVersion", "kind") for p in patches or [])
 
 
 def _gvk(obj: dict[str, Any]) -> GVK:

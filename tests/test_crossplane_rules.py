@@ -348,6 +348,16 @@ def test_waiver_needs_produces_and_reason() -> None:
         Waiver("c", "s", (GVK("v1", "Secret"),), " ")
 
 
+def test_pv_003_patch_that_writes_the_api_version_is_opaque() -> None:
+    patched = comp(M_BUCKET).replace("        base:", "        patches: [{type: FromCompositeFieldPath, "
+                                     "fromFieldPath: spec.apiVersion, toFieldPath: apiVersion}]\n        base:")
+    report = run(docs(xrd(), patched), V2_AWS)
+    assert "patches its apiVersion or kind" in next(f.message for f in report.findings if f.rule == "PV-003")
+    other = comp(M_BUCKET).replace("        base:", "        patches: [{fromFieldPath: spec.region, "
+                                   "toFieldPath: spec.forProvider.region}]\n        base:")
+    assert "PV-003" not in rules(run(docs(xrd(), other), V2_AWS))
+
+
 GOTEMPLATE = """
 apiVersion: apiextensions.crossplane.io/v1
 kind: Composition
