@@ -18,9 +18,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Literal
 
 from .crossplane_model import (
-    CORE_GROUPS, GVK, XP_PKG, Bundle, Finding, Report, Target, Waiver, group_of,
+    CORE_GROUPS,
+    GVK,
+    Bundle,
+    Finding,
+    Report,
+    Target,
+    Waiver,
+    group_of,
 )
 from .crossplane_pv import PV_RULES, apply_waivers, pkg_003
 from .crossplane_rules import XP2_RULES
@@ -30,8 +38,21 @@ from .spec import API_VERSION as SPEC_API_VERSION
 from .spec import CrossplaneConfig, Spec
 from .xpkg import Package, read_package
 
-__all__ = ["GVK", "Finding", "Report", "Target", "Waiver", "check", "require", "load_manifests",
-           "has_crossplane_objects", "waivers_from_spec", "packages_from_spec", "is_spec_file", "manifests_from_spec"]
+__all__ = [
+    "GVK",
+    "Finding",
+    "Report",
+    "Target",
+    "Waiver",
+    "check",
+    "has_crossplane_objects",
+    "is_spec_file",
+    "load_manifests",
+    "manifests_from_spec",
+    "packages_from_spec",
+    "require",
+    "waivers_from_spec",
+]
 
 _SEVERITY_ORDER = {"error": 0, "warn": 1, "info": 2}
 
@@ -54,7 +75,7 @@ def check(docs: Sequence[Document], packages: Sequence[Package], *, target: Targ
     findings.extend(pkg_003(bundle, frozenset(images)))
     findings = sorted(set(findings), key=lambda f: (_SEVERITY_ORDER[f.severity], f.rule, f.file or "", f.line or 0,
                                                     f.message))
-    verdict = "fail" if any(f.severity == "error" for f in findings) else "pass"
+    verdict: Literal["pass", "fail"] = "fail" if any(f.severity == "error" for f in findings) else "pass"
     return Report(verdict, str(target), tuple(findings))
 
 
@@ -78,8 +99,7 @@ def require(report: Report) -> Report:
 
 def has_crossplane_objects(docs: Sequence[Document]) -> bool:
     """True when the documents hold Crossplane objects (the build runs the gate then)."""
-    return any(group_of(d.api_version) in CORE_GROUPS or group_of(d.api_version) == XP_PKG
-               for d in iter_documents(list(docs)))
+    return any(group_of(d.api_version) in CORE_GROUPS for d in iter_documents(list(docs)))
 
 
 def load_manifests(paths: Iterable[Path]) -> list[Document]:

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from .documents import Document, Path_, format_path
 from .errors import UsageError
+from .reference import ImageRef
 from .semver import Version
 from .xpkg import CRD, Package
 
@@ -154,6 +155,11 @@ def finding(rule: str, severity: Severity, message: str, doc: Document | None, p
                    resource_of(doc), format_path(path) or None)
 
 
+def mapping(value: Any) -> dict[str, Any]:
+    """`value` if it is a mapping, else an empty one (YAML fields may hold anything)."""
+    return value if isinstance(value, dict) else {}
+
+
 def group_of(api_version: str) -> str:
     return api_version.rpartition("/")[0]
 
@@ -244,8 +250,8 @@ class XRD:
 
     @classmethod
     def from_doc(cls, doc: Document, target: Target) -> XRD:
-        spec = doc.obj.get("spec") if isinstance(doc.obj.get("spec"), dict) else {}
-        names = spec.get("names") if isinstance(spec.get("names"), dict) else {}
+        spec = mapping(doc.obj.get("spec"))
+        names = mapping(spec.get("names"))
         versions = tuple(
             (str(v.get("name")), bool(v.get("served", False)), bool(v.get("referenceable", False)),
              bool(v.get("deprecated", False)))
@@ -319,21 +325,21 @@ _GT_LINE = re.compile(r"^(\s*)(apiVersion|kind):\s*(.*?)\s*(?:#.*)?$")
 
 def extract_templates(doc: Document, function_names: dict[str, Package]) -> Composition:
     """T(c) of crossplane.md section 3: composed (apiVersion, kind) pairs and the opaque steps."""
-    spec = doc.obj.get("spec") if isinstance(doc.obj.get("spec"), dict) else {}
+    spec = mapping(doc.obj.get("spec"))
     templates: list[Template] = []
     opaque: list[Opaque] = []
     for i, res in enumerate(spec.get("resources") or []):
         base = res.get("base") if isinstance(res, dict) else None
         if isinstance(base, dict):
             templates.append(Template(doc, None, _gvk(base), base, ("spec", "resources", i, "base", "apiVersion")))
-    type_ref = spec.get("compositeTypeRef") if isinstance(spec.get("compositeTypeRef"), dict) else {}
+    type_ref = mapping(spec.get("compositeTypeRef"))
     xr = (group_of(str(type_ref.get("apiVersion", ""))), str(type_ref.get("kind", "")))
     for i, step in enumerate(spec.get("pipeline") or []):
         if not isinstance(step, dict):
             continue
         name = str(step.get("step", f"#{i}"))
         inp = step.get("input")
-        fn_ref = step.get("functionRef") if isinstance(step.get("functionRef"), dict) else {}
+        fn_ref = mapping(step.get("functionRef"))
         pkg = function_names.get(str(fn_ref.get("name", "")))
         fn_base = pkg.ref.path.rsplit("/", 1)[-1] if pkg is not None else ""
         here: Path_ = ("spec", "pipeline", i, "input")
@@ -377,7 +383,7 @@ def _go_templates(doc: Document, step: str, inp: dict[str, Any], path: Path_,
                   xr: tuple[str, str]) -> tuple[list[Template], str | None]:
     if inp.get("source") != "Inline":
         return [], f"go-templating source {inp.get('source')!r} is not inline"
-    inline = inp.get("inline") if isinstance(inp.get("inline"), dict) else {}
+    inline = mapping(inp.get("inline"))
     text = inline.get("template")
     if not isinstance(text, str):
         return [], "go-templating input has no inline.template"
@@ -465,8 +471,6 @@ class Bundle:
 
 def package_ref_of(doc: Document) -> str | None:
     """The identity (registry/repository) a Provider/Function/Configuration object installs, if it parses."""
-    from .reference import ImageRef
-
     spec = doc.obj.get("spec")
     text = spec.get("package") if isinstance(spec, dict) else None
     ref = ImageRef.try_parse(text) if isinstance(text, str) else None

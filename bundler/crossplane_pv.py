@@ -18,11 +18,23 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 
 from .crossplane_model import (
-    CORE_GROUPS, K8S_GROUPS, XP_APIEXT, XP_OPS, XP_PKG, Bundle, Composition, Finding, Template, Waiver,
-    core_served, finding, group_of,
+    CORE_GROUPS,
+    K8S_GROUPS,
+    XP_APIEXT,
+    XP_OPS,
+    XP_PKG,
+    Bundle,
+    Composition,
+    Finding,
+    Template,
+    Waiver,
+    core_served,
+    finding,
+    group_of,
+    mapping,
 )
 from .documents import Document, Path_
 from .reference import ImageRef, looks_like_host
@@ -145,7 +157,7 @@ def _pipelines(b: Bundle) -> Iterator[tuple[Document, Path_, list[Any], str]]:
     """(document, path of the pipeline, steps, capability needed) for Compositions and Operations."""
     for doc in b.docs:
         group = group_of(doc.api_version)
-        spec = doc.obj.get("spec") if isinstance(doc.obj.get("spec"), dict) else {}
+        spec = mapping(doc.obj.get("spec"))
         if (group, doc.kind) == (XP_APIEXT, "Composition") and isinstance(spec.get("pipeline"), list):
             yield doc, ("spec", "pipeline"), spec["pipeline"], "composition"
         elif group == XP_OPS and doc.kind == "Operation" and isinstance(spec.get("pipeline"), list):
@@ -165,7 +177,7 @@ def pv_005(b: Bundle) -> Iterator[Finding]:
         for i, step in enumerate(steps):
             if not isinstance(step, dict):
                 continue
-            ref = step.get("functionRef") if isinstance(step.get("functionRef"), dict) else {}
+            ref = mapping(step.get("functionRef"))
             name = str(ref.get("name", ""))
             path: Path_ = (*base, i, "functionRef", "name")
             pkg = b.functions.get(name)
@@ -211,7 +223,7 @@ def pv_006(b: Bundle) -> Iterator[Finding]:
             yield finding("PV-006", "error", f"package {pkg.identity} is bundled twice ({seen[pkg.identity].ref} and "
                           f"{pkg.ref}); Crossplane installs one", pkg.meta, file=pkg.source)
         seen.setdefault(pkg.identity, pkg)
-    for (group, kind), owners in b.crd_owners.items():
+    for owners in b.crd_owners.values():
         distinct = list({id(p): (p, c) for p, c in owners}.values())
         for p, c in distinct[1:]:
             yield finding("PV-006", "error", f"CRD {c.name} is shipped by both {distinct[0][0].ref} and {p.ref}: "
@@ -287,7 +299,7 @@ def pv_008(b: Bundle) -> Iterator[Finding]:
                               pkg.meta, ("spec", "crossplane", "version"))
     for doc in b.docs:
         if group_of(doc.api_version) == XP_PKG and doc.kind in PACKAGE_KINDS:
-            spec = doc.obj.get("spec") if isinstance(doc.obj.get("spec"), dict) else {}
+            spec = mapping(doc.obj.get("spec"))
             for key in ("skipDependencyResolution", "ignoreCrossplaneConstraints"):
                 if spec.get(key):
                     yield finding("PV-008", "warn", f"{doc.kind} {doc.name} sets {key}: the check above is what keeps "
@@ -371,6 +383,7 @@ def pv_011(b: Bundle) -> Iterator[Finding]:
     Differences from `crossplane beta validate`: `required` is not enforced (bases are completed by
     patches), CEL `x-kubernetes-validations` rules are not run, and `metadata` is not checked.
     """
+    validators: dict[int, jsonschema.Draft7Validator] = {}
     for comp in b.compositions:
         for t in comp.templates:
             owners = b.owners(t.gvk.group, t.gvk.kind)
@@ -382,7 +395,9 @@ def pv_011(b: Bundle) -> Iterator[Finding]:
                 yield t.finding("PV-011", "error", f"{serving[0].name} {t.gvk.version} carries no openAPIV3Schema; "
                                 "the template cannot be validated")
                 continue
-            validator = jsonschema.Draft7Validator(_strict(schema))
+            validator = validators.get(id(schema))
+            if validator is None:
+                validator = validators[id(schema)] = jsonschema.Draft7Validator(_strict(schema))
             for n, err in enumerate(sorted(validator.iter_errors(t.obj), key=lambda e: list(e.absolute_path))):
                 if n == 5:
                     break
@@ -434,7 +449,7 @@ def pkg_002(b: Bundle) -> Iterator[Finding]:
             if dep.key != "package":
                 yield finding("PKG-002", "warn", f"package {pkg.ref}: dependsOn[{dep.index}].{dep.key} is deprecated; "
                               "use apiVersion/kind/package", pkg.meta, ("spec", "dependsOn", dep.index, dep.key))
-        controller = pkg.spec.get("controller") if isinstance(pkg.spec.get("controller"), dict) else {}
+        controller = mapping(pkg.spec.get("controller"))
         if b.target.is_v2:
             for key in ("image", "permissionRequests"):
                 if controller.get(key):

@@ -14,8 +14,25 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from .crossplane_model import (
-    CORE_GROUPS, K8S_CLUSTER_KINDS, K8S_GROUPS, PT_GROUP, V2_ONLY_KINDS, XP_APIEXT, XP_OPS, XP_PKG, XP_PROTECTION,
-    XP_SECRETS, Bundle, Finding, Severity, Target, core_deprecated, core_served, finding, group_of, version_of,
+    CORE_GROUPS,
+    K8S_CLUSTER_KINDS,
+    K8S_GROUPS,
+    PT_GROUP,
+    V2_ONLY_KINDS,
+    XP_APIEXT,
+    XP_OPS,
+    XP_PKG,
+    XP_PROTECTION,
+    XP_SECRETS,
+    Bundle,
+    Finding,
+    Severity,
+    Target,
+    core_deprecated,
+    core_served,
+    finding,
+    group_of,
+    version_of,
     walk,
 )
 from .documents import Document
@@ -233,7 +250,7 @@ def xp2_008(b: Bundle) -> Iterator[Finding]:
     for comp in b.compositions:
         ref = comp.type_ref
         xrds = b.xrds_for(ref.group, ref.kind) if ref else []
-        if len(xrds) != 1:
+        if ref is None or len(xrds) != 1:
             continue  # PV-004 reports it
         xr_scope = xrds[0].scope
         for t in comp.templates:

@@ -302,11 +302,11 @@ def _from_layers(ref: ImageRef, source: str, layers: list[Descriptor], labels: d
     if len(labelled) > 1:
         problems.append(Problem(f"{len(labelled)} config labels mark a {XPKG_BASE} layer; at most one"))
     if annotated and labelled and annotated[0].digest not in labelled:
-        problems.append(Problem(f"the config label ({sorted(labelled)[0]}) and the layer annotation "
+        problems.append(Problem(f"the config label ({min(labelled)}) and the layer annotation "
                                 f"({annotated[0].digest}) name different base layers"))
     base = annotated[0] if annotated else next((d for d in layers if d.digest in labelled), None)
     if labelled and base is None:
-        problems.append(Problem(f"the config label names a base layer {sorted(labelled)[0]} the manifest lacks"))
+        problems.append(Problem(f"the config label names a base layer {min(labelled)} the manifest lacks"))
     text = None
     if base is not None:
         text = _tar_file(layer_bytes(base), PACKAGE_FILE, f"{source}: layer {base.digest}")

@@ -185,9 +185,9 @@ def test_xp2_005_unqualified_package_reference() -> None:
 
 
 def test_xp2_005_depends_on_needs_registry_host(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from tests.support.crossplane import PACKAGES, pkg  # noqa: F401
-    from bundler.xpkg import read_local
     from bundler.reference import ImageRef
+    from bundler.xpkg import read_local
+    from tests.support.crossplane import PACKAGES, pkg  # noqa: F401
     text = (PACKAGES / "provider-aws-s3-v2.0.0" / "package.yaml").read_text()
     (tmp_path / "package.yaml").write_text(text.replace("package: xpkg.upbound.io/upbound/provider-family-aws",
                                                         "package: upbound/provider-family-aws"))
