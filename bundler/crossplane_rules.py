@@ -83,8 +83,8 @@ def xp2_003(b: Bundle) -> Iterator[Finding]:
     sev = _sev(b.target)
     for doc in b.docs:
         group = group_of(doc.api_version)
-        if doc.kind == "CustomResourceDefinition":
-            continue  # schemas name these fields; only objects use them
+        if doc.kind in ("CustomResourceDefinition", "CompositeResourceDefinition"):
+            continue  # their schemas name these fields; only objects use them
         if group == XP_SECRETS or doc.kind in ("StoreConfig", "VaultConfig"):
             yield finding("XP2-003", sev, f"{doc.api_version} {doc.kind} {doc.name} is an external secret store "
                           "config, removed in Crossplane 2.0", doc)

@@ -146,6 +146,10 @@ def test_xp2_003_ignores_crd_schemas() -> None:
     # A CRD in the manifests that *describes* publishConnectionDetailsTo is not a use of it.
     crd = (FIXTURES / "packages" / "provider-aws-s3-v1.7.0" / "package.yaml").read_text().split("---", 1)[1]
     assert "XP2-003" not in rules(run(docs(GOOD, crd), V2_AWS))
+    schema_xrd = GOOD.replace("        type: object\n---", "        type: object\n        properties:\n"
+                              "          publishConnectionDetailsTo: {type: object}\n---", 1)
+    assert "publishConnectionDetailsTo" in schema_xrd
+    assert "XP2-003" not in rules(run(schema_xrd, V2_AWS))
 
 
 # --- XP2-004 XR connection details ----------------------------------------------------------------
