@@ -32,7 +32,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -417,5 +417,4 @@ def _store_manifests(plan: _Plan, out: Layout, store: Layout) -> PulledImage:
 def _as_written(image: PulledImage, source: str) -> PulledImage:
     if image.source == source:
         return image
-    from dataclasses import replace
     return replace(image, source=source)
