@@ -155,6 +155,120 @@ def crossplane_check_command(inputs: tuple[Path, ...], target_text: str | None, 
         sys.exit(1)
 
 # --- end crossplane -----------------------------------------------------------------------------------
+# --- pull (issue 3) ----------------------------------------------------------------------------
+
+class _PullProgress:
+    """Draws pull progress: one live line on a terminal, a plain log line per image otherwise."""
+
+    def __init__(self, tty: bool) -> None:
+        import threading
+        import time
+        self.tty, self._time, self._lock = tty, time.monotonic, threading.Lock()
+        self.start, self.bytes, self.last_draw = time.monotonic(), 0, 0.0
+        self.blobs = (0, 0)
+
+    def step(self, stage: str, done: int, total: int | None, detail: str = "") -> None:
+        if stage == "blobs":
+            self.blobs = (done, total or 0)
+            self._draw()
+        elif stage == "images" and not self.tty:
+            click.echo(f"pull: {done}/{total} {detail}", err=True)
+
+    def transferred(self, nbytes: int) -> None:
+        with self._lock:
+            self.bytes += nbytes
+        self._draw()
+
+    def _draw(self, final: bool = False) -> None:
+        if not self.tty:
+            return
+        now = self._time()
+        if not final and now - self.last_draw < 0.2:
+            return
+        self.last_draw = now
+        rate = self.bytes / max(now - self.start, 1e-6) / 1e6
+        click.echo(f"\rpull: blobs {self.blobs[0]}/{self.blobs[1]}  {self.bytes / 1e6:,.1f} MB  {rate:,.1f} MB/s  ",
+                   err=True, nl=final)
+
+    def finish(self) -> None:
+        self._draw(final=True)
+
+
+@cli.command("pull")
+@click.argument("sources", nargs=-1, required=True, metavar="(SPEC | REF...)")
+@click.option("--output", "-o", "output", required=True, type=click.Path(file_okay=False),
+              help="OCI image layout folder to write (created if missing; existing blobs are re-verified).")
+@click.option("--platform", "platform_texts", multiple=True, metavar="OS/ARCH[/VARIANT]",
+              help="Required platform (repeat). Default: the spec's, else linux/amd64 and linux/arm64.")
+@click.option("--jobs", "-j", default=8, show_default=True, type=click.IntRange(1, 64),
+              help="Concurrent blob downloads.")
+@click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST",
+              help="Use plain HTTP for this registry host (repeat). Never implied.")
+@click.option("--ca-file", type=click.Path(dir_okay=False, exists=True),
+              help="CA bundle for registries without a caFile in the spec (wins over REQUESTS_CA_BUNDLE).")
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False),
+              help="Cache layout consulted first [default: $XDG_CACHE_HOME/airgap-bundle].")
+@click.option("--offline", is_flag=True, help="Use the cache only; fail naming what is missing.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document describing every image.")
+def pull_command(sources: tuple[str, ...], output: str, platform_texts: tuple[str, ...], jobs: int,
+                 insecure: tuple[str, ...], ca_file: str | None, cache_dir: str | None, offline: bool,
+                 as_json: bool) -> None:
+    """Pull images (every required platform) into an OCI image layout, verified and deduplicated.
+
+    \b
+    SPEC (a bundle.yaml): pulls its extraImages and the images: entries that name a tag or digest,
+    from the registries (and mirrors) it lists. REF...: pulls those references, from their own
+    registries only. Exit codes: 4 registry unreachable or refusing, 5 authentication, 6 not found,
+    7 digest mismatch, 8 missing platform, 9 --offline and not cached, 2 bad input (README "Pull").
+
+    \b
+    Example:
+      airgap-bundle pull --output ./images quay.io/prometheus/node-exporter:v1.8.2
+    """
+    import logging
+    from pathlib import Path
+
+    from . import spec as spec_mod
+    from .oci import DEFAULT_PLATFORMS, Platform
+    from .pull import Sources, default_cache_dir, pull
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    first = Path(sources[0])
+    if len(sources) == 1 and first.suffix in (".yaml", ".yml") and first.is_file():
+        spec = spec_mod.load(first)
+        refs = [e.ref for e in spec.extra_images] + [str(o.ref) for o in spec.images
+                                                     if not o.exclude and (o.ref.tag or o.ref.digest)]
+        srcs = Sources(registries=spec.registries, insecure_hosts=insecure,
+                       ca_file=Path(ca_file) if ca_file else None)
+        platforms = spec.platforms
+        options_for = spec.options_for
+    else:
+        refs = list(sources)
+        srcs = Sources.for_refs(refs, insecure_hosts=insecure, ca_file=Path(ca_file) if ca_file else None)
+        platforms = DEFAULT_PLATFORMS
+        options_for = lambda ref: None  # noqa: E731
+    if platform_texts:
+        platforms = tuple(Platform.parse(p) for p in platform_texts)
+    progress = _PullProgress(sys.stderr.isatty())
+    images = pull(refs, layout=Path(output), platforms=platforms, options_for=options_for, sources=srcs,
+                  cache=Path(cache_dir) if cache_dir else default_cache_dir(), jobs=jobs, offline=offline,
+                  progress=progress)
+    progress.finish()
+    if as_json:
+        click.echo(json.dumps({"layout": str(Path(output)), "images": [{
+            "source": i.source, "normalized": str(i.ref), "name": i.name, "mediaType": i.media_type,
+            "upstreamDigest": i.upstream_digest, "bundledDigest": i.bundled_digest,
+            "keepUpstreamIndex": i.keep_upstream_index,
+            "platforms": [{"platform": str(p.platform), "digest": p.digest, "size": p.size} for p in i.platforms],
+            "attestations": [{"digest": a.digest, "size": a.size} for a in i.attestations],
+            "exempted": [{"platform": str(x.platform), "reason": x.reason} for x in i.exempted],
+        } for i in images]}, indent=2))
+    else:
+        for i in images:
+            click.echo(f"{i.source}\t{i.bundled_digest}\t{','.join(str(p.platform) for p in i.platforms)}")
+
+# --- end pull ----------------------------------------------------------------------------------
 
 
 def main() -> None:

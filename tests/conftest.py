@@ -51,3 +51,39 @@ def run_cli() -> RunCli:
                               capture_output=True, text=True, timeout=timeout)
 
     return run
+
+
+# --- real registries (tests/support/registry.py; added with issue 3) ------------------------------
+
+def _registry_fixture(tmp_path_factory: pytest.TempPathFactory, variant: str):  # type: ignore[no-untyped-def]
+    from tests.support.registry import start_registry
+
+    reg = start_registry(tmp_path_factory.mktemp(f"registry-{variant}"), variant=variant)
+    try:
+        yield reg
+    finally:
+        reg.stop()
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """An anonymous docker-registry on 127.0.0.1 (plain HTTP): `.host`, `.url`, `.storage`."""
+    yield from _registry_fixture(tmp_path_factory, "anonymous")
+
+
+@pytest.fixture(scope="session")
+def auth_registry(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """docker-registry with htpasswd basic auth: `.username`, `.password`, `.auth`."""
+    yield from _registry_fixture(tmp_path_factory, "basic")
+
+
+@pytest.fixture(scope="session")
+def tls_registry(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """docker-registry over HTTPS with a test CA: `.ca_file` (PEM), `.url` is https://."""
+    yield from _registry_fixture(tmp_path_factory, "tls")
+
+
+@pytest.fixture(scope="session")
+def token_registry(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """docker-registry with bearer-token auth from an in-process token server (`.extra['realm']`)."""
+    yield from _registry_fixture(tmp_path_factory, "token")

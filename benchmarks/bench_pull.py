@@ -1,0 +1,157 @@
+"""Benchmark: `airgap-bundle pull` vs `skopeo copy --all`, against one loopback docker-registry.
+
+20 images x 2 platforms (linux/amd64, linux/arm64), ~1 GB unique: a shared 48 MB base layer plus one
+24 MB layer per image and platform (uncompressed tar, seeded random bytes; built and pushed once).
+In each round, alternating: the tool (one CLI run, fresh cache and output) and skopeo (`copy --all`
+image by image into one OCI layout). Then, once: a warm rerun of the tool (nothing changed) and a rerun
+after one image changed (only its new blobs may be fetched). The machine's limits are measured in the
+same run: sha256 throughput (hashlib), disk write (1 MiB writes + fsync) and loopback transfer (a plain
+streamed GET of the base layer from the same registry).
+
+    .venv/bin/python benchmarks/bench_pull.py [--rounds 2] [--workdir /tmp/bench-pull]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.support.images import Pusher, make_image, make_index, make_layer  # noqa: E402
+from tests.support.registry import start_registry  # noqa: E402
+
+MB = 1_000_000
+PLATFORMS = ("linux/amd64", "linux/arm64")
+
+
+def build_and_push(pusher: Pusher, n: int, own: int, base_size: int, version: int = 1) -> list[str]:
+    base = make_layer("bench-base", base_size, compress=False)
+    repos = []
+    for i in range(n):
+        images = [make_image(p, [base, make_layer(f"bench/{i}/{p}/v{version if i == 0 else 1}", own, compress=False)])
+                  for p in PLATFORMS]
+        pusher.push(f"bench/app{i:02d}", make_index(images), "v1")
+        repos.append(f"bench/app{i:02d}")
+    return repos
+
+
+def sha256_limit() -> float:
+    buf = os.urandom(64 << 20)
+    start = time.perf_counter()
+    for _ in range(4):
+        hashlib.sha256(buf).digest()
+    return 4 * len(buf) / (time.perf_counter() - start) / MB
+
+
+def disk_limit(directory: Path) -> float:
+    chunk, total = os.urandom(1 << 20), 512
+    path = directory / "dd.tmp"
+    start = time.perf_counter()
+    with open(path, "wb") as f:
+        for _ in range(total):
+            f.write(chunk)
+        f.flush()
+        os.fsync(f.fileno())
+    elapsed = time.perf_counter() - start
+    path.unlink()
+    return total * len(chunk) / elapsed / MB
+
+
+def loopback_limit(url: str, repo: str, digest: str) -> float:
+    best = 0.0
+    for _ in range(3):
+        start, n = time.perf_counter(), 0
+        with requests.get(f"{url}/v2/{repo}/blobs/{digest}", stream=True, timeout=60) as r:
+            for chunk in r.raw.stream(1 << 20, decode_content=False):
+                n += len(chunk)
+        best = max(best, n / (time.perf_counter() - start) / MB)
+    return best
+
+
+def run_tool(host: str, refs: list[str], cache: Path, out: Path, jobs: int) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "bundler", "pull", "--insecure-registry", host, "--jobs", str(jobs),
+                    "--cache", str(cache), "--output", str(out), *refs], check=True, capture_output=True,
+                   env={**os.environ, "PYTHONPATH": str(REPO)})
+    return time.perf_counter() - start
+
+
+def run_skopeo(host: str, repos: list[str], out: Path) -> float:
+    start = time.perf_counter()
+    for repo in repos:
+        subprocess.run(["skopeo", "copy", "--quiet", "--all", "--src-tls-verify=false", f"docker://{host}/{repo}:v1",
+                        f"oci:{out}:{host}/{repo}:v1"], check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def tree_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--images", type=int, default=20)
+    parser.add_argument("--layer-mb", type=int, default=24)
+    parser.add_argument("--base-mb", type=int, default=48)
+    parser.add_argument("--jobs", type=int, default=8)
+    parser.add_argument("--workdir", default=None)
+    args = parser.parse_args()
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-pull-"))
+    work.mkdir(parents=True, exist_ok=True)
+    reg = start_registry(work / "registry")
+    try:
+        t0 = time.perf_counter()
+        repos = build_and_push(Pusher.to(reg), args.images, args.layer_mb * MB, args.base_mb * MB)
+        refs = [f"{reg.host}/{r}:v1" for r in repos]
+        print(f"pushed {len(repos)} images x {len(PLATFORMS)} platforms in {time.perf_counter() - t0:.1f}s")
+        unique = (args.base_mb + args.images * len(PLATFORMS) * args.layer_mb) * MB
+        base_digest = make_layer("bench-base", args.base_mb * MB, compress=False).digest
+        tool_times, skopeo_times = [], []
+        for n in range(args.rounds):
+            for d in ("t-cache", "t-out", "s-out"):
+                shutil.rmtree(work / f"{d}{n}", ignore_errors=True)
+            tool_times.append(run_tool(reg.host, refs, work / f"t-cache{n}", work / f"t-out{n}", args.jobs))
+            skopeo_times.append(run_skopeo(reg.host, repos, work / f"s-out{n}"))
+            print(f"round {n}: tool {tool_times[-1]:.2f}s  skopeo {skopeo_times[-1]:.2f}s")
+        last = args.rounds - 1
+        stored = tree_bytes(work / f"t-out{last}")
+        warm = run_tool(reg.host, refs, work / f"t-cache{last}", work / f"t-out{last}", args.jobs)
+        before = {p.name for p in (work / f"t-cache{last}/blobs/sha256").iterdir() if p.is_file()}
+        build_and_push(Pusher.to(reg), 1, args.layer_mb * MB, args.base_mb * MB, version=2)
+        changed = run_tool(reg.host, refs, work / f"t-cache{last}", work / f"t-out{last}", args.jobs)
+        after = {p.name for p in (work / f"t-cache{last}/blobs/sha256").iterdir() if p.is_file()}
+        new = after - before
+        new_bytes = sum((work / f"t-cache{last}/blobs/sha256" / h).stat().st_size for h in new)
+        limits = {"sha256": sha256_limit(), "disk write+fsync": disk_limit(work),
+                  "loopback GET": loopback_limit(reg.url, repos[0], base_digest)}
+        tool, skopeo = statistics.median(tool_times), statistics.median(skopeo_times)
+        slowest = min(limits.values())
+        print(f"unique content: {unique / MB:.0f} MB (layout on disk {stored / MB:.0f} MB)")
+        print(f"tool (median of {args.rounds}): {tool:.2f}s = {unique / tool / MB:.0f} MB/s; "
+              f"skopeo copy --all: {skopeo:.2f}s; ratio skopeo/tool = {skopeo / tool:.2f}x")
+        print("limits: " + ", ".join(f"{k} {v:.0f} MB/s" for k, v in limits.items())
+              + f"; tool = {unique / tool / MB / slowest * 100:.0f}% of the slowest")
+        print(f"warm rerun: {warm:.2f}s = {warm / tool * 100:.1f}% of cold")
+        print(f"one image changed: {changed:.2f}s, {len(new)} new blobs, {new_bytes / MB:.1f} MB fetched "
+              f"(expected 2 layers of {args.layer_mb} MB + 2 configs + manifests)")
+    finally:
+        reg.stop()
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

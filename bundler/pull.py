@@ -1,0 +1,420 @@
+"""The pull stage: image references -> a verified, deduplicated OCI layout and one `PulledImage` each.
+
+Input: references as written, the required platforms, per-image options (`Spec.options_for`), the
+allowed sources (`Sources`: the spec's registries and mirrors, plain-HTTP hosts, a CA bundle), an output
+layout, a cache layout, a job count and a `Progress`. Output: `list[PulledImage]` (what later stages pin
+and record) and the layout on disk.
+
+Steps, per DESIGN.md "Pull":
+1. Resolve each reference (tag or digest) to its index or manifest, stored as served: media types are
+   never converted. Digest-pinned references are checked against the bytes (registry.get_manifest).
+2. Choose platforms (`select_platforms`, pure): every required platform, matched as containerd does
+   (arm64 == arm64/v8); attestation manifests (platform unknown/unknown) of the chosen ones ride along.
+   A missing platform fails the image unless the spec exempts it with a reason. When the index lists
+   more than that, a new index over just those is written (same media type and annotations), so the
+   bundled digest differs from the upstream one; `keepUpstreamIndex` keeps everything.
+3. Fetch every blob once across all images (a thread pool of `jobs`; shared layers are one task),
+   cache first, each streamed through `oci.verified()` into layout.py's temp -> verify -> rename.
+   A blob that fails its digest is discarded and fetched again once; then the image fails.
+4. Write manifests (children before parents), then index.json (ref.name annotations): the output's
+   name -> bundled descriptor, the cache's name -> upstream descriptor (what `--offline` reads).
+
+Fails closed: only the registries in `Sources` are contacted (registry.plan_routes), one log line lists
+them before the first request, and `offline=True` contacts nothing and names what the cache lacks.
+Not here: finding images in manifests (sweep), rewriting references (rewrite), printing (cli).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import (BundlerError, DigestMismatchError, OfflineMissError, PlatformMissingError, RegistryError,
+                     UsageError)
+from .layout import Layout
+from .oci import (ANNOTATION_REFERENCE_DIGEST, ANNOTATION_REFERENCE_TYPE, DEFAULT_PLATFORMS, INDEX_TYPES,
+                  MANIFEST_TYPES, Descriptor, Platform, sha256_digest)
+from .progress import NullProgress, Progress
+from .reference import ImageRef
+from .registry import Manifest, RegistryClient, media_type_of, plan_routes
+from .spec import ImageOptions, PlatformExemption, RegistryConfig
+
+log = logging.getLogger(__name__)
+
+DEFAULT_JOBS = 8
+
+
+@dataclass(frozen=True)
+class PlatformManifest:
+    """One platform's image manifest in the bundled index (or the image itself, for a single manifest)."""
+
+    platform: Platform
+    digest: str
+    size: int
+    media_type: str
+
+
+@dataclass(frozen=True)
+class PulledImage:
+    """What the pull did for one reference; rewrite pins `bundled_digest`, the BOM records it all."""
+
+    source: str                      # the reference as written
+    ref: ImageRef                    # normalised, with :latest when neither tag nor digest was given
+    name: str                        # its org.opencontainers.image.ref.name in the layout's index.json
+    upstream_digest: str             # what the registry serves for the reference
+    bundled_digest: str              # what the layout carries (differs when the index was narrowed)
+    media_type: str                  # of the bundled top-level object (never converted)
+    size: int                        # of the bundled top-level object
+    platforms: tuple[PlatformManifest, ...]
+    attestations: tuple[Descriptor, ...] = ()   # unknown/unknown manifests kept with the image
+    exempted: tuple[PlatformExemption, ...] = ()  # required platforms missing upstream, with the spec's reason
+    keep_upstream_index: bool = False
+    origin: str = ""                 # endpoint URL the manifest came from, or "cache"
+
+    @property
+    def descriptor(self) -> Descriptor:
+        return Descriptor(self.media_type, self.bundled_digest, self.size)
+
+    @property
+    def narrowed(self) -> bool:
+        return self.upstream_digest != self.bundled_digest
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where content may come from: the allowed registries (with mirrors), plain-HTTP hosts, a CA bundle."""
+
+    registries: tuple[RegistryConfig, ...] = ()
+    insecure_hosts: tuple[str, ...] = ()
+    ca_file: Path | None = None
+    retries: int = 5
+    backoff: float = 0.5
+    timeout: float = 60.0
+
+    @classmethod
+    def for_refs(cls, refs: Sequence[str], **kwargs: Any) -> Sources:
+        """Allow exactly the registries of the given references (the CLI's REF... form)."""
+        hosts = sorted({ImageRef.parse(r).domain for r in refs})
+        return cls(registries=tuple(RegistryConfig(h) for h in hosts), **kwargs)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """`select_platforms`' answer: which index entries to keep, and why."""
+
+    kept: tuple[dict[str, Any], ...]                 # raw index entries, upstream order
+    platforms: tuple[tuple[Platform, dict[str, Any]], ...]
+    attestations: tuple[dict[str, Any], ...]
+    exempted: tuple[PlatformExemption, ...]
+
+
+def default_cache_dir(environ: dict[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME", str(Path.home()))) / ".cache")
+    return Path(base) / "airgap-bundle"
+
+
+def select_platforms(index: dict[str, Any], required: Sequence[Platform], *, image: str,
+                     exemptions: Sequence[PlatformExemption] = (), keep_all: bool = False) -> Selection:
+    """Choose the index entries to bundle. Pure.
+
+    Raises:
+        PlatformMissingError: a required platform is absent and not exempted (names image and platform).
+    """
+    entries = [e for e in index.get("manifests") or [] if isinstance(e, dict)]
+    chosen: list[tuple[Platform, dict[str, Any]]] = []
+    exempted: list[PlatformExemption] = []
+    for want in required:
+        hit = next((e for e in entries if isinstance(e.get("platform"), dict)
+                    and not Platform.from_json(e["platform"]).is_unknown
+                    and Platform.from_json(e["platform"]).matches(want)), None)
+        if hit is not None:
+            chosen.append((Platform.from_json(hit["platform"]), hit))
+            continue
+        exemption = next((x for x in exemptions if x.platform.matches(want)), None)
+        if exemption is None:
+            offered = ", ".join(str(Platform.from_json(e["platform"])) for e in entries
+                                if isinstance(e.get("platform"), dict)) or "none"
+            raise PlatformMissingError(f"{image}: platform {want} is missing (the index offers: {offered})",
+                                       hint=f"exempt it under images: with platformExemptions and a reason, "
+                                            f"or choose another image")
+        exempted.append(exemption)
+    if keep_all:
+        chosen = [(Platform.from_json(e["platform"]), e) for e in entries
+                  if isinstance(e.get("platform"), dict) and not Platform.from_json(e["platform"]).is_unknown]
+    chosen_digests = {e["digest"] for _, e in chosen}
+    attestations = [e for e in entries if _is_attestation(e)
+                    and (keep_all or (e.get("annotations") or {}).get(ANNOTATION_REFERENCE_DIGEST) in chosen_digests)]
+    keep_ids = {id(e) for _, e in chosen} | {id(e) for e in attestations}
+    kept = entries if keep_all else [e for e in entries if id(e) in keep_ids]
+    return Selection(tuple(kept), tuple(chosen), tuple(attestations), tuple(exempted))
+
+
+def _is_attestation(entry: dict[str, Any]) -> bool:
+    platform = entry.get("platform")
+    unknown = isinstance(platform, dict) and Platform.from_json(platform).is_unknown
+    return unknown or ANNOTATION_REFERENCE_TYPE in (entry.get("annotations") or {})
+
+
+def narrowed_index(upstream: dict[str, Any], kept: Sequence[dict[str, Any]]) -> bytes:
+    """A new index with the upstream's fields (mediaType, annotations, ...) over just `kept`. Deterministic."""
+    obj = dict(upstream)
+    obj["manifests"] = list(kept)
+    return json.dumps(obj, indent=2).encode()
+
+
+@dataclass
+class _Plan:
+    source: str
+    ref: ImageRef
+    top: Manifest
+    bundled: bytes
+    bundled_type: str
+    platforms: list[PlatformManifest]
+    attestations: list[Descriptor]
+    exempted: tuple[PlatformExemption, ...]
+    keep: bool
+    manifests: list[Manifest] = field(default_factory=list)   # child manifests, stored before the top
+    blobs: list[tuple[str, int]] = field(default_factory=list)  # (digest, size) of configs and layers
+
+
+class _Puller:
+    def __init__(self, out: Layout, store: Layout, client: RegistryClient | None, *, jobs: int,
+                 progress: Progress) -> None:
+        self.out, self.store, self.client = out, store, client
+        self.progress = progress
+        self.pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="blob")
+        self.lock = threading.Lock()
+        self.inflight: dict[str, Future[None]] = {}
+        self.done_blobs = 0
+        self.total_blobs = 0
+
+    # manifests -------------------------------------------------------------------------------------
+    def manifest(self, ref: ImageRef, reference: str) -> Manifest:
+        """Cache first for digests (immutable); the registry for tags, or the cache's record when offline."""
+        if reference.startswith("sha256:"):
+            for layout in (self.store, self.out):
+                if layout.has_blob(reference):
+                    data = layout.read_blob(reference)
+                    return Manifest(data, media_type_of(data, "", f"{ref.name}@{reference}"), reference, "cache")
+            if self.client is None:
+                raise OfflineMissError(f"{ref.name}@{reference}: not in the cache {self.store.path}",
+                                       hint="run once online to fill the cache, or drop --offline")
+        elif self.client is None:
+            desc = self.store.resolve(str(ref))
+            if desc is None or not self.store.has_blob(desc.digest):
+                raise OfflineMissError(f"{ref}: not in the cache {self.store.path}",
+                                       hint="run once online to fill the cache, or drop --offline")
+            data = self.store.read_blob(desc.digest)
+            return Manifest(data, media_type_of(data, desc.media_type, str(ref)), desc.digest, "cache")
+        assert self.client is not None
+        return self.client.get_manifest(ref, reference)
+
+    def resolve(self, source: str, ref: ImageRef, required: Sequence[Platform],
+                options: ImageOptions | None) -> _Plan:
+        top = self.manifest(ref, ref.digest or ref.tag or "latest")
+        keep = bool(options and options.keep_upstream_index)
+        exemptions = options.platform_exemptions if options else ()
+        if top.media_type in INDEX_TYPES:
+            upstream = top.json()
+            sel = select_platforms(upstream, required, image=source, exemptions=exemptions, keep_all=keep)
+            all_entries = [e for e in upstream.get("manifests") or [] if isinstance(e, dict)]
+            bundled = top.data if len(sel.kept) == len(all_entries) else narrowed_index(upstream, sel.kept)
+            plan = _Plan(source, ref, top, bundled, top.media_type, [], [], sel.exempted, keep)
+            for entry in sel.kept:
+                desc = Descriptor.from_json(entry)
+                child = self.manifest(ref, desc.digest)
+                if child.media_type not in MANIFEST_TYPES:
+                    raise RegistryError(f"{source}: entry {desc.digest} of the index is a {child.media_type}; "
+                                        "nested indexes are not supported")
+                if len(child.data) != desc.size:
+                    raise DigestMismatchError(f"{source}: manifest {desc.digest} is {len(child.data)} bytes, "
+                                              f"the index says {desc.size}")
+                plan.manifests.append(child)
+                plan.blobs += _blobs_of(child)
+                if entry in sel.attestations:
+                    plan.attestations.append(desc)
+                else:
+                    plan.platforms.append(PlatformManifest(desc.platform or Platform("unknown", "unknown"),
+                                                           desc.digest, desc.size, child.media_type))
+            return plan
+        # A single manifest: acceptable only as the one platform still required.
+        config = top.json().get("config") or {}
+        config_desc = Descriptor.from_json(config)
+        self.fetch_blob(ref, config_desc.digest, config_desc.size).result()
+        cfg = json.loads(self.store.read_blob(config_desc.digest))
+        have = Platform.from_json(cfg if isinstance(cfg, dict) else {})
+        remaining = [p for p in required if not any(x.platform.matches(p) for x in exemptions)]
+        if len(remaining) != 1 or not have.matches(remaining[0]):
+            wanted = ", ".join(map(str, required))
+            raise PlatformMissingError(
+                f"{source}: a single-platform image ({have}), but {wanted} "
+                f"{'is' if len(required) == 1 else 'are'} required",
+                hint="use a multi-platform index, or exempt the other platforms in the spec with a reason, "
+                     "or pull with --platform " + str(have))
+        exempted = tuple(x for x in exemptions if not x.platform.matches(have))
+        return _Plan(source, ref, top, top.data, top.media_type,
+                     [PlatformManifest(have, top.digest, len(top.data), top.media_type)], [], exempted, keep,
+                     [], _blobs_of(top))
+
+    # blobs -------------------------------------------------------------------------------------------
+    def fetch_blob(self, ref: ImageRef, digest: str, size: int) -> Future[None]:
+        """One task per digest for the whole run (in-flight dedupe)."""
+        with self.lock:
+            fut = self.inflight.get(digest)
+            if fut is None:
+                fut = self.pool.submit(self._ensure_blob, ref, digest, size)
+                self.inflight[digest] = fut
+                self.total_blobs += 1
+            return fut
+
+    def _ensure_blob(self, ref: ImageRef, digest: str, size: int) -> None:
+        if not self.out.has_blob(digest):
+            if self.store is self.out or not self.out.link_from(self.store, digest):
+                self._download(ref, digest, size)
+                if self.store is not self.out:
+                    self.out.link_from(self.store, digest)
+        with self.lock:
+            self.done_blobs += 1
+            done, total = self.done_blobs, self.total_blobs
+        self.progress.step("blobs", done, total, digest[:19])
+
+    def _download(self, ref: ImageRef, digest: str, size: int) -> None:
+        client = self.client
+        if client is None:
+            raise OfflineMissError(f"{ref}: blob {digest} is not in the cache {self.store.path}",
+                                   hint="run once online to fill the cache, or drop --offline")
+        for attempt in (1, 2):
+            try:
+                self.store.write_blob(digest, size, lambda offset: client.blob_chunks(ref, digest, offset),
+                                      on_bytes=self.progress.transferred)
+                return
+            except DigestMismatchError as exc:
+                if attempt == 2:
+                    raise DigestMismatchError(f"{ref}: {exc.message} (twice; nothing was kept)",
+                                              hint=exc.hint) from None
+                log.warning("%s: %s; discarded, fetching once more", ref, exc.message)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _blobs_of(manifest: Manifest) -> list[tuple[str, int]]:
+    obj = manifest.json()
+    descs = [obj.get("config") or {}, *(obj.get("layers") or [])]
+    try:
+        return [(Descriptor.from_json(d).digest, Descriptor.from_json(d).size) for d in descs]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RegistryError(f"manifest {manifest.digest} from {manifest.endpoint} is malformed: {exc}") from None
+
+
+def pull(refs: Sequence[str], *, layout: Path | Layout, platforms: Sequence[Platform] = DEFAULT_PLATFORMS,
+         options_for: Callable[[ImageRef], ImageOptions | None] = lambda ref: None,
+         sources: Sources | None = None, cache: Path | Layout | None = None, jobs: int = DEFAULT_JOBS,
+         offline: bool = False, progress: Progress | None = None,
+         environ: dict[str, str] | None = None) -> list[PulledImage]:
+    """Pull every reference's required platforms into `layout`; return one PulledImage per reference.
+
+    Args:
+        refs: references as written (duplicates are pulled once, reported once each).
+        layout: the output OCI layout (created if missing).
+        platforms: required platforms (Spec.platforms or --platform).
+        options_for: per-image options (Spec.options_for): keepUpstreamIndex, platformExemptions.
+        sources: allowed registries; default: exactly the hosts of `refs`.
+        cache: a shared OCI layout consulted first and filled by the run; None: no cache.
+        jobs: concurrent blob downloads.
+        offline: contact nothing; everything must be in the cache.
+
+    Raises:
+        InvalidReferenceError, UsageError (a registry not allowed), AuthError, NotFoundError,
+        RegistryError, DigestMismatchError, PlatformMissingError, OfflineMissError, LayoutError.
+    """
+    progress = progress or NullProgress()
+    parsed = [(text, ImageRef.parse(text).with_default_tag()) for text in refs]
+    out = layout if isinstance(layout, Layout) else Layout(layout)
+    store = out
+    if cache is not None:
+        store = cache if isinstance(cache, Layout) else Layout(cache)
+        if store.path.resolve() == out.path.resolve():
+            store = out
+    if offline:
+        if store is out and cache is None:
+            raise UsageError("--offline needs a cache to read from", hint="pass --cache DIR")
+        client = None
+        log.info("pull: offline; reading only the cache %s", store.path)
+    else:
+        sources = sources or Sources.for_refs(refs)
+        routes = plan_routes(sorted({r.domain for _, r in parsed}), sources.registries,
+                             insecure_hosts=sources.insecure_hosts, ca_file=sources.ca_file, environ=environ)
+        client = RegistryClient(routes, retries=sources.retries, backoff=sources.backoff, timeout=sources.timeout,
+                                pool_size=max(1, jobs))
+        # One line, before the first request: every endpoint this run may contact.
+        log.info("pull: endpoints: %s; cache: %s", "; ".join(client.describe()) or "none",
+                 store.path if store is not out else "none")
+    puller = _Puller(out, store, client, jobs=jobs, progress=progress)
+    try:
+        unique = list(dict.fromkeys(r for _, r in parsed))
+        plans: dict[ImageRef, _Plan] = {}
+        with ThreadPoolExecutor(max_workers=max(1, min(4, jobs)), thread_name_prefix="resolve") as resolver:
+            futures = {ref: resolver.submit(puller.resolve, next(t for t, r in parsed if r == ref), ref,
+                                            platforms, options_for(ref)) for ref in unique}
+            for n, ref in enumerate(unique, 1):
+                plans[ref] = _result(futures[ref], [*futures.values()])
+                progress.step("resolve", n, len(unique), str(ref))
+        blob_futures = [puller.fetch_blob(ref, d, s) for ref in unique for d, s in plans[ref].blobs]
+        done, _ = wait(blob_futures, return_when=FIRST_EXCEPTION)
+        for fut in blob_futures:
+            if fut.done() and fut.exception() is not None:
+                raise fut.exception()  # type: ignore[misc]
+        results: dict[ImageRef, PulledImage] = {}
+        for ref in unique:
+            results[ref] = _store_manifests(plans[ref], out, store)
+            progress.step("images", len(results), len(unique), str(ref))
+        out.set_refs({p.name: p.descriptor for p in results.values()})
+        if store is not out:
+            store.set_refs({str(ref): Descriptor(plans[ref].top.media_type, plans[ref].top.digest,
+                                                 len(plans[ref].top.data))
+                            for ref in unique if not ref.digest})
+    finally:
+        puller.close()
+    return [_as_written(results[r], text) for text, r in parsed]
+
+
+def _result(fut: Future[_Plan], all_futures: list[Future[_Plan]]) -> _Plan:
+    try:
+        return fut.result()
+    except BundlerError:
+        for other in all_futures:
+            other.cancel()
+        raise
+
+
+def _store_manifests(plan: _Plan, out: Layout, store: Layout) -> PulledImage:
+    # Children before parents, so a layout never names a manifest whose parts are missing.
+    for child in plan.manifests:
+        for layout in {id(out): out, id(store): store}.values():
+            layout.put_bytes(child.data, child.digest)
+    if store is not out:
+        store.put_bytes(plan.top.data, plan.top.digest)
+    bundled_digest = out.put_bytes(plan.bundled, sha256_digest(plan.bundled))
+    if bundled_digest != plan.top.digest:
+        log.info("%s: index narrowed to %s (upstream %s, bundled %s)", plan.source,
+                 ", ".join(str(p.platform) for p in plan.platforms), plan.top.digest, bundled_digest)
+    return PulledImage(
+        source=plan.source, ref=plan.ref, name=str(plan.ref), upstream_digest=plan.top.digest,
+        bundled_digest=bundled_digest, media_type=plan.bundled_type, size=len(plan.bundled),
+        platforms=tuple(plan.platforms), attestations=tuple(plan.attestations), exempted=plan.exempted,
+        keep_upstream_index=plan.keep, origin=plan.top.endpoint)
+
+
+def _as_written(image: PulledImage, source: str) -> PulledImage:
+    if image.source == source:
+        return image
+    return replace(image, source=source)

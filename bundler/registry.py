@@ -1,0 +1,581 @@
+"""The OCI distribution API client: endpoints, credentials, auth, TLS, retries, mirrors, resumable blobs.
+
+Input: routes (`{registry host: (Endpoint, ...)}`, mirrors first, built by `plan_routes` from the spec's
+`RegistryConfig`s); output: manifest bytes with their media type (`get_manifest`) and blob bytes as a
+stream of chunks (`blob_chunks`) that survives dropped connections by continuing with an HTTP Range
+request from the byte it stopped at.
+
+Spec: OCI distribution-spec v1.1 (pulling manifests and blobs, `Range`), the Docker token auth flow
+(`WWW-Authenticate: Bearer realm=...,service=...,scope=...`), RFC 7617 basic auth, RFC 9110 Retry-After.
+
+Transport is plain `requests` (not oras-py): we need byte-exact raw streams (no content decoding),
+Range resumption inside one logical stream, per-request CA bundles, and our own retry policy.
+Every request passes `verify=` explicitly and the sessions do not read the environment
+(`trust_env=False`): requests would otherwise let `REQUESTS_CA_BUNDLE` override a session's CA bundle
+and apply ~/.netrc credentials. Proxies from the environment are applied explicitly per request.
+
+Not here: digest checking (the caller wraps streams in `oci.verified()`), storing, platform choice.
+Credentials never appear in error messages (`_redact`).
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import json
+import logging
+import os
+import random
+import re
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+import urllib3
+
+from .errors import AuthError, DigestMismatchError, NotFoundError, RateLimitedError, RegistryError, UsageError
+from .oci import ACCEPT_MANIFESTS, INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST, sha256_digest
+from .reference import DEFAULT_DOMAIN, ImageRef
+from .spec import RegistryConfig
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+MAX_MANIFEST_BYTES = 4 << 20  # containerd's limit
+RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+DOCKER_HUB_API = "registry-1.docker.io"
+_DOCKER_HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io", "registry-1.docker.io")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str = field(repr=False)
+    source: str = ""  # where they came from, for messages ("env REG_USER", "~/.docker/config.json")
+
+    def __repr__(self) -> str:
+        return f"Credentials(username={self.username!r}, password='***', source={self.source!r})"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One place to fetch a registry's content from: the registry itself or one of its mirrors."""
+
+    serves: str            # the registry host in image references (docker.io, quay.io, 127.0.0.1:5000)
+    host: str              # host[:port] contacted
+    scheme: str = "https"
+    prefix: str = ""       # repository prefix on a mirror ("mirror.local/hub" serves docker.io as hub/...)
+    verify: str | bool = True
+    keep_alive: bool = True
+    credentials: Credentials | None = None
+    custom_ca: bool = False  # `verify` is the user's CA bundle (caFile / --ca-file), not the default
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host}"
+
+    @property
+    def is_mirror(self) -> bool:
+        return self.host != _api_host(self.serves) or bool(self.prefix)
+
+    def repository(self, ref: ImageRef) -> str:
+        return f"{self.prefix}/{ref.path}" if self.prefix else ref.path
+
+    def describe(self) -> str:
+        extra = [f"mirror of {self.serves}"] if self.is_mirror else []
+        if self.scheme == "http":
+            extra.append("plain HTTP")
+        if self.custom_ca and self.scheme == "https":
+            extra.append(f"CA {self.verify}")
+        if self.credentials:
+            extra.append(f"credentials from {self.credentials.source}")
+        return self.url + (f"/{self.prefix}" if self.prefix else "") + (f" ({', '.join(extra)})" if extra else "")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Manifest bytes exactly as served, their sha256 digest and media type."""
+
+    data: bytes
+    media_type: str
+    digest: str
+    endpoint: str
+
+    def json(self) -> dict[str, Any]:
+        obj = json.loads(self.data)
+        if not isinstance(obj, dict):
+            raise RegistryError(f"manifest {self.digest} from {self.endpoint} is not a JSON object")
+        return obj
+
+
+def _api_host(host: str) -> str:
+    return DOCKER_HUB_API if host == DEFAULT_DOMAIN else host
+
+
+# --- credentials ---------------------------------------------------------------------------------
+
+def auth_files(environ: Mapping[str, str]) -> list[Path]:
+    """Where credentials are looked up, in order: REGISTRY_AUTH_FILE, then DOCKER_CONFIG or ~/.docker."""
+    files = []
+    if environ.get("REGISTRY_AUTH_FILE"):
+        files.append(Path(environ["REGISTRY_AUTH_FILE"]))
+    docker_dir = environ.get("DOCKER_CONFIG") or str(Path(environ.get("HOME", str(Path.home()))) / ".docker")
+    files.append(Path(docker_dir) / "config.json")
+    return files
+
+
+def _auth_key(key: str) -> str:
+    """`https://host:5000/v1/` -> `host:5000` (docker config keys may carry a scheme and a path)."""
+    if "://" in key:
+        key = urllib.parse.urlsplit(key).netloc
+    return key.split("/", 1)[0]
+
+
+def load_credentials(host: str, *, docker_config: bool = True, username_env: str | None = None,
+                     password_env: str | None = None, environ: Mapping[str, str] | None = None) -> Credentials | None:
+    """Credentials for `host`: the env vars the spec names, else the auth files (`auth_files`).
+
+    Credential helpers (`credHelpers`, `credsStore`) are not run: the tool executes no helper binaries.
+
+    Raises:
+        AuthError: an env var the spec names is unset, or an auth file entry is malformed.
+    """
+    env = os.environ if environ is None else environ
+    if username_env or password_env:
+        user, password = env.get(username_env or ""), env.get(password_env or "")
+        if not user or password is None:
+            raise AuthError(f"credentials for {host}: environment variables {username_env} and {password_env} "
+                            "are named in the spec but not set", hint="export them, or remove them from the spec")
+        return Credentials(user, password, f"env {username_env}")
+    if not docker_config:
+        return None
+    wanted = set(_DOCKER_HUB_KEYS) if host in _DOCKER_HUB_KEYS else {host}
+    for path in auth_files(env):
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as exc:
+            raise AuthError(f"cannot read credentials file {path}: {exc}", hint="fix or remove the file") from None
+        for key, entry in (data.get("auths") or {}).items():
+            if _auth_key(key) not in wanted and key not in wanted or not isinstance(entry, dict):
+                continue
+            if entry.get("auth"):
+                try:
+                    user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+                except ValueError:
+                    raise AuthError(f"{path}: the auth entry for {key} is not base64 user:password") from None
+                return Credentials(user, password, str(path))
+            if entry.get("username"):
+                return Credentials(str(entry["username"]), str(entry.get("password", "")), str(path))
+    return None
+
+
+# --- routes ----------------------------------------------------------------------------------------
+
+def plan_routes(hosts: Sequence[str], configs: Sequence[RegistryConfig], *, insecure_hosts: Sequence[str] = (),
+                ca_file: Path | None = None, environ: Mapping[str, str] | None = None
+                ) -> dict[str, tuple[Endpoint, ...]]:
+    """The endpoints for each registry host, mirrors first, upstream last (unless `skipUpstream`).
+
+    Fails closed: a host with no `RegistryConfig` is refused. Plain HTTP only for hosts marked
+    `insecure` in the spec or listed in `insecure_hosts`. `ca_file` (the CLI's `--ca-file`) applies to
+    every TLS endpoint that has no `caFile` of its own.
+
+    Raises:
+        UsageError: a host the configuration does not allow.
+        AuthError: credentials named in the spec are missing.
+    """
+    by_host = {c.host: c for c in configs}
+    insecure = set(insecure_hosts) | {c.host for c in configs if c.insecure}
+    routes: dict[str, tuple[Endpoint, ...]] = {}
+    for host in hosts:
+        config = by_host.get(host)
+        if config is None:
+            raise UsageError(f"registry {host} is not allowed: the spec's registries list {sorted(by_host) or 'none'}",
+                             hint=f"add `- host: {host}` under registries: in the spec (never a public registry by default)")
+        eps: list[Endpoint] = []
+        for target in [*config.mirrors, *([] if config.skip_upstream else [host])]:
+            target_host, _, prefix = target.partition("/")
+            own = by_host.get(target_host, config)
+            ca = own.ca_file or config.ca_file or ca_file
+            eps.append(Endpoint(
+                serves=host,
+                host=_api_host(target_host),
+                scheme="http" if target_host in insecure else "https",
+                prefix=prefix.strip("/"),
+                verify=str(ca) if ca else _default_ca(environ),
+                custom_ca=ca is not None,
+                keep_alive=own.keep_alive and config.keep_alive,
+                credentials=load_credentials(target_host, docker_config=own.docker_config,
+                                             username_env=own.username_env, password_env=own.password_env,
+                                             environ=environ),
+            ))
+        if not eps:
+            raise UsageError(f"registry {host}: skipUpstream is set and no mirrors are listed")
+        routes[host] = tuple(eps)
+    return routes
+
+
+def _default_ca(environ: Mapping[str, str] | None) -> str | bool:
+    env = os.environ if environ is None else environ
+    return env.get("REQUESTS_CA_BUNDLE") or env.get("CURL_CA_BUNDLE") or True
+
+
+# --- the client ------------------------------------------------------------------------------------
+
+class RegistryClient:
+    """Fetches manifests and blobs over the distribution API. Thread-safe: one session per thread.
+
+    Args:
+        routes: registry host -> endpoints to try in order (see `plan_routes`).
+        retries: attempts after the first, on connection errors, 5xx and 429.
+        backoff: first backoff in seconds (doubles, with jitter, capped at `max_backoff`).
+        timeout: seconds to wait for a connection or for the next bytes.
+        pool_size: connections kept per host and thread-session.
+    """
+
+    def __init__(self, routes: Mapping[str, Sequence[Endpoint]], *, retries: int = 5, backoff: float = 0.5,
+                 max_backoff: float = 30.0, timeout: float = 60.0, pool_size: int = 8,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.routes = {h: tuple(e) for h, e in routes.items()}
+        self.retries, self.backoff, self.max_backoff, self.timeout = retries, backoff, max_backoff, timeout
+        self.pool_size = pool_size
+        self._sleep = sleep
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._tokens: dict[tuple[str, str], str] = {}
+        self._challenges: dict[str, tuple[str, dict[str, str]]] = {}
+        self.stats: dict[str, int] = {"requests": 0, "retries": 0, "resumes": 0}
+
+    def describe(self) -> list[str]:
+        """Every endpoint the client may contact (token realms and blob redirects are named by them)."""
+        return [e.describe() for eps in self.routes.values() for e in eps]
+
+    # manifests
+    def get_manifest(self, ref: ImageRef, reference: str | None = None) -> Manifest:
+        """GET a manifest or index by tag or digest, trying the endpoints in order.
+
+        A digest reference is checked against the bytes; a tag's bytes against Docker-Content-Digest.
+
+        Raises:
+            NotFoundError, AuthError, RegistryError, DigestMismatchError.
+        """
+        reference = reference or ref.digest or ref.tag or "latest"
+        errors: list[RegistryError] = []
+        for ep in self._endpoints(ref):
+            try:
+                return self._get_manifest(ep, ref, reference)
+            except DigestMismatchError:
+                raise
+            except RegistryError as exc:
+                if len(self.routes[ref.domain]) > 1:
+                    log.info("%s: %s; trying the next endpoint", ep.url, exc.message)
+                errors.append(exc)
+        raise self._pick(errors, f"{ref.name}:{reference}" if ":" not in reference else f"{ref.name}@{reference}")
+
+    def _get_manifest(self, ep: Endpoint, ref: ImageRef, reference: str) -> Manifest:
+        repo = ep.repository(ref)
+        resp = self._send(ep, "GET", f"/v2/{repo}/manifests/{reference}", repo, headers={"Accept": ACCEPT_MANIFESTS},
+                          what=f"manifest {ref.name}:{reference}")
+        try:
+            declared = resp.headers.get("Content-Length")
+            if declared and int(declared) > MAX_MANIFEST_BYTES:
+                raise RegistryError(f"manifest {ref.name}:{reference} from {ep.url} is larger than 4 MiB")
+            data = self._read_capped(resp, MAX_MANIFEST_BYTES, what=f"manifest {ref.name}:{reference}")
+        finally:
+            resp.close()
+        digest = sha256_digest(data)
+        if reference.startswith("sha256:") and digest != reference:
+            raise DigestMismatchError(f"manifest {ref.name}@{reference} from {ep.url} hashes to {digest}",
+                                      hint="the registry or a proxy served other bytes; nothing was kept")
+        header = resp.headers.get("Docker-Content-Digest", "")
+        if header.startswith("sha256:") and header != digest:
+            raise DigestMismatchError(f"manifest {ref.name}:{reference} from {ep.url}: bytes hash to {digest}, "
+                                      f"Docker-Content-Digest says {header}")
+        return Manifest(data, media_type_of(data, resp.headers.get("Content-Type", ""), f"{ref.name}:{reference}"),
+                        digest, ep.url)
+
+    # blobs
+    def blob_chunks(self, ref: ImageRef, digest: str, offset: int = 0) -> Iterator[bytes]:
+        """The blob's bytes from `offset` on, as one stream of <= 1 MiB chunks.
+
+        A connection dropped mid-blob is resumed with `Range: bytes=N-` (or, if the server ignores
+        Range, by skipping what was already delivered), up to `retries` times. The caller checks the
+        digest (oci.verified) over everything it keeps.
+
+        Raises:
+            NotFoundError, AuthError, RegistryError.
+        """
+        position, drops = offset, 0
+        while True:
+            resp, ep = self._open_blob(ref, digest, position)
+            skip = position if resp.status_code == 200 else 0
+            if resp.status_code == 206:
+                start = _content_range_start(resp.headers.get("Content-Range", ""))
+                if start is None or start > position:
+                    resp.close()
+                    raise RegistryError(f"blob {digest} from {ep.url}: bad Content-Range "
+                                        f"{resp.headers.get('Content-Range')!r} for a request from byte {position}")
+                skip = position - start
+            try:
+                for chunk in resp.raw.stream(CHUNK, decode_content=False):
+                    if skip:
+                        if len(chunk) <= skip:
+                            skip -= len(chunk)
+                            continue
+                        chunk, skip = chunk[skip:], 0
+                    position += len(chunk)
+                    yield chunk
+                return
+            except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
+                drops += 1
+                if drops > self.retries:
+                    raise RegistryError(f"blob {ref.name}@{digest}: connection to {ep.url} failed {drops} times "
+                                        f"mid-transfer ({type(exc).__name__})",
+                                        hint="check the network; a rerun resumes where this one stopped") from None
+                with self._lock:
+                    self.stats["resumes"] += 1
+                log.info("blob %s: connection dropped at byte %d (%s); resuming", digest[:19], position,
+                         type(exc).__name__)
+                self._sleep(self._delay(drops - 1, None))
+            finally:
+                resp.close()
+
+    def _open_blob(self, ref: ImageRef, digest: str, position: int) -> tuple[requests.Response, Endpoint]:
+        headers = {"Accept-Encoding": "identity"}
+        if position:
+            headers["Range"] = f"bytes={position}-"
+        errors: list[RegistryError] = []
+        for ep in self._endpoints(ref):
+            repo = ep.repository(ref)
+            try:
+                return self._send(ep, "GET", f"/v2/{repo}/blobs/{digest}", repo, headers=headers, stream=True,
+                                  what=f"blob {ref.name}@{digest}"), ep
+            except RegistryError as exc:
+                errors.append(exc)
+        raise self._pick(errors, f"{ref.name}@{digest}")
+
+    # plumbing
+    def _endpoints(self, ref: ImageRef) -> tuple[Endpoint, ...]:
+        try:
+            return self.routes[ref.domain]
+        except KeyError:
+            raise UsageError(f"registry {ref.domain} is not allowed (image {ref})",
+                             hint=f"add `- host: {ref.domain}` under registries: in the spec") from None
+
+    @staticmethod
+    def _pick(errors: list[RegistryError], what: str) -> RegistryError:
+        if errors and all(isinstance(e, NotFoundError) for e in errors):
+            return errors[-1] if len(errors) == 1 else NotFoundError(
+                f"{what}: not found on any endpoint ({'; '.join(e.message for e in errors)})")
+        return next((e for e in reversed(errors) if not isinstance(e, NotFoundError)), errors[-1])
+
+    def _session(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.trust_env = False  # no REQUESTS_CA_BUNDLE override, no ~/.netrc; see module docstring
+            adapter = requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=self.pool_size, max_retries=0)
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
+            self._local.session = session
+        return session
+
+    def _delay(self, attempt: int, resp: requests.Response | None) -> float:
+        if resp is not None and resp.headers.get("Retry-After"):
+            after = _retry_after(resp.headers["Retry-After"])
+            if after is not None:
+                return min(after, self.max_backoff * 4)
+        return min(self.max_backoff, self.backoff * (2 ** attempt)) * (0.5 + random.random() / 2)
+
+    def _http(self, ep: Endpoint, method: str, url: str, headers: dict[str, str], *, stream: bool,
+              what: str) -> requests.Response:
+        """One logical request with retries (connection errors, 5xx, 429) and manual redirects."""
+        headers = {"User-Agent": "airgap-bundle", **headers}
+        if not ep.keep_alive:
+            headers["Connection"] = "close"
+        last: str = ""
+        for attempt in range(self.retries + 1):
+            target, hop_headers, verify = url, dict(headers), ep.verify
+            try:
+                for _ in range(6):
+                    with self._lock:
+                        self.stats["requests"] += 1
+                    resp = self._session().request(
+                        method, target, headers=hop_headers, stream=stream, verify=verify, allow_redirects=False,
+                        timeout=(min(10.0, self.timeout), self.timeout),
+                        proxies=requests.utils.get_environ_proxies(target))
+                    if resp.status_code not in (301, 302, 303, 307, 308) or "Location" not in resp.headers:
+                        break
+                    resp.close()
+                    nxt = urllib.parse.urljoin(target, resp.headers["Location"])
+                    if urllib.parse.urlsplit(nxt).netloc != urllib.parse.urlsplit(target).netloc:
+                        # Blob storage elsewhere (S3, CDN): no registry credentials, default CA bundle.
+                        hop_headers.pop("Authorization", None)
+                        verify = _default_ca(None)
+                    target = nxt
+            except requests.exceptions.SSLError as exc:
+                raise RegistryError(f"{what}: TLS verification failed for {ep.url}: {self._redact(str(exc), ep)}",
+                                    hint="give the registry's CA with caFile in the spec or --ca-file") from None
+            except (requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError) as exc:
+                last = f"{type(exc).__name__}: {self._redact(str(exc), ep)}"
+                resp = None
+            else:
+                if resp.status_code not in RETRY_STATUS or attempt == self.retries:
+                    return resp
+                last = f"HTTP {resp.status_code}"
+                resp.close()
+            if attempt < self.retries:
+                with self._lock:
+                    self.stats["retries"] += 1
+                delay = self._delay(attempt, resp)
+                log.info("%s: %s from %s; retrying in %.1fs", what, last, ep.url, delay)
+                self._sleep(delay)
+        raise RegistryError(f"{what}: {ep.url} unreachable after {self.retries + 1} attempts ({last})",
+                            hint="check the address, the network, or the registry's health")
+
+    def _auth_header(self, ep: Endpoint, scope: str) -> str | None:
+        with self._lock:
+            challenge = self._challenges.get(ep.url)
+            if challenge is None:
+                return None
+            if challenge[0] == "bearer":
+                token = self._tokens.get((ep.url, scope))
+                return f"Bearer {token}" if token else None
+        if ep.credentials:
+            raw = f"{ep.credentials.username}:{ep.credentials.password}".encode()
+            return "Basic " + base64.b64encode(raw).decode()
+        return None
+
+    def _send(self, ep: Endpoint, method: str, path: str, repo: str, *, headers: dict[str, str],
+              what: str, stream: bool = False) -> requests.Response:
+        """A request with auth (challenge, basic, bearer token dance), mapped to our errors."""
+        scope = f"repository:{repo}:pull"
+        for attempt in range(2):
+            h = dict(headers)
+            auth = self._auth_header(ep, scope)
+            if auth:
+                h["Authorization"] = auth
+            resp = self._http(ep, method, ep.url + path, h, stream=stream, what=what)
+            if resp.status_code != 401 or attempt == 1:
+                break
+            challenge = resp.headers.get("WWW-Authenticate", "")
+            resp.close()
+            scheme, params = _parse_challenge(challenge)
+            with self._lock:
+                self._challenges[ep.url] = (scheme, params)
+            if scheme == "bearer":
+                self._fetch_token(ep, params, scope, what)
+            elif scheme != "basic" or ep.credentials is None:
+                break
+        if resp.status_code in (200, 206):
+            return resp
+        status = resp.status_code
+        resp.close()
+        if status in (401, 403):
+            source = (f"the credentials from {ep.credentials.source}" if ep.credentials
+                      else f"no credentials (looked in env vars named in the spec and {', '.join(map(str, auth_files(os.environ)))})")
+            raise AuthError(f"{what}: {ep.url} refused access (HTTP {status}) with {source}",
+                            hint="log in (docker login / podman login) or name usernameEnv/passwordEnv in the spec")
+        if status == 404:
+            raise NotFoundError(f"{what}: not found on {ep.url}", hint="check the repository, tag or digest")
+        if status == 429:
+            raise RateLimitedError(f"{what}: {ep.url} kept answering 429 Too Many Requests",
+                                   hint="wait, authenticate, or configure a mirror")
+        if status == 416:
+            raise RegistryError(f"{what}: {ep.url} refused the byte range (HTTP 416)")
+        raise RegistryError(f"{what}: {ep.url} answered HTTP {status}")
+
+    def _fetch_token(self, ep: Endpoint, params: dict[str, str], scope: str, what: str) -> None:
+        realm = params.get("realm")
+        if not realm or urllib.parse.urlsplit(realm).scheme not in ("http", "https"):
+            raise AuthError(f"{what}: {ep.url} sent a bearer challenge without a usable realm")
+        query = {k: v for k, v in (("service", params.get("service")), ("scope", scope)) if v}
+        url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(query)
+        headers: dict[str, str] = {}
+        if ep.credentials:
+            raw = f"{ep.credentials.username}:{ep.credentials.password}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
+        token_ep = Endpoint(serves=ep.serves, host=urllib.parse.urlsplit(realm).netloc,
+                            scheme=urllib.parse.urlsplit(realm).scheme, verify=ep.verify, keep_alive=ep.keep_alive)
+        resp = self._http(token_ep, "GET", url, headers, stream=False, what=f"token for {what}")
+        if resp.status_code in (401, 403):
+            raise AuthError(f"{what}: the token service {token_ep.url} refused "
+                            + (f"the credentials from {ep.credentials.source}" if ep.credentials else "anonymous access"),
+                            hint="log in (docker login / podman login) or name usernameEnv/passwordEnv in the spec")
+        if resp.status_code != 200:
+            raise RegistryError(f"{what}: the token service {token_ep.url} answered HTTP {resp.status_code}")
+        try:
+            body = resp.json()
+            token = str(body.get("token") or body.get("access_token"))
+        except ValueError:
+            raise RegistryError(f"{what}: the token service {token_ep.url} sent no JSON") from None
+        with self._lock:
+            self._tokens[(ep.url, scope)] = token
+
+    def _read_capped(self, resp: requests.Response, cap: int, *, what: str) -> bytes:
+        out = bytearray()
+        try:
+            for chunk in resp.iter_content(CHUNK):
+                out += chunk
+                if len(out) > cap:
+                    raise RegistryError(f"{what}: larger than {cap} bytes")
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+            raise RegistryError(f"{what}: connection failed while reading ({type(exc).__name__})") from None
+        return bytes(out)
+
+    def _redact(self, text: str, ep: Endpoint) -> str:
+        secrets = [ep.credentials.password] if ep.credentials and ep.credentials.password else []
+        with self._lock:
+            secrets += [t for (url, _), t in self._tokens.items() if url == ep.url]
+        for secret in secrets:
+            text = text.replace(secret, "***")
+        return re.sub(r"(Authorization['\"]?:\s*['\"]?)(Basic|Bearer)\s+[^'\",\s]+", r"\1\2 ***", text)
+
+
+def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    scheme, _, rest = header.strip().partition(" ")
+    return scheme.lower(), {k.lower(): v for k, v in re.findall(r'([A-Za-z]+)="([^"]*)"', rest)}
+
+
+def _retry_after(value: str) -> float | None:
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _content_range_start(value: str) -> int | None:
+    match = re.match(r"bytes (\d+)-\d+/(\d+|\*)", value.strip())
+    return int(match.group(1)) if match else None
+
+
+def media_type_of(data: bytes, content_type: str, what: str) -> str:
+    """The manifest's media type: its own `mediaType` field, else Content-Type, else its shape."""
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        raise RegistryError(f"manifest {what} is not JSON") from None
+    if not isinstance(obj, dict):
+        raise RegistryError(f"manifest {what} is not a JSON object")
+    declared = obj.get("mediaType") or content_type.split(";")[0].strip()
+    if declared in INDEX_TYPES or declared in MANIFEST_TYPES:
+        return str(declared)
+    if obj.get("schemaVersion") == 1:
+        raise RegistryError(f"manifest {what} is Docker schema 1, which is deprecated and not supported",
+                            hint="push the image again with a current client")
+    if "manifests" in obj:
+        return OCI_INDEX
+    if "layers" in obj and "config" in obj:
+        return OCI_MANIFEST
+    raise RegistryError(f"manifest {what} has unsupported media type {declared!r}")

@@ -1,0 +1,135 @@
+"""layout.py: temp -> verify -> rename, resume from .partial, re-verification of existing blobs, index.json."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from bundler.errors import DigestMismatchError
+from bundler.layout import Layout
+from bundler.oci import ANNOTATION_REF_NAME, OCI_MANIFEST, Descriptor, sha256_digest
+
+DATA = os.urandom(3 * (1 << 20) + 17)
+DIGEST = sha256_digest(DATA)
+
+
+def chunks_from(data: bytes, offset: int, size: int = 1 << 20):  # type: ignore[no-untyped-def]
+    for i in range(offset, len(data), size):
+        yield data[i:i + size]
+
+
+def test_new_layout_is_an_oci_layout(tmp_path: Path) -> None:
+    Layout(tmp_path / "out")
+    assert json.loads((tmp_path / "out/oci-layout").read_text()) == {"imageLayoutVersion": "1.0.0"}
+    index = json.loads((tmp_path / "out/index.json").read_text())
+    assert index["schemaVersion"] == 2 and index["manifests"] == []
+
+
+def test_write_blob_verifies_and_renames(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    offsets: list[int] = []
+    counted: list[int] = []
+
+    def fetch(offset: int):  # type: ignore[no-untyped-def]
+        offsets.append(offset)
+        return chunks_from(DATA, offset)
+
+    layout.write_blob(DIGEST, len(DATA), fetch, on_bytes=counted.append)
+    assert layout.blob_path(DIGEST).read_bytes() == DATA
+    assert offsets == [0] and sum(counted) == len(DATA)
+    assert list(layout.partial.iterdir()) == []
+    assert layout.has_blob(DIGEST)
+
+
+def test_bad_bytes_never_get_the_final_name(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    bad = bytearray(DATA)
+    bad[12345] ^= 1
+    with pytest.raises(DigestMismatchError) as info:
+        layout.write_blob(DIGEST, len(DATA), lambda offset: chunks_from(bytes(bad), offset))
+    assert info.value.exit_code == 7
+    assert not layout.blob_path(DIGEST).exists()
+    assert not layout.partial_path(DIGEST).exists()
+
+
+def test_too_many_bytes_rejected(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    with pytest.raises(DigestMismatchError):
+        layout.write_blob(DIGEST, len(DATA), lambda offset: chunks_from(DATA + b"x", offset))
+    assert not layout.blob_path(DIGEST).exists()
+
+
+def test_resume_from_partial_asks_only_for_the_rest(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    layout.partial_path(DIGEST).write_bytes(DATA[:1_500_000])
+    offsets: list[int] = []
+
+    def fetch(offset: int):  # type: ignore[no-untyped-def]
+        offsets.append(offset)
+        return chunks_from(DATA, offset)
+
+    counted: list[int] = []
+    layout.write_blob(DIGEST, len(DATA), fetch, on_bytes=counted.append)
+    assert offsets == [1_500_000]
+    assert sum(counted) == len(DATA) - 1_500_000
+    assert layout.blob_path(DIGEST).read_bytes() == DATA
+
+
+def test_garbage_partial_is_discarded_not_kept(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    layout.partial_path(DIGEST).write_bytes(b"\0" * 1000)  # e.g. after a power loss
+    with pytest.raises(DigestMismatchError):
+        layout.write_blob(DIGEST, len(DATA), lambda offset: chunks_from(DATA, offset))
+    assert not layout.partial_path(DIGEST).exists() and not layout.blob_path(DIGEST).exists()
+    layout.write_blob(DIGEST, len(DATA), lambda offset: chunks_from(DATA, offset))  # the retry starts at 0
+    assert layout.blob_path(DIGEST).read_bytes() == DATA
+
+
+def test_oversized_partial_restarts(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    layout.partial_path(DIGEST).write_bytes(DATA + b"extra")
+    offsets: list[int] = []
+    layout.write_blob(DIGEST, len(DATA), lambda o: (offsets.append(o), chunks_from(DATA, o))[1])
+    assert offsets == [0] and layout.blob_path(DIGEST).read_bytes() == DATA
+
+
+def test_existing_blob_rechecked_by_digest_not_size(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    path = layout.blob_path(DIGEST)
+    bad = bytearray(DATA)
+    bad[0] ^= 0xFF
+    path.write_bytes(bytes(bad))  # same size, wrong content
+    assert not Layout(tmp_path).has_blob(DIGEST)
+    assert not path.exists()
+
+
+def test_read_blob_and_put_bytes(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    digest = layout.put_bytes(b'{"a":1}')
+    assert layout.read_blob(digest) == b'{"a":1}'
+    assert b"".join(layout.open_blob(digest)) == b'{"a":1}'
+
+
+def test_link_from_shares_the_inode(tmp_path: Path) -> None:
+    cache, out = Layout(tmp_path / "cache"), Layout(tmp_path / "out")
+    digest = cache.put_bytes(DATA)
+    assert out.link_from(cache, digest)
+    assert out.blob_path(digest).stat().st_ino == cache.blob_path(digest).stat().st_ino
+    assert not out.link_from(cache, sha256_digest(b"absent"))
+
+
+def test_set_refs_replaces_by_name_and_resolves(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    a = Descriptor(OCI_MANIFEST, sha256_digest(b"a"), 1)
+    b = Descriptor(OCI_MANIFEST, sha256_digest(b"b"), 1)
+    layout.set_refs({"reg/x:1": a, "reg/y:1": a})
+    layout.set_refs({"reg/x:1": b})
+    entries = layout.entries()
+    assert len(entries) == 2
+    assert layout.resolve("reg/x:1") == Descriptor(OCI_MANIFEST, b.digest, 1,
+                                                   annotations=((ANNOTATION_REF_NAME, "reg/x:1"),))
+    assert layout.resolve("reg/z:1") is None
+    assert not list(tmp_path.glob(".index.json.*"))  # no temp files left

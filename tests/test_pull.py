@@ -1,0 +1,209 @@
+"""pull.py end to end against a real docker-registry; readback by skopeo; the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bundler.errors import NotFoundError, OfflineMissError, PlatformMissingError, UsageError
+from bundler.layout import Layout
+from bundler.oci import DOCKER_LIST, OCI_INDEX, Platform, sha256_digest
+from bundler.pull import PulledImage, Sources, pull, select_platforms
+from bundler.reference import ImageRef
+from bundler.spec import ImageOptions, PlatformExemption, RegistryConfig
+from tests.support.faultproxy import start_proxy
+from tests.support.images import Catalog, push_standard_set
+from tests.support.registry import running_registry
+
+AMD64, ARM64 = Platform("linux", "amd64"), Platform("linux", "arm64")
+
+
+@pytest.fixture(scope="module")
+def cat(registry: Any) -> Catalog:
+    return push_standard_set(registry, prefix="pull")
+
+
+def run(refs: list[str], tmp: Path, host: str, **kw: Any) -> list[PulledImage]:
+    kw.setdefault("sources", Sources.for_refs(refs, insecure_hosts=(host,)))
+    kw.setdefault("cache", tmp / "cache")
+    return pull(refs, layout=tmp / "out", **kw)
+
+
+def layout_complete(path: Path) -> None:
+    """Every manifest named in index.json is present with every blob it references, all verified."""
+    layout = Layout(path)
+    todo = [e["digest"] for e in layout.entries()]
+    while todo:
+        digest = todo.pop()
+        obj = json.loads(layout.read_blob(digest))
+        todo += [m["digest"] for m in obj.get("manifests", [])]
+        for d in [obj.get("config"), *obj.get("layers", [])]:
+            if d:
+                assert layout.has_blob(d["digest"]), d
+    assert list(layout.partial.iterdir()) == []
+
+
+def test_multi_platform_index_narrowed(cat: Catalog, tmp_path: Path) -> None:
+    [img] = run([cat.refs["multi"]], tmp_path, cat.host)
+    upstream = cat.items["multi"]
+    assert img.upstream_digest == upstream.digest and img.narrowed
+    bundled = json.loads((tmp_path / "out/blobs/sha256" / img.bundled_digest[7:]).read_bytes())
+    assert bundled["mediaType"] == OCI_INDEX == img.media_type
+    assert bundled["annotations"] == {"org.opencontainers.image.source": "test/multi"}
+    assert [m["platform"]["architecture"] for m in bundled["manifests"]] == ["amd64", "arm64"]
+    assert [(str(p.platform), p.digest) for p in img.platforms] == [
+        ("linux/amd64", upstream.images[0].digest), ("linux/arm64", upstream.images[1].digest)]
+    assert img.size == len((tmp_path / "out/blobs/sha256" / img.bundled_digest[7:]).read_bytes())
+    assert Layout(tmp_path / "out").resolve(img.name).digest == img.bundled_digest  # type: ignore[union-attr]
+    assert Layout(tmp_path / "cache").resolve(img.name).digest == upstream.digest  # type: ignore[union-attr]
+    # arm/v7 and s390x blobs are not carried
+    assert not (tmp_path / "out/blobs/sha256" / upstream.images[2].layers[0].digest[7:]).exists()
+    layout_complete(tmp_path / "out")
+
+
+def test_docker_list_stays_docker_and_variant_matches(cat: Catalog, tmp_path: Path) -> None:
+    [img] = run([cat.refs["dockerlist"]], tmp_path, cat.host)
+    assert img.media_type == DOCKER_LIST
+    bundled = json.loads(Layout(tmp_path / "out").read_blob(img.bundled_digest))
+    assert bundled["mediaType"] == DOCKER_LIST and len(bundled["manifests"]) == 2
+    assert str(img.platforms[1].platform) == "linux/arm64/v8"  # matched linux/arm64 as runtimes do
+
+
+def test_keep_upstream_index(cat: Catalog, tmp_path: Path) -> None:
+    ref = ImageRef.parse(cat.refs["multi"])
+    opts = ImageOptions(ref=ref, keep_upstream_index=True)
+    [img] = run([cat.refs["multi"]], tmp_path, cat.host, options_for=lambda r: opts)
+    assert img.bundled_digest == img.upstream_digest and img.keep_upstream_index and len(img.platforms) == 4
+    layout_complete(tmp_path / "out")
+
+
+def test_attestations_ride_with_their_platforms(cat: Catalog, tmp_path: Path) -> None:
+    [img] = run([cat.refs["attested"]], tmp_path, cat.host)
+    item = cat.items["attested"]
+    subjects = {p.digest for p in img.platforms}
+    assert len(img.attestations) == 2
+    assert {a.annotation("vnd.docker.reference.digest") for a in img.attestations} == subjects
+    bundled = json.loads(Layout(tmp_path / "out").read_blob(img.bundled_digest))
+    assert len(bundled["manifests"]) == 4 and item.digest == img.upstream_digest
+    layout_complete(tmp_path / "out")
+
+
+def test_single_platform_rules(cat: Catalog, tmp_path: Path) -> None:
+    with pytest.raises(PlatformMissingError) as info:
+        run([cat.refs["single"]], tmp_path, cat.host)
+    assert "single-platform image (linux/amd64)" in str(info.value) and info.value.exit_code == 8
+    assert not Layout(tmp_path / "out").entries()
+    [img] = run([cat.refs["single"]], tmp_path, cat.host, platforms=[AMD64])
+    assert img.bundled_digest == img.upstream_digest and [str(p.platform) for p in img.platforms] == ["linux/amd64"]
+    with pytest.raises(PlatformMissingError):
+        run([cat.refs["single-arm64"]], tmp_path, cat.host, platforms=[AMD64])
+    layout_complete(tmp_path / "out")
+
+
+def test_missing_platform_fails_unless_exempted(cat: Catalog, tmp_path: Path) -> None:
+    ref = cat.refs["amd64-only"]
+    with pytest.raises(PlatformMissingError) as info:
+        run([ref], tmp_path, cat.host)
+    assert ref in str(info.value) and "linux/arm64" in str(info.value)
+    opts = ImageOptions(ImageRef.parse(ref), platform_exemptions=(PlatformExemption(ARM64, "vendor ships amd64 only"),))
+    [img] = run([ref], tmp_path, cat.host, options_for=lambda r: opts)
+    assert [x.reason for x in img.exempted] == ["vendor ships amd64 only"]
+    assert [str(p.platform) for p in img.platforms] == ["linux/amd64"]
+
+
+def test_select_platforms_is_pure_and_matches_variants() -> None:
+    index = {"manifests": [{"digest": "sha256:" + "a" * 64, "size": 1, "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+                           {"digest": "sha256:" + "b" * 64, "size": 1, "platform": {"os": "linux", "architecture": "arm", "variant": "v7"}}]}
+    sel = select_platforms(index, [ARM64, Platform.parse("linux/arm")], image="x")
+    assert [e["digest"][7] for e in sel.kept] == ["a", "b"]
+    with pytest.raises(PlatformMissingError, match="linux/amd64"):
+        select_platforms(index, [AMD64], image="x")
+
+
+def test_digest_pinned_refs(cat: Catalog, tmp_path: Path) -> None:
+    name = cat.refs["multi"].rsplit(":", 1)[0]
+    pinned = f"{name}@{cat.items['multi'].digest}"
+    [img] = run([pinned], tmp_path, cat.host)
+    assert img.upstream_digest == cat.items["multi"].digest and img.source == pinned
+    with pytest.raises(NotFoundError):
+        run([f"{name}@sha256:{'0' * 64}"], tmp_path, cat.host)
+
+
+def test_shared_layers_fetched_once_and_cache_first(cat: Catalog, registry: Any, tmp_path: Path) -> None:
+    proxy = start_proxy(registry.url)
+    try:
+        refs = [cat.refs[n].replace(cat.host, proxy.host) for n in ("shared-a", "shared-b", "shared-a")]
+        images = run(refs, tmp_path, proxy.host, jobs=4)
+        assert len(images) == 3 and images[0] == images[2]
+        base = cat.items["shared-a"].images[0].layers[0].digest
+        assert base == cat.items["shared-b"].images[0].layers[0].digest
+        assert len([r for r in proxy.requests_to(base) if r.method == "GET"]) == 1
+        layout_complete(tmp_path / "out")
+        proxy.clear()
+        run(refs, tmp_path / "second", proxy.host, cache=tmp_path / "cache")  # new output, same cache
+        assert not proxy.requests_to("/blobs/")  # every blob came from the cache
+        layout_complete(tmp_path / "second/out")
+    finally:
+        proxy.stop()
+
+
+def test_offline_uses_cache_only(cat: Catalog, tmp_path: Path) -> None:
+    refs = [cat.refs["multi"], cat.refs["dockerlist"]]
+    online = run(refs, tmp_path, cat.host)
+    offline = pull(refs, layout=tmp_path / "offline", cache=tmp_path / "cache", offline=True)
+    assert [i.bundled_digest for i in offline] == [i.bundled_digest for i in online]
+    assert {i.origin for i in offline} == {"cache"}
+    layout_complete(tmp_path / "offline")
+    with pytest.raises(OfflineMissError) as info:
+        pull([cat.refs["attested"]], layout=tmp_path / "o2", cache=tmp_path / "cache", offline=True)
+    assert cat.refs["attested"] in str(info.value) and info.value.exit_code == 9
+
+
+def test_fail_closed_for_unlisted_registry(cat: Catalog, tmp_path: Path) -> None:
+    sources = Sources(registries=(RegistryConfig(cat.host, insecure=True),))
+    with pytest.raises(UsageError, match="docker.io is not allowed"):
+        pull(["nginx:1.27"], layout=tmp_path / "out", cache=None, sources=sources)
+
+
+def test_skopeo_reads_the_layout_and_copies_it_unchanged(cat: Catalog, tmp_path: Path) -> None:
+    # skopeo 1.9 finds only OCI-typed index.json entries by name, so the Docker list is checked apart:
+    # its entry keeps its true media type (README "Pull").
+    images = run([cat.refs["multi"], cat.refs["attested"]], tmp_path, cat.host)
+    [docker] = run([cat.refs["dockerlist"]], tmp_path, cat.host)
+    assert Layout(tmp_path / "out").resolve(docker.name).media_type == DOCKER_LIST  # type: ignore[union-attr]
+    out = tmp_path / "out"
+    with running_registry(tmp_path / "peer") as peer:
+        for img in images:
+            inspect = subprocess.run(["skopeo", "inspect", "--raw", f"oci:{out}:{img.name}"],
+                                     capture_output=True, check=True)
+            assert sha256_digest(inspect.stdout) == img.bundled_digest
+            dest = f"docker://{peer.host}/copy/{img.ref.path.rsplit('/', 1)[1]}:v1"
+            subprocess.run(["skopeo", "copy", "--all", "--preserve-digests", "--dest-tls-verify=false",
+                            f"oci:{out}:{img.name}", dest], capture_output=True, check=True)
+            back = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", dest],
+                                  capture_output=True, check=True)
+            assert sha256_digest(back.stdout) == img.bundled_digest
+
+
+def test_cli_json_and_exit_codes(cat: Catalog, run_cli: Any, tmp_path: Path) -> None:
+    args = ["pull", "--insecure-registry", cat.host, "--cache", str(tmp_path / "cache"), "--output", str(tmp_path / "out")]
+    ok = run_cli(*args, "--json", cat.refs["multi"])
+    assert ok.returncode == 0, ok.stderr
+    doc = json.loads(ok.stdout)
+    [img] = doc["images"]
+    assert img["source"] == cat.refs["multi"] and img["upstreamDigest"] == cat.items["multi"].digest
+    assert [p["platform"] for p in img["platforms"]] == ["linux/amd64", "linux/arm64"]
+    assert all(p["size"] > 0 and p["digest"].startswith("sha256:") for p in img["platforms"])
+    assert "endpoints: http://" + cat.host in ok.stderr  # the one line listing endpoints
+    missing = run_cli(*args, cat.refs["amd64-only"])
+    assert missing.returncode == 8 and "linux/arm64" in missing.stderr and "Traceback" not in missing.stderr
+    notfound = run_cli(*args, f"{cat.host}/pull/nothing:v1")
+    assert notfound.returncode == 6 and "Traceback" not in notfound.stderr
+    bad = run_cli(*args, "Not A Ref")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    single = run_cli(*args, "--platform", "linux/amd64", cat.refs["single"])
+    assert single.returncode == 0, single.stderr

@@ -1,0 +1,137 @@
+"""pull.py under faults (tests/support/faultproxy.py): drops, 500/429, flipped bytes, SIGKILL and resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bundler.errors import DigestMismatchError, RegistryError
+from bundler.layout import Layout
+from bundler.pull import PulledImage, Sources, pull
+from tests.conftest import REPO
+from tests.support.faultproxy import Fault, FaultProxy, start_proxy
+from tests.support.images import Pusher, multi_platform
+
+IMAGE = multi_platform("faulty", seed=21, platforms=("linux/amd64", "linux/arm64"), layer_size=1_500_000,
+                       compress=False)
+BIG = multi_platform("resume", seed=22, platforms=("linux/amd64", "linux/arm64"), layer_size=6_000_000,
+                     layers=2, compress=False)
+
+
+@pytest.fixture(scope="module")
+def refs(registry: Any) -> dict[str, str]:
+    pusher = Pusher.to(registry)
+    pusher.push("faults/app", IMAGE, "v1")
+    pusher.push("faults/big", BIG, "v1")
+    return {"app": "faults/app:v1", "big": "faults/big:v1"}
+
+
+@pytest.fixture
+def proxy(registry: Any):  # type: ignore[no-untyped-def]
+    p = start_proxy(registry.url)
+    yield p
+    p.stop()
+
+
+def pull_via(proxy: FaultProxy, path: str, tmp: Path, **kw: Any) -> list[PulledImage]:
+    ref = f"{proxy.host}/{path}"
+    sources = Sources.for_refs([ref], insecure_hosts=(proxy.host,), backoff=0.01)
+    return pull([ref], layout=tmp / "out", cache=tmp / "cache", sources=sources, **kw)
+
+
+def blobs_on_disk(tmp: Path) -> set[str]:
+    return {p.name for d in ("out", "cache") if (tmp / d / "blobs/sha256").exists()
+            for p in (tmp / d / "blobs/sha256").iterdir() if p.is_file()}
+
+
+LAYER = IMAGE.images[0].layers[0]
+
+
+def test_drop_mid_blob_recovers_with_range(proxy: FaultProxy, refs: dict[str, str], tmp_path: Path) -> None:
+    proxy.add(Fault("drop", match=LAYER.digest, after=LAYER.size // 2))
+    [img] = pull_via(proxy, refs["app"], tmp_path)
+    assert Layout(tmp_path / "out").has_blob(LAYER.digest)
+    gets = proxy.requests_to(LAYER.digest)
+    assert len(gets) == 2 and gets[1].range and gets[1].range.startswith("bytes=")
+    assert img.bundled_digest == IMAGE.digest
+
+
+def test_500_and_429_recover(proxy: FaultProxy, refs: dict[str, str], tmp_path: Path) -> None:
+    proxy.add(Fault("status", match="/manifests/v1", status=500))
+    proxy.add(Fault("status", match="/blobs/", status=429, retry_after="1"))
+    started = time.monotonic()
+    [img] = pull_via(proxy, refs["app"], tmp_path)
+    assert time.monotonic() - started >= 1.0  # Retry-After honoured
+    assert img.upstream_digest == IMAGE.digest
+    assert {r.status for r in proxy.log} >= {500, 429, 200}
+
+
+def test_flipped_byte_refetched_once(proxy: FaultProxy, refs: dict[str, str], tmp_path: Path) -> None:
+    proxy.add(Fault("corrupt", match=LAYER.digest))
+    pull_via(proxy, refs["app"], tmp_path)
+    assert len(proxy.requests_to(LAYER.digest)) == 2
+    assert Layout(tmp_path / "out").has_blob(LAYER.digest)
+
+
+def test_flipped_byte_twice_fails_and_keeps_nothing_bad(proxy: FaultProxy, refs: dict[str, str],
+                                                       tmp_path: Path) -> None:
+    proxy.add(Fault("corrupt", match=LAYER.digest, times=2))
+    with pytest.raises(DigestMismatchError) as info:
+        pull_via(proxy, refs["app"], tmp_path)
+    assert info.value.exit_code == 7 and LAYER.digest in str(info.value)
+    assert LAYER.digest[7:] not in blobs_on_disk(tmp_path)
+    assert not list((tmp_path / "cache/blobs/sha256/.partial").glob(LAYER.digest[7:]))
+    assert not Layout(tmp_path / "out").entries()  # no image recorded
+
+
+def test_persistent_500_fails_with_registry_error(proxy: FaultProxy, refs: dict[str, str], tmp_path: Path) -> None:
+    proxy.add(Fault("status", match="/blobs/", status=500, times=1000))
+    with pytest.raises(RegistryError) as info:
+        pull_via(proxy, refs["app"], tmp_path)
+    assert info.value.exit_code == 4 and "HTTP 500" in str(info.value)
+    assert not Layout(tmp_path / "out").entries()
+    assert all(name.startswith(".") or len(name) == 64 for name in blobs_on_disk(tmp_path))
+
+
+def test_sigkill_then_rerun_resumes_with_range(proxy: FaultProxy, refs: dict[str, str], tmp_path: Path) -> None:
+    proxy.throttle = 4_000_000  # bytes/s per response: ~1.5 s per 6 MB layer
+    ref = f"{proxy.host}/{refs['big']}"
+    args = [sys.executable, "-m", "bundler", "pull", "--insecure-registry", proxy.host, "--jobs", "2",
+            "--cache", str(tmp_path / "cache"), "--output", str(tmp_path / "out"), ref]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    child = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    partial_dir = tmp_path / "cache/blobs/sha256/.partial"
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:  # wait until some blob is whole and another is mid-way
+            partials = [p for p in partial_dir.glob("*") if p.stat().st_size > 1_000_000] if partial_dir.exists() else []
+            whole = [p for p in (tmp_path / "cache/blobs/sha256").glob("*") if p.is_file() and p.stat().st_size > 1_000_000]
+            if partials and whole:
+                break
+            time.sleep(0.02)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait()
+    assert partials and whole, "the pull finished or stalled before it could be killed"
+    complete = {p.name for p in (tmp_path / "cache/blobs/sha256").glob("*") if p.is_file()}
+    resumed = {p.name: p.stat().st_size for p in partial_dir.glob("*") if p.stat().st_size > 0}
+    proxy.throttle = None
+    proxy.clear()
+    rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+    assert rerun.returncode == 0, rerun.stderr
+    blob_gets = [r for r in proxy.log if "/blobs/" in r.path and r.method == "GET"]
+    assert not [r for r in blob_gets if r.path.rsplit(":", 1)[1] in complete]  # whole blobs not fetched again
+    ranged = {r.path.rsplit(":", 1)[1]: r.range for r in blob_gets if r.range}
+    assert ranged and all(ranged[h] == f"bytes={resumed[h]}-" for h in ranged)
+    assert set(ranged) == set(resumed)
+    layout = Layout(tmp_path / "out")
+    for image in BIG.images:
+        assert all(layout.has_blob(b.digest) for b in image.blobs())
+    assert not [p for p in partial_dir.glob("*")]

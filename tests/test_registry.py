@@ -1,0 +1,217 @@
+"""registry.py against real docker-registry instances: auth variants, TLS CA, retries, mirrors, Range resume."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bundler.errors import AuthError, DigestMismatchError, NotFoundError, RegistryError, UsageError
+from bundler.oci import DOCKER_LIST, OCI_INDEX, sha256_digest
+from bundler.reference import ImageRef
+from bundler.registry import RegistryClient, load_credentials, plan_routes
+from bundler.spec import RegistryConfig
+from tests.support.faultproxy import Fault, FaultProxy, start_proxy
+from tests.support.images import Pusher, make_layer, multi_platform, single_platform
+from tests.support.registry import running_registry
+
+INDEX = multi_platform("reg-test", seed=11)
+BIG = single_platform("reg-big", layer_size=3 << 20)
+
+
+@pytest.fixture(scope="module")
+def pushed(registry: Any) -> dict[str, str]:
+    pusher = Pusher.to(registry)
+    pusher.push("rt/app", INDEX, "v1")
+    pusher.push("rt/big", BIG, "v1")
+    pusher.push("rt/dl", multi_platform("reg-dl", seed=12, docker=True), "v1")
+    return {"app": f"{registry.host}/rt/app:v1", "big": f"{registry.host}/rt/big:v1", "dl": f"{registry.host}/rt/dl:v1"}
+
+
+def client_for(host: str, *, insecure: bool = True, environ: dict[str, str] | None = None,
+               **config: Any) -> RegistryClient:
+    routes = plan_routes([host], [RegistryConfig(host, insecure=insecure, **config)], environ=environ or {})
+    return RegistryClient(routes, backoff=0.01, sleep=lambda s: None)
+
+
+def docker_config(tmp_path: Path, host: str, user: str, password: str) -> dict[str, str]:
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    (tmp_path / "config.json").write_text(json.dumps({"auths": {f"https://{host}": {"auth": auth}}}))
+    return {"DOCKER_CONFIG": str(tmp_path), "HOME": str(tmp_path)}
+
+
+def test_manifest_bytes_exact_and_typed(registry: Any, pushed: dict[str, str]) -> None:
+    client = client_for(registry.host)
+    m = client.get_manifest(ImageRef.parse(pushed["app"]))
+    assert m.data == INDEX.manifest.data and m.digest == INDEX.digest and m.media_type == OCI_INDEX
+    dl = client.get_manifest(ImageRef.parse(pushed["dl"]))
+    assert dl.media_type == DOCKER_LIST  # never converted
+    by_digest = client.get_manifest(ImageRef.parse(pushed["app"]), INDEX.images[0].digest)
+    assert by_digest.data == INDEX.images[0].manifest.data
+
+
+def test_missing_manifest_is_not_found(registry: Any, pushed: dict[str, str]) -> None:
+    with pytest.raises(NotFoundError) as info:
+        client_for(registry.host).get_manifest(ImageRef.parse(f"{registry.host}/rt/app:nope"))
+    assert info.value.exit_code == 6 and "rt/app:nope" in str(info.value)
+
+
+def test_blob_stream(registry: Any, pushed: dict[str, str]) -> None:
+    layer = BIG.layers[0]
+    data = b"".join(client_for(registry.host).blob_chunks(ImageRef.parse(pushed["big"]), layer.digest))
+    assert data == layer.data
+    tail = b"".join(client_for(registry.host).blob_chunks(ImageRef.parse(pushed["big"]), layer.digest, 1000))
+    assert tail == layer.data[1000:]
+
+
+def test_fail_closed_and_https_by_default(registry: Any) -> None:
+    with pytest.raises(UsageError) as info:
+        plan_routes(["docker.io"], [RegistryConfig(registry.host)])
+    assert "not allowed" in str(info.value)
+    routes = plan_routes([registry.host], [RegistryConfig(registry.host)], environ={})
+    assert routes[registry.host][0].scheme == "https"  # plain HTTP only when listed
+    insecure = plan_routes([registry.host], [RegistryConfig(registry.host)], insecure_hosts=[registry.host])
+    assert insecure[registry.host][0].scheme == "http"
+    with pytest.raises(RegistryError):  # an HTTP server spoken to with TLS: a clear failure, not a downgrade
+        client_for(registry.host, insecure=False).get_manifest(ImageRef.parse(f"{registry.host}/rt/app:v1"))
+
+
+def test_basic_auth_from_docker_config(auth_registry: Any, tmp_path: Path) -> None:
+    Pusher.to(auth_registry).push("secure/app", INDEX, "v1")
+    ref = ImageRef.parse(f"{auth_registry.host}/secure/app:v1")
+    env = docker_config(tmp_path, auth_registry.host, auth_registry.username, auth_registry.password)
+    assert client_for(auth_registry.host, environ=env).get_manifest(ref).digest == INDEX.digest
+    with pytest.raises(AuthError) as info:
+        client_for(auth_registry.host, environ={"HOME": str(tmp_path / "none")}).get_manifest(ref)
+    assert info.value.exit_code == 5 and "no credentials" in str(info.value)
+    bad = docker_config(tmp_path, auth_registry.host, auth_registry.username, "wrong-Secret-123")
+    with pytest.raises(AuthError) as info:
+        client_for(auth_registry.host, environ=bad).get_manifest(ref)
+    assert "wrong-Secret-123" not in str(info.value) and "credentials from" in str(info.value)
+
+
+def test_credentials_from_auth_file_and_env(auth_registry: Any, tmp_path: Path) -> None:
+    auth = base64.b64encode(f"{auth_registry.username}:{auth_registry.password}".encode()).decode()
+    (tmp_path / "auth.json").write_text(json.dumps({"auths": {auth_registry.host: {"auth": auth}}}))
+    creds = load_credentials(auth_registry.host, environ={"REGISTRY_AUTH_FILE": str(tmp_path / "auth.json"),
+                                                          "HOME": str(tmp_path)})
+    assert creds is not None and creds.username == auth_registry.username
+    assert auth_registry.password not in repr(creds)
+    env = {"U": auth_registry.username, "P": auth_registry.password, "HOME": str(tmp_path)}
+    Pusher.to(auth_registry).push("secure/env", INDEX, "v1")
+    client = client_for(auth_registry.host, environ=env, username_env="U", password_env="P")
+    assert client.get_manifest(ImageRef.parse(f"{auth_registry.host}/secure/env:v1")).digest == INDEX.digest
+    with pytest.raises(AuthError, match="not set"):
+        load_credentials("x", username_env="NOPE_U", password_env="NOPE_P", environ={})
+
+
+def test_bearer_token_dance(token_registry: Any, tmp_path: Path) -> None:
+    Pusher.to(token_registry).push("tok/app", INDEX, "v1")
+    ref = ImageRef.parse(f"{token_registry.host}/tok/app:v1")
+    env = docker_config(tmp_path, token_registry.host, token_registry.username, token_registry.password)
+    client = client_for(token_registry.host, environ=env)
+    assert client.get_manifest(ref).digest == INDEX.digest
+    layer = INDEX.images[0].layers[0]
+    assert b"".join(client.blob_chunks(ref, layer.digest)) == layer.data
+    issued = [p for p in token_registry.extra["issuer"].requests if "tok%2Fapp" in p or "tok/app" in p]
+    assert issued and all("pull" in p for p in issued)
+    with pytest.raises(AuthError) as info:
+        client_for(token_registry.host, environ={"HOME": str(tmp_path / "none")}).get_manifest(ref)
+    assert "token service" in str(info.value)
+
+
+def test_tls_custom_ca_wins_over_requests_ca_bundle(tls_registry: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import certifi
+
+    Pusher.to(tls_registry).push("tls/app", INDEX, "v1")
+    ref = ImageRef.parse(f"{tls_registry.host}/tls/app:v1")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", certifi.where())  # a bundle without the test CA
+    monkeypatch.setenv("CURL_CA_BUNDLE", certifi.where())
+    routes = plan_routes([tls_registry.host], [RegistryConfig(tls_registry.host, ca_file=tls_registry.ca_file)])
+    assert RegistryClient(routes).get_manifest(ref).digest == INDEX.digest
+    cli_ca = plan_routes([tls_registry.host], [RegistryConfig(tls_registry.host)], ca_file=tls_registry.ca_file)
+    assert RegistryClient(cli_ca).get_manifest(ref).digest == INDEX.digest
+    without = plan_routes([tls_registry.host], [RegistryConfig(tls_registry.host)])
+    with pytest.raises(RegistryError) as info:
+        RegistryClient(without, retries=0).get_manifest(ref)
+    assert "TLS verification failed" in str(info.value) and "caFile" in str(info.value)
+
+
+def test_mirrors_first_then_upstream(registry: Any, pushed: dict[str, str], tmp_path: Path) -> None:
+    ref = ImageRef.parse(pushed["app"])
+    with running_registry(tmp_path / "mirror") as mirror:
+        mirror_only = multi_platform("mirror-only", seed=13)
+        Pusher.to(mirror).push("rt/app", mirror_only, "v1")  # the mirror has a different rt/app:v1
+        Pusher.to(mirror).push("rt/onlymirror", mirror_only, "v1")
+        config = RegistryConfig(registry.host, mirrors=(mirror.host,), insecure=True)
+        mirrored = RegistryConfig(mirror.host, insecure=True)
+        client = RegistryClient(plan_routes([registry.host], [config, mirrored], environ={}))
+        assert [e.host for e in client.routes[registry.host]] == [mirror.host, registry.host]
+        got = client.get_manifest(ref)
+        assert got.digest == mirror_only.digest and got.endpoint == mirror.url  # mirror tried first
+        fallback = client.get_manifest(ImageRef.parse(pushed["big"]))  # not on the mirror: upstream
+        assert fallback.endpoint == registry.url
+        skip = RegistryConfig(registry.host, mirrors=(mirror.host,), skip_upstream=True, insecure=True)
+        only = RegistryClient(plan_routes([registry.host], [skip, mirrored], environ={}))
+        with pytest.raises(NotFoundError):
+            only.get_manifest(ImageRef.parse(pushed["big"]))
+
+
+@pytest.fixture
+def proxy(registry: Any):  # type: ignore[no-untyped-def]
+    p = start_proxy(registry.url)
+    yield p
+    p.stop()
+
+
+def proxied(proxy: FaultProxy, ref: str) -> ImageRef:
+    parsed = ImageRef.parse(ref)
+    return ImageRef(proxy.host, parsed.path, parsed.tag)
+
+
+def test_retries_500_and_429_with_retry_after(proxy: FaultProxy, pushed: dict[str, str]) -> None:
+    slept: list[float] = []
+    routes = plan_routes([proxy.host], [RegistryConfig(proxy.host, insecure=True)], environ={})
+    client = RegistryClient(routes, backoff=0.01, sleep=slept.append)
+    proxy.add(Fault("status", match="/manifests/", status=500))
+    proxy.add(Fault("status", match="/manifests/", status=429, retry_after="7"))
+    assert client.get_manifest(proxied(proxy, pushed["app"])).digest == INDEX.digest
+    assert 7.0 in slept and len(slept) == 2
+    assert [r.status for r in proxy.requests_to("/manifests/")] == [500, 429, 200]
+    proxy.add(Fault("status", match="/manifests/", status=503, times=99))
+    with pytest.raises(RegistryError) as info:
+        client.get_manifest(proxied(proxy, pushed["app"]))
+    assert "HTTP 503" in str(info.value) and info.value.exit_code == 4
+
+
+def test_dropped_blob_resumes_with_range(proxy: FaultProxy, pushed: dict[str, str]) -> None:
+    layer = BIG.layers[0]
+    proxy.add(Fault("drop", match=layer.digest, after=1_000_000))
+    client = client_for(proxy.host)
+    data = b"".join(client.blob_chunks(proxied(proxy, pushed["big"]), layer.digest))
+    assert sha256_digest(data) == layer.digest
+    gets = proxy.requests_to(layer.digest)
+    assert len(gets) == 2 and gets[0].range is None
+    assert gets[1].range is not None and int(gets[1].range.split("=")[1].rstrip("-")) >= 1_000_000 - (1 << 20)
+    assert client.stats["resumes"] == 1
+
+
+def test_corrupted_manifest_by_digest_rejected(proxy: FaultProxy, pushed: dict[str, str]) -> None:
+    proxy.add(Fault("corrupt", match=f"/manifests/{INDEX.images[0].digest}"))
+    with pytest.raises(DigestMismatchError) as info:
+        client_for(proxy.host).get_manifest(proxied(proxy, pushed["app"]), INDEX.images[0].digest)
+    assert info.value.exit_code == 7
+
+
+def test_keep_alive_off_sends_connection_close(proxy: FaultProxy, pushed: dict[str, str]) -> None:
+    client = client_for(proxy.host, keep_alive=False)
+    client.get_manifest(proxied(proxy, pushed["app"]))
+    assert proxy.log and all(r.connection == "close" for r in proxy.log)
+
+
+def test_small_layer_helper_is_deterministic() -> None:
+    assert make_layer("x", 100).digest == make_layer("x", 100).digest
+    assert make_layer("x", 100, compress=False).media_type.endswith(".tar")
