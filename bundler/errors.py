@@ -146,3 +146,15 @@ class NoTrustAnchorError(VerificationError):
     """The policy configures no vendor trust anchor: refuse rather than skip verification."""
 
     exit_code = 27
+
+
+class NotYetValidError(VerificationError):
+    """A signing certificate (or its root) whose notBefore is in the future: check the clock."""
+
+    exit_code = 28
+
+
+class StatementMismatchError(VerificationError):
+    """The statement is malformed, or its subjects or predicate disagree with the members."""
+
+    exit_code = 29
