@@ -1,0 +1,312 @@
+"""Load and validate `bundle.yaml`, keeping line numbers: YAML text -> `Spec`.
+
+The file is read with ruamel.yaml (its nodes keep line numbers, so an error names file, line and field),
+validated against `schemas/bundle.schema.json` (jsonschema), then turned into frozen dataclasses that
+later stages take as arguments. Relative paths are resolved against the spec file's folder.
+
+Does not render, pull or read the files the spec names; it only checks that they are well-formed names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import YAMLError
+
+from .errors import InvalidReferenceError, SpecError
+from .oci import DEFAULT_PLATFORMS, Platform
+from .reference import ImageRef
+
+API_VERSION = "airgap-bundle.dev/v1alpha1"
+DEFAULT_TEMPLATE = "{host}/{source_host}/{path}"
+MAX_SPEC_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ChartSource:
+    path: Path
+    release: str
+    namespace: str | None = None
+    values: tuple[Path, ...] = ()
+    set: tuple[str, ...] = ()
+    kube_version: str | None = None
+    include_tests: bool = True
+
+
+@dataclass(frozen=True)
+class ExtraImage:
+    ref: str
+    reason: str
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class PlatformExemption:
+    platform: Platform
+    reason: str
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    """Per-image options, matched by normalised name (and tag/digest when the entry gives them)."""
+
+    ref: ImageRef
+    confirm: bool = False
+    exclude: str | None = None
+    keep_upstream_index: bool = False
+    platform_exemptions: tuple[PlatformExemption, ...] = ()
+
+    def matches(self, ref: ImageRef) -> bool:
+        if self.ref.name != ref.name:
+            return False
+        if self.ref.tag is not None and self.ref.tag != ref.tag:
+            return False
+        return self.ref.digest is None or self.ref.digest == ref.digest
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    host: str
+    mirrors: tuple[str, ...] = ()
+    skip_upstream: bool = False
+    insecure: bool = False
+    ca_file: Path | None = None
+    docker_config: bool = True
+    username_env: str | None = None
+    password_env: str | None = None
+    keep_alive: bool = True
+
+
+@dataclass(frozen=True)
+class CrossplanePackageSource:
+    ref: str
+    path: Path | None = None
+
+
+@dataclass(frozen=True)
+class CrossplaneWaiver:
+    composition: str
+    produces: tuple[tuple[str, str], ...]  # (apiVersion, kind)
+    reason: str
+    step: str | None = None
+
+
+@dataclass(frozen=True)
+class CrossplaneConfig:
+    target: str | None = None
+    packages: tuple[CrossplanePackageSource, ...] = ()
+    waivers: tuple[CrossplaneWaiver, ...] = ()
+
+
+@dataclass(frozen=True)
+class Authority:
+    name: str
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Spec:
+    path: Path
+    digest: str  # sha256 of the spec file bytes, recorded in the bill of materials
+    name: str
+    version: str
+    local_registry: str
+    template: str = DEFAULT_TEMPLATE
+    source_date_epoch: int | None = None
+    platforms: tuple[Platform, ...] = DEFAULT_PLATFORMS
+    charts: tuple[ChartSource, ...] = ()
+    kustomize: tuple[Path, ...] = ()
+    manifests: tuple[str, ...] = ()  # files, directories or globs (absolute)
+    extra_images: tuple[ExtraImage, ...] = ()
+    images: tuple[ImageOptions, ...] = ()
+    registries: tuple[RegistryConfig, ...] = ()
+    crossplane: CrossplaneConfig = field(default_factory=CrossplaneConfig)
+    authorities: tuple[Authority, ...] = (Authority("vendor", True),)
+
+    def options_for(self, ref: ImageRef) -> ImageOptions | None:
+        """The most specific `images:` entry for a reference (digest, then tag, then name)."""
+        hits = [o for o in self.images if o.matches(ref)]
+        return max(hits, key=lambda o: (o.ref.digest is not None, o.ref.tag is not None), default=None)
+
+    def registry(self, host: str) -> RegistryConfig | None:
+        return next((r for r in self.registries if r.host == host), None)
+
+
+def load(path: str | Path) -> Spec:
+    """Read, validate and type a bundle spec.
+
+    Raises:
+        SpecError: unreadable file, malformed YAML, or a schema violation; the message is `file:line: ...`.
+    """
+    spec_path = Path(path)
+    try:
+        raw = spec_path.read_bytes()
+    except OSError as exc:
+        raise SpecError(f"{spec_path}: cannot read the bundle spec: {exc.strerror}",
+                        hint="pass the path of a bundle.yaml (see examples/bundle.yaml)") from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError(f"{spec_path}: larger than {MAX_SPEC_BYTES} bytes; not a bundle spec")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{spec_path}: not UTF-8 (byte {exc.start})", hint="save the file as UTF-8") from None
+    try:
+        data = YAML(typ="rt").load(text)
+    except YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        raise SpecError(f"{spec_path}:{line}: malformed YAML: {getattr(exc, 'problem', exc)}",
+                        hint="fix the YAML syntax") from None
+    if not isinstance(data, CommentedMap):
+        raise SpecError(f"{spec_path}:1: the bundle spec must be a YAML mapping",
+                        hint=f"start from examples/bundle.yaml (apiVersion: {API_VERSION})")
+    plain = json.loads(json.dumps(data, default=str))
+    errors = sorted(_validator().iter_errors(plain), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        err = errors[0]
+        where = list(err.absolute_path)
+        raise SpecError(f"{spec_path}:{_line(data, where)}: {_field(where)}: {err.message}",
+                        hint="see schemas/bundle.schema.json and examples/bundle.yaml")
+    return _build(spec_path, raw, data)
+
+
+def _validator() -> jsonschema.Draft202012Validator:
+    schema = json.loads(resources.files("bundler").joinpath("schemas/bundle.schema.json").read_text())
+    return jsonschema.Draft202012Validator(schema)
+
+
+def _line(data: Any, path: list[str | int]) -> int:
+    """1-based line of the deepest node on `path` that ruamel knows a position for."""
+    line = 1
+    node = data
+    for step in path:
+        lc = getattr(node, "lc", None)
+        try:
+            if isinstance(node, CommentedMap) and lc is not None and step in node:
+                line = lc.key(step)[0] + 1
+            elif isinstance(node, CommentedSeq) and lc is not None and isinstance(step, int):
+                line = lc.item(step)[0] + 1
+            node = node[step]
+        except (KeyError, IndexError, TypeError):
+            break
+    return line
+
+
+def _field(path: list[str | int]) -> str:
+    out = ""
+    for step in path:
+        out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else str(step))
+    return out or "(top level)"
+
+
+def _build(path: Path, raw: bytes, d: CommentedMap) -> Spec:
+    base = path.parent.resolve()
+
+    def rel(p: str) -> Path:
+        return (base / p) if not Path(p).is_absolute() else Path(p)
+
+    def ref(text: str, where: list[str | int]) -> ImageRef:
+        try:
+            return ImageRef.parse(text)
+        except InvalidReferenceError as exc:
+            raise SpecError(f"{path}:{_line(d, where)}: {_field(where)}: {exc.message}",
+                            hint="write a full image reference such as registry.example.com/team/app:1.2") from None
+
+    def platform(text: str, where: list[str | int]) -> Platform:
+        try:
+            return Platform.parse(text)
+        except InvalidReferenceError as exc:
+            raise SpecError(f"{path}:{_line(d, where)}: {_field(where)}: {exc.message}") from None
+
+    meta = d["metadata"]
+    local = d["localRegistry"]
+    sources = d.get("sources") or {}
+    charts = tuple(
+        ChartSource(
+            path=rel(c["path"]),
+            release=str(c.get("release") or Path(c["path"]).name.removesuffix(".tgz")),
+            namespace=c.get("namespace"),
+            values=tuple(rel(v) for v in c.get("values") or ()),
+            set=tuple(str(s) for s in c.get("set") or ()),
+            kube_version=c.get("kubeVersion"),
+            include_tests=bool(c.get("includeTests", True)),
+        )
+        for c in sources.get("charts") or ()
+    )
+    images = tuple(
+        ImageOptions(
+            ref=ref(str(i["ref"]), ["images", n, "ref"]),
+            confirm=bool(i.get("confirm", False)),
+            exclude=i.get("exclude"),
+            keep_upstream_index=bool(i.get("keepUpstreamIndex", False)),
+            platform_exemptions=tuple(
+                PlatformExemption(platform(e["platform"], ["images", n, "platformExemptions", k, "platform"]),
+                                  str(e["reason"]))
+                for k, e in enumerate(i.get("platformExemptions") or ())
+            ),
+        )
+        for n, i in enumerate(d.get("images") or ())
+    )
+    for n, e in enumerate(d.get("extraImages") or ()):
+        ref(str(e["ref"]), ["extraImages", n, "ref"])
+    registries = tuple(
+        RegistryConfig(
+            host=str(r["host"]),
+            mirrors=tuple(str(m) for m in r.get("mirrors") or ()),
+            skip_upstream=bool(r.get("skipUpstream", False)),
+            insecure=bool(r.get("insecure", False)),
+            ca_file=rel(r["caFile"]) if r.get("caFile") else None,
+            docker_config=bool((r.get("credentials") or {}).get("dockerConfig", True)),
+            username_env=(r.get("credentials") or {}).get("usernameEnv"),
+            password_env=(r.get("credentials") or {}).get("passwordEnv"),
+            keep_alive=bool(r.get("keepAlive", True)),
+        )
+        for r in d.get("registries") or ()
+    )
+    xp = d.get("crossplane") or {}
+    crossplane = CrossplaneConfig(
+        target=str(xp["target"]) if xp.get("target") is not None else None,
+        packages=tuple(CrossplanePackageSource(str(p["ref"]), rel(p["path"]) if p.get("path") else None)
+                       for p in xp.get("packages") or ()),
+        waivers=tuple(
+            CrossplaneWaiver(
+                composition=str(w["composition"]),
+                produces=tuple((str(p["apiVersion"]), str(p["kind"])) for p in w["produces"]),
+                reason=str(w["reason"]),
+                step=w.get("step"),
+            )
+            for w in xp.get("waivers") or ()
+        ),
+    )
+    authorities = tuple(Authority(str(a["name"]), bool(a.get("required", False)) or a["name"] == "vendor")
+                        for a in (d.get("signing") or {}).get("authorities") or ())
+    if not any(a.name == "vendor" for a in authorities):
+        authorities = (Authority("vendor", True), *authorities)
+    return Spec(
+        path=path.resolve(),
+        digest="sha256:" + hashlib.sha256(raw).hexdigest(),
+        name=str(meta["name"]),
+        version=str(meta["version"]),
+        source_date_epoch=meta.get("sourceDateEpoch"),
+        local_registry=str(local["host"]),
+        template=str(local.get("template") or DEFAULT_TEMPLATE),
+        platforms=tuple(platform(p, ["platforms", n]) for n, p in enumerate(d.get("platforms") or ()))
+        or DEFAULT_PLATFORMS,
+        charts=charts,
+        kustomize=tuple(rel(k["path"]) for k in sources.get("kustomize") or ()),
+        manifests=tuple(str(rel(m["path"])) for m in sources.get("manifests") or ()),
+        extra_images=tuple(ExtraImage(str(e["ref"]), str(e["reason"]), _line(d, ["extraImages", n]))
+                           for n, e in enumerate(d.get("extraImages") or ())),
+        images=images,
+        registries=registries,
+        crossplane=crossplane,
+        authorities=authorities,
+    )
