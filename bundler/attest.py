@@ -24,7 +24,6 @@ import rfc8785
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
-BOM_PREDICATE_TYPE = "https://airgap-bundle.dev/bom/v1"
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -61,15 +60,24 @@ def pae(payload_type: str, body: bytes) -> bytes:
     return b"DSSEv1 %d %b %d %b" % (len(type_bytes), type_bytes, len(body), body)
 
 
-def statement(subjects: Iterable[Subject], predicate_type: str, predicate: Mapping[str, Any]) -> bytes:
+def _subject(s: Subject | Mapping[str, Any]) -> Subject:
+    if isinstance(s, Subject):
+        return s
+    return Subject(str(s["name"]), str(s["digest"]["sha256"]))
+
+
+def statement(subjects: Iterable[Subject | Mapping[str, Any]], predicate_type: str,
+              predicate: Mapping[str, Any]) -> bytes:
     """Build an in-toto Statement v1 and serialise it once, canonically.
 
-    Subjects are sorted by (name, digest) so the same inputs always give the same bytes.
+    `subjects` are `Subject`s or in-toto ResourceDescriptor dicts (`{"name", "digest": {"sha256"}}`,
+    as `bom.Bom.subjects()` returns them). They are sorted by (name, digest) so the same inputs always
+    give the same bytes.
 
     Raises:
         ValueError: no subjects, or two subjects with the same name (a programming error upstream).
     """
-    ordered = sorted(subjects, key=lambda s: (s.name, s.sha256))
+    ordered = sorted((_subject(s) for s in subjects), key=lambda s: (s.name, s.sha256))
     if not ordered:
         raise ValueError("an in-toto statement needs at least one subject")
     names = [s.name for s in ordered]

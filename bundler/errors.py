@@ -148,10 +148,11 @@ class NoTrustAnchorError(VerificationError):
     exit_code = 27
 
 
-class NotYetValidError(VerificationError):
-    """A signing certificate (or its root) whose notBefore is in the future: check the clock."""
+class NotYetValidError(ExpiredKeyError):
+    """A signing certificate (or its root) whose notBefore is in the future: check the clock.
 
-    exit_code = 28
+    Same exit code as an expired key (outside its validity window); its own message and hint.
+    """
 
 
 class StatementMismatchError(VerificationError):

@@ -25,6 +25,7 @@ import json
 import os
 import re
 import tempfile
+from importlib import resources
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -445,11 +446,8 @@ def _parse_time(value: Any, where: str) -> dt.datetime:
 
 
 def _policy_schema() -> dict[str, Any]:
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "schemas" / "policy.schema.json", here / "schemas" / "policy.schema.json"):
-        if candidate.is_file():
-            return json.loads(candidate.read_text())  # type: ignore[no-any-return]
-    raise InputError("policy.schema.json not found next to the bundler package")  # pragma: no cover
+    text = resources.files("bundler").joinpath("schemas/policy.schema.json").read_text()
+    return json.loads(text)  # type: ignore[no-any-return]
 
 
 def _validate_policy(doc: Any, source: str) -> None:

@@ -40,7 +40,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from . import archive
-from .attest import BOM_PREDICATE_TYPE, PAYLOAD_TYPE, STATEMENT_TYPE, canonical_json, pae
+from .attest import PAYLOAD_TYPE, STATEMENT_TYPE, canonical_json, pae
+from .bom import PREDICATE_TYPE as BOM_PREDICATE_TYPE
+from .bom import Bom
 from .errors import (
     ArchiveError,
     BadSignatureError,
@@ -56,7 +58,7 @@ from .errors import (
     UntrustedKeyError,
     VerificationError,
 )
-from .keys import VENDOR, AuthorityPolicy, PublicKey, TrustPolicy, check_public_key, fingerprint, verify_signature
+from .keys import VENDOR, AuthorityPolicy, TrustPolicy, check_public_key, fingerprint, verify_signature
 
 log = logging.getLogger(__name__)
 
@@ -459,7 +461,11 @@ def _check_members(f: BinaryIO, index: archive.BundleIndex, statement: bytes, wh
         if m.size != listed[name][0]:
             raise UnlistedMemberError(f"{where}: {name} has {m.size} bytes, the statement says {listed[name][0]}")
 
-    _check_subjects(doc, predicate, listed, mismatch)
+    try:
+        bom = Bom.from_dict(predicate)  # predicate schema (schemas/bom-predicate.schema.json)
+    except VerificationError as e:
+        raise mismatch(f"predicate: {e.message}") from e
+    _check_subjects(doc, bom, listed, mismatch)
 
     # Stream every member through sha256, in archive order (sequential reads).
     for m in sorted(payload.values(), key=lambda m: m.data_offset):
@@ -473,8 +479,7 @@ def _check_members(f: BinaryIO, index: archive.BundleIndex, statement: bytes, wh
     return listed
 
 
-def _check_subjects(doc: dict[str, Any], predicate: dict[str, Any], listed: dict[str, tuple[int, str]],
-                    mismatch: Any) -> None:
+def _check_subjects(doc: dict[str, Any], bom: Bom, listed: dict[str, tuple[int, str]], mismatch: Any) -> None:
     """Subjects and predicate must describe the members: see docs/bundle-format.md "Consistency"."""
     subjects = doc.get("subject")
     if not isinstance(subjects, list) or not subjects:
@@ -496,18 +501,18 @@ def _check_subjects(doc: dict[str, Any], predicate: dict[str, Any], listed: dict
     for path, (_, sha) in listed.items():
         if path.startswith(BLOBS_DIR) and path[len(BLOBS_DIR):] != sha:
             raise mismatch(f"{path} is listed with sha256:{sha}, not the digest its name states")
-    images = predicate.get("images")
-    if isinstance(images, list):
-        image_pairs = set()
-        for i, img in enumerate(images):
-            local, bundled = (img.get("localRef"), img.get("bundledDigest")) if isinstance(img, dict) else (None, None)
-            if not isinstance(local, str) or not isinstance(bundled, str) or not bundled.startswith("sha256:"):
-                raise mismatch(f"predicate.images[{i}] lacks localRef or bundledDigest")
-            image_pairs.add((local, bundled.removeprefix("sha256:")))
-        if image_pairs - pairs:
-            local, sha = sorted(image_pairs - pairs)[0]
-            raise mismatch(f"predicate image {local}@sha256:{sha} is not a subject")
-        non_file = {(n, s) for n, s in pairs if n not in listed}
-        if non_file - image_pairs:
-            name, sha = sorted(non_file - image_pairs)[0]
-            raise mismatch(f"subject {name}@sha256:{sha} is not among predicate.images")
+    # The predicate's images and charts are exactly the subjects (bom.Bom.subjects is the writer's rule).
+    described: set[tuple[str, str]] = set()
+    for image in bom.images:
+        name, _, pinned = image.local.partition("@")
+        if pinned and pinned != image.bundled_digest:
+            raise mismatch(f"image {image.local} is pinned to another digest than its bundled {image.bundled_digest}")
+        described.add((name, image.bundled_digest.removeprefix("sha256:")))
+    for chart in bom.charts:
+        if chart.path not in listed:
+            raise mismatch(f"chart {chart.name} {chart.version}: {chart.path} is not a listed member")
+        described.add((chart.path, chart.digest.removeprefix("sha256:")))
+    if described != pairs:
+        diff = sorted(described ^ pairs)[0]
+        side = "a subject but not in the predicate" if diff in pairs else "in the predicate but not a subject"
+        raise mismatch(f"{diff[0]}@sha256:{diff[1]} is {side}")
