@@ -268,7 +268,7 @@ def read_index(source: Path | str | BinaryIO) -> BundleIndex:
     f, owned = _open(source)
     where = str(source) if owned else getattr(f, "name", "bundle")
     try:
-        size = os.fstat(f.fileno()).st_size
+        size = f.seek(0, os.SEEK_END)
         f.seek(0)
         members: list[Member] = []
         end = 0
@@ -328,6 +328,21 @@ def read_member(f: BinaryIO, member: Member, *, cap: int) -> bytes:
         raise ArchiveError(f"{member.name}: {member.size} bytes, more than the {cap} allowed",
                            hint="this member is never that large in a bundle made by airgap-bundle")
     return b"".join(iter_member(f, member))
+
+
+def read_statement(path: Path | str, *, cap: int = 64 * 1024 * 1024) -> bytes:
+    """The exact bytes of `bundle.intoto.json` (what a co-signer signs), after the header scan.
+
+    Raises:
+        ArchiveError: no statement, or larger than `cap`.
+        UnsafeArchiveError: the header scan refuses the bundle.
+    """
+    f, _ = _open(path)
+    with f:
+        member = read_index(f).get(STATEMENT)
+        if member is None:
+            raise ArchiveError(f"{path}: no {STATEMENT}: not an airgap bundle")
+        return read_member(f, member, cap=cap)
 
 
 # --------------------------------------------------------------------------------------------------

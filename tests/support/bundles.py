@@ -25,7 +25,8 @@ from bundler import archive, attest, keys, sign
 from bundler.bom import PREDICATE_TYPE, Bom, ChartEntry, FileEntry, ImageEntry, ManifestEntry, PlatformEntry
 
 EPOCH = 1767225600  # 2026-01-01T00:00:00Z
-NOW = dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc)
+# Certificates are made relative to the real clock so the CLI (which uses it) accepts them too.
+NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
 LOCAL = "registry.local:5000"
 
 
