@@ -310,16 +310,22 @@ def _check_trailer(f: BinaryIO, end: int, size: int, where: str) -> None:
                                      hint="something was appended to the bundle outside the tar structure")
 
 
-def iter_member(f: BinaryIO, member: Member, *, limit: int | None = None) -> Iterator[bytes]:
-    """Yield a member's data in chunks (at most `limit` bytes in total when given)."""
-    remaining = member.size if limit is None else min(limit, member.size)
+def iter_member(f: BinaryIO, member: Member) -> Iterator[memoryview]:
+    """Yield a member's data in chunks of at most 1 MiB, read into one reused buffer.
+
+    Each chunk is valid only until the next one is requested (memory stays flat whatever the size):
+    hash or write it, never keep it.
+    """
+    remaining = member.size
+    buf = bytearray(min(CHUNK, max(member.size, 1)))
+    view = memoryview(buf)
     f.seek(member.data_offset)
     while remaining > 0:
-        chunk = f.read(min(CHUNK, remaining))
-        if not chunk:
+        n = f.readinto(view[: min(len(buf), remaining)])  # type: ignore[attr-defined]
+        if not n:
             raise ArchiveError(f"{member.name}: unexpected end of file")
-        remaining -= len(chunk)
-        yield chunk
+        remaining -= n
+        yield view[:n]
 
 
 def read_member(f: BinaryIO, member: Member, *, cap: int) -> bytes:
@@ -327,7 +333,11 @@ def read_member(f: BinaryIO, member: Member, *, cap: int) -> bytes:
     if member.size > cap:
         raise ArchiveError(f"{member.name}: {member.size} bytes, more than the {cap} allowed",
                            hint="this member is never that large in a bundle made by airgap-bundle")
-    return b"".join(iter_member(f, member))
+    f.seek(member.data_offset)
+    data = f.read(member.size)
+    if len(data) != member.size:
+        raise ArchiveError(f"{member.name}: unexpected end of file")
+    return data
 
 
 def read_statement(path: Path | str, *, cap: int = 64 * 1024 * 1024) -> bytes:
