@@ -13,7 +13,7 @@ a function that returns it (the CLI reads `AIRGAP_BUNDLE_KEY_PASSWORD` or prompt
 Key fingerprint: `SHA256:<hex sha256 of the DER SubjectPublicKeyInfo>` (DESIGN "Bundle file").
 
 Does not sign or verify bundles (`sign.py`, `verify.py`) and never touches the network; the only
-I/O is reading the files it is given (and `write_private` writing new key files atomically).
+I/O is reading the files it is given (and `write_new_file` writing new key files atomically).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from bundler.errors import (
     UntrustedKeyError,
 )
 from tests.conftest import REPO
-from tests.support.bundles import EPOCH, NOW, Pki, build_bundle, describe, sha, small_payload, statement_for, write_policy
+from tests.support.bundles import NOW, Pki, build_bundle, describe, sha, small_payload, statement_for, write_policy
 
 
 @pytest.fixture
@@ -426,7 +426,3 @@ def test_cli_verify_rejections_exit_with_their_code(world: dict, run_cli) -> Non
     empty = write_policy(world["tmp"] / "none.yaml", {"customer": {"keys": [world["customer_pub"]]}})
     res = run_cli("verify", str(expired.path), "--policy", str(empty))
     assert res.returncode == 27
-
-
-def test_epoch_is_the_header_mtime() -> None:
-    assert EPOCH == 1767225600
