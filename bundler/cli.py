@@ -7,7 +7,9 @@ the traceback is there when a developer wants it. Exit codes are listed in the R
 
 from __future__ import annotations
 
+import datetime
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -91,6 +93,150 @@ def ref_command(refs: tuple[str, ...], as_json: bool) -> None:
         sys.exit(1)
 
 
+# --- keys, sign, verify (trust) -----------------------------------------------------------------
+# Keys and signing: bundler/keys.py, bundler/sign.py, bundler/archive.py; verification: bundler/verify.py.
+
+
+def _key_password(*, confirm: bool = False) -> bytes:
+    """The private-key password: $AIRGAP_BUNDLE_KEY_PASSWORD, else a prompt (never a flag)."""
+    from .errors import InputError
+    from .keys import PASSWORD_ENV
+
+    env = os.environ.get(PASSWORD_ENV)
+    if env is not None:
+        return env.encode()
+    if not sys.stdin.isatty():
+        raise InputError("the private key needs a password and there is no terminal to ask for it",
+                         hint=f"set {PASSWORD_ENV}")
+    return str(click.prompt("Private key password", hide_input=True, confirmation_prompt=confirm)).encode()
+
+
+@cli.group("keys")
+def keys_group() -> None:
+    """Make signing keys and certificates.
+
+    \b
+    Recommended set-up: a vendor root CA kept offline, issuing short-lived signing certificates:
+      airgap-bundle keys generate --out vendor-root --ca --cert --valid-days 3650
+      airgap-bundle keys generate --out signing --cert --ca-key vendor-root.key \\
+          --ca-cert vendor-root.crt --valid-days 30
+    Customers trust vendor-root.crt in their verification policy.
+    """
+
+
+@keys_group.command("generate")
+@click.option("--out", "prefix", required=True, type=click.Path(dir_okay=False),
+              help="Write PREFIX.key (private), PREFIX.pub and, with --cert, PREFIX.crt.")
+@click.option("--type", "kind", type=click.Choice(["ecdsa-p256", "ecdsa-p384", "ed25519", "rsa-3072", "rsa-4096"]),
+              default="ecdsa-p256", show_default=True, help="Key algorithm.")
+@click.option("--cert", "make_cert", is_flag=True, help="Also make an X.509 certificate for the key.")
+@click.option("--ca", "is_ca", is_flag=True, help="The certificate is a CA that issues signing certificates.")
+@click.option("--ca-key", type=click.Path(exists=True, dir_okay=False), help="Issue the certificate with this CA key.")
+@click.option("--ca-cert", type=click.Path(exists=True, dir_okay=False), help="The CA certificate (with --ca-key).")
+@click.option("--not-after", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%SZ"]),
+              help="End of the certificate's validity (UTC).")
+@click.option("--valid-days", type=click.IntRange(1, 36500), default=30, show_default=True,
+              help="Validity from now when --not-after is not given.")
+@click.option("--subject", "common_name", help="Certificate common name (default: the file name).")
+@click.option("--encrypt", is_flag=True, help="Encrypt the private key (password from the environment or a prompt).")
+@click.option("--cosign", "cosign_format", is_flag=True,
+              help="Write the private key as cosign's ENCRYPTED SIGSTORE PRIVATE KEY (implies --encrypt).")
+def keys_generate_command(prefix: str, kind: str, make_cert: bool, is_ca: bool, ca_key: str | None,
+                          ca_cert: str | None, not_after: datetime.datetime | None, valid_days: int,
+                          common_name: str | None, encrypt: bool, cosign_format: bool) -> None:
+    """Generate a key pair and, optionally, a certificate (self-signed or issued by a CA key)."""
+    from cryptography.hazmat.primitives import serialization
+
+    from . import keys
+    from .errors import UsageError
+
+    if (ca_key is None) != (ca_cert is None):
+        raise UsageError("--ca-key and --ca-cert go together")
+    if (ca_key or is_ca or not_after) and not make_cert:
+        make_cert = True
+    base = Path(prefix)
+    password = _key_password(confirm=True) if (encrypt or cosign_format) else None
+    private_key = keys.generate_private_key(kind)
+    cert = None
+    if make_cert:
+        now = datetime.datetime.now(datetime.timezone.utc)
+        end = (not_after.replace(tzinfo=datetime.timezone.utc) if not_after
+               else now + datetime.timedelta(days=valid_days))
+        if ca_key and ca_cert:
+            issuer_key = keys.load_private_key(Path(ca_key).read_bytes(), source=ca_key, password=_key_password)
+            issuer_cert = keys.load_certificate(Path(ca_cert))
+        else:
+            issuer_key, issuer_cert = private_key, None
+        cert = keys.issue_certificate(private_key.public_key(), common_name=common_name or base.name,
+                                      not_after=end, issuer_key=issuer_key, issuer_cert=issuer_cert, ca=is_ca)
+    keys.write_new_file(base.with_name(base.name + ".key"),
+                        keys.private_key_pem(private_key, password, cosign=cosign_format), mode=0o600)
+    keys.write_new_file(base.with_name(base.name + ".pub"), keys.public_pem(private_key.public_key()))
+    if cert is not None:
+        keys.write_new_file(base.with_name(base.name + ".crt"), cert.public_bytes(serialization.Encoding.PEM))
+    click.echo(f"key {base.name}.key ({kind}) fingerprint {keys.fingerprint(private_key.public_key())}")
+    if cert is not None:
+        click.echo(f"certificate {base.name}.crt serial {cert.serial_number:x} notAfter "
+                   f"{cert.not_valid_after_utc.isoformat()}{' (CA)' if is_ca else ''}")
+
+
+@cli.command("sign")
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False))
+@click.option("--authority", required=True, help="Who signs: vendor, customer, integrator-NAME, ...")
+@click.option("--key", "key_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Private key (PKCS#8 PEM, encrypted or not, or a cosign key file).")
+@click.option("--cert", "cert_path", type=click.Path(exists=True, dir_okay=False),
+              help="The signing certificate for the key (recommended: it carries notAfter).")
+@click.option("--replace", is_flag=True, help="Replace this authority's existing signature (re-signing).")
+def sign_command(bundle: str, authority: str, key_path: str, cert_path: str | None, replace: bool) -> None:
+    """Co-sign a bundle: append signatures/AUTHORITY.sigstore.json; payload bytes never change."""
+    from . import archive, keys, sign
+
+    signer = keys.load_signer(key_path, cert_path=cert_path, password=_key_password)
+    statement = archive.read_statement(bundle)
+    archive.append_signature(bundle, authority, sign.sign(statement, signer, authority), replace=replace)
+    click.echo(f"signed {bundle} as {authority} with {signer.fingerprint}"
+               + (f" (certificate serial {signer.certificate.serial_number:x})" if signer.certificate else ""))
+
+
+@cli.command("verify")
+@click.argument("bundle", type=click.Path(dir_okay=False))
+@click.option("--policy", required=True, type=click.Path(dir_okay=False),
+              help="Verification policy YAML: authorities, which are required, their roots or keys.")
+@click.option("--extract", "extract_to", type=click.Path(file_okay=False),
+              help="After every check passed, extract into this new folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def verify_command(bundle: str, policy: str, extract_to: str | None, as_json: bool) -> None:
+    """Verify a bundle offline: signatures against the policy, then every member; optionally extract.
+
+    Nothing is written unless every check passed. Exit codes 20-29 name the rejection (README).
+    """
+    from . import keys, verify
+
+    trust = keys.load_trust(policy)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    try:
+        if extract_to:
+            result = verify.verify_and_extract(bundle, trust, extract_to, now=now)
+        else:
+            result = verify.require(verify.verify(bundle, trust, now=now))
+    except BundlerError as exc:
+        if as_json:
+            click.echo(json.dumps({"ok": False, "failure": {"error": type(exc).__name__, "exitCode": exc.exit_code,
+                                                            "message": str(exc)}}))
+        raise
+    if as_json:
+        click.echo(json.dumps({**result.to_json(), "extractedTo": extract_to}, indent=2))
+        return
+    for a in result.authorities:
+        if a.ok:
+            extra = f" certificate serial {a.serial} notAfter {a.not_after.isoformat()}" if a.serial and a.not_after else (
+                f" notAfter {a.not_after.isoformat()}" if a.not_after else "")
+            click.echo(f"signature ok: {a.authority} key {a.keyid}{extra}")
+        else:
+            click.echo(f"signature skipped: {a.authority}: {a.reason}")
+    click.echo(f"verified {bundle}: {result.members_checked} members match statement sha256:{result.statement_sha256}"
+               + (f"; extracted to {extract_to}" if extract_to else ""))
 # --- crossplane (the Crossplane gate) ---------------------------------------------------------------
 
 

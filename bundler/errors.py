@@ -146,3 +146,16 @@ class NoTrustAnchorError(VerificationError):
     """The policy configures no vendor trust anchor: refuse rather than skip verification."""
 
     exit_code = 27
+
+
+class NotYetValidError(ExpiredKeyError):
+    """A signing certificate (or its root) whose notBefore is in the future: check the clock.
+
+    Same exit code as an expired key (outside its validity window); its own message and hint.
+    """
+
+
+class StatementMismatchError(VerificationError):
+    """The statement is malformed, or its subjects or predicate disagree with the members."""
+
+    exit_code = 29

@@ -30,4 +30,10 @@ python3 -m venv .venv 2>/dev/null || true
 if [ "${SKIP_TOOLS:-0}" != 1 ] && { [ ! -x .tools/bin/helm ] || [ ! -x .tools/bin/kubectl ]; }; then
   .venv/bin/python scripts/fetch_tools.py .tools/bin
 fi
+# sigstore-js for the offline interop test (tests/test_interop_sigstore_js.py); skipped without node/npm.
+if [ "${SKIP_NODE:-0}" != 1 ] && command -v npm >/dev/null 2>&1 \
+   && [ ! -d tests/interop/node_modules/@sigstore/verify ]; then
+  npm install --prefix tests/interop --no-audit --no-fund --loglevel=error >/dev/null
+fi
+
 echo "setup: ok (venv .venv, tools $(ls .tools/bin 2>/dev/null | tr '\n' ' '))"

@@ -1,0 +1,502 @@
+"""The bundle file: a deterministic, uncompressed POSIX tar; header-only reading; safe streaming extract.
+
+Inputs and outputs:
+- `write(members, out, epoch)`: (arcname, source path or bytes) pairs -> `out`, written under a
+  temporary name in the same folder and renamed into place.
+- `read_index(source) -> BundleIndex`: scans the headers only (seeking over data) and refuses what a
+  bundle never contains (links, devices, fifos, absolute paths, `..`, duplicate names, data after the
+  end-of-archive marker).
+- `append_signature(path, authority, data, replace=False)`: co-signing. Appends one member after the
+  last one without touching any earlier byte; replacing an authority's signature rewrites the file to
+  a temporary name and renames it.
+- `extract(source, dest, expected)`: streams each member into a staging folder next to `dest` while
+  hashing it, then renames the folder into place; on any failure nothing is left.
+
+Format (see docs/bundle-format.md): POSIX.1-2001 pax/ustar (`tarfile.PAX_FORMAT`; a pax extended
+header appears only for names over 100 bytes or sizes over 8 GiB). Members in a fixed order:
+`bundle.intoto.json` first, payload members sorted by name, `signatures/<authority>.sigstore.json`
+last. Headers normalised: regular files only, mode 0644, uid/gid 0, empty uname/gname, mtime =
+the given epoch (SOURCE_DATE_EPOCH), no pax timestamps. The archive ends with two zero blocks padded
+to a 10240-byte record, as tar(1) writes it.
+
+Memory is flat in bundle size: data moves in 1 MiB chunks. Does not know what the statement or the
+signatures mean (`verify.py` does) and never opens a network connection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import stat
+import tarfile
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Union
+
+from .errors import ArchiveError, InputError, UnlistedMemberError, UnsafeArchiveError
+
+STATEMENT = "bundle.intoto.json"
+SIGNATURES_DIR = "signatures/"
+SIGNATURE_SUFFIX = ".sigstore.json"
+BLOCK = 512
+RECORD = 20 * BLOCK  # tar's default blocking factor: the archive is padded to a multiple of this
+CHUNK = 1 << 20
+MAX_NAME_BYTES = 4096
+
+Source = Union[Path, str, bytes]
+_SIGNATURE_NAME = re.compile(r"^signatures/([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)\.sigstore\.json$")
+
+
+@dataclass(frozen=True)
+class Member:
+    """One regular file in the archive: where its header starts and where its data lies."""
+
+    name: str
+    size: int
+    offset: int  # first header block (including any pax header) of this member
+    data_offset: int
+
+    @property
+    def end(self) -> int:
+        """Offset just past this member's data, padded to a block."""
+        return self.data_offset + -(-self.size // BLOCK) * BLOCK
+
+
+@dataclass(frozen=True)
+class BundleIndex:
+    """The members of a bundle file, in archive order, and where the end-of-archive marker starts."""
+
+    members: tuple[Member, ...]
+    end: int
+    file_size: int
+
+    def get(self, name: str) -> Member | None:
+        for m in self.members:
+            if m.name == name:
+                return m
+        return None
+
+    @property
+    def signatures(self) -> dict[str, Member]:
+        """authority -> its signature member."""
+        out = {}
+        for m in self.members:
+            match = _SIGNATURE_NAME.match(m.name)
+            if match:
+                out[match.group(1)] = m
+        return out
+
+    @property
+    def payload(self) -> tuple[Member, ...]:
+        """Every member except the statement and anything under signatures/."""
+        return tuple(m for m in self.members if m.name != STATEMENT and not m.name.startswith(SIGNATURES_DIR))
+
+
+def signature_name(authority: str) -> str:
+    name = f"{SIGNATURES_DIR}{authority}{SIGNATURE_SUFFIX}"
+    if not _SIGNATURE_NAME.match(name):
+        raise InputError(f"invalid authority name {authority!r}", hint="use lowercase letters, digits and '-'")
+    return name
+
+
+def check_name(name: str, *, where: str = "archive") -> str:
+    """Return `name` if it is a safe relative member path, else raise UnsafeArchiveError."""
+    bad = None
+    if not name:
+        bad = "an empty name"
+    elif len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        bad = "a name longer than 4096 bytes"
+    elif name.startswith("/"):
+        bad = "an absolute path"
+    elif "\\" in name or any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        bad = "a backslash or control character"
+    elif any(part in ("", ".", "..") for part in name.split("/")):
+        bad = "a '..', '.' or empty path component" if ".." in name.split("/") else "an empty or '.' component"
+    if bad:
+        raise UnsafeArchiveError(f"{where}: member {name!r} has {bad}",
+                                 hint="bundle members are plain relative paths; this file was not made by airgap-bundle")
+    return name
+
+
+def _order_key(name: str) -> tuple[int, str]:
+    # Statement first, payload sorted by name (bytewise on UTF-8), signatures last.
+    if name == STATEMENT:
+        return (0, "")
+    return (2, name) if name.startswith(SIGNATURES_DIR) else (1, name)
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing
+
+
+def _header(name: str, size: int, epoch: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, int(epoch), 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.type = tarfile.REGTYPE
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "strict")
+
+
+def _write_member(out: BinaryIO, name: str, source: Source, epoch: int) -> int:
+    """Write header, data and padding; return bytes written."""
+    if isinstance(source, bytes):
+        head = _header(name, len(source), epoch)
+        out.write(head)
+        out.write(source)
+        size = len(source)
+    else:
+        with open(source, "rb", buffering=0) as src:
+            st = os.fstat(src.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise ArchiveError(f"{source}: not a regular file", hint="bundle members are regular files")
+            size = st.st_size
+            head = _header(name, size, epoch)
+            out.write(head)
+            copied = 0
+            buf = bytearray(CHUNK)
+            view = memoryview(buf)
+            while copied < size:
+                n = src.readinto(view[: min(CHUNK, size - copied)])
+                if not n:
+                    break
+                out.write(view[:n])
+                copied += n
+            if copied != size or src.read(1):
+                raise ArchiveError(f"{source}: changed size while being archived",
+                                   hint="do not modify the build folder while a bundle is written")
+    pad = -size % BLOCK
+    if pad:
+        out.write(b"\0" * pad)
+    return len(head) + size + pad
+
+
+def _finish(out: BinaryIO, offset: int) -> None:
+    """End-of-archive: two zero blocks, then zero padding up to a full record (as tar(1) does)."""
+    end = offset + 2 * BLOCK
+    end += -end % RECORD
+    out.write(b"\0" * (end - offset))
+
+
+def _atomic_output(out: Path) -> tuple[BinaryIO, Path]:
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
+    os.fchmod(fd, 0o644)
+    return os.fdopen(fd, "wb", buffering=CHUNK), Path(tmp)
+
+
+def write(members: Iterable[tuple[str, Source]], out: Path | str, epoch: int) -> None:
+    """Write a bundle file with members in the fixed order and normalised headers.
+
+    `members` are (arcname, source) pairs; a source is a file path or bytes. Exactly one member must
+    be `bundle.intoto.json`. Same inputs and epoch give the same bytes.
+
+    Raises:
+        ArchiveError: no statement, a source that is not a regular file or changes while copied,
+            or an I/O error (nothing is left at `out` and a previous file there is untouched).
+        UnsafeArchiveError: an unsafe or duplicate member name.
+    """
+    out = Path(out)
+    items = sorted(members, key=lambda m: _order_key(m[0]))
+    names = [check_name(n, where=str(out)) for n, _ in items]
+    _refuse_duplicates(names, str(out))
+    if not names or names[0] != STATEMENT:
+        raise ArchiveError(f"{out}: no {STATEMENT} among the members", hint="the statement is the first member")
+    for name in names:
+        if name.startswith(SIGNATURES_DIR) and not _SIGNATURE_NAME.match(name):
+            raise ArchiveError(f"{out}: {name} is not signatures/<authority>.sigstore.json")
+    f, tmp = _atomic_output(out)
+    try:
+        with f:
+            offset = 0
+            for name, source in items:
+                offset += _write_member(f, name, source, epoch)
+            _finish(f, offset)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except OSError as e:
+        raise ArchiveError(f"{out}: cannot write the bundle: {e.strerror or e}") from e
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _refuse_duplicates(names: Iterable[str], where: str) -> None:
+    seen: dict[str, str] = {}
+    files = set()
+    for name in names:
+        key = name.casefold()  # two names that collide on a case-insensitive file system are refused too
+        if key in seen:
+            raise UnsafeArchiveError(f"{where}: duplicate member {name!r}",
+                                     hint="a name may appear once; a later copy could shadow a checked one")
+        seen[key] = name
+        files.add(name)
+    for name in files:  # "a" as a file and "a/b" cannot both exist on disk
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in files:
+                raise UnsafeArchiveError(f"{where}: member {name!r} lies under the file {'/'.join(parts[:i])!r}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading
+
+
+def _open(source: Path | str | BinaryIO) -> tuple[BinaryIO, bool]:
+    if isinstance(source, (str, Path)):
+        try:
+            return open(source, "rb", buffering=0), True
+        except OSError as e:
+            raise InputError(f"{source}: cannot open the bundle: {e.strerror}") from e
+    return source, False
+
+
+def read_index(source: Path | str | BinaryIO) -> BundleIndex:
+    """Scan the tar headers (seeking over data) and return the members in archive order.
+
+    Directory entries are tolerated and skipped (they carry nothing; extraction makes folders itself).
+
+    Raises:
+        UnsafeArchiveError: a link, device, fifo or other special member; an unsafe or duplicate name;
+            non-zero bytes after the end-of-archive marker.
+        ArchiveError: not a tar file, or truncated.
+    """
+    f, owned = _open(source)
+    where = str(source) if owned else getattr(f, "name", "bundle")
+    try:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(0)
+        members: list[Member] = []
+        end = 0
+        try:
+            with tarfile.open(fileobj=f, mode="r:") as tf:  # type: ignore[call-overload]
+                while (info := tf.next()) is not None:
+                    check_name(info.name.rstrip("/") if info.isdir() else info.name, where=where)
+                    if info.isdir():
+                        end = info.offset_data
+                        continue
+                    if info.type not in (tarfile.REGTYPE, tarfile.AREGTYPE) or info.issparse():
+                        kind = ("a symbolic link" if info.issym() else "a hard link" if info.islnk()
+                                else "a device file" if info.ischr() or info.isblk()
+                                else "a fifo" if info.isfifo() else f"a member of type {info.type!r}")
+                        raise UnsafeArchiveError(f"{where}: {info.name!r} is {kind}",
+                                                 hint="bundles hold regular files only; refusing the whole bundle")
+                    member = Member(info.name, info.size, info.offset, info.offset_data)
+                    if member.data_offset + member.size > size:
+                        raise ArchiveError(f"{where}: truncated inside member {info.name!r}",
+                                           hint="the file is incomplete; copy it again")
+                    members.append(member)
+                    end = member.end
+        except tarfile.TarError as e:
+            raise ArchiveError(f"{where}: not a readable tar file: {e}") from e
+        _refuse_duplicates((m.name for m in members), where)
+        _check_trailer(f, end, size, where)
+        return BundleIndex(tuple(members), end, size)
+    finally:
+        if owned:
+            f.close()
+
+
+def _check_trailer(f: BinaryIO, end: int, size: int, where: str) -> None:
+    """Everything after the last member must be zeros: no hidden members for a lenient tar to find."""
+    f.seek(end)
+    while chunk := f.read(CHUNK):
+        if chunk.count(0) != len(chunk):
+            raise UnsafeArchiveError(f"{where}: data after the end-of-archive marker",
+                                     hint="something was appended to the bundle outside the tar structure")
+
+
+def iter_member(f: BinaryIO, member: Member) -> Iterator[memoryview]:
+    """Yield a member's data in chunks of at most 1 MiB, read into one reused buffer.
+
+    Each chunk is valid only until the next one is requested (memory stays flat whatever the size):
+    hash or write it, never keep it.
+    """
+    remaining = member.size
+    buf = bytearray(min(CHUNK, max(member.size, 1)))
+    view = memoryview(buf)
+    f.seek(member.data_offset)
+    while remaining > 0:
+        n = f.readinto(view[: min(len(buf), remaining)])  # type: ignore[attr-defined]
+        if not n:
+            raise ArchiveError(f"{member.name}: unexpected end of file")
+        remaining -= n
+        yield view[:n]
+
+
+def read_member(f: BinaryIO, member: Member, *, cap: int) -> bytes:
+    """Read a whole member into memory, refusing members larger than `cap` before reading."""
+    if member.size > cap:
+        raise ArchiveError(f"{member.name}: {member.size} bytes, more than the {cap} allowed",
+                           hint="this member is never that large in a bundle made by airgap-bundle")
+    f.seek(member.data_offset)
+    data = f.read(member.size)
+    if len(data) != member.size:
+        raise ArchiveError(f"{member.name}: unexpected end of file")
+    return data
+
+
+def read_statement(path: Path | str, *, cap: int = 64 * 1024 * 1024) -> bytes:
+    """The exact bytes of `bundle.intoto.json` (what a co-signer signs), after the header scan.
+
+    Raises:
+        ArchiveError: no statement, or larger than `cap`.
+        UnsafeArchiveError: the header scan refuses the bundle.
+    """
+    f, _ = _open(path)
+    with f:
+        member = read_index(f).get(STATEMENT)
+        if member is None:
+            raise ArchiveError(f"{path}: no {STATEMENT}: not an airgap bundle")
+        return read_member(f, member, cap=cap)
+
+
+# --------------------------------------------------------------------------------------------------
+# Co-signing
+
+
+def append_signature(path: Path | str, authority: str, data: bytes, *, replace: bool = False,
+                     epoch: int | None = None) -> None:
+    """Add `signatures/<authority>.sigstore.json` to a bundle without changing any earlier byte.
+
+    The new member goes where the end-of-archive marker was; new end blocks follow. Its mtime is
+    `epoch`, or the statement's mtime so the headers stay uniform. With `replace=True` an existing
+    signature of that authority is dropped by rewriting the file (temporary name, then rename).
+
+    Raises:
+        ArchiveError: the authority already signed and `replace` is false; I/O errors (the bundle is
+            restored to its previous bytes).
+        UnsafeArchiveError: the bundle fails the header scan.
+    """
+    path = Path(path)
+    name = signature_name(authority)
+    index = read_index(path)
+    statement = index.get(STATEMENT)
+    if statement is None:
+        raise ArchiveError(f"{path}: no {STATEMENT}: not a bundle")
+    if epoch is None:
+        with open(path, "rb") as f:
+            f.seek(statement.offset)
+            epoch = _mtime_of(f)
+    existing = index.get(name)
+    if existing is not None:
+        if not replace:
+            raise ArchiveError(f"{path}: {authority} has already signed this bundle",
+                               hint="pass --replace to re-sign (e.g. with a renewed certificate)")
+        _rewrite_without(path, index, existing, name, data, epoch)
+        return
+    with open(path, "r+b") as f:
+        f.seek(index.end)
+        tail = f.read()  # end-of-archive blocks: at most a record or so; kept to roll back
+        try:
+            f.seek(index.end)
+            f.truncate()
+            written = _write_member(f, name, data, epoch)  # type: ignore[arg-type]
+            _finish(f, index.end + written)
+            f.flush()
+            os.fsync(f.fileno())
+        except BaseException as e:
+            f.seek(index.end)
+            f.truncate()
+            f.write(tail)
+            f.flush()
+            if isinstance(e, OSError):
+                raise ArchiveError(f"{path}: cannot append the signature: {e.strerror or e}") from e
+            raise
+
+
+def _mtime_of(f: BinaryIO) -> int:
+    block = f.read(BLOCK)
+    info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+    return int(info.mtime)
+
+
+def _rewrite_without(path: Path, index: BundleIndex, dropped: Member, name: str, data: bytes, epoch: int) -> None:
+    out, tmp = _atomic_output(path)
+    try:
+        with out, open(path, "rb", buffering=0) as src:
+            offset = 0
+            for m in index.members:
+                if m is dropped:
+                    continue
+                # Copy header and data blocks verbatim: payload bytes never change.
+                src.seek(m.offset)
+                remaining = m.end - m.offset
+                while remaining:
+                    chunk = src.read(min(CHUNK, remaining))
+                    if not chunk:
+                        raise ArchiveError(f"{path}: unexpected end of file in {m.name}")
+                    out.write(chunk)
+                    remaining -= len(chunk)
+                offset += m.end - m.offset
+            offset += _write_member(out, name, data, epoch)
+            _finish(out, offset)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise ArchiveError(f"{path}: cannot rewrite the bundle: {e.strerror or e}") from e
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# --------------------------------------------------------------------------------------------------
+# Extracting
+
+
+def extract(source: Path | str | BinaryIO, dest: Path | str, expected: Mapping[str, tuple[int, str]]) -> None:
+    """Extract exactly the `expected` members ({name: (size, sha256 hex)}) into the new folder `dest`.
+
+    Each file is written into a staging folder next to `dest` while it is hashed; the folder is
+    renamed to `dest` only when every member matched. Files get mode 0644 and folders 0755 whatever
+    the headers say. Any failure removes the staging folder: `dest` never exists half-written.
+
+    Raises:
+        ArchiveError: `dest` exists, or an I/O error.
+        UnlistedMemberError: the archive's members differ from `expected`, or a member's bytes do.
+        UnsafeArchiveError: the header scan refuses the archive.
+    """
+    dest = Path(dest)
+    if dest.exists() or dest.is_symlink():
+        raise ArchiveError(f"{dest} already exists", hint="extract into a new folder")
+    if not dest.parent.is_dir():
+        raise ArchiveError(f"{dest.parent} is not a folder")
+    f, owned = _open(source)
+    staging: Path | None = None
+    try:
+        index = read_index(f)
+        present = {m.name for m in index.members}
+        if present != set(expected):
+            extra, missing = sorted(present - set(expected)), sorted(set(expected) - present)
+            raise UnlistedMemberError(f"{dest}: archive members differ from the verified list "
+                                      f"(unexpected: {extra[:5]}, missing: {missing[:5]})")
+        staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.staging-"))
+        for member in index.members:
+            size, digest = expected[member.name]
+            target = staging.joinpath(*member.name.split("/"))
+            target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            hasher, written = hashlib.sha256(), 0
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            with os.fdopen(fd, "wb", buffering=0) as out:
+                for chunk in iter_member(f, member):
+                    hasher.update(chunk)
+                    out.write(chunk)
+                    written += len(chunk)
+            if written != size or hasher.hexdigest() != digest:
+                raise UnlistedMemberError(f"{member.name}: content changed between verification and extraction",
+                                          hint="the bundle file is being modified; nothing was extracted")
+        os.chmod(staging, 0o755)
+        os.rename(staging, dest)
+        staging = None
+    except OSError as e:
+        raise ArchiveError(f"{dest}: cannot extract: {e.strerror or e}") from e
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        if owned:
+            f.close()

@@ -1,0 +1,94 @@
+"""Attestation bytes: the in-toto Statement v1 that becomes `bundle.intoto.json`, and the DSSE PAE.
+
+Input: subjects and a predicate (plain JSON values built by `bom.py`). Output: bytes, serialised
+once as RFC 8785 canonical JSON. Those exact bytes are stored in the bundle, hashed, signed and
+verified; nothing downstream re-serialises them (STYLE rule 7).
+
+Specs:
+- in-toto Statement v1: https://github.com/in-toto/attestation/blob/main/spec/v1/statement.md
+- DSSE v1 PAE: https://github.com/secure-systems-lab/dsse/blob/master/protocol.md
+- RFC 8785 JSON Canonicalization Scheme: https://www.rfc-editor.org/rfc/rfc8785
+
+Does not decide what the predicate contains (that is `bom.py`), does not sign (`sign.py`), and does
+no I/O. Importable by `verify.py`: nothing here can open a connection.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import rfc8785
+
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+PAYLOAD_TYPE = "application/vnd.in-toto+json"
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One in-toto ResourceDescriptor subject: a name and its sha256 (64 lowercase hex)."""
+
+    name: str
+    sha256: str
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("subject name must not be empty")
+        if not _HEX64.match(self.sha256):
+            raise ValueError(f"subject {self.name}: sha256 must be 64 lowercase hex, got {self.sha256!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "digest": {"sha256": self.sha256}}
+
+
+def canonical_json(obj: Any) -> bytes:
+    """RFC 8785 canonical bytes of a JSON value (sorted keys, no spaces, ECMAScript numbers)."""
+    return bytes(rfc8785.dumps(obj))
+
+
+def pae(payload_type: str, body: bytes) -> bytes:
+    """DSSE v1 Pre-Authentication Encoding: the bytes a DSSE signature covers.
+
+    PAE(type, body) = "DSSEv1" SP LEN(type) SP type SP LEN(body) SP body, with LEN as ASCII decimal
+    of the byte length.
+    """
+    type_bytes = payload_type.encode("utf-8")
+    return b"DSSEv1 %d %b %d %b" % (len(type_bytes), type_bytes, len(body), body)
+
+
+def _subject(s: Subject | Mapping[str, Any]) -> Subject:
+    if isinstance(s, Subject):
+        return s
+    return Subject(str(s["name"]), str(s["digest"]["sha256"]))
+
+
+def statement(subjects: Iterable[Subject | Mapping[str, Any]], predicate_type: str,
+              predicate: Mapping[str, Any]) -> bytes:
+    """Build an in-toto Statement v1 and serialise it once, canonically.
+
+    `subjects` are `Subject`s or in-toto ResourceDescriptor dicts (`{"name", "digest": {"sha256"}}`,
+    as `bom.Bom.subjects()` returns them). They are sorted by (name, digest) so the same inputs always
+    give the same bytes.
+
+    Raises:
+        ValueError: no subjects, or two subjects with the same name (a programming error upstream).
+    """
+    ordered = sorted((_subject(s) for s in subjects), key=lambda s: (s.name, s.sha256))
+    if not ordered:
+        raise ValueError("an in-toto statement needs at least one subject")
+    names = [s.name for s in ordered]
+    if len(set(names)) != len(names):
+        raise ValueError("duplicate subject names in statement")
+    # in-toto Statement v1: _type, subject[], predicateType, predicate
+    return canonical_json(
+        {
+            "_type": STATEMENT_TYPE,
+            "subject": [s.to_json() for s in ordered],
+            "predicateType": predicate_type,
+            "predicate": dict(predicate),
+        }
+    )

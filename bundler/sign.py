@@ -1,0 +1,93 @@
+"""One signature file per authority: a Sigstore bundle v0.3 holding a DSSE envelope over the statement.
+
+Input: the exact bytes of `bundle.intoto.json`, a `keys.Signer`, an authority name. Output: the bytes
+of `signatures/<authority>.sigstore.json`:
+
+    {"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+     "verificationMaterial": {"certificate": {"rawBytes": <leaf DER>}}   # or "publicKey": {"hint": fp}
+                             + "tlogEntries": [],
+     "dsseEnvelope": {"payload": <statement bytes>, "payloadType": "application/vnd.in-toto+json",
+                      "signatures": [{"sig": <sig over PAE>, "keyid": <fingerprint>}]}}
+
+Libraries: securesystemslib makes the DSSE envelope and signs its PAE (`CryptoSigner`,
+`dsse.Envelope`); sigstore-models (pydantic models of the protobuf-specs JSON) builds and checks the
+bundle. No transparency-log entry: bundles are verified offline against keys the verifier holds.
+
+Specs: Sigstore bundle (protobuf-specs sigstore_bundle.proto, v0.3), DSSE v1 envelope.
+
+Does not write the archive (`archive.append_signature` does) and does not verify (`verify.py`).
+"""
+
+from __future__ import annotations
+
+import base64
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from securesystemslib.dsse import Envelope as DsseEnvelope
+from securesystemslib.signer import CryptoSigner, SSlibKey
+from sigstore_models.bundle.v1 import Bundle, VerificationMaterial
+from sigstore_models.common.v1 import PublicKeyIdentifier, X509Certificate
+from sigstore_models.intoto import Envelope, Signature
+
+from .attest import PAYLOAD_TYPE, canonical_json, pae
+from .errors import InputError
+from .keys import Signer, valid_authority_name, verify_signature
+
+BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+
+
+def signature_member(authority: str) -> str:
+    """The archive member name of an authority's signature file."""
+    if not valid_authority_name(authority):
+        raise InputError(f"invalid authority name {authority!r}",
+                         hint="use lowercase letters, digits and '-', e.g. vendor, customer, integrator-acme")
+    return f"signatures/{authority}.sigstore.json"
+
+
+def _sslib_key(signer: Signer) -> SSlibKey:
+    # securesystemslib scheme names for the key types keys.py accepts; RSA is PKCS#1 v1.5 (its
+    # default would be PSS, which sigstore-js does not use for PKIX RSA keys).
+    key = signer.public_key
+    if isinstance(key, rsa.RSAPublicKey):
+        scheme = "rsa-pkcs1v15-sha256"
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        scheme = "ecdsa-sha2-nistp384" if isinstance(key.curve, ec.SECP384R1) else "ecdsa-sha2-nistp256"
+    elif isinstance(key, ed25519.Ed25519PublicKey):
+        scheme = "ed25519"
+    else:  # pragma: no cover - keys.check_public_key refuses other types
+        raise InputError(f"{signer.source}: unsupported key type")
+    return SSlibKey.from_crypto(key, keyid=signer.fingerprint, scheme=scheme)
+
+
+def sign(statement: bytes, signer: Signer, authority: str) -> bytes:
+    """Sign the statement bytes and return the Sigstore bundle JSON for `signatures/<authority>...`.
+
+    Raises:
+        InputError: invalid authority name.
+    """
+    signature_member(authority)  # validates the name
+    # DSSE v1: sign PAE(payloadType, payload) over the exact statement bytes.
+    envelope = DsseEnvelope(payload=statement, payload_type=PAYLOAD_TYPE, signatures={})
+    sig = envelope.sign(CryptoSigner(signer.private_key, _sslib_key(signer)))
+    raw_sig = bytes.fromhex(sig.signature)
+    # Belt and braces: the verifier's own primitive must accept what the signer library produced.
+    if not verify_signature(signer.public_key, raw_sig, pae(PAYLOAD_TYPE, statement)):  # pragma: no cover
+        raise InputError(f"{signer.source}: the signature just made does not verify")
+
+    b64 = lambda b: base64.b64encode(b)  # noqa: E731  (sigstore-models ProtoBytes take base64 input)
+    if signer.certificate is not None:
+        der = signer.certificate.public_bytes(serialization.Encoding.DER)
+        material = VerificationMaterial(certificate=X509Certificate(raw_bytes=b64(der)), tlog_entries=[])
+    else:
+        material = VerificationMaterial(public_key=PublicKeyIdentifier(hint=signer.hint), tlog_entries=[])
+    bundle = Bundle(
+        media_type=BUNDLE_MEDIA_TYPE,
+        verification_material=material,
+        dsse_envelope=Envelope(
+            payload=b64(statement),
+            payload_type=PAYLOAD_TYPE,
+            signatures=[Signature(sig=b64(raw_sig), keyid=signer.fingerprint)],
+        ),
+    )
+    return canonical_json(bundle.to_dict())

@@ -1,0 +1,518 @@
+"""Offline verification of a bundle file: signatures against the policy first, then every member.
+
+Input: a bundle path, a `keys.TrustPolicy` (trust comes only from local files) and `now`. Output: a
+`VerificationResult` (one `AuthorityResult` per signature file, and the first failure if any);
+`require(result)` raises that failure; `verify_and_extract(...)` also extracts, only after every
+check passed. The steps follow DESIGN.md "Verify" and are labelled below:
+
+0. trust from local files only; no vendor anchor means refuse (NoTrustAnchorError)
+1. scan the tar headers only (archive.read_index refuses links, devices, `..`, duplicates, ...)
+2. read `bundle.intoto.json` and `signatures/*` into memory, size-capped
+3. verify each signature: shape, payload == statement bytes, key or certificate chain to an anchor,
+   certificate valid now, signature over the DSSE PAE; log each accepted one
+4. policy: a valid vendor signature always, others where required; an invalid signature claiming a
+   configured authority fails the bundle
+5. only now parse the statement; stream every listed member through sha256
+6. (verify_and_extract) extract into a staging folder, hashing again, then rename into place
+
+Specs: Sigstore bundle v0.3, DSSE v1, in-toto Statement v1, RFC 5280 (validity, issuance).
+
+Offline is structural: this module imports nothing that can open a connection (no registry, render,
+requests, subprocess, urllib.request, http); tests/test_verify.py enforces it. It never re-serialises
+the statement: it compares and hashes the stored bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from . import archive
+from .attest import PAYLOAD_TYPE, STATEMENT_TYPE, canonical_json, pae
+from .bom import PREDICATE_TYPE as BOM_PREDICATE_TYPE
+from .bom import Bom
+from .errors import (
+    ArchiveError,
+    BadSignatureError,
+    BundlerError,
+    ExpiredKeyError,
+    InputError,
+    MissingAuthorityError,
+    NoTrustAnchorError,
+    NotYetValidError,
+    StatementMismatchError,
+    UnlistedMemberError,
+    UnsignedBundleError,
+    UntrustedKeyError,
+    VerificationError,
+)
+from .keys import VENDOR, AuthorityPolicy, TrustPolicy, check_public_key, fingerprint, verify_signature
+
+log = logging.getLogger(__name__)
+
+BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+MAX_STATEMENT_BYTES = 64 * 1024 * 1024
+MAX_SIGNATURE_BYTES = 1024 * 1024
+BLOBS_DIR = "images/blobs/sha256/"
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+RESIGN_HINT = "re-sign the bundle with a current key or certificate: airgap-bundle sign BUNDLE --replace ..."
+
+
+@dataclass(frozen=True)
+class AuthorityResult:
+    """The check of one signature file (TUF VerificationResult style: data, not an exception)."""
+
+    authority: str
+    ok: bool
+    reason: str | None = None  # why it was not accepted, e.g. "certificate expired 2026-01-02T00:00:00+00:00"
+    keyid: str | None = None  # key fingerprint, SHA256:<hex>
+    serial: str | None = None  # certificate serial (hex), when a certificate was carried
+    not_after: dt.datetime | None = None  # certificate or pinned-key end of validity
+    configured: bool = True  # False: the policy does not name this authority, so it was not checked
+    error: VerificationError | None = field(default=None, compare=False, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"authority": self.authority, "ok": self.ok, "reason": self.reason, "keyid": self.keyid,
+                "serial": self.serial, "notAfter": self.not_after.isoformat() if self.not_after else None,
+                "configured": self.configured}
+
+
+@dataclass(frozen=True)
+class VerificationResult:
+    """Outcome of `verify`: per-authority results and the first failure (None when the bundle passed)."""
+
+    authorities: tuple[AuthorityResult, ...]
+    required: frozenset[str]
+    failure: BundlerError | None = field(default=None, compare=False)
+    statement_sha256: str | None = None
+    members_checked: int = 0
+    # name -> (size, sha256 hex) of every member (statement and signatures included), for extraction.
+    verified_files: tuple[tuple[str, int, str], ...] = field(default=(), compare=False, repr=False)
+
+    @property
+    def missing(self) -> frozenset[str]:
+        """Required authorities with no accepted signature."""
+        return self.required - {a.authority for a in self.authorities if a.ok}
+
+    def __bool__(self) -> bool:
+        return self.failure is None and not self.missing
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": bool(self),
+            "failure": None if self.failure is None else {
+                "error": type(self.failure).__name__, "exitCode": self.failure.exit_code, "message": str(self.failure)},
+            "required": sorted(self.required),
+            "authorities": [a.to_json() for a in self.authorities],
+            "statementSha256": self.statement_sha256,
+            "membersChecked": self.members_checked,
+        }
+
+
+def require(result: VerificationResult) -> VerificationResult:
+    """Return `result` if the bundle passed; raise its failure otherwise.
+
+    Raises:
+        VerificationError (a subclass naming the rejection), UnsafeArchiveError or ArchiveError.
+    """
+    if result.failure is not None:
+        raise result.failure
+    if result.missing:  # pragma: no cover - verify() records missing authorities as the failure
+        raise MissingAuthorityError(f"missing required signatures: {', '.join(sorted(result.missing))}")
+    return result
+
+
+def verify(path: Path | str, trust: TrustPolicy, *, now: dt.datetime) -> VerificationResult:
+    """Verify a bundle file offline. Writes nothing.
+
+    Raises (only for the caller's inputs; a bad bundle is a result with a `failure`):
+        NoTrustAnchorError: the policy has no vendor anchor.
+        InputError: the bundle file cannot be opened.
+    """
+    _check_trust(trust)
+    try:
+        f = open(path, "rb", buffering=0)
+    except OSError as e:
+        raise InputError(f"{path}: cannot open the bundle: {e.strerror}") from e
+    with f:
+        return _verify_open(f, str(path), trust, _utc(now))
+
+
+def verify_and_extract(path: Path | str, trust: TrustPolicy, dest: Path | str, *,
+                       now: dt.datetime) -> VerificationResult:
+    """Verify, then extract every member into the new folder `dest` (step 6); nothing is written on failure.
+
+    Raises:
+        the failure of `verify` (see `require`), ArchiveError if `dest` exists or on I/O errors.
+    """
+    _check_trust(trust)
+    dest = Path(dest)
+    if dest.exists() or dest.is_symlink():  # checked first so a long verification is not wasted
+        raise ArchiveError(f"{dest} already exists", hint="extract into a new folder")
+    try:
+        f = open(path, "rb", buffering=0)
+    except OSError as e:
+        raise InputError(f"{path}: cannot open the bundle: {e.strerror}") from e
+    with f:  # the same open file for checking and extracting: swapping the path midway changes nothing
+        result = require(_verify_open(f, str(path), trust, _utc(now)))
+        # 6: extract into staging while hashing again, then rename into place
+        archive.extract(f, dest, {name: (size, sha) for name, size, sha in result.verified_files})
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def _utc(now: dt.datetime) -> dt.datetime:
+    return now if now.tzinfo else now.replace(tzinfo=dt.timezone.utc)
+
+
+def _check_trust(trust: TrustPolicy) -> None:
+    # 0: trust comes only from the policy the caller loaded from local files; no vendor anchor, no go.
+    vendor = trust.authorities.get(VENDOR)
+    if vendor is None or not vendor.has_anchor:
+        raise NoTrustAnchorError("the verification policy has no vendor trust anchor",
+                                 hint="configure the vendor root CA or public key in the policy")
+
+
+def _verify_open(f: BinaryIO, where: str, trust: TrustPolicy, now: dt.datetime) -> VerificationResult:
+    results: list[AuthorityResult] = []
+    required = trust.required
+
+    def fail(error: BundlerError) -> VerificationResult:
+        return VerificationResult(tuple(results), required, failure=error)
+
+    # 1: headers only
+    try:
+        index = archive.read_index(f)
+    except ArchiveError as e:  # includes UnsafeArchiveError
+        return fail(e)
+    statement_member = index.get(archive.STATEMENT)
+    if statement_member is None:
+        return fail(VerificationError(f"{where}: no {archive.STATEMENT}: not an airgap bundle"))
+    signatures = index.signatures
+    if not signatures:
+        return fail(UnsignedBundleError(f"{where}: the bundle carries no signature",
+                                        hint="the vendor signs at build time; ask for a signed bundle"))
+
+    # 2: statement and signature files into memory, capped
+    try:
+        statement = archive.read_member(f, statement_member, cap=MAX_STATEMENT_BYTES)
+        signature_files = {a: archive.read_member(f, m, cap=MAX_SIGNATURE_BYTES) for a, m in signatures.items()}
+    except ArchiveError as e:
+        return fail(e)
+
+    # 3: each signature on its own
+    for authority in sorted(signature_files):
+        policy = trust.authorities.get(authority)
+        if policy is None:
+            results.append(AuthorityResult(authority, False, "authority not named in the policy: not checked",
+                                           configured=False))
+            continue
+        result = _check_signature(authority, signature_files[authority], statement, policy, now)
+        if result.ok:
+            log.info("accepted signature: authority=%s key=%s serial=%s notAfter=%s", authority, result.keyid,
+                     result.serial or "-", result.not_after.isoformat() if result.not_after else "-")
+        results.append(result)
+
+    # 4: policy
+    for r in results:
+        if r.configured and not r.ok and r.error is not None:
+            return fail(r.error)
+    accepted = {r.authority for r in results if r.ok}
+    if VENDOR not in accepted:
+        return fail(MissingAuthorityError(f"{where}: no vendor signature",
+                                          hint="every bundle must be signed by the vendor at build time"))
+    missing = required - accepted
+    if missing:
+        return fail(MissingAuthorityError(
+            f"{where}: required signature missing: {', '.join(sorted(missing))}",
+            hint="the policy requires these co-signatures: airgap-bundle sign BUNDLE --authority NAME --key KEY"))
+
+    # 5: statement, then members
+    try:
+        files = _check_members(f, index, statement, where)
+    except (VerificationError, ArchiveError) as e:
+        return fail(e)
+    verified = [(archive.STATEMENT, len(statement), hashlib.sha256(statement).hexdigest())]
+    verified += [(signatures[a].name, len(d), hashlib.sha256(d).hexdigest()) for a, d in signature_files.items()]
+    verified += [(name, size, sha) for name, (size, sha) in files.items()]
+    return VerificationResult(tuple(results), required, None, hashlib.sha256(statement).hexdigest(),
+                              len(files), tuple(verified))
+
+
+# --------------------------------------------------------------------------------------------------
+# Step 3: one signature file
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("duplicate key in JSON object")
+    return dict(pairs)
+
+
+def _strict_json(data: bytes) -> Any:
+    return json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+
+
+def _b64(value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise ValueError("expected a base64 string")
+    return base64.b64decode(value, validate=True)
+
+
+def _check_signature(authority: str, data: bytes, statement: bytes, policy: AuthorityPolicy,
+                     now: dt.datetime) -> AuthorityResult:
+    def reject(error: VerificationError, **extra: Any) -> AuthorityResult:
+        return AuthorityResult(authority, False, error.message, error=error, **extra)
+
+    member = f"signatures/{authority}.sigstore.json"
+    # (3a) envelope shape: Sigstore bundle v0.3, DSSE, one signature
+    try:
+        doc = _strict_json(data)
+        if not isinstance(doc, dict) or doc.get("mediaType") != BUNDLE_MEDIA_TYPE:
+            raise ValueError(f"mediaType is not {BUNDLE_MEDIA_TYPE}")
+        if set(doc) - {"mediaType", "verificationMaterial", "dsseEnvelope"}:
+            raise ValueError("unexpected fields (only dsseEnvelope bundles are accepted)")
+        envelope, material = doc["dsseEnvelope"], doc["verificationMaterial"]
+        if envelope.get("payloadType") != PAYLOAD_TYPE:
+            raise ValueError(f"payloadType is not {PAYLOAD_TYPE}")
+        sigs = envelope.get("signatures")
+        if not isinstance(sigs, list) or len(sigs) != 1:
+            raise ValueError("the envelope must carry exactly one signature")
+        payload, signature = _b64(envelope.get("payload")), _b64(sigs[0].get("sig"))
+        if sum(k in material for k in ("certificate", "publicKey", "x509CertificateChain")) != 1:
+            raise ValueError("verificationMaterial needs exactly one of certificate or publicKey")
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError, binascii.Error) as e:
+        return reject(BadSignatureError(f"{member}: malformed signature file: {e}",
+                                        hint="not a Sigstore bundle v0.3 with a DSSE envelope"))
+    # (3b) the payload is the statement, byte for byte
+    if payload != statement:
+        return reject(BadSignatureError(f"{member}: signs a different statement than the bundle's {archive.STATEMENT}",
+                                        hint="the statement or the signature file was changed"))
+    # (3c) key or certificate chain to a configured anchor, (3d) valid now
+    serial: str | None = None
+    not_after: dt.datetime | None = None
+    try:
+        if "certificate" in material:
+            leaf = x509.load_der_x509_certificate(_b64(material["certificate"].get("rawBytes")))
+            key = check_public_key(leaf.public_key(), what=member)
+            serial, not_after = format(leaf.serial_number, "x"), leaf.not_valid_after_utc
+            _check_chain(authority, member, leaf, policy, now)
+            candidates = [key]
+        elif "publicKey" in material:
+            hint = material["publicKey"].get("hint") or ""
+            pinned = [k for k in policy.keys if k.fingerprint == hint] or ([] if hint else list(policy.keys))
+            if not pinned:
+                raise UntrustedKeyError(f"{member}: signed by key {hint}, which the policy does not trust "
+                                        f"for {authority}", hint="add the key to the policy or ask for a correct signature")
+            live = [k for k in pinned if k.not_after is None or now <= k.not_after]
+            if not live:
+                not_after = pinned[0].not_after
+                raise ExpiredKeyError(f"{member}: the pinned key {pinned[0].fingerprint} for {authority} expired "
+                                      f"{not_after.isoformat() if not_after else ''}; re-sign", hint=RESIGN_HINT)
+            candidates = [k.public_key for k in live]
+            not_after = live[0].not_after
+        else:
+            raise UntrustedKeyError(f"{member}: a certificate chain is not accepted; carry the leaf certificate")
+    except VerificationError as e:
+        return reject(e, serial=serial, not_after=not_after)
+    except (ValueError, TypeError, binascii.Error, InputError) as e:
+        return reject(BadSignatureError(f"{member}: unreadable key material: {e}"))
+    # (3e) signature over DSSE PAE(payloadType, payload)
+    signed = pae(PAYLOAD_TYPE, payload)
+    for key in candidates:
+        if verify_signature(key, signature, signed):
+            return AuthorityResult(authority, True, None, fingerprint(key), serial, not_after)
+    return reject(BadSignatureError(f"{member}: the signature does not verify",
+                                    hint="the statement or signature was altered, or the wrong key signed"),
+                  keyid=fingerprint(candidates[0]), serial=serial, not_after=not_after)
+
+
+def _check_chain(authority: str, member: str, leaf: x509.Certificate, policy: AuthorityPolicy,
+                 now: dt.datetime) -> None:
+    """Leaf issued by (or equal to) a configured root of this authority; leaf and root valid at `now`."""
+    anchor = None
+    for root in policy.roots:
+        if root == leaf:  # a pinned self-signed leaf
+            anchor = root
+            break
+        if root.subject != leaf.issuer or not _is_ca(root):
+            continue
+        try:
+            leaf.verify_directly_issued_by(root)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        anchor = root
+        break
+    if anchor is None:
+        raise UntrustedKeyError(
+            f"{member}: certificate {leaf.subject.rfc4514_string()} (issuer {leaf.issuer.rfc4514_string()}) "
+            f"does not chain to a root the policy trusts for {authority}",
+            hint="configure that authority's root CA in the policy, or ask for a certificate it issued")
+    if anchor is not leaf:
+        _check_leaf_usage(member, leaf)
+    for cert, what in ((leaf, "signing certificate"), (anchor, "root CA certificate")):
+        if now > cert.not_valid_after_utc:
+            hint = RESIGN_HINT if cert is leaf else "the policy's root has expired; update the policy"
+            raise ExpiredKeyError(f"{member}: {what} serial {cert.serial_number:x} expired "
+                                  f"{cert.not_valid_after_utc.isoformat()}; re-sign the bundle", hint=hint)
+        if now < cert.not_valid_before_utc:
+            raise NotYetValidError(f"{member}: {what} serial {cert.serial_number:x} is not valid before "
+                                   f"{cert.not_valid_before_utc.isoformat()}",
+                                   hint="check this machine's clock, or wait until the certificate is valid")
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _check_leaf_usage(member: str, leaf: x509.Certificate) -> None:
+    if _is_ca(leaf):
+        raise UntrustedKeyError(f"{member}: the signing certificate is a CA certificate",
+                                hint="sign with a leaf certificate issued by the root, not the root's key")
+    try:
+        ku = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
+        if not ku.digital_signature:
+            raise UntrustedKeyError(f"{member}: the certificate's key usage does not allow signatures")
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        if ExtendedKeyUsageOID.CODE_SIGNING not in eku and ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in eku:
+            raise UntrustedKeyError(f"{member}: the certificate's extended key usage does not include codeSigning")
+    except x509.ExtensionNotFound:
+        pass
+
+
+# --------------------------------------------------------------------------------------------------
+# Step 5: the statement against the members
+
+
+def _check_members(f: BinaryIO, index: archive.BundleIndex, statement: bytes, where: str) -> dict[str, tuple[int, str]]:
+    """Return {path: (size, sha256)} of the payload after checking it against the statement."""
+
+    def mismatch(msg: str) -> StatementMismatchError:
+        return StatementMismatchError(f"{archive.STATEMENT}: {msg}",
+                                      hint="the statement does not describe this bundle; rebuild it")
+
+    try:
+        doc = _strict_json(statement)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise mismatch(f"not valid JSON: {e}") from e
+    if canonical_json(doc) != statement:
+        raise mismatch("not in RFC 8785 canonical form")
+    if not isinstance(doc, dict) or doc.get("_type") != STATEMENT_TYPE:
+        raise mismatch(f"_type is not {STATEMENT_TYPE}")
+    if doc.get("predicateType") != BOM_PREDICATE_TYPE:
+        raise mismatch(f"predicateType {doc.get('predicateType')!r} is not {BOM_PREDICATE_TYPE}")
+    predicate = doc.get("predicate")
+    listing = predicate.get("files") if isinstance(predicate, dict) else None
+    if not isinstance(listing, list):
+        raise mismatch("predicate.files is missing")
+
+    listed: dict[str, tuple[int, str]] = {}
+    for i, entry in enumerate(listing):
+        if (not isinstance(entry, dict) or not isinstance(entry.get("path"), str)
+                or not isinstance(entry.get("size"), int) or isinstance(entry.get("size"), bool)
+                or entry["size"] < 0 or not isinstance(entry.get("sha256"), str) or not _HEX64.match(entry["sha256"])):
+            raise mismatch(f"predicate.files[{i}] is not {{path, size, sha256}}")
+        path = entry["path"]
+        archive.check_name(path, where=archive.STATEMENT)
+        if path == archive.STATEMENT or path.startswith(archive.SIGNATURES_DIR):
+            raise mismatch(f"predicate.files lists {path!r}, which is never a payload member")
+        if path in listed:
+            raise UnlistedMemberError(f"{archive.STATEMENT}: {path} is listed twice in predicate.files",
+                                      hint="each member is listed once")
+        listed[path] = (entry["size"], entry["sha256"])
+
+    signature_names = {m.name for m in index.signatures.values()}
+    for m in index.members:
+        if m.name.startswith(archive.SIGNATURES_DIR) and m.name not in signature_names:
+            raise UnlistedMemberError(f"{where}: {m.name} is not signatures/<authority>.sigstore.json")
+    payload = {m.name: m for m in index.payload}
+    extra = sorted(set(payload) - set(listed))
+    if extra:
+        raise UnlistedMemberError(f"{where}: member {extra[0]} is not listed in the statement"
+                                  + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""),
+                                  hint="a file was added or renamed after signing; refusing the bundle")
+    missing = sorted(set(listed) - set(payload))
+    if missing:
+        raise UnlistedMemberError(f"{where}: {missing[0]} is listed in the statement but not in the bundle"
+                                  + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
+                                  hint="a file was removed or renamed after signing; refusing the bundle")
+    for name, m in payload.items():
+        if m.size != listed[name][0]:
+            raise UnlistedMemberError(f"{where}: {name} has {m.size} bytes, the statement says {listed[name][0]}")
+
+    try:
+        bom = Bom.from_dict(predicate)  # predicate schema (schemas/bom-predicate.schema.json)
+    except VerificationError as e:
+        raise mismatch(f"predicate: {e.message}") from e
+    _check_subjects(doc, bom, listed, mismatch)
+
+    # Stream every member through sha256, in archive order (sequential reads).
+    for m in sorted(payload.values(), key=lambda m: m.data_offset):
+        hasher = hashlib.sha256()
+        for chunk in archive.iter_member(f, m):
+            hasher.update(chunk)
+        if hasher.hexdigest() != listed[m.name][1]:
+            raise UnlistedMemberError(f"{where}: {m.name} hashes to sha256:{hasher.hexdigest()}, "
+                                      f"the statement says sha256:{listed[m.name][1]}",
+                                      hint="the member was changed after signing; refusing the bundle")
+    return listed
+
+
+def _check_subjects(doc: dict[str, Any], bom: Bom, listed: dict[str, tuple[int, str]], mismatch: Any) -> None:
+    """Subjects and predicate must describe the members: see docs/bundle-format.md "Consistency"."""
+    subjects = doc.get("subject")
+    if not isinstance(subjects, list) or not subjects:
+        raise mismatch("no subject")
+    pairs: set[tuple[str, str]] = set()
+    for i, s in enumerate(subjects):
+        digest = s.get("digest") if isinstance(s, dict) else None
+        sha = digest.get("sha256") if isinstance(digest, dict) else None
+        if not isinstance(s, dict) or not isinstance(s.get("name"), str) or not isinstance(sha, str) or not _HEX64.match(sha):
+            raise mismatch(f"subject[{i}] is not {{name, digest: {{sha256}}}}")
+        name = s["name"]
+        if name in listed:  # a file subject (a chart): its digest is the member's
+            if listed[name][1] != sha:
+                raise mismatch(f"subject {name} has sha256:{sha}, the member has sha256:{listed[name][1]}")
+        elif BLOBS_DIR + sha not in listed:  # an image subject: the bundle carries that index or manifest
+            raise mismatch(f"subject {name}: sha256:{sha} is not carried under {BLOBS_DIR}")
+        pairs.add((name, sha))
+    # OCI image-layout: blobs/<alg>/<hex> holds the bytes whose digest is <hex>
+    for path, (_, sha) in listed.items():
+        if path.startswith(BLOBS_DIR) and path[len(BLOBS_DIR):] != sha:
+            raise mismatch(f"{path} is listed with sha256:{sha}, not the digest its name states")
+    # The predicate's images and charts are exactly the subjects (bom.Bom.subjects is the writer's rule).
+    described: set[tuple[str, str]] = set()
+    for image in bom.images:
+        name, _, pinned = image.local.partition("@")
+        if pinned and pinned != image.bundled_digest:
+            raise mismatch(f"image {image.local} is pinned to another digest than its bundled {image.bundled_digest}")
+        described.add((name, image.bundled_digest.removeprefix("sha256:")))
+    for chart in bom.charts:
+        if chart.path not in listed:
+            raise mismatch(f"chart {chart.name} {chart.version}: {chart.path} is not a listed member")
+        described.add((chart.path, chart.digest.removeprefix("sha256:")))
+    if described != pairs:
+        diff = sorted(described ^ pairs)[0]
+        side = "a subject but not in the predicate" if diff in pairs else "in the predicate but not a subject"
+        raise mismatch(f"{diff[0]}@sha256:{diff[1]} is {side}")

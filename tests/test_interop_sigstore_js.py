@@ -1,0 +1,67 @@
+"""Interop: sigstore-js (@sigstore/verify) accepts our signature files offline, and rejects tampering.
+
+The node script tests/interop/verify.mjs gives sigstore-js a trust material holding only the public
+key (no transparency log, no timestamps, no Fulcio) and verifies one signature file. `scripts/setup.sh`
+installs the npm packages into tests/interop/node_modules.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bundler import archive
+from tests.support.bundles import Pki, build_bundle
+
+INTEROP = Path(__file__).resolve().parent / "interop"
+NODE = shutil.which("node")
+
+pytestmark = [
+    pytest.mark.skipif(NODE is None, reason="node is not installed: the sigstore-js interop check needs node >= 20"),
+    pytest.mark.skipif(not (INTEROP / "node_modules" / "@sigstore" / "verify").is_dir(),
+                       reason="sigstore-js not installed: run scripts/setup.sh (npm install --prefix tests/interop)"),
+]
+
+
+def _sigstore_js(signature: bytes, public_pem: Path, statement: bytes, tmp: Path) -> subprocess.CompletedProcess[str]:
+    (tmp / "sig.json").write_bytes(signature)
+    (tmp / "statement.json").write_bytes(statement)
+    return subprocess.run([str(NODE), str(INTEROP / "verify.mjs"), str(tmp / "sig.json"), str(public_pem),
+                           str(tmp / "statement.json")], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("kind", ["ecdsa-p256", "ed25519", "rsa-3072"])
+def test_sigstore_js_verifies_our_signature_and_rejects_tampering(tmp_path: Path, kind: str) -> None:
+    signer, pub = Pki(tmp_path / "pki").signer("vendor", kind)
+    built = build_bundle(tmp_path / "b.tar", {"vendor": signer})
+    # Read what a third party would: the members of the bundle file itself.
+    with open(built.path, "rb") as f:
+        index = archive.read_index(f)
+        statement = archive.read_member(f, index.get(archive.STATEMENT), cap=1 << 20)
+        signature = archive.read_member(f, index.signatures["vendor"], cap=1 << 20)
+
+    ok = _sigstore_js(signature, pub, statement, tmp_path)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.strip() == f"ok {signer.fingerprint}"
+
+    # A tampered statement inside the envelope: the signature no longer verifies.
+    doc = json.loads(signature)
+    tampered = statement.replace(b"demo", b"dem0", 1)
+    assert tampered != statement
+    doc["dsseEnvelope"]["payload"] = base64.b64encode(tampered).decode()
+    bad = _sigstore_js(json.dumps(doc).encode(), pub, tampered, tmp_path)
+    assert bad.returncode == 1 and "SIGNATURE_ERROR" in bad.stdout
+
+    # The envelope intact but the bundle's statement file changed: the payload no longer matches it.
+    mismatch = _sigstore_js(signature, pub, tampered, tmp_path)
+    assert mismatch.returncode == 1 and "payload differs" in mismatch.stdout
+
+    # Another key: rejected.
+    _, other_pub = Pki(tmp_path / "other").signer("other", kind)
+    wrong = _sigstore_js(signature, other_pub, statement, tmp_path)
+    assert wrong.returncode == 1

@@ -1,0 +1,428 @@
+"""Offline verification: every rejection with its own exit code, nothing left on disk, offline by construction."""
+
+from __future__ import annotations
+
+import ast
+import datetime as dt
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from bundler import archive, keys, sign, verify
+from bundler.bom import FileEntry
+from bundler.errors import (
+    BadSignatureError,
+    ExpiredKeyError,
+    MissingAuthorityError,
+    NoTrustAnchorError,
+    NotYetValidError,
+    StatementMismatchError,
+    UnlistedMemberError,
+    UnsafeArchiveError,
+    UnsignedBundleError,
+    UntrustedKeyError,
+)
+from tests.conftest import REPO
+from tests.support.bundles import NOW, Pki, build_bundle, describe, sha, small_payload, statement_for, write_policy
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> dict:
+    """Vendor root CA + short-lived vendor signing cert, a customer pinned Ed25519 key, and a policy."""
+    pki = Pki(tmp_path / "pki")
+    ca = pki.ca("vendor")
+    vendor, _ = pki.cert_signer("vendor", ca)
+    customer, customer_pub = pki.signer("customer", "ed25519")
+    policy = write_policy(tmp_path / "policy.yaml", {"vendor": {"roots": [ca[2]]},
+                                                     "customer": {"required": False, "keys": [customer_pub]}})
+    return {"pki": pki, "ca": ca, "vendor": vendor, "customer": customer, "customer_pub": customer_pub,
+            "policy": policy, "trust": keys.load_trust(policy), "tmp": tmp_path}
+
+
+def rejects(path: Path, trust: keys.TrustPolicy, error: type, code: int, tmp: Path, *, text: str = "") -> None:
+    """verify_and_extract must raise `error` with exit `code`, and leave no extraction folder behind."""
+    dest = tmp / "extracted"
+    with pytest.raises(error) as info:
+        verify.verify_and_extract(path, trust, dest, now=NOW)
+    assert info.value.exit_code == code
+    assert text.lower() in str(info.value).lower()
+    assert not dest.exists()
+    assert not [p for p in tmp.iterdir() if p.name.startswith(".extracted")], "staging folder left behind"
+    result = verify.verify(path, trust, now=NOW)  # the non-raising form agrees
+    assert not result and type(result.failure) is error
+
+
+# --- accepted bundles ---------------------------------------------------------------------------------------
+
+
+def test_vendor_and_customer_signed_bundle_verifies_and_extracts(world: dict) -> None:
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"], "customer": world["customer"]})
+    dest = world["tmp"] / "out"
+    result = verify.verify_and_extract(built.path, world["trust"], dest, now=NOW)
+    assert result and result.members_checked == len(built.files)
+    assert result.statement_sha256 == sha(built.statement)
+    by_name = {a.authority: a for a in result.authorities}
+    assert by_name["vendor"].ok and by_name["vendor"].serial == format(world["vendor"].certificate.serial_number, "x")
+    assert by_name["vendor"].keyid == world["vendor"].fingerprint
+    assert by_name["vendor"].not_after == world["vendor"].certificate.not_valid_after_utc
+    assert by_name["customer"].ok and by_name["customer"].keyid == world["customer"].fingerprint
+    for name, data in built.members.items():
+        assert (dest / name).read_bytes() == data
+        assert (dest / name).stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in world["tmp"].iterdir() if p.name.startswith(".")) == []
+
+
+def test_cosigning_later_keeps_payload_bytes_and_verifies(world: dict) -> None:
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]})
+    before = built.path.read_bytes()
+    statement = archive.read_statement(built.path)
+    archive.append_signature(built.path, "customer", sign.sign(statement, world["customer"], "customer"))
+    after = built.path.read_bytes()
+    assert after[: archive.read_index(io.BytesIO(before)).end] == before[: archive.read_index(io.BytesIO(before)).end]
+    policy = write_policy(world["tmp"] / "strict.yaml", {"vendor": {"roots": [world["ca"][2]]},
+                                                         "customer": {"required": True, "keys": [world["customer_pub"]]}})
+    assert verify.verify(built.path, keys.load_trust(policy), now=NOW)
+
+
+def test_signature_of_an_authority_not_in_the_policy_is_reported_not_checked(world: dict) -> None:
+    stranger, _ = world["pki"].signer("stranger")
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"], "integrator-x": stranger})
+    result = verify.require(verify.verify(built.path, world["trust"], now=NOW))
+    other = next(a for a in result.authorities if a.authority == "integrator-x")
+    assert not other.ok and not other.configured and "not named in the policy" in (other.reason or "")
+
+
+@pytest.mark.parametrize("kind", ["ecdsa-p256", "ecdsa-p384", "ed25519", "rsa-3072"])
+def test_every_key_type_verifies_with_a_pinned_key(tmp_path: Path, kind: str) -> None:
+    pki = Pki(tmp_path / "pki")
+    signer, pub = pki.signer("vendor", kind)
+    built = build_bundle(tmp_path / "b.tar", {"vendor": signer})
+    trust = keys.load_trust(write_policy(tmp_path / "p.yaml", {"vendor": {"keys": [pub]}}))
+    assert verify.verify(built.path, trust, now=NOW)
+
+
+# --- step 0: trust only from local configuration -----------------------------------------------------------
+
+
+def test_policy_without_vendor_anchor_is_refused(world: dict) -> None:
+    for spec in ({"customer": {"keys": [world["customer_pub"]]}}, {"vendor": {}}):
+        with pytest.raises(NoTrustAnchorError) as info:
+            keys.load_trust(write_policy(world["tmp"] / "p.yaml", spec))
+        assert info.value.exit_code == 27
+
+
+# --- step 3/4: signatures and policy ---------------------------------------------------------------------
+
+
+def test_no_signature_at_all(world: dict) -> None:
+    built = build_bundle(world["tmp"] / "b.tar", {})
+    rejects(built.path, world["trust"], UnsignedBundleError, 21, world["tmp"], text="no signature")
+
+
+def test_no_vendor_signature(world: dict) -> None:
+    built = build_bundle(world["tmp"] / "b.tar", {"customer": world["customer"]})
+    rejects(built.path, world["trust"], MissingAuthorityError, 22, world["tmp"], text="no vendor signature")
+
+
+def test_required_customer_signature_missing(world: dict) -> None:
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]})
+    policy = write_policy(world["tmp"] / "p.yaml", {"vendor": {"roots": [world["ca"][2]]},
+                                                    "customer": {"required": True, "keys": [world["customer_pub"]]}})
+    rejects(built.path, keys.load_trust(policy), MissingAuthorityError, 22, world["tmp"], text="customer")
+
+
+def test_signature_by_an_unknown_key(world: dict) -> None:
+    stranger, _ = world["pki"].signer("stranger")
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"], "customer": stranger})
+    rejects(built.path, world["trust"], UntrustedKeyError, 25, world["tmp"], text="does not trust")
+
+
+def test_bad_signature(world: dict) -> None:
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]})
+    # A genuine signature by the same key over other bytes, with the payload swapped to this statement.
+    other = json.loads(sign.sign(b'{"other":true}', world["vendor"], "vendor"))
+    other["dsseEnvelope"]["payload"] = json.loads(built.signatures["vendor"])["dsseEnvelope"]["payload"]
+    bad = build_bundle(world["tmp"] / "bad.tar", {}, files={**built.files, "_index": b""}, statement=built.statement,
+                       extra={"signatures/vendor.sigstore.json": json.dumps(other).encode()})
+    rejects(bad.path, world["trust"], BadSignatureError, 24, world["tmp"], text="does not verify")
+
+
+def test_invalid_signature_claiming_an_optional_configured_authority_fails(world: dict) -> None:
+    stranger, _ = world["pki"].signer("stranger")
+    sig = json.loads(sign.sign(b"x", stranger, "customer"))
+    sig["verificationMaterial"]["publicKey"]["hint"] = world["customer"].fingerprint
+    payload = small_payload()
+    index = payload["_index"]
+    statement = statement_for({k: v for k, v in payload.items() if k != "_index"}, index)
+    sig["dsseEnvelope"]["payload"] = json.loads(sign.sign(statement, stranger, "x"))["dsseEnvelope"]["payload"]
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]}, statement=statement,
+                         extra={"signatures/customer.sigstore.json": json.dumps(sig).encode()})
+    rejects(built.path, world["trust"], BadSignatureError, 24, world["tmp"])
+
+
+def test_malformed_signature_file(world: dict) -> None:
+    built = build_bundle(world["tmp"] / "b.tar", {"customer": world["customer"]},
+                         extra={"signatures/vendor.sigstore.json": b'{"mediaType": "application/json"}'})
+    rejects(built.path, world["trust"], BadSignatureError, 24, world["tmp"], text="malformed")
+
+
+def test_expired_certificate_says_resign(world: dict) -> None:
+    vendor, _ = world["pki"].cert_signer("old", world["ca"], not_before=NOW - dt.timedelta(days=60),
+                                         not_after=NOW - dt.timedelta(days=1))
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": vendor})
+    rejects(built.path, world["trust"], ExpiredKeyError, 23, world["tmp"], text="re-sign")
+
+
+def test_expired_pinned_key_says_resign(world: dict) -> None:
+    signer, pub = world["pki"].signer("pinned")
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": signer})
+    expired = (NOW - dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    policy = write_policy(world["tmp"] / "p.yaml", {"vendor": {"keys": [{"path": str(pub), "notAfter": expired}]}})
+    rejects(built.path, keys.load_trust(policy), ExpiredKeyError, 23, world["tmp"], text="re-sign")
+    later = (NOW + dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    policy = write_policy(world["tmp"] / "p.yaml", {"vendor": {"keys": [{"path": str(pub), "notAfter": later}]}})
+    assert verify.verify(built.path, keys.load_trust(policy), now=NOW)
+
+
+def test_certificate_not_yet_valid(world: dict) -> None:
+    vendor, _ = world["pki"].cert_signer("future", world["ca"], not_before=NOW + dt.timedelta(days=1),
+                                         not_after=NOW + dt.timedelta(days=30))
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": vendor})
+    rejects(built.path, world["trust"], NotYetValidError, 23, world["tmp"], text="not valid before")
+
+
+def test_certificate_chain_not_reaching_the_anchor(world: dict) -> None:
+    other_ca = world["pki"].ca("impostor")
+    vendor, _ = world["pki"].cert_signer("impostor-signing", other_ca)
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": vendor})
+    rejects(built.path, world["trust"], UntrustedKeyError, 25, world["tmp"], text="does not chain")
+
+
+def test_ca_key_signing_directly_is_not_a_leaf(world: dict) -> None:
+    # A self-signed certificate with the same subject as the root but another key: not issued by the root.
+    priv, _, _ = world["pki"].key("fake-root")
+    fake = keys.issue_certificate(priv.public_key(), common_name="vendor root CA", not_after=NOW + dt.timedelta(days=9),
+                                  issuer_key=priv, ca=False)
+    signer = keys.Signer(priv, priv.public_key(), keys.fingerprint(priv.public_key()), fake)
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": signer})
+    rejects(built.path, world["trust"], UntrustedKeyError, 25, world["tmp"])
+
+
+# --- step 5: members against the statement ----------------------------------------------------------------
+
+
+def _flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_one_byte_changed_in_any_member_is_refused(world: dict) -> None:
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"], "customer": world["customer"]})
+    pristine = built.path.read_bytes()
+    index = archive.read_index(built.path)
+    assert len(index.members) == len(built.members) == 14
+    for member in index.members:
+        built.path.write_bytes(pristine)
+        _flip(built.path, member.data_offset + member.size // 2)
+        if member.name == archive.STATEMENT or member.name.startswith("signatures/"):
+            expected: tuple[type, ...] = (BadSignatureError, UntrustedKeyError)
+        else:
+            expected = (UnlistedMemberError,)
+        dest = world["tmp"] / "extracted"
+        with pytest.raises(expected) as info:
+            verify.verify_and_extract(built.path, world["trust"], dest, now=NOW)
+        assert info.value.exit_code in (24, 25, 26), member.name
+        if expected == (UnlistedMemberError,):
+            assert member.name in str(info.value) and info.value.exit_code == 26
+        assert not dest.exists(), member.name
+    built.path.write_bytes(pristine)
+    assert verify.verify(built.path, world["trust"], now=NOW)
+
+
+def test_member_added(world: dict) -> None:
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]}, extra={"manifests/extra.yaml": b"x: 1\n"})
+    rejects(built.path, world["trust"], UnlistedMemberError, 26, world["tmp"], text="manifests/extra.yaml is not listed")
+
+
+def test_member_removed(world: dict) -> None:
+    payload = small_payload()
+    index = payload.pop("_index")
+    statement = statement_for(payload, index)
+    del payload["sbom.cdx.json"]
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]}, files=payload, statement=statement)
+    rejects(built.path, world["trust"], UnlistedMemberError, 26, world["tmp"], text="sbom.cdx.json is listed")
+
+
+def test_member_renamed(world: dict) -> None:
+    payload = small_payload()
+    index = payload.pop("_index")
+    statement = statement_for(payload, index)
+    payload["manifests/renamed.yaml"] = payload.pop("manifests/deployment.yaml")
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]}, files=payload, statement=statement)
+    rejects(built.path, world["trust"], UnlistedMemberError, 26, world["tmp"], text="renamed.yaml")
+
+
+def test_member_listed_twice(world: dict) -> None:
+    payload = small_payload()
+    index = payload.pop("_index")
+    bom = describe(payload, index)
+    twice = type(bom)(**{**bom.__dict__, "files": bom.files + (FileEntry("sbom.cdx.json", len(payload["sbom.cdx.json"]),
+                                                                         sha(payload["sbom.cdx.json"])),)})
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]}, files=payload,
+                         statement=statement_for(payload, index, bom=twice))
+    rejects(built.path, world["trust"], UnlistedMemberError, 26, world["tmp"], text="listed twice")
+
+
+def test_statement_subject_disagrees_with_members(world: dict) -> None:
+    payload = small_payload()
+    index = payload.pop("_index")
+    bom = describe(payload, index)
+    chart = bom.charts[0]
+    wrong_chart = type(bom)(**{**bom.__dict__, "charts": (type(chart)(chart.name, chart.version, chart.path,
+                                                                      "sha256:" + "0" * 64),)})
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]}, files=payload,
+                         statement=statement_for(payload, index, bom=wrong_chart))
+    rejects(built.path, world["trust"], StatementMismatchError, 29, world["tmp"], text="charts/demo-1.0.0.tgz")
+
+
+def test_statement_image_not_carried(world: dict) -> None:
+    payload = small_payload()
+    index = payload.pop("_index")
+    del payload[f"images/blobs/sha256/{sha(index)}"]
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]}, files=payload,
+                         statement=statement_for(payload, index))
+    rejects(built.path, world["trust"], StatementMismatchError, 29, world["tmp"], text="not carried")
+
+
+def test_statement_predicate_failing_its_schema(world: dict) -> None:
+    payload = small_payload()
+    payload.pop("_index")
+    from bundler import attest
+    statement = attest.statement([attest.Subject("charts/demo-1.0.0.tgz", sha(payload["charts/demo-1.0.0.tgz"]))],
+                                 "https://airgap-bundle.dev/bom/v1",
+                                 {"files": [{"path": p, "size": len(b), "sha256": sha(b)} for p, b in payload.items()]})
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]}, files=payload, statement=statement)
+    rejects(built.path, world["trust"], StatementMismatchError, 29, world["tmp"], text="predicate")
+
+
+# --- step 1: the tar itself -----------------------------------------------------------------------------
+
+
+def _tar_with(tmp: Path, built_path: Path, bad: tarfile.TarInfo, data: bytes = b"") -> Path:
+    """The valid bundle's members plus one hostile entry, written by Python's tarfile (GNU format)."""
+    out = tmp / "hostile.tar"
+    with tarfile.open(built_path) as src, tarfile.open(out, "w", format=tarfile.GNU_FORMAT) as dst:
+        for info in src.getmembers():
+            dst.addfile(info, src.extractfile(info))
+        dst.addfile(bad, io.BytesIO(data) if data else None)
+    return out
+
+
+def _info(name: str, kind: bytes, **kw: object) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    for k, v in kw.items():
+        setattr(info, k, v)
+    return info
+
+
+@pytest.mark.parametrize("bad, text", [
+    (_info("../evil.txt", tarfile.REGTYPE, size=4), "'..'"),
+    (_info("/etc/evil.txt", tarfile.REGTYPE, size=4), "absolute"),
+    (_info("manifests/link.yaml", tarfile.SYMTYPE, linkname="/etc/passwd"), "symbolic link"),
+    (_info("manifests/hard.yaml", tarfile.LNKTYPE, linkname="sbom.cdx.json"), "hard link"),
+    (_info("dev/null", tarfile.CHRTYPE, devmajor=1, devminor=3), "device"),
+    (_info("dev/sda", tarfile.BLKTYPE, devmajor=8, devminor=0), "device"),
+    (_info("fifo", tarfile.FIFOTYPE), "fifo"),
+    (_info("sbom.cdx.json", tarfile.REGTYPE, size=4), "duplicate"),
+])
+def test_hostile_tar_entries_are_refused(world: dict, bad: tarfile.TarInfo, text: str) -> None:
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]})
+    hostile = _tar_with(world["tmp"], built.path, bad, b"evil" if bad.size else b"")
+    rejects(hostile, world["trust"], UnsafeArchiveError, 12, world["tmp"], text=text)
+    assert not (world["tmp"] / "evil.txt").exists()
+
+
+# --- offline by construction ------------------------------------------------------------------------------
+
+FORBIDDEN = ("requests", "urllib3", "http", "urllib.request", "subprocess", "ssl", "asyncio", "socketserver",
+             "bundler.registry", "bundler.render", "bundler.pipeline")
+
+
+def test_importing_verify_loads_nothing_that_opens_connections() -> None:
+    code = "import sys, bundler.verify; print('\\n'.join(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}).stdout.split()
+    bad = [m for m in out if any(m == f or m.startswith(f + ".") for f in FORBIDDEN)]
+    assert not bad, f"bundler.verify pulls in {bad}"
+
+
+def test_verify_and_its_bundler_imports_name_no_network_module() -> None:
+    # `socket` itself is loaded by cryptography (email.utils); our own modules may not import it or worse.
+    for module in ("verify", "archive", "attest", "keys", "bom", "errors"):
+        tree = ast.parse((REPO / "bundler" / f"{module}.py").read_text())
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            for name in names:
+                assert name.split(".")[0] not in ("socket", "urllib", "http", "requests", "subprocess", "ssl"), \
+                    f"bundler/{module}.py imports {name}"
+
+
+def test_verification_runs_with_sockets_disabled(world: dict) -> None:
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]})
+    code = f"""
+import socket, datetime
+def refuse(*a, **k):
+    raise AssertionError("network access attempted")
+socket.socket = refuse; socket.create_connection = refuse; socket.getaddrinfo = refuse
+from bundler import keys, verify
+trust = keys.load_trust({str(world['policy'])!r})
+r = verify.verify_and_extract({str(built.path)!r}, trust, {str(world['tmp'] / 'x')!r},
+                              now=datetime.datetime.now(datetime.timezone.utc))
+print(bool(r), r.members_checked)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", str(len(built.files))]
+
+
+# --- the CLI ------------------------------------------------------------------------------------------------
+
+
+def test_cli_verify_prints_each_accepted_signature_and_extracts(world: dict, run_cli) -> None:
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"], "customer": world["customer"]})
+    dest = world["tmp"] / "out"
+    res = run_cli("verify", str(built.path), "--policy", str(world["policy"]), "--extract", str(dest))
+    assert res.returncode == 0, res.stderr
+    assert f"signature ok: vendor key {world['vendor'].fingerprint} certificate serial " \
+           f"{world['vendor'].certificate.serial_number:x} notAfter" in res.stdout
+    assert f"signature ok: customer key {world['customer'].fingerprint}" in res.stdout
+    assert (dest / "bundle.intoto.json").read_bytes() == built.statement
+    res = run_cli("verify", str(built.path), "--policy", str(world["policy"]), "--json")
+    doc = json.loads(res.stdout)
+    assert doc["ok"] and doc["membersChecked"] == len(built.files) and doc["statementSha256"] == sha(built.statement)
+
+
+def test_cli_verify_rejections_exit_with_their_code(world: dict, run_cli) -> None:
+    unsigned = build_bundle(world["tmp"] / "u.tar", {})
+    dest = world["tmp"] / "out"
+    res = run_cli("verify", str(unsigned.path), "--policy", str(world["policy"]), "--extract", str(dest))
+    assert res.returncode == 21 and "no signature" in res.stderr and "Traceback" not in res.stderr
+    assert not dest.exists()
+    old, _ = world["pki"].cert_signer("old", world["ca"], not_before=NOW - dt.timedelta(days=9),
+                                      not_after=NOW - dt.timedelta(days=1))
+    expired = build_bundle(world["tmp"] / "e.tar", {"vendor": old})
+    res = run_cli("verify", str(expired.path), "--policy", str(world["policy"]), "--json")
+    assert res.returncode == 23 and "re-sign" in res.stderr
+    assert json.loads(res.stdout)["failure"]["exitCode"] == 23
+    empty = write_policy(world["tmp"] / "none.yaml", {"customer": {"keys": [world["customer_pub"]]}})
+    res = run_cli("verify", str(expired.path), "--policy", str(empty))
+    assert res.returncode == 27
