@@ -73,6 +73,8 @@ BUILTIN_GROUPS = frozenset({
 SKIP_KEYS = frozenset({"metadata", "status", "description"})  # never hold images we should pull
 
 _IMAGE_NAME = re.compile(r"image", re.IGNORECASE)
+# `IMAGE_TAG`, `imagePullPolicy`, `--image-version`: the name says image, the value is a part of one.
+_IMAGE_PART = re.compile(r"(?:tag|version|policy|digest|secrets?|dir|path|name_?prefix)$", re.IGNORECASE)
 _TOKEN = re.compile(r"""(?:(?P<flag>--?[A-Za-z0-9][A-Za-z0-9_.-]*)=)?(?P<value>[^\s=,;"'`()\[\]{}<>|&]+)""")
 _HOST = re.compile(r"^(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+|localhost|\[[0-9a-fA-F:]+\])(?::[0-9]+)?$")
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
@@ -307,7 +309,7 @@ def _walk(node: Any, path: Path_, ctx: _Context) -> None:
                         _container(container, (*here, i), ctx)
                 continue
             if ctx.custom:
-                if isinstance(value, str) and _IMAGE_NAME.search(key):
+                if isinstance(value, str) and _image_named(key):
                     ref = _lenient(value)
                     if ref is not None:
                         ctx.candidate(ref, value, here, "cr-field", span=(0, len(value)), form="value")
@@ -350,10 +352,15 @@ def _container(container: dict[str, Any], path: Path_, ctx: _Context) -> None:
         if not isinstance(env, dict) or not isinstance(env.get("value"), str):
             continue
         value = env["value"]
-        image_named = bool(_IMAGE_NAME.search(str(env.get("name", ""))))
+        image_named = _image_named(str(env.get("name", "")))
         for ref, text, span in _scan_words(value, image_named):
             ctx.candidate(ref, text, (*path, "env", i, "value"), "env", span=span,
                           form="value" if span == (0, len(value)) else "substring")
+
+
+def _image_named(name: str) -> bool:
+    """The name of a flag, env var or field says it holds an image (and not a tag, policy, ...)."""
+    return bool(_IMAGE_NAME.search(name)) and not _IMAGE_PART.search(name)
 
 
 def _prev_flag(words: list[Any], i: int) -> bool:
@@ -361,7 +368,7 @@ def _prev_flag(words: list[Any], i: int) -> bool:
     if i == 0 or not isinstance(words[i - 1], str):
         return False
     prev = words[i - 1]
-    return bool(_FLAG_ONLY.match(prev) and _IMAGE_NAME.search(prev))
+    return bool(_FLAG_ONLY.match(prev)) and _image_named(prev)
 
 
 def _scan_words(text: str, image_named: bool) -> Iterator[tuple[ImageRef, str, tuple[int, int]]]:
@@ -375,7 +382,7 @@ def _scan_words(text: str, image_named: bool) -> Iterator[tuple[ImageRef, str, t
     for match in _TOKEN.finditer(text):
         value = match.group("value")
         flag = match.group("flag")
-        lenient = bool(flag and _IMAGE_NAME.search(flag)) or (image_named and flag is None)
+        lenient = (_image_named(flag) if flag else image_named)
         ref = _lenient(value) if lenient else _strong(value)
         if ref is not None:
             yield ref, value, (match.start("value"), match.end("value"))
@@ -408,11 +415,14 @@ def _strong(text: str) -> ImageRef | None:
 
 
 def _lenient(text: str) -> ImageRef | None:
-    """A reference where the field's name says image: a tag or digest is enough evidence."""
+    """A reference where the field's name says image: a tag or digest is enough evidence, except that a
+    one-component name (`db:3306`, `alert.rules:High`) also needs a non-numeric tag and no dot."""
     ref = _parse(text)
-    if ref is None:
+    if ref is None or (ref.tag is None and ref.digest is None):
         return None
-    return ref if ref.tag is not None or ref.digest is not None else None
+    if ref.digest is None and "/" not in text and ("." in text.split(":", 1)[0] or (ref.tag or "").isdigit()):
+        return None
+    return ref
 
 
 def _split_object(value: dict[str, Any]) -> tuple[ImageRef, str] | None:
