@@ -146,7 +146,12 @@ class ImageRef:
                 f"{NAME_TOTAL_LENGTH_MAX} characters"
             )
         name_match = _ANCHORED_NAME_RE.match(name)
-        assert name_match is not None and name_match.group(1)  # _parse_full always has a domain
+        if name_match is None or not name_match.group(1):
+            # Go's Parse would accept "a_b.c/d" with an empty domain, which no runtime can pull;
+            # we refuse it rather than guess a registry.
+            raise InvalidReferenceError(
+                f"invalid reference {original!r}: {name.split('/')[0]!r} is not a valid registry host"
+            )
         if digest is not None:
             validate_digest(digest)
         return cls(domain=name_match.group(1), path=name_match.group(2), tag=tag, digest=digest)

@@ -1,0 +1,101 @@
+"""bundle.yaml: the example loads; every kind of mistake names file, line and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bundler import spec
+from bundler.errors import SpecError
+from bundler.oci import Platform
+from bundler.reference import ImageRef
+
+MINIMAL = """\
+apiVersion: airgap-bundle.dev/v1alpha1
+kind: Bundle
+metadata:
+  name: app
+  version: "1.0"
+localRegistry:
+  host: registry.local:5000
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bundle.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_example_spec_loads(repo_root: Path) -> None:
+    s = spec.load(repo_root / "examples" / "bundle.yaml")
+    assert (s.name, s.version, s.local_registry) == ("demo", "1.0.0", "registry.airgap.local:5000")
+    assert s.platforms == (Platform("linux", "amd64"), Platform("linux", "arm64"))
+    assert s.charts[0].path == repo_root / "examples" / "charts" / "demo"
+    assert s.charts[0].values == (repo_root / "examples" / "values-airgap.yaml",)
+    assert s.charts[0].set == ("replicaCount=2",)
+    assert s.registries[0].mirrors == ("127.0.0.1:5000",) and s.registries[0].skip_upstream
+    assert [a.name for a in s.authorities if a.required] == ["vendor"]
+    busybox = s.options_for(ImageRef.parse("busybox:1.36"))
+    assert busybox is not None and busybox.platform_exemptions[0].platform == Platform("linux", "arm64")
+    assert s.digest.startswith("sha256:") and len(s.digest) == 71
+
+
+def test_defaults(tmp_path: Path) -> None:
+    s = spec.load(write(tmp_path, MINIMAL))
+    assert s.template == "{host}/{source_host}/{path}"
+    assert [str(p) for p in s.platforms] == ["linux/amd64", "linux/arm64"]
+    assert s.authorities == (spec.Authority("vendor", True),)
+    assert s.charts == () and s.registries == ()
+
+
+def test_options_for_prefers_the_most_specific_entry(tmp_path: Path) -> None:
+    s = spec.load(write(tmp_path, MINIMAL + """\
+images:
+  - ref: quay.io/a/b
+    keepUpstreamIndex: true
+  - ref: quay.io/a/b:2
+    confirm: true
+"""))
+    assert s.options_for(ImageRef.parse("quay.io/a/b:2")).confirm  # type: ignore[union-attr]
+    assert s.options_for(ImageRef.parse("quay.io/a/b:1")).keep_upstream_index  # type: ignore[union-attr]
+    assert s.options_for(ImageRef.parse("quay.io/a/c:1")) is None
+
+
+@pytest.mark.parametrize(("extra", "line", "needle"), [
+    ("platforms: [linux]\n", 8, "platforms[0]"),
+    ("images:\n  - ref: Quay.io/A/B\n", 9, "must be lowercase"),
+    ("extraImages:\n  - ref: nginx\n", 9, "'reason' is a required property"),
+    ("registries:\n  - host: docker.io\n    credentials: {password: hunter2}\n", 10, "credentials"),
+    ("sources:\n  charts:\n    - values: [a.yaml]\n", 10, "'path' is a required property"),
+    ("bogus: 1\n", 1, "Additional properties"),
+])
+def test_errors_name_file_line_and_field(tmp_path: Path, extra: str, line: int, needle: str) -> None:
+    path = write(tmp_path, MINIMAL + extra)
+    with pytest.raises(SpecError) as err:
+        spec.load(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}:{line}:"), message
+    assert needle in message
+
+
+def test_malformed_yaml_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + "platforms: [linux/amd64\n")
+    with pytest.raises(SpecError, match=r"bundle.yaml:\d+: malformed YAML"):
+        spec.load(path)
+
+
+def test_wrong_api_version(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL.replace("v1alpha1", "v9"))
+    with pytest.raises(SpecError, match=r":1: apiVersion"):
+        spec.load(path)
+
+
+def test_not_utf8_and_missing(tmp_path: Path) -> None:
+    bad = tmp_path / "bundle.yaml"
+    bad.write_bytes(b"\xff\xfe" + MINIMAL.encode("utf-16-le"))
+    with pytest.raises(SpecError, match="not UTF-8"):
+        spec.load(bad)
+    with pytest.raises(SpecError, match="cannot read"):
+        spec.load(tmp_path / "nope.yaml")
