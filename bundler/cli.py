@@ -207,7 +207,7 @@ def sweep_command(spec_file: str | None, chart: str | None, values: tuple[str, .
         click.echo(out, nl=False)
         return
 
-    click.echo(report_mod.render_report(fmt, result, status, check_name), nl=False)
+    click.echo(report_mod.render_report(fmt, result, status, check_name, __version__), nl=False)
     click.echo(f"airgap-bundle sweep: {report_mod.summary_line(result, status)}", err=True)
     unvendored = [str(ref) for ref, ok in status.items() if ok is False]
     if unvendored and fail_on_unvendored:

@@ -26,7 +26,6 @@ from typing import Any
 from urllib.parse import quote
 from xml.etree import ElementTree as ET
 
-from . import __version__
 from .errors import InputError
 from .reference import ImageRef
 from .sweep import Finding, Image, Invalid, Sweep, field_path
@@ -146,7 +145,7 @@ def _physical(f: Finding | Invalid) -> dict[str, Any]:
                                   "fullyQualifiedName": f"{f.kind}/{f.namespace or ''}/{f.name}:{field_path(f.path)}"}]}
 
 
-def to_sarif(result: Sweep, status: Status, check: str) -> str:
+def to_sarif(result: Sweep, status: Status, check: str, tool_version: str = "0") -> str:
     results: list[dict[str, Any]] = []
     for image in result.images:
         if status.get(image.ref) is not False:
@@ -174,7 +173,7 @@ def to_sarif(result: Sweep, status: Status, check: str) -> str:
         "$schema": SARIF_SCHEMA,
         "version": "2.1.0",
         "runs": [{
-            "tool": {"driver": {"name": "airgap-bundle", "version": __version__, "informationUri": TOOL_URI,
+            "tool": {"driver": {"name": "airgap-bundle", "version": tool_version, "informationUri": TOOL_URI,
                                 "rules": _RULES}},
             "results": results,
             "properties": {"check": check, "documents": result.documents, "images": len(result.images)},
@@ -249,14 +248,14 @@ def to_github(result: Sweep, status: Status, check: str) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def render_report(fmt: str, result: Sweep, status: Status, check: str) -> str:
+def render_report(fmt: str, result: Sweep, status: Status, check: str, tool_version: str = "0") -> str:
     match fmt:
         case "text":
             return to_text(result, status, check)
         case "json":
             return to_json(result, status, check)
         case "sarif":
-            return to_sarif(result, status, check)
+            return to_sarif(result, status, check, tool_version)
         case "junit":
             return to_junit(result, status, check)
         case "github":

@@ -268,6 +268,12 @@ def field_path(path: Iterable[str | int]) -> str:
     return out
 
 
+def find_images(obj: Any) -> list[Finding]:
+    """The image findings inside one parsed object (no origin or lines): the finder `rewrite` uses, so
+    one piece of code decides what an image is. Invalid references are left out."""
+    return [f for f in sweep_document(Document(obj, Origin("<object>", 1))) if isinstance(f, Finding)]
+
+
 # --- the walk ------------------------------------------------------------------------------------
 
 @dataclass
@@ -567,7 +573,8 @@ def vendored_status(result: Sweep, check: VendoredCheck | None) -> dict[ImageRef
 
 
 __all__ = [
-    "Finding", "Image", "Invalid", "Skipped", "Sweep", "at_registry", "carried", "in_list", "matches", "sweep",
+    "Finding", "Image", "Invalid", "Skipped", "Sweep", "at_registry", "carried", "find_images", "in_list",
+    "matches", "sweep",
     "sweep_document", "vendored_status",
 ]
 

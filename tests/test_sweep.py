@@ -365,3 +365,15 @@ data:
   deploy.yaml: "image: quay.io/a/c:1"
 """)
     assert sweep_document(d) == []
+
+
+def test_find_images_for_rewrite() -> None:
+    from bundler.sweep import find_images
+    obj = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [
+        {"name": "a", "image": "nginx:1.27", "args": ["--helper-image=quay.io/x/helper:1 --v=2"]},
+        {"name": "b", "image": "Bad/Ref"}]}}
+    hits = [(f.path, f.written, f.span, str(f.ref)) for f in find_images(obj)]
+    assert hits == [
+        (("spec", "containers", 0, "image"), "nginx:1.27", (0, 10), "docker.io/library/nginx:1.27"),
+        (("spec", "containers", 0, "args", 0), "quay.io/x/helper:1", (15, 33), "quay.io/x/helper:1"),
+    ]
