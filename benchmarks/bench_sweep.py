@@ -117,9 +117,11 @@ def bench_documents(count: int = 10_000) -> None:
     sweep_time = best(lambda: sweep(docs))
     result = sweep(docs)
     total = parse_time + sweep_time
-    print(f"{count} documents ({len(text) / 1024:.0f} KiB): parse {parse_time:.3f} s, sweep {sweep_time:.3f} s; "
-          f"{count / total:,.0f} documents/s parse+sweep, {count / sweep_time:,.0f} documents/s sweep alone; "
-          f"{len(result.images)} images, {len(result.candidates)} candidates")
+    print(
+        f"{count} documents ({len(text) / 1024:.0f} KiB): parse {parse_time:.3f} s, sweep {sweep_time:.3f} s; "
+        f"{count / total:,.0f} documents/s parse+sweep, {count / sweep_time:,.0f} documents/s sweep alone; "
+        f"{len(result.images)} images, {len(result.candidates)} candidates"
+    )
 
 
 def write_chart(root: Path, templates: int = 120) -> Path:
@@ -127,26 +129,34 @@ def write_chart(root: Path, templates: int = 120) -> Path:
     (chart / "templates").mkdir(parents=True)
     (chart / "Chart.yaml").write_text("apiVersion: v2\nname: big\nversion: 1.0.0\n")
     (chart / "values.yaml").write_text(
-        "registry: registry.example.com\ntag: \"2.0\"\nreplicas: 2\n"
-        "podAnnotations: {prometheus.io/scrape: \"true\"}\n"
-        "resources: {limits: {cpu: 500m, memory: 256Mi}, requests: {cpu: 100m, memory: 128Mi}}\n")
+        'registry: registry.example.com\ntag: "2.0"\nreplicas: 2\n'
+        'podAnnotations: {prometheus.io/scrape: "true"}\n'
+        "resources: {limits: {cpu: 500m, memory: 256Mi}, requests: {cpu: 100m, memory: 128Mi}}\n"
+    )
     # the usual _helpers.tpl: labels and names through `include`, as most public charts do
     (chart / "templates" / "_helpers.tpl").write_text(
         '{{- define "big.name" -}}{{ default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}{{- end }}\n'
         '{{- define "big.labels" -}}\n'
         'helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 }}\n'
         'app.kubernetes.io/name: {{ include "big.name" . }}\n'
-        'app.kubernetes.io/instance: {{ .Release.Name }}\n'
-        'app.kubernetes.io/managed-by: {{ .Release.Service }}\n'
-        '{{- end }}\n')
+        "app.kubernetes.io/instance: {{ .Release.Name }}\n"
+        "app.kubernetes.io/managed-by: {{ .Release.Service }}\n"
+        "{{- end }}\n"
+    )
     for n in range(templates):
         body = KINDS[n % len(KINDS)].format(n=n, m=n % 17)
-        body = body.replace("registry.example.com", "{{ .Values.registry }}").replace("replicas: 3",
-                                                                                   "replicas: {{ .Values.replicas }}")
-        body = body.replace("metadata:\n  name: app-", "metadata:\n  labels:\n    {{- include \"big.labels\" . | nindent 4 }}\n"
-                            "  name: {{ include \"big.name\" . }}-app-")
-        body = body.replace("resources: {limits: {cpu: 500m, memory: 256Mi}, requests: {cpu: 100m, memory: 128Mi}}",
-                            "resources: {{- toYaml .Values.resources | nindent 12 }}")
+        body = body.replace("registry.example.com", "{{ .Values.registry }}").replace(
+            "replicas: 3", "replicas: {{ .Values.replicas }}"
+        )
+        body = body.replace(
+            "metadata:\n  name: app-",
+            'metadata:\n  labels:\n    {{- include "big.labels" . | nindent 4 }}\n'
+            '  name: {{ include "big.name" . }}-app-',
+        )
+        body = body.replace(
+            "resources: {limits: {cpu: 500m, memory: 256Mi}, requests: {cpu: 100m, memory: 128Mi}}",
+            "resources: {{- toYaml .Values.resources | nindent 12 }}",
+        )
         (chart / "templates" / f"t{n:03d}.yaml").write_text(body)
     return chart
 
@@ -163,12 +173,15 @@ def bench_chart() -> None:
         docs = _split_helm_output(text, chart)
         sweep_time = best(lambda: sweep(docs), 5)
         import yaml
+
         baseline = best(lambda: list(yaml.load_all(text, Loader=yaml.CSafeLoader)), 5)
         ours = parse_time + sweep_time
-        print(f"chart of 120 templates ({len(docs)} documents, {len(text) / 1024:.0f} KiB rendered): "
-              f"helm template {helm_time:.3f} s (median of 5); parse {parse_time:.4f} s + sweep {sweep_time:.4f} s "
-              f"= {ours:.4f} s = {ours / helm_time:.2f}x helm template (sweep alone {sweep_time / helm_time:.2f}x; "
-              f"bare yaml.load_all with CSafeLoader {baseline:.4f} s = {baseline / helm_time:.2f}x)")
+        print(
+            f"chart of 120 templates ({len(docs)} documents, {len(text) / 1024:.0f} KiB rendered): "
+            f"helm template {helm_time:.3f} s (median of 5); parse {parse_time:.4f} s + sweep {sweep_time:.4f} s "
+            f"= {ours:.4f} s = {ours / helm_time:.2f}x helm template (sweep alone {sweep_time / helm_time:.2f}x; "
+            f"bare yaml.load_all with CSafeLoader {baseline:.4f} s = {baseline / helm_time:.2f}x)"
+        )
 
 
 if __name__ == "__main__":

@@ -97,7 +97,7 @@ def ref_command(refs: tuple[str, ...], as_json: bool) -> None:
 @click.option("--chart", "chart", metavar="PATH", help="A Helm chart (directory or .tgz) to render.")
 @click.option("--values", "values", metavar="F", multiple=True, help="Values file for --chart (repeatable).")
 @click.option("--set", "sets", metavar="K=V", multiple=True, help="helm --set for --chart (repeatable).")
-@click.option("--release", metavar="NAME", help="Release name for --chart (default: the chart's folder name).")
+@click.option("--release", metavar="NAME", help="Release name for --chart (default: the chart's folder).")
 @click.option("--namespace", metavar="NS", help="Namespace for --chart.")
 @click.option("--kube-version", metavar="V", help="helm template --kube-version for --chart.")
 @click.option("--kustomize", "kustomize", metavar="DIR", multiple=True, help="A kustomization directory.")
@@ -199,7 +199,8 @@ def sweep_command(spec_file: str | None, chart: str | None, values: tuple[str, .
 
     if why:
         query = ImageRef.parse(why)
-        chosen = [i for i in (*result.images, *(s.image for s in result.skipped)) if sweep_mod.matches(query, i.ref)]
+        everything = (*result.images, *(s.image for s in result.skipped))
+        chosen = [i for i in everything if sweep_mod.matches(query, i.ref)]
         if not chosen:
             raise CheckFailedError(f"{why}: no document, chart annotation or spec entry names this image")
         out = report_mod.to_json(result, status, check_name, chosen) if fmt == "json" else \

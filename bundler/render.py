@@ -22,7 +22,8 @@ whether the annotation's entries are valid references, is the sweep's business, 
 
 Does not know what an image is (that is `sweep.py`) and does not rewrite anything.
 
-Specs: https://helm.sh/docs/helm/helm_template/ , https://kubectl.docs.kubernetes.io/references/kubectl/kustomize/ ,
+Specs: https://helm.sh/docs/helm/helm_template/ ,
+https://kubectl.docs.kubernetes.io/references/kubectl/kustomize/ ,
 https://artifacthub.io/docs/topics/annotations/helm/ (`artifacthub.io/images`, `helm.sh/images`).
 """
 
@@ -134,17 +135,22 @@ def find_tool(name: str) -> str:
     local = REPO_ROOT / ".tools" / "bin" / name
     if local.is_file() and os.access(local, os.X_OK):
         return str(local)
-    raise RenderError(f"{name} not found on PATH or in {local.parent}",
-                      hint=f"run scripts/setup.sh, or set {TOOL_ENV.get(name, name.upper())}")
+    raise RenderError(
+        f"{name} not found on PATH or in {local.parent}",
+        hint=f"run scripts/setup.sh, or set {TOOL_ENV.get(name, name.upper())}",
+    )
 
 
-def render(sources: SourcesLike, tools: Tools | None = None, *, stdin_text: str | None = None) -> list[Document]:
+def render(
+    sources: SourcesLike, tools: Tools | None = None, *, stdin_text: str | None = None
+) -> list[Document]:
     """Render every source the spec (or `Sources`) names, charts first, then kustomize, then manifests.
 
     `stdin_text` is the text read for a manifest source `-`.
 
     Raises:
-        InputError: a chart, values file or manifest is missing, unreadable, not UTF-8, too large or malformed.
+        InputError: a chart, values file or manifest is missing, unreadable, not UTF-8, too large
+            or malformed.
         RenderError: helm or kubectl failed (its own message, on one line), timed out, or is missing.
     """
     tools = tools or Tools()
@@ -160,20 +166,25 @@ def render(sources: SourcesLike, tools: Tools | None = None, *, stdin_text: str 
 
 # --- helm ----------------------------------------------------------------------------------------
 
+
 def render_chart(chart: ChartLike, tools: Tools) -> list[Document]:
     """`helm template` one chart; documents carry chart, template and the line within the template."""
     path = Path(chart.path)
     if not path.exists():
         raise InputError(f"{display(path)}: chart not found", hint="give a chart directory or a .tgz archive")
     if path.is_dir() and not (path / "Chart.yaml").is_file():
-        raise InputError(f"{display(path)}: not a chart (no Chart.yaml)", hint="give a chart directory or a .tgz")
+        raise InputError(
+            f"{display(path)}: not a chart (no Chart.yaml)", hint="give a chart directory or a .tgz"
+        )
     args = [tools.get("helm"), "template", chart.release, str(path)]
     if chart.namespace:
         args += ["--namespace", chart.namespace]
     for values in chart.values:
         if not Path(values).is_file():
-            raise InputError(f"{display(Path(values))}: values file not found (chart {display(path)})",
-                             hint="check the path of the values file")
+            raise InputError(
+                f"{display(Path(values))}: values file not found (chart {display(path)})",
+                hint="check the path of the values file",
+            )
         args += ["--values", str(values)]
     for assignment in chart.set:
         args += ["--set", assignment]
@@ -196,7 +207,7 @@ def _split_helm_output(text: str, chart_path: Path) -> list[Document]:
     sources: list[tuple[int, str]] = []  # (0-based line of the comment, template path)
     for number, line in enumerate(lines):
         if line.startswith("# Source: "):
-            sources.append((number, line[len("# Source: "):].strip()))
+            sources.append((number, line[len("# Source: ") :].strip()))
     offsets: list[int] = []  # per chunk: lines of the earlier chunks of the same template
     seen: dict[str, int] = {}
     for at, (comment_line, template) in enumerate(sources):
@@ -229,16 +240,21 @@ def _chart_origin(chart_path: Path, template: str, line: int) -> Origin:
 
 # --- kustomize -----------------------------------------------------------------------------------
 
+
 def render_kustomize(directory: Path, tools: Tools) -> list[Document]:
     """`kubectl kustomize DIR`; origin is the directory and the line in kustomize's output."""
     if not directory.is_dir():
         raise InputError(f"{display(directory)}: kustomization directory not found")
-    text = _run([tools.get("kubectl"), "kustomize", str(directory)], f"kubectl kustomize {display(directory)}",
-                tools.timeout)
+    text = _run(
+        [tools.get("kubectl"), "kustomize", str(directory)],
+        f"kubectl kustomize {display(directory)}",
+        tools.timeout,
+    )
     return load_stream(text, Origin(display(directory), 1, source="kustomize"))
 
 
 # --- plain manifests -----------------------------------------------------------------------------
+
 
 def load_manifests(pattern: str, *, stdin_text: str | None = None) -> list[Document]:
     """A file, a directory (recursive), a glob, or `-` (standard input, given as `stdin_text`)."""
@@ -266,8 +282,9 @@ def expand_manifests(pattern: str) -> list[Path]:
     else:
         raise InputError(f"{pattern}: manifest file not found")
     if not files:
-        raise InputError(f"{pattern}: no manifest files (*.yaml, *.yml, *.json) match",
-                         hint="check the path or glob")
+        raise InputError(
+            f"{pattern}: no manifest files (*.yaml, *.yml, *.json) match", hint="check the path or glob"
+        )
     return files
 
 
@@ -280,8 +297,9 @@ def read_text(path: Path, limit: int = MAX_STREAM_BYTES) -> str:
     try:
         size = path.stat().st_size
         if size > limit:
-            raise InputError(f"{display(path)}: {size} bytes is larger than the {limit} byte limit",
-                             hint="split the file")
+            raise InputError(
+                f"{display(path)}: {size} bytes is larger than the {limit} byte limit", hint="split the file"
+            )
         raw = path.read_bytes()
     except OSError as exc:
         raise InputError(f"{display(path)}: cannot read: {exc.strerror}") from None
@@ -289,11 +307,13 @@ def read_text(path: Path, limit: int = MAX_STREAM_BYTES) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
-        raise InputError(f"{display(path)}:{line}: not UTF-8 (byte {exc.start})",
-                         hint="save the file as UTF-8") from None
+        raise InputError(
+            f"{display(path)}:{line}: not UTF-8 (byte {exc.start})", hint="save the file as UTF-8"
+        ) from None
 
 
 # --- helm.sh/images ------------------------------------------------------------------------------
+
 
 def chart_images(chart_path: Path) -> list[ChartImage]:
     """The `helm.sh/images` annotation entries of a chart and all its subcharts (dirs and `.tgz`).
@@ -387,14 +407,19 @@ def _annotation_images(file: str, text: str, chart: str) -> list[ChartImage]:
     out: list[ChartImage] = []
     items = entries[0].obj if entries else None
     if not isinstance(items, list):
-        raise InputError(f"{file}:{first}: {IMAGES_ANNOTATION} must be a YAML list of {{name, image}}",
-                         hint="see https://artifacthub.io/docs/topics/annotations/helm/")
+        raise InputError(
+            f"{file}:{first}: {IMAGES_ANNOTATION} must be a YAML list of {{name, image}}",
+            hint="see https://artifacthub.io/docs/topics/annotations/helm/",
+        )
     for index, item in enumerate(items):
         image = item.get("image") if isinstance(item, dict) else item
         name = item.get("name") if isinstance(item, dict) else None
         line = entries[0].line_of((index, "image") if isinstance(item, dict) else (index,))
-        out.append(ChartImage(str(image) if image is not None else "", str(name) if name else None,
-                              chart, file, line, index))
+        out.append(
+            ChartImage(
+                str(image) if image is not None else "", str(name) if name else None, chart, file, line, index
+            )
+        )
     return out
 
 
@@ -413,6 +438,7 @@ def _value_node(node: yaml.Node, path: tuple[str, ...]) -> yaml.Node | None:
 
 # --- shared --------------------------------------------------------------------------------------
 
+
 def display(path: Path) -> str:
     """A path as reports show it: relative to the working directory when it lies below it."""
     try:
@@ -424,20 +450,24 @@ def display(path: Path) -> str:
 def _run(args: list[str], what: str, timeout: float) -> str:
     """Run a tool; its stdout as text, or a RenderError carrying its stderr on one line."""
     try:
-        done = subprocess.run(args, capture_output=True, timeout=timeout, check=False,
-                              env={**os.environ, "HELM_DEBUG": "false"})
+        done = subprocess.run(
+            args, capture_output=True, timeout=timeout, check=False, env={**os.environ, "HELM_DEBUG": "false"}
+        )
     except subprocess.TimeoutExpired:
         raise RenderError(f"{what}: timed out after {timeout:g} s") from None
     except OSError as exc:
-        raise RenderError(f"{what}: cannot run {args[0]}: {exc.strerror}",
-                          hint="run scripts/setup.sh or put helm/kubectl on PATH") from None
+        raise RenderError(
+            f"{what}: cannot run {args[0]}: {exc.strerror}",
+            hint="run scripts/setup.sh or put helm/kubectl on PATH",
+        ) from None
     if done.returncode != 0:
         raise RenderError(f"{what} failed: {condense(done.stderr.decode('utf-8', 'replace'))}")
     try:
         return done.stdout.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InputError(f"{what}: output is not UTF-8 (byte {exc.start})",
-                         hint="a template or manifest is not UTF-8") from None
+        raise InputError(
+            f"{what}: output is not UTF-8 (byte {exc.start})", hint="a template or manifest is not UTF-8"
+        ) from None
 
 
 def condense(stderr: str, limit: int = 600) -> str:
@@ -447,4 +477,3 @@ def condense(stderr: str, limit: int = 600) -> str:
     errors = [ln for ln in lines if not ln.startswith(("WARNING", "walk.go", "W0", "I0"))] or lines
     text = " | ".join(ln.removeprefix("Error: ").removeprefix("error: ") for ln in errors) or "no message"
     return text if len(text) <= limit else text[: limit - 3] + "..."
-

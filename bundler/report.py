@@ -37,8 +37,16 @@ Status = Mapping[ImageRef, bool | None]
 
 
 def location(f: Finding | Invalid) -> dict[str, Any]:
-    return {"file": f.origin.file, "line": f.line, "chart": f.origin.chart, "template": f.origin.template,
-            "kind": f.kind, "namespace": f.namespace, "name": f.name, "path": field_path(f.path)}
+    return {
+        "file": f.origin.file,
+        "line": f.line,
+        "chart": f.origin.chart,
+        "template": f.origin.template,
+        "kind": f.kind,
+        "namespace": f.namespace,
+        "name": f.name,
+        "path": field_path(f.path),
+    }
 
 
 def image_json(image: Image, vendored: bool | None) -> dict[str, Any]:
@@ -65,15 +73,24 @@ def summary(result: Sweep, status: Status, check: str) -> dict[str, Any]:
         "check": check,
         "unvendored": unvendored,
         "invalid": [{"ref": i.written, "error": i.error, **location(i)} for i in result.invalid],
-        "excluded": [{"ref": str(s.image.ref), "reason": s.reason,
-                      "locations": [location(f) for f in s.image.findings]} for s in result.skipped],
+        "excluded": [
+            {
+                "ref": str(s.image.ref),
+                "reason": s.reason,
+                "locations": [location(f) for f in s.image.findings],
+            }
+            for s in result.skipped
+        ],
         "passed": not unvendored and not result.invalid,
     }
 
 
 def to_json(result: Sweep, status: Status, check: str, images: Iterable[Image] | None = None) -> str:
     chosen = result.images if images is None else tuple(images)
-    doc = {"images": [image_json(i, status.get(i.ref)) for i in chosen], "summary": summary(result, status, check)}
+    doc = {
+        "images": [image_json(i, status.get(i.ref)) for i in chosen],
+        "summary": summary(result, status, check),
+    }
     return json.dumps(doc, indent=2) + "\n"
 
 
@@ -110,9 +127,11 @@ def to_text(result: Sweep, status: Status, check: str, images: Iterable[Image] |
 def summary_line(result: Sweep, status: Status) -> str:
     """The one progress/summary line the CLI writes to stderr."""
     unvendored = sum(1 for ok in status.values() if ok is False)
-    text = (f"swept {result.documents} documents: {len(result.images)} images ({len(result.found)} definite, "
-            f"{len(result.candidates)} candidates, {len(result.test_hooks)} only in test hooks), "
-            f"{len(result.skipped)} excluded, {len(result.invalid)} invalid")
+    text = (
+        f"swept {result.documents} documents: {len(result.images)} images ({len(result.found)} definite, "
+        f"{len(result.candidates)} candidates, {len(result.test_hooks)} only in test hooks), "
+        f"{len(result.skipped)} excluded, {len(result.invalid)} invalid"
+    )
     if any(ok is not None for ok in status.values()):
         text += f", {unvendored} not vendored"
     return text
@@ -121,16 +140,26 @@ def summary_line(result: Sweep, status: Status) -> str:
 # --- SARIF 2.1.0 ---------------------------------------------------------------------------------
 
 _RULES = [
-    {"id": "unvendored-image", "name": "UnvendoredImage",
-     "shortDescription": {"text": "An image the deployment pulls is not carried by the bundle"},
-     "fullDescription": {"text": "Vendor the image (add it to the bundle spec or its sources), confirm a "
-                                 "candidate with `confirm: true`, or exclude it with a reason."},
-     "defaultConfiguration": {"level": "error"}},
-    {"id": "invalid-image-reference", "name": "InvalidImageReference",
-     "shortDescription": {"text": "An image field holds a reference that is not valid"},
-     "fullDescription": {"text": "Image references follow the distribution/reference grammar: lowercase "
-                                 "repository, tag of at most 128 characters, sha256 digests of 64 hex."},
-     "defaultConfiguration": {"level": "error"}},
+    {
+        "id": "unvendored-image",
+        "name": "UnvendoredImage",
+        "shortDescription": {"text": "An image the deployment pulls is not carried by the bundle"},
+        "fullDescription": {
+            "text": "Vendor the image (add it to the bundle spec or its sources), confirm a "
+            "candidate with `confirm: true`, or exclude it with a reason."
+        },
+        "defaultConfiguration": {"level": "error"},
+    },
+    {
+        "id": "invalid-image-reference",
+        "name": "InvalidImageReference",
+        "shortDescription": {"text": "An image field holds a reference that is not valid"},
+        "fullDescription": {
+            "text": "Image references follow the distribution/reference grammar: lowercase "
+            "repository, tag of at most 128 characters, sha256 digests of 64 hex."
+        },
+        "defaultConfiguration": {"level": "error"},
+    },
 ]
 
 
@@ -139,10 +168,19 @@ def _uri(file: str) -> str:
 
 
 def _physical(f: Finding | Invalid) -> dict[str, Any]:
-    return {"physicalLocation": {"artifactLocation": {"uri": _uri(f.origin.file)},
-                                 "region": {"startLine": max(f.line, 1)}},
-            "logicalLocations": [{"name": field_path(f.path), "kind": "member",
-                                  "fullyQualifiedName": f"{f.kind}/{f.namespace or ''}/{f.name}:{field_path(f.path)}"}]}
+    return {
+        "physicalLocation": {
+            "artifactLocation": {"uri": _uri(f.origin.file)},
+            "region": {"startLine": max(f.line, 1)},
+        },
+        "logicalLocations": [
+            {
+                "name": field_path(f.path),
+                "kind": "member",
+                "fullyQualifiedName": f"{f.kind}/{f.namespace or ''}/{f.name}:{field_path(f.path)}",
+            }
+        ],
+    }
 
 
 def to_sarif(result: Sweep, status: Status, check: str, tool_version: str = "0") -> str:
@@ -152,37 +190,56 @@ def to_sarif(result: Sweep, status: Status, check: str, tool_version: str = "0")
             continue
         first, *rest = image.findings
         entry: dict[str, Any] = {
-            "ruleId": "unvendored-image", "ruleIndex": 0, "level": "error",
-            "message": {"text": f"{image.ref} ({image.confidence}) is not vendored; named at "
-                                f"{field_path(first.path)} in {first.kind} {first.name}"},
+            "ruleId": "unvendored-image",
+            "ruleIndex": 0,
+            "level": "error",
+            "message": {
+                "text": f"{image.ref} ({image.confidence}) is not vendored; named at "
+                f"{field_path(first.path)} in {first.kind} {first.name}"
+            },
             "locations": [_physical(first)],
             "partialFingerprints": {"imageRef/v1": str(image.ref)},
             "properties": {"canonical": str(image.ref), "confidence": image.confidence, "hook": image.hook},
         }
         if rest:
-            entry["relatedLocations"] = [{"id": n, **_physical(f), "message": {"text": f"also named here as {f.written}"}}
-                                         for n, f in enumerate(rest, start=1)]
+            entry["relatedLocations"] = [
+                {"id": n, **_physical(f), "message": {"text": f"also named here as {f.written}"}}
+                for n, f in enumerate(rest, start=1)
+            ]
         results.append(entry)
     for bad in result.invalid:
-        results.append({
-            "ruleId": "invalid-image-reference", "ruleIndex": 1, "level": "error",
-            "message": {"text": f"{bad.written!r} is not a valid image reference: {bad.error}"},
-            "locations": [_physical(bad)],
-        })
+        results.append(
+            {
+                "ruleId": "invalid-image-reference",
+                "ruleIndex": 1,
+                "level": "error",
+                "message": {"text": f"{bad.written!r} is not a valid image reference: {bad.error}"},
+                "locations": [_physical(bad)],
+            }
+        )
     log = {
         "$schema": SARIF_SCHEMA,
         "version": "2.1.0",
-        "runs": [{
-            "tool": {"driver": {"name": "airgap-bundle", "version": tool_version, "informationUri": TOOL_URI,
-                                "rules": _RULES}},
-            "results": results,
-            "properties": {"check": check, "documents": result.documents, "images": len(result.images)},
-        }],
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "airgap-bundle",
+                        "version": tool_version,
+                        "informationUri": TOOL_URI,
+                        "rules": _RULES,
+                    }
+                },
+                "results": results,
+                "properties": {"check": check, "documents": result.documents, "images": len(result.images)},
+            }
+        ],
     }
     return json.dumps(log, indent=2) + "\n"
 
 
 # --- JUnit XML -----------------------------------------------------------------------------------
+
 
 def to_junit(result: Sweep, status: Status, check: str) -> str:
     suite = ET.Element("testsuite", name="airgap-bundle sweep")
@@ -193,7 +250,9 @@ def to_junit(result: Sweep, status: Status, check: str) -> str:
         where = "\n".join(_where(f) for f in image.findings)
         if status.get(image.ref) is False:
             failures += 1
-            ET.SubElement(case, "failure", message=f"{image.ref} is not vendored", type="unvendored-image").text = where
+            ET.SubElement(
+                case, "failure", message=f"{image.ref} is not vendored", type="unvendored-image"
+            ).text = where
         else:
             ET.SubElement(case, "system-out").text = where
     for bad in result.invalid:
@@ -218,6 +277,7 @@ def to_junit(result: Sweep, status: Status, check: str) -> str:
 
 # --- GitHub workflow commands --------------------------------------------------------------------
 
+
 def _gh_data(text: str) -> str:
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
@@ -227,8 +287,10 @@ def _gh_prop(text: str) -> str:
 
 
 def _gh(level: str, f: Finding | Invalid, title: str, message: str) -> str:
-    return (f"::{level} file={_gh_prop(f.origin.file)},line={max(f.line, 1)},title={_gh_prop(title)}::"
-            f"{_gh_data(message)}")
+    return (
+        f"::{level} file={_gh_prop(f.origin.file)},line={max(f.line, 1)},title={_gh_prop(title)}::"
+        f"{_gh_data(message)}"
+    )
 
 
 def to_github(result: Sweep, status: Status, check: str) -> str:
@@ -237,12 +299,24 @@ def to_github(result: Sweep, status: Status, check: str) -> str:
         vendored = status.get(image.ref)
         for f in image.findings:
             if vendored is False:
-                lines.append(_gh("error", f, "Unvendored image",
-                                 f"{image.ref} is not vendored ({field_path(f.path)} in {f.kind} {f.name})"))
+                lines.append(
+                    _gh(
+                        "error",
+                        f,
+                        "Unvendored image",
+                        f"{image.ref} is not vendored ({field_path(f.path)} in {f.kind} {f.name})",
+                    )
+                )
             elif vendored is None and not image.carried:
-                lines.append(_gh("warning", f, "Candidate image",
-                                 f"{image.ref} looks like an image ({field_path(f.path)}): confirm or exclude it "
-                                 f"in the bundle spec"))
+                lines.append(
+                    _gh(
+                        "warning",
+                        f,
+                        "Candidate image",
+                        f"{image.ref} looks like an image ({field_path(f.path)}): confirm or exclude it "
+                        f"in the bundle spec",
+                    )
+                )
     for bad in result.invalid:
         lines.append(_gh("error", bad, "Invalid image reference", f"{bad.written!r}: {bad.error}"))
     return "\n".join(lines) + ("\n" if lines else "")
@@ -265,6 +339,7 @@ def render_report(fmt: str, result: Sweep, status: Status, check: str, tool_vers
 
 # --- --vendored lists ----------------------------------------------------------------------------
 
+
 def parse_vendored(text: str, source: str) -> tuple[list[ImageRef], list[str]]:
     """References and digests from a `--vendored` file's text.
 
@@ -274,7 +349,8 @@ def parse_vendored(text: str, source: str) -> tuple[list[ImageRef], list[str]]:
     full references, and every manifest digest).
 
     Raises:
-        InputError: a line or entry is not a valid reference (with file and line), or the JSON has no known shape.
+        InputError: a line or entry is not a valid reference (with file and line), or the JSON has
+            no known shape.
     """
     stripped = text.lstrip()
     if stripped.startswith(("[", "{")):
@@ -289,8 +365,10 @@ def parse_vendored(text: str, source: str) -> tuple[list[ImageRef], list[str]]:
         if entry:
             parsed = ImageRef.try_parse(entry)
             if parsed is None:
-                raise InputError(f"{source}:{number}: {entry!r} is not a valid image reference",
-                                 hint="one reference per line, e.g. registry.example.com/team/app:1.2")
+                raise InputError(
+                    f"{source}:{number}: {entry!r} is not a valid image reference",
+                    hint="one reference per line, e.g. registry.example.com/team/app:1.2",
+                )
             refs.append(parsed)
     return refs, []
 
@@ -319,8 +397,10 @@ def _vendored_json(data: Any, source: str) -> tuple[list[ImageRef], list[str]]:
         return refs, digests
     items = data.get("images") if isinstance(data, dict) else data
     if not isinstance(items, list):
-        raise InputError(f"{source}: expected a JSON list of references, this tool's JSON report, "
-                         f"or an OCI layout index.json")
+        raise InputError(
+            f"{source}: expected a JSON list of references, this tool's JSON report, "
+            f"or an OCI layout index.json"
+        )
     for item in items:
         add(item.get("canonical") or item.get("ref") if isinstance(item, dict) else item, strict=False)
     return refs, digests

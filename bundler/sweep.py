@@ -33,8 +33,8 @@ An invalid reference in a definite field is an `Invalid` with its location; the 
 Helm test hooks (`helm.sh/hook: test` / `test-success`) give findings with `hook=True`.
 
 Field paths: `Finding.path` is a tuple of keys and indexes (`("spec", "template", "spec",
-"containers", 0, "image")`); `Finding.field_path` prints it as `spec.template.spec.containers[0].image` (keys that are not plain
-words are quoted: `annotations["helm.sh/images"][0].image`).
+"containers", 0, "image")`); `Finding.field_path` prints it as `spec.template.spec.containers[0].image`
+(keys that are not plain words are quoted: `annotations["helm.sh/images"][0].image`).
 `Finding.span` is the (start, end) character range of the reference inside that string value, so a
 rewrite replaces exactly that substring (the whole string for `image:` fields). For split objects
 `path` points at the mapping and `span` is None (`form == "split"`).
@@ -63,13 +63,34 @@ CROSSPLANE_PACKAGE_KINDS = frozenset({"Provider", "Function", "Configuration"})
 TEST_HOOKS = frozenset({"test", "test-success"})
 # Built-in API groups: documents of these groups are searched only for container images (and their
 # args/env); their other strings (ConfigMap data, Service fields, CRD schemas) are never image candidates.
-BUILTIN_GROUPS = frozenset({
-    "", "apps", "batch", "policy", "autoscaling", "extensions", "rbac.authorization.k8s.io",
-    "networking.k8s.io", "storage.k8s.io", "apiextensions.k8s.io", "admissionregistration.k8s.io",
-    "scheduling.k8s.io", "coordination.k8s.io", "node.k8s.io", "discovery.k8s.io", "events.k8s.io",
-    "certificates.k8s.io", "apiregistration.k8s.io", "flowcontrol.apiserver.k8s.io", "resource.k8s.io",
-    "authentication.k8s.io", "authorization.k8s.io", "kustomize.config.k8s.io", "gateway.networking.k8s.io",
-})
+BUILTIN_GROUPS = frozenset(
+    {
+        "",
+        "apps",
+        "batch",
+        "policy",
+        "autoscaling",
+        "extensions",
+        "rbac.authorization.k8s.io",
+        "networking.k8s.io",
+        "storage.k8s.io",
+        "apiextensions.k8s.io",
+        "admissionregistration.k8s.io",
+        "scheduling.k8s.io",
+        "coordination.k8s.io",
+        "node.k8s.io",
+        "discovery.k8s.io",
+        "events.k8s.io",
+        "certificates.k8s.io",
+        "apiregistration.k8s.io",
+        "flowcontrol.apiserver.k8s.io",
+        "resource.k8s.io",
+        "authentication.k8s.io",
+        "authorization.k8s.io",
+        "kustomize.config.k8s.io",
+        "gateway.networking.k8s.io",
+    }
+)
 SKIP_KEYS = frozenset({"metadata", "status", "description"})  # never hold images we should pull
 
 _IMAGE_NAME = re.compile(r"image", re.IGNORECASE)
@@ -126,7 +147,7 @@ class Invalid:
 
 @dataclass(frozen=True)
 class Image:
-    """All findings of one image, grouped by canonical reference (`nginx` == `docker.io/library/nginx:latest`)."""
+    """All findings of one image, grouped by canonical reference (nginx = docker.io/library/nginx:latest)."""
 
     ref: ImageRef  # canonical: `:latest` added when neither tag nor digest was written
     written: str  # as first written
@@ -165,11 +186,16 @@ class Sweep:
 
     def why(self, ref: ImageRef) -> list[Finding]:
         """Every place `ref` comes from (all tags when `ref` has neither tag nor digest)."""
-        return [f for image in (*self.images, *(s.image for s in self.skipped)) if matches(ref, image.ref)
-                for f in image.findings]
+        return [
+            f
+            for image in (*self.images, *(s.image for s in self.skipped))
+            if matches(ref, image.ref)
+            for f in image.findings
+        ]
 
 
 # --- entry point ---------------------------------------------------------------------------------
+
 
 class ChartImageLike(Protocol):
     """What `sweep` reads from a `render.ChartImage`."""
@@ -225,12 +251,36 @@ def sweep(
     for entry in chart_images:
         origin = Origin(entry.file, 1, chart=entry.chart, source="chart")
         path: Path_ = ("annotations", "helm.sh/images", entry.index, "image")
-        _definite(entry.image, origin, entry.line, "Chart", None, entry.chart.rsplit("/", 1)[-1], path,
-                  False, "chart-annotation", findings, invalid, form="annotation")
+        _definite(
+            entry.image,
+            origin,
+            entry.line,
+            "Chart",
+            None,
+            entry.chart.rsplit("/", 1)[-1],
+            path,
+            False,
+            "chart-annotation",
+            findings,
+            invalid,
+            form="annotation",
+        )
     for n, extra in enumerate(extra_images):
         origin = Origin(spec_file, extra.line or 1, source="spec")
-        _definite(extra.ref, origin, extra.line or 1, "Bundle", None, "extraImages", ("extraImages", n, "ref"),
-                  False, "extra-image", findings, invalid, form="spec")
+        _definite(
+            extra.ref,
+            origin,
+            extra.line or 1,
+            "Bundle",
+            None,
+            "extraImages",
+            ("extraImages", n, "ref"),
+            False,
+            "extra-image",
+            findings,
+            invalid,
+            form="spec",
+        )
     return _group(findings, invalid, options, count)
 
 
@@ -256,7 +306,7 @@ def sweep_document(doc: Document) -> list[Finding | Invalid]:
 
 
 def field_path(path: Iterable[str | int]) -> str:
-    """`spec.containers[0].image`; keys that are not plain words are quoted: `annotations["helm.sh/images"]`."""
+    """`spec.containers[0].image`; other keys quoted (`annotations["helm.sh/images"]`)."""
     out = ""
     for step in path:
         if isinstance(step, int):
@@ -276,6 +326,7 @@ def find_images(obj: Any) -> list[Finding]:
 
 # --- the walk ------------------------------------------------------------------------------------
 
+
 @dataclass
 class _Context:
     doc: Document
@@ -289,18 +340,45 @@ class _Context:
             return
         self.taken.add(path)
         d = self.doc
-        _definite(value, d.origin, d.line_of(path), d.kind, d.namespace, d.name, path, self.hook, rule,
-                  self.out, self.out)
+        _definite(
+            value,
+            d.origin,
+            d.line_of(path),
+            d.kind,
+            d.namespace,
+            d.name,
+            path,
+            self.hook,
+            rule,
+            self.out,
+            self.out,
+        )
 
-    def candidate(self, ref: ImageRef, written: str, path: Path_, rule: str, *,
-                  span: tuple[int, int] | None, form: Form) -> None:
+    def candidate(
+        self, ref: ImageRef, written: str, path: Path_, rule: str, *, span: tuple[int, int] | None, form: Form
+    ) -> None:
         key = (*path, span[0] if span else -1)
         if path in self.taken or key in self.taken:
             return
         self.taken.add(key)
         d = self.doc
-        self.out.append(Finding(ref, written, d.origin, d.line_of(path), d.kind, d.namespace, d.name, path,
-                                "candidate", self.hook, rule, form, span))
+        self.out.append(
+            Finding(
+                ref,
+                written,
+                d.origin,
+                d.line_of(path),
+                d.kind,
+                d.namespace,
+                d.name,
+                path,
+                "candidate",
+                self.hook,
+                rule,
+                form,
+                span,
+            )
+        )
 
 
 def _walk(node: Any, path: Path_, ctx: _Context) -> None:
@@ -352,16 +430,28 @@ def _container(container: dict[str, Any], path: Path_, ctx: _Context) -> None:
             if not isinstance(word, str):
                 continue
             for ref, text, span in _scan_words(word, _prev_flag(words, i)):
-                ctx.candidate(ref, text, (*path, key, i), "arg", span=span,
-                              form="value" if span == (0, len(word)) else "substring")
+                ctx.candidate(
+                    ref,
+                    text,
+                    (*path, key, i),
+                    "arg",
+                    span=span,
+                    form="value" if span == (0, len(word)) else "substring",
+                )
     for i, env in enumerate(container.get("env") or ()):
         if not isinstance(env, dict) or not isinstance(env.get("value"), str):
             continue
         value = env["value"]
         image_named = _image_named(str(env.get("name", "")))
         for ref, text, span in _scan_words(value, image_named):
-            ctx.candidate(ref, text, (*path, "env", i, "value"), "env", span=span,
-                          form="value" if span == (0, len(value)) else "substring")
+            ctx.candidate(
+                ref,
+                text,
+                (*path, "env", i, "value"),
+                "env",
+                span=span,
+                form="value" if span == (0, len(value)) else "substring",
+            )
 
 
 def _image_named(name: str) -> bool:
@@ -388,13 +478,14 @@ def _scan_words(text: str, image_named: bool) -> Iterator[tuple[ImageRef, str, t
     for match in _TOKEN.finditer(text):
         value = match.group("value")
         flag = match.group("flag")
-        lenient = (_image_named(flag) if flag else image_named)
+        lenient = _image_named(flag) if flag else image_named
         ref = _lenient(value) if lenient else _strong(value)
         if ref is not None:
             yield ref, value, (match.start("value"), match.end("value"))
 
 
 # --- deciding what is a reference --------------------------------------------------------------
+
 
 def _parse(text: str) -> ImageRef | None:
     if not text or len(text) > 512 or not any(c.isalpha() for c in text.rsplit("/", 1)[-1].split(":")[0]):
@@ -453,9 +544,21 @@ def _split_object(value: dict[str, Any]) -> tuple[ImageRef, str] | None:
     return (ref, written) if ref is not None else None
 
 
-def _definite(value: Any, origin: Origin, line: int, kind: str, namespace: str | None, name: str,
-              path: Path_, hook: bool, rule: str, findings: list[Any], invalid: list[Any], *,
-              form: Form = "value") -> None:
+def _definite(
+    value: Any,
+    origin: Origin,
+    line: int,
+    kind: str,
+    namespace: str | None,
+    name: str,
+    path: Path_,
+    hook: bool,
+    rule: str,
+    findings: list[Any],
+    invalid: list[Any],
+    *,
+    form: Form = "value",
+) -> None:
     written = value if isinstance(value, str) else ("" if value is None else str(value))
     try:
         if not isinstance(value, str):
@@ -466,8 +569,23 @@ def _definite(value: Any, origin: Origin, line: int, kind: str, namespace: str |
     except InvalidReferenceError as exc:
         invalid.append(Invalid(written, exc.message, origin, line, kind, namespace, name, path, hook))
         return
-    findings.append(Finding(ref, written, origin, line, kind, namespace, name, path, "definite", hook, rule,
-                            form, (0, len(written)) if form == "value" else None))
+    findings.append(
+        Finding(
+            ref,
+            written,
+            origin,
+            line,
+            kind,
+            namespace,
+            name,
+            path,
+            "definite",
+            hook,
+            rule,
+            form,
+            (0, len(written)) if form == "value" else None,
+        )
+    )
 
 
 def _is_test_hook(obj: dict[str, Any]) -> bool:
@@ -484,6 +602,7 @@ def _is_custom(api_version: str) -> bool:
 
 # --- grouping ------------------------------------------------------------------------------------
 
+
 def matches(query: ImageRef, ref: ImageRef) -> bool:
     """`query` names `ref`: same name, and same tag/digest where `query` gives one."""
     if query.name != ref.name:
@@ -498,8 +617,9 @@ def _option_for(options: Sequence[ImageOptionLike], ref: ImageRef) -> ImageOptio
     return max(hits, key=lambda o: (o.ref.digest is not None, o.ref.tag is not None), default=None)
 
 
-def _group(findings: list[Finding], invalid: list[Invalid], options: Sequence[ImageOptionLike],
-           documents: int) -> Sweep:
+def _group(
+    findings: list[Finding], invalid: list[Invalid], options: Sequence[ImageOptionLike], documents: int
+) -> Sweep:
     by_ref: dict[ImageRef, list[Finding]] = {}
     for finding in findings:
         by_ref.setdefault(finding.ref.with_default_tag(), []).append(finding)
@@ -511,8 +631,14 @@ def _group(findings: list[Finding], invalid: list[Invalid], options: Sequence[Im
         group = by_ref[ref]
         definite = any(f.confidence == "definite" for f in group)
         option = _option_for(options, ref)
-        image = Image(ref, group[0].written, "definite" if definite else "candidate",
-                      bool(option is not None and option.confirm), all(f.hook for f in group), tuple(group))
+        image = Image(
+            ref,
+            group[0].written,
+            "definite" if definite else "candidate",
+            bool(option is not None and option.confirm),
+            all(f.hook for f in group),
+            tuple(group),
+        )
         if option is not None and option.exclude:
             skipped.append(Skipped(image, str(option.exclude)))
         elif not image.carried:
@@ -573,8 +699,17 @@ def vendored_status(result: Sweep, check: VendoredCheck | None) -> dict[ImageRef
 
 
 __all__ = [
-    "Finding", "Image", "Invalid", "Skipped", "Sweep", "at_registry", "carried", "find_images", "in_list",
-    "matches", "sweep",
-    "sweep_document", "vendored_status",
+    "Finding",
+    "Image",
+    "Invalid",
+    "Skipped",
+    "Sweep",
+    "at_registry",
+    "carried",
+    "find_images",
+    "in_list",
+    "matches",
+    "sweep",
+    "sweep_document",
+    "vendored_status",
 ]
-

@@ -37,18 +37,49 @@ def test_chart_origins_name_chart_template_and_line(tools: Tools) -> None:
     got = [(d.kind, d.name, d.origin.file, d.origin.line, d.origin.chart, d.origin.template) for d in docs]
     base = "tests/fixtures/charts/platform"
     assert got == [
-        ("DaemonSet", "rel-worker", f"{base}/charts/worker/templates/daemonset.yaml", 1, "platform/charts/worker",
-         "platform/charts/worker/templates/daemonset.yaml"),
+        (
+            "DaemonSet",
+            "rel-worker",
+            f"{base}/charts/worker/templates/daemonset.yaml",
+            1,
+            "platform/charts/worker",
+            "platform/charts/worker/templates/daemonset.yaml",
+        ),
         ("Deployment", "rel-api", f"{base}/templates/api.yaml", 1, "platform", "platform/templates/api.yaml"),
         # the template starts with a comment line: the document starts on line 2, as in the template
-        ("Deployment", "rel-operator", f"{base}/templates/operator.yaml", 2, "platform",
-         "platform/templates/operator.yaml"),
-        ("CronJob", "rel-cleanup", f"{base}/templates/cronjob.yaml", 1, "platform", "platform/templates/cronjob.yaml"),
-        ("Pod", "rel-test-api", f"{base}/templates/tests/test-api.yaml", 1, "platform",
-         "platform/templates/tests/test-api.yaml"),
+        (
+            "Deployment",
+            "rel-operator",
+            f"{base}/templates/operator.yaml",
+            2,
+            "platform",
+            "platform/templates/operator.yaml",
+        ),
+        (
+            "CronJob",
+            "rel-cleanup",
+            f"{base}/templates/cronjob.yaml",
+            1,
+            "platform",
+            "platform/templates/cronjob.yaml",
+        ),
+        (
+            "Pod",
+            "rel-test-api",
+            f"{base}/templates/tests/test-api.yaml",
+            1,
+            "platform",
+            "platform/templates/tests/test-api.yaml",
+        ),
         # the hook is printed last, after its own `# Source:`; its line counts on within operator.yaml
-        ("Job", "rel-preinstall", f"{base}/templates/operator.yaml", 32, "platform",
-         "platform/templates/operator.yaml"),
+        (
+            "Job",
+            "rel-preinstall",
+            f"{base}/templates/operator.yaml",
+            32,
+            "platform",
+            "platform/templates/operator.yaml",
+        ),
     ]
     api = docs[1]
     assert api.namespace == "team"
@@ -61,15 +92,27 @@ def test_chart_origins_name_chart_template_and_line(tools: Tools) -> None:
     assert template_lines[25].strip() == "image: envoyproxy/envoy:v1.31.2"
     job = docs[-1]
     job_line = job.line_of(("spec", "template", "spec", "containers", 0, "image"))
-    assert (PLATFORM / "templates" / "operator.yaml").read_text().splitlines()[job_line - 1].strip() == \
-        "image: docker.io/library/alpine:3.20"
+    assert (PLATFORM / "templates" / "operator.yaml").read_text().splitlines()[
+        job_line - 1
+    ].strip() == "image: docker.io/library/alpine:3.20"
 
 
 def test_chart_values_set_kube_version_and_skip_tests(tools: Tools, tmp_path: Path) -> None:
     values = tmp_path / "prod.yaml"
     values.write_text("sidecar:\n  enabled: false\n")
-    docs = render(Sources(charts=(_chart(values=(values,), set=("operator.image=quay.io/x/op:9.9",),
-                                         kube_version="1.31.0", include_tests=False),)), tools)
+    docs = render(
+        Sources(
+            charts=(
+                _chart(
+                    values=(values,),
+                    set=("operator.image=quay.io/x/op:9.9",),
+                    kube_version="1.31.0",
+                    include_tests=False,
+                ),
+            )
+        ),
+        tools,
+    )
     kinds = [(d.kind, d.name) for d in docs]
     assert ("Pod", "rel-test-api") not in kinds  # --skip-tests
     api = next(d for d in docs if d.name == "rel-api")
@@ -82,7 +125,11 @@ def test_kustomize_applies_images_transformer(tools: Tools) -> None:
     docs = render(Sources(kustomize=(FIXTURES / "kustomize" / "base",)), tools)
     assert len(docs) == 1
     doc = docs[0]
-    assert (doc.origin.file, doc.origin.source, doc.namespace) == ("tests/fixtures/kustomize/base", "kustomize", "shop")
+    assert (doc.origin.file, doc.origin.source, doc.namespace) == (
+        "tests/fixtures/kustomize/base",
+        "kustomize",
+        "shop",
+    )
     images = [c["image"] for c in doc.obj["spec"]["template"]["spec"]["containers"]]
     assert images == ["registry.example.com/shop/frontend:4.2.0", "redis@sha256:" + "c" * 64]
     assert doc.line_of(("spec", "template", "spec", "containers", 0, "image")) == 16
@@ -91,12 +138,19 @@ def test_kustomize_applies_images_transformer(tools: Tools) -> None:
 def test_manifests_dir_glob_file_and_stdin() -> None:
     by_dir = load_manifests(str(FIXTURES / "manifests"))
     files = sorted({d.origin.file for d in by_dir})
-    assert files == [f"tests/fixtures/manifests/{n}.yaml" for n in
-                     ("crossplane", "custom-resources", "decoys", "invalid-ref", "olm-csv", "workloads")]
+    assert files == [
+        f"tests/fixtures/manifests/{n}.yaml"
+        for n in ("crossplane", "custom-resources", "decoys", "invalid-ref", "olm-csv", "workloads")
+    ]
     by_glob = load_manifests(str(FIXTURES / "manifests" / "work*.yaml"))
     assert [(d.kind, d.origin.line) for d in by_glob] == [
-        ("Pod", 2), ("StatefulSet", 18), ("ReplicaSet", 35), ("ReplicationController", 50), ("PodTemplate", 61),
-        ("List", 71)]
+        ("Pod", 2),
+        ("StatefulSet", 18),
+        ("ReplicaSet", 35),
+        ("ReplicationController", 50),
+        ("PodTemplate", 61),
+        ("List", 71),
+    ]
     stdin = load_manifests("-", stdin_text="---\napiVersion: v1\nkind: Pod\nmetadata: {name: p}\n")
     assert [(d.origin.file, d.origin.line, d.name) for d in stdin] == [("<stdin>", 2, "p")]
     relative = load_manifests("tests/fixtures/manifests/olm-csv.yaml")
@@ -106,16 +160,36 @@ def test_manifests_dir_glob_file_and_stdin() -> None:
 def test_chart_images_from_dir_and_packaged_chart(helm: str, tmp_path: Path) -> None:
     got = [(c.image, c.name, c.chart, c.file, c.line, c.index) for c in chart_images(PLATFORM)]
     assert got == [
-        ("quay.io/prometheus-operator/prometheus-config-reloader:v0.75.0", "reloader", "platform",
-         "tests/fixtures/charts/platform/Chart.yaml", 14, 0),
-        ("registry.k8s.io/pause:3.10", "pause", "platform", "tests/fixtures/charts/platform/Chart.yaml", 16, 1),
-        ("docker.io/example/helper:0.1", "helper", "platform/charts/worker",
-         "tests/fixtures/charts/platform/charts/worker/Chart.yaml", 7, 0),
+        (
+            "quay.io/prometheus-operator/prometheus-config-reloader:v0.75.0",
+            "reloader",
+            "platform",
+            "tests/fixtures/charts/platform/Chart.yaml",
+            14,
+            0,
+        ),
+        (
+            "registry.k8s.io/pause:3.10",
+            "pause",
+            "platform",
+            "tests/fixtures/charts/platform/Chart.yaml",
+            16,
+            1,
+        ),
+        (
+            "docker.io/example/helper:0.1",
+            "helper",
+            "platform/charts/worker",
+            "tests/fixtures/charts/platform/charts/worker/Chart.yaml",
+            7,
+            0,
+        ),
     ]
     lines = (PLATFORM / "Chart.yaml").read_text().splitlines()
     assert lines[13].strip() == "image: quay.io/prometheus-operator/prometheus-config-reloader:v0.75.0"
-    subprocess.run([helm, "package", str(PLATFORM), "--destination", str(tmp_path)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [helm, "package", str(PLATFORM), "--destination", str(tmp_path)], check=True, capture_output=True
+    )
     packaged = chart_images(tmp_path / "platform-1.2.0.tgz")
     # helm package re-serialises Chart.yaml, so only images and chart paths are compared
     assert [(c.image, c.name, c.chart) for c in packaged] == [g[:3] for g in got]
@@ -140,6 +214,7 @@ def test_find_tool_env_path_and_missing(helm: str, monkeypatch: pytest.MonkeyPat
 
 
 # --- bad input: one clear error naming the file -----------------------------------------------------
+
 
 def test_missing_chart_and_values_file(tools: Tools, tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"^tests/fixtures/charts/nope: chart not found"):
