@@ -171,7 +171,7 @@ def sweep_command(spec_file: str | None, chart: str | None, values: tuple[str, .
     )
     if not (sources.charts or sources.kustomize or sources.manifests):
         raise UsageError("nothing to sweep", hint="give a SPEC, --chart, --kustomize or --manifests")
-    stdin_text = click.get_text_stream("stdin").read() if "-" in sources.manifests else None
+    stdin_text = sys.stdin.read() if "-" in sources.manifests else None
     docs = render_mod.render(sources, stdin_text=stdin_text)
     chart_images = [entry for c in sources.charts for entry in render_mod.chart_images(Path(c.path))]
     result = sweep_mod.sweep(

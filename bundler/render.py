@@ -224,8 +224,8 @@ def _split_helm_output(text: str, chart_path: Path) -> list[Document]:
             docs.append(doc)
             continue
         comment_line, template = sources[at]
-        line = offsets[at] + start - comment_line
-        docs.append(Document(doc.obj, _chart_origin(chart_path, template, line), doc.node))
+        template_line = offsets[at] + start - comment_line
+        docs.append(Document(doc.obj, _chart_origin(chart_path, template, template_line), doc.node))
     return docs
 
 
@@ -398,6 +398,7 @@ def _annotation_images(file: str, text: str, chart: str) -> list[ChartImage]:
     value = annotations.get(IMAGES_ANNOTATION) if isinstance(annotations, dict) else None
     if not isinstance(value, str):
         return []
+    assert doc.node is not None
     node = _value_node(doc.node, ("annotations", IMAGES_ANNOTATION))
     # A block scalar (`|`) starts on the line after its indicator; a plain or quoted one on its own line.
     first = doc.line_of(("annotations", IMAGES_ANNOTATION))

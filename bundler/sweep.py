@@ -200,26 +200,36 @@ class Sweep:
 class ChartImageLike(Protocol):
     """What `sweep` reads from a `render.ChartImage`."""
 
-    image: str
-    chart: str
-    file: str
-    line: int
-    index: int
+    @property
+    def image(self) -> str: ...
+    @property
+    def chart(self) -> str: ...
+    @property
+    def file(self) -> str: ...
+    @property
+    def line(self) -> int: ...
+    @property
+    def index(self) -> int: ...
 
 
 class ExtraImageLike(Protocol):
     """What `sweep` reads from a `spec.ExtraImage`."""
 
-    ref: str
-    line: int
+    @property
+    def ref(self) -> str: ...
+    @property
+    def line(self) -> int: ...
 
 
 class ImageOptionLike(Protocol):
     """What `sweep` reads from a `spec.ImageOptions`."""
 
-    ref: ImageRef
-    confirm: bool
-    exclude: str | None
+    @property
+    def ref(self) -> ImageRef: ...
+    @property
+    def confirm(self) -> bool: ...
+    @property
+    def exclude(self) -> str | None: ...
 
     def matches(self, ref: ImageRef) -> bool: ...
 
@@ -247,7 +257,10 @@ def sweep(
     for doc in iter_documents(list(docs)):
         count += 1
         for item in sweep_document(doc):
-            (findings if isinstance(item, Finding) else invalid).append(item)
+            if isinstance(item, Finding):
+                findings.append(item)
+            else:
+                invalid.append(item)
     for entry in chart_images:
         origin = Origin(entry.file, 1, chart=entry.chart, source="chart")
         path: Path_ = ("annotations", "helm.sh/images", entry.index, "image")
