@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -221,6 +222,71 @@ def sweep_command(spec_file: str | None, chart: str | None, values: tuple[str, .
                                f"reference(s), first {first.written!r}: {first.error}")
 
 # --- end sweep ---------------------------------------------------------------------------------
+
+# --- crossplane (the Crossplane gate) ---------------------------------------------------------------
+
+
+@cli.group("crossplane")
+def crossplane_group() -> None:
+    """Crossplane packages and Compositions: the gate that fails closed."""
+
+
+@crossplane_group.command("check")
+@click.argument("inputs", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("--target", "target_text", metavar="VERSION",
+              help="Crossplane version the bundle is for (2.0, v2.0.0, 1.20). Default: the spec's, else 2.0.")
+@click.option("--package", "package_args", multiple=True, metavar="REF=PATH|PATH",
+              help="A bundled package: a dir or package.yaml, a .xpkg file, or an OCI layout; REF= says which "
+                   "reference it stands for (registry/org/name:version). Repeatable.")
+@click.option("--image", "images", multiple=True, metavar="REF",
+              help="An image the bundle carries (for packages that name a controller image). Repeatable.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def crossplane_check_command(inputs: tuple[Path, ...], target_text: str | None, package_args: tuple[str, ...],
+                             images: tuple[str, ...], fmt: str) -> None:
+    """Check Crossplane objects and packages against a target Crossplane version.
+
+    \b
+    INPUTS is a bundle spec (its crossplane: target, packages and waivers, and its manifests) or
+    rendered manifest files and directories. Exit 0 on pass, 1 on fail (any error finding), 2 on bad input.
+
+    \b
+    Example:
+      airgap-bundle crossplane check --target 2.0 \\
+        --package xpkg.upbound.io/upbound/provider-aws-s3:v2.0.0=./provider-aws-s3 rendered.yaml
+    """
+    from . import crossplane
+    from .spec import load as load_spec
+    from .xpkg import read_package
+
+    waivers: tuple[crossplane.Waiver, ...] = ()
+    packages = []
+    spec_target = None
+    manifests = list(inputs)
+    if len(inputs) == 1 and crossplane.is_spec_file(inputs[0]):
+        spec = load_spec(inputs[0])
+        spec_target = spec.crossplane.target
+        waivers = crossplane.waivers_from_spec(spec.crossplane)
+        packages.extend(crossplane.packages_from_spec(spec.crossplane))
+        docs = crossplane.manifests_from_spec(spec)
+    else:
+        docs = crossplane.load_manifests(manifests)
+    packages.extend(read_package(arg) for arg in package_args)
+    target = crossplane.Target.parse(target_text or spec_target or "2.0")
+    report = crossplane.check(docs, packages, target=target, waivers=waivers, images=images)
+    if fmt == "json":
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        for f in report.findings:
+            where = f"{f.file}:{f.line}" if f.file and f.line else (f.file or "-")
+            detail = " ".join(x for x in (f.resource, f.path) if x)
+            click.echo(f"{where}: {f.severity} {f.rule}: {f.message}" + (f" [{detail}]" if detail else ""))
+        counts = {s: sum(1 for f in report.findings if f.severity == s) for s in ("error", "warn", "info")}
+        click.echo(f"crossplane check (target {report.target}): {report.verdict}: {counts['error']} error(s), "
+                   f"{counts['warn']} warning(s), {counts['info']} info")
+    if report.verdict != "pass":
+        sys.exit(1)
+
+# --- end crossplane -----------------------------------------------------------------------------------
 
 
 def main() -> None:
