@@ -237,6 +237,138 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, as_json: bo
             click.echo(f"signature skipped: {a.authority}: {a.reason}")
     click.echo(f"verified {bundle}: {result.members_checked} members match statement sha256:{result.statement_sha256}"
                + (f"; extracted to {extract_to}" if extract_to else ""))
+# --- sweep -------------------------------------------------------------------------------------
+
+@cli.command("sweep")
+@click.argument("spec_file", metavar="[SPEC]", required=False, type=click.Path(dir_okay=False))
+@click.option("--chart", "chart", metavar="PATH", help="A Helm chart (directory or .tgz) to render.")
+@click.option("--values", "values", metavar="F", multiple=True, help="Values file for --chart (repeatable).")
+@click.option("--set", "sets", metavar="K=V", multiple=True, help="helm --set for --chart (repeatable).")
+@click.option("--release", metavar="NAME", help="Release name for --chart (default: the chart's folder).")
+@click.option("--namespace", metavar="NS", help="Namespace for --chart.")
+@click.option("--kube-version", metavar="V", help="helm template --kube-version for --chart.")
+@click.option("--kustomize", "kustomize", metavar="DIR", multiple=True, help="A kustomization directory.")
+@click.option("--manifests", "manifests", metavar="PATH|-", multiple=True,
+              help="Manifest file, directory (recursive), glob, or - for standard input.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "sarif", "junit", "github"]),
+              default="text", show_default=True, help="Report format (on stdout).")
+@click.option("--why", "why", metavar="REF", help="Show every place REF comes from, and nothing else.")
+@click.option("--fail-on-unvendored", is_flag=True, help="Exit 1 when an image is not vendored (see below).")
+@click.option("--vendored", "vendored_file", metavar="FILE", type=click.Path(dir_okay=False),
+              help="The images a bundle carries: one reference per line, a JSON list, or an OCI index.json.")
+@click.option("--local-registry", metavar="HOST", help="Vendored = already points at HOST (or HOST/prefix).")
+def sweep_command(spec_file: str | None, chart: str | None, values: tuple[str, ...], sets: tuple[str, ...],
+                  release: str | None, namespace: str | None, kube_version: str | None,
+                  kustomize: tuple[str, ...], manifests: tuple[str, ...], fmt: str, why: str | None,
+                  fail_on_unvendored: bool, vendored_file: str | None, local_registry: str | None) -> None:
+    """Find every image the charts, Kustomize bases and manifests make a cluster pull.
+
+    \b
+    Sources: the SPEC's charts, kustomize and manifests, plus any given here. Each image is reported
+    with every place it is named (file:line, chart and template, kind/namespace/name, field path),
+    as "definite" (image fields, Crossplane packages, OLM relatedImages, helm.sh/images, extraImages)
+    or "candidate" (found in args, env or custom-resource fields by pattern; confirm or exclude it
+    in the SPEC's images: list). Summary lines go to stderr, the report to stdout.
+
+    \b
+    Vendored check (what --fail-on-unvendored fails on):
+      --local-registry HOST   vendored = the reference already points at HOST. Typical in CI on the
+                              rewritten manifests: anything still pointing elsewhere fails.
+      --vendored FILE         vendored = listed in FILE (a bundle's image list, or its OCI index.json).
+      SPEC alone              vendored = what a bundle built from SPEC carries: definite images and
+                              confirmed candidates. Unconfirmed candidates fail until confirmed or
+                              excluded. Images the SPEC excludes are reported with their reason, never
+                              checked.
+    Candidates are checked like definite images: a heuristic hit is never silently let through.
+
+    \b
+    Exit codes: 0 all vendored (or no check asked), 1 unvendored images or invalid references,
+    2 bad input or usage, 3 helm or kustomize failed.
+
+    \b
+    Examples:
+      airgap-bundle sweep bundle.yaml --fail-on-unvendored --format sarif > sweep.sarif
+      airgap-bundle sweep --chart ./chart --values prod.yaml --format json
+      airgap-bundle sweep --manifests out/manifests --fail-on-unvendored --local-registry registry.local:5000
+      helm template x ./chart | airgap-bundle sweep --manifests - --why nginx
+    """
+    from pathlib import Path
+
+    from . import render as render_mod
+    from . import report as report_mod
+    from . import spec as spec_mod
+    from . import sweep as sweep_mod
+    from .errors import CheckFailedError, InputError, UnvendoredImageError, UsageError
+
+    if vendored_file and local_registry:
+        raise UsageError("--vendored and --local-registry are exclusive", hint="give one of them")
+    if (values or sets or release or namespace or kube_version) and not chart:
+        raise UsageError("--values, --set, --release, --namespace and --kube-version need --chart")
+    spec = spec_mod.load(spec_file) if spec_file else None
+    charts = list(spec.charts) if spec else []
+    if chart:
+        chart_path = Path(chart)
+        charts.append(spec_mod.ChartSource(
+            path=chart_path, release=release or chart_path.resolve().name.removesuffix(".tgz"),
+            namespace=namespace, values=tuple(Path(v) for v in values), set=sets, kube_version=kube_version))
+    sources = render_mod.Sources(
+        charts=tuple(charts),
+        kustomize=tuple(spec.kustomize if spec else ()) + tuple(Path(k) for k in kustomize),
+        manifests=tuple(spec.manifests if spec else ()) + manifests,
+    )
+    if not (sources.charts or sources.kustomize or sources.manifests):
+        raise UsageError("nothing to sweep", hint="give a SPEC, --chart, --kustomize or --manifests")
+    stdin_text = sys.stdin.read() if "-" in sources.manifests else None
+    docs = render_mod.render(sources, stdin_text=stdin_text)
+    chart_images = [entry for c in sources.charts for entry in render_mod.chart_images(Path(c.path))]
+    result = sweep_mod.sweep(
+        docs, chart_images=chart_images,
+        extra_images=spec.extra_images if spec else (), options=spec.images if spec else (),
+        spec_file=render_mod.display(spec.path) if spec else "bundle.yaml")
+
+    check: sweep_mod.VendoredCheck | None = None
+    check_name = "none"
+    if local_registry:
+        check, check_name = sweep_mod.at_registry(local_registry), "local-registry"
+    elif vendored_file:
+        try:
+            text = Path(vendored_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"{vendored_file}: cannot read the vendored list: {exc}") from None
+        refs, digests = report_mod.parse_vendored(text, vendored_file)
+        check, check_name = sweep_mod.in_list(refs, digests), "vendored-list"
+    elif fail_on_unvendored:
+        if spec is None:
+            raise UsageError("--fail-on-unvendored needs something to check against",
+                             hint="give a SPEC, --vendored FILE or --local-registry HOST")
+        check, check_name = sweep_mod.carried, "spec"
+    status = sweep_mod.vendored_status(result, check)
+
+    if why:
+        query = ImageRef.parse(why)
+        everything = (*result.images, *(s.image for s in result.skipped))
+        chosen = [i for i in everything if sweep_mod.matches(query, i.ref)]
+        if not chosen:
+            raise CheckFailedError(f"{why}: no document, chart annotation or spec entry names this image")
+        out = report_mod.to_json(result, status, check_name, chosen) if fmt == "json" else \
+            report_mod.to_text(result, status, check_name, chosen)
+        click.echo(out, nl=False)
+        return
+
+    click.echo(report_mod.render_report(fmt, result, status, check_name, __version__), nl=False)
+    click.echo(f"airgap-bundle sweep: {report_mod.summary_line(result, status)}", err=True)
+    unvendored = [str(ref) for ref, ok in status.items() if ok is False]
+    if unvendored and fail_on_unvendored:
+        raise UnvendoredImageError(f"{len(unvendored)} image(s) not vendored: {', '.join(unvendored[:5])}"
+                                   + (" ..." if len(unvendored) > 5 else ""),
+                                   hint="vendor them, confirm candidates or exclude them in the spec")
+    if result.invalid:
+        first = result.invalid[0]
+        raise CheckFailedError(f"{first.origin.file}:{first.line}: {len(result.invalid)} invalid image "
+                               f"reference(s), first {first.written!r}: {first.error}")
+
+# --- end sweep ---------------------------------------------------------------------------------
+
 # --- crossplane (the Crossplane gate) ---------------------------------------------------------------
 
 

@@ -1,0 +1,356 @@
+"""`airgap-bundle sweep` end to end: real helm/kubectl, every format, exit codes, and bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import jsonschema
+import pytest
+
+from tests.conftest import RunCli
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SARIF_SCHEMA = json.loads((FIXTURES / "sarif" / "sarif-schema-2.1.0.json").read_text())
+PLATFORM = "tests/fixtures/charts/platform"
+EXPECTED_LOCATION_KEYS = ["file", "line", "chart", "template", "kind", "namespace", "name", "path"]
+EXPECTED_IMAGE_KEYS = ["ref", "normalized", "canonical", "confidence", "hook", "vendored", "locations"]
+
+
+@pytest.fixture
+def cli(run_cli: RunCli, repo_root: Path) -> RunCli:
+    def run(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, cwd=kw.pop("cwd", repo_root), **kw)  # type: ignore[arg-type]
+
+    return run
+
+
+def _one_clean_line(done: subprocess.CompletedProcess[str]) -> str:
+    """Bad input: exactly one `airgap-bundle: error:` line on stderr and no traceback."""
+    assert "Traceback" not in done.stderr
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("airgap-bundle: error: "), done.stderr
+    return lines[0]
+
+
+def test_example_spec_json_shape(cli: RunCli) -> None:
+    done = cli("sweep", "examples/bundle.yaml", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert list(report) == ["images", "summary"]
+    assert all(list(i) == EXPECTED_IMAGE_KEYS for i in report["images"])
+    assert all(list(loc) == EXPECTED_LOCATION_KEYS for i in report["images"] for loc in i["locations"])
+    nginx = next(i for i in report["images"] if i["canonical"] == "docker.io/library/nginx:1.27.3")
+    assert nginx == {
+        "ref": "docker.io/library/nginx:1.27.3",
+        "normalized": "docker.io/library/nginx:1.27.3",
+        "canonical": "docker.io/library/nginx:1.27.3",
+        "confidence": "definite",
+        "hook": False,
+        "vendored": None,
+        "locations": [
+            {
+                "file": "examples/charts/demo/templates/deployment.yaml",
+                "line": 23,
+                "chart": "demo",
+                "template": "demo/templates/deployment.yaml",
+                "kind": "Deployment",
+                "namespace": None,
+                "name": "demo-web",
+                "path": "spec.template.spec.containers[0].image",
+            }
+        ],
+    }
+    assert sorted(i["canonical"] for i in report["images"]) == [
+        "docker.io/library/busybox:1.36",
+        "docker.io/library/nginx:1.27.3",
+        "quay.io/prometheus-operator/prometheus-config-reloader:v0.75.0",
+        "quay.io/prometheus-operator/prometheus-operator:v0.75.0",
+        "quay.io/prometheus/nginx-exporter:1.3.0",
+    ]
+    summary = report["summary"]
+    assert (summary["documents"], summary["images"], summary["check"], summary["passed"]) == (
+        4,
+        5,
+        "none",
+        True,
+    )
+    assert re.fullmatch(r"airgap-bundle sweep: swept 4 documents: 5 images .*\n", done.stderr)
+    # the spec alone: every definite image is carried, so the check passes
+    assert cli("sweep", "examples/bundle.yaml", "--fail-on-unvendored").returncode == 0
+
+
+def test_chart_with_local_registry_check_fails_with_exit_1(cli: RunCli) -> None:
+    done = cli(
+        "sweep",
+        "--chart",
+        PLATFORM,
+        "--namespace",
+        "team",
+        "--release",
+        "rel",
+        "--format",
+        "json",
+        "--fail-on-unvendored",
+        "--local-registry",
+        "ghcr.io",
+    )
+    assert done.returncode == 1
+    report = json.loads(done.stdout)
+    vendored = {i["canonical"]: i["vendored"] for i in report["images"]}
+    assert vendored["ghcr.io/example/api:2.0.0"] is True
+    assert vendored["docker.io/library/alpine:3.20"] is False
+    assert sorted(report["summary"]["unvendored"]) == sorted(k for k, v in vendored.items() if not v)
+    curl = next(i for i in report["images"] if i["canonical"] == "docker.io/curlimages/curl:8.10.1")
+    assert (
+        curl["hook"] is True and curl["locations"][0]["template"] == "platform/templates/tests/test-api.yaml"
+    )
+    assert _one_clean_line(subprocess.CompletedProcess([], 1, "", done.stderr.splitlines()[-1])).startswith(
+        "airgap-bundle: error: 10 image(s) not vendored"
+    )
+    # the same without --fail-on-unvendored: reported, exit 0
+    assert cli("sweep", "--chart", PLATFORM, "--local-registry", "ghcr.io").returncode == 0
+
+
+def test_sarif_is_valid_and_has_one_result_per_unvendored_image(cli: RunCli) -> None:
+    done = cli(
+        "sweep",
+        "--chart",
+        PLATFORM,
+        "--manifests",
+        "tests/fixtures/manifests/invalid-ref.yaml",
+        "--format",
+        "sarif",
+        "--fail-on-unvendored",
+        "--local-registry",
+        "ghcr.io",
+    )
+    assert done.returncode == 1
+    log = json.loads(done.stdout)
+    jsonschema.Draft4Validator(SARIF_SCHEMA).validate(log)
+    results = log["runs"][0]["results"]
+    unvendored = [r for r in results if r["ruleId"] == "unvendored-image"]
+    invalid = [r for r in results if r["ruleId"] == "invalid-image-reference"]
+    assert len(unvendored) == 11 and len(invalid) == 2
+    alpine = next(r for r in unvendored if r["properties"]["canonical"] == "docker.io/library/alpine:3.20")
+    region = alpine["locations"][0]["physicalLocation"]
+    assert region == {
+        "artifactLocation": {"uri": f"{PLATFORM}/templates/operator.yaml"},
+        "region": {"startLine": 45},
+    }
+    kubectl = next(r for r in unvendored if r["properties"]["canonical"] == "docker.io/bitnami/kubectl:1.31")
+    assert len(kubectl["relatedLocations"]) == 1
+    assert invalid[0]["locations"][0]["physicalLocation"]["region"]["startLine"] == 8
+
+
+def test_junit_one_testcase_per_image(cli: RunCli) -> None:
+    done = cli(
+        "sweep",
+        "--manifests",
+        "tests/fixtures/manifests/workloads.yaml",
+        "--format",
+        "junit",
+        "--local-registry",
+        "registry.example.com",
+    )
+    assert done.returncode == 0  # a check without --fail-on-unvendored only reports
+    root = ET.fromstring(done.stdout)
+    cases = root.findall("./testsuite/testcase")
+    assert len(cases) == 8
+    failed = sorted(c.get("name") for c in cases if c.find("failure") is not None)
+    assert failed == [
+        "[2001:db8::1]:5000/apps/rc:1.0",
+        "docker.io/library/postgres:16.4",
+        "localhost:5000/apps/pt:1.0",
+    ]
+    assert root.find("testsuite").get("failures") == "3"  # type: ignore[union-attr]
+
+
+def test_github_annotations(cli: RunCli) -> None:
+    done = cli(
+        "sweep",
+        "--manifests",
+        "tests/fixtures/manifests/workloads.yaml",
+        "--manifests",
+        "tests/fixtures/manifests/invalid-ref.yaml",
+        "--format",
+        "github",
+        "--fail-on-unvendored",
+        "--local-registry",
+        "registry.example.com",
+    )
+    assert done.returncode == 1
+    lines = done.stdout.splitlines()
+    assert (
+        "::error file=tests/fixtures/manifests/workloads.yaml,line=33,title=Unvendored image::"
+        "docker.io/library/postgres:16.4 is not vendored (spec.template.spec.containers[0].image in StatefulSet db)"
+        in lines
+    )
+    assert any(
+        ln.startswith(
+            "::error file=tests/fixtures/manifests/invalid-ref.yaml,line=8,title=Invalid image reference::"
+        )
+        for ln in lines
+    )
+    assert len(lines) == 5
+
+
+def test_candidates_need_confirmation_in_the_spec(cli: RunCli, tmp_path: Path, repo_root: Path) -> None:
+    manifests = repo_root / "tests/fixtures/manifests/custom-resources.yaml"
+    spec = tmp_path / "bundle.yaml"
+    spec.write_text(f"""apiVersion: airgap-bundle.dev/v1alpha1
+kind: Bundle
+metadata: {{name: t, version: 1.0.0}}
+localRegistry: {{host: registry.local:5000}}
+sources:
+  manifests:
+    - path: {manifests}
+""")
+    done = cli("sweep", str(spec), "--fail-on-unvendored", "--format", "json")
+    assert done.returncode == 1
+    assert sorted(json.loads(done.stdout)["summary"]["unvendored"]) == [
+        "docker.io/bitnami/postgresql:16.4.0-debian-12-r0",
+        "quay.io/example/backup@sha256:" + "a" * 64,
+        "quay.io/prometheus/prometheus:v2.54.1",
+    ]
+    spec.write_text(
+        spec.read_text()
+        + """images:
+  - ref: docker.io/bitnami/postgresql
+    confirm: true
+  - ref: quay.io/example/backup
+    confirm: true
+  - ref: quay.io/prometheus/prometheus:v2.54.1
+    exclude: the operator pulls the version pinned in its own release
+"""
+    )
+    done = cli("sweep", str(spec), "--fail-on-unvendored", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)["summary"]
+    assert summary["excluded"][0]["reason"] == "the operator pulls the version pinned in its own release"
+    assert summary["confirmed"] == 2 and summary["passed"] is True
+
+
+def test_vendored_list_files(cli: RunCli, tmp_path: Path) -> None:
+    listed = tmp_path / "images.txt"
+    listed.write_text("registry.example.com/shop/frontend:4.2.0\n")
+    args = (
+        "sweep",
+        "--kustomize",
+        "tests/fixtures/kustomize/base",
+        "--fail-on-unvendored",
+        "--format",
+        "json",
+    )
+    done = cli(*args, "--vendored", str(listed))
+    assert done.returncode == 1
+    assert json.loads(done.stdout)["summary"]["unvendored"] == ["docker.io/library/redis@sha256:" + "c" * 64]
+    index = tmp_path / "index.json"
+    index.write_text(
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "manifests": [
+                    {
+                        "mediaType": "application/vnd.oci.image.index.v1+json",
+                        "digest": "sha256:" + "c" * 64,
+                        "size": 1,
+                    },
+                    {
+                        "mediaType": "application/vnd.oci.image.index.v1+json",
+                        "digest": "sha256:" + "9" * 64,
+                        "size": 1,
+                        "annotations": {
+                            "io.containerd.image.name": "registry.example.com/shop/frontend:4.2.0"
+                        },
+                    },
+                ],
+            }
+        )
+    )
+    assert cli(*args, "--vendored", str(index)).returncode == 0
+
+
+def test_why_lists_every_place(cli: RunCli) -> None:
+    done = cli("sweep", "--chart", PLATFORM, "--why", "docker.io/bitnami/kubectl")
+    assert done.returncode == 0
+    assert done.stdout.splitlines() == [
+        "docker.io/bitnami/kubectl:1.31  [definite]",
+        f"    {PLATFORM}/templates/operator.yaml:26  Deployment platform-operator  "
+        "spec.template.spec.containers[0].env[1].value  (chart platform)",
+        f"    {PLATFORM}/templates/cronjob.yaml:14  CronJob platform-cleanup  "
+        "spec.jobTemplate.spec.template.spec.containers[0].image  (chart platform)",
+    ]
+    missing = cli("sweep", "--chart", PLATFORM, "--why", "nginx")
+    assert missing.returncode == 1 and "nginx: no document" in _one_clean_line(missing)
+
+
+def test_stdin_manifests(cli: RunCli, helm: str, repo_root: Path) -> None:
+    rendered = subprocess.run(
+        [helm, "template", "x", PLATFORM], cwd=repo_root, capture_output=True, text=True, check=True
+    ).stdout
+    done = cli("sweep", "--manifests", "-", "--format", "json", input=rendered)
+    assert done.returncode == 0, done.stderr
+    images = json.loads(done.stdout)["images"]
+    assert len(images) == 10  # 12 with the chart, minus the two only the helm.sh/images annotation names
+    assert {loc["file"] for i in images for loc in i["locations"]} == {"<stdin>"}
+
+
+# --- bad input: one line, no traceback, the documented exit code -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "pattern"),
+    [
+        (
+            ("--manifests", "tests/fixtures/bad/malformed.yaml"),
+            2,
+            r"tests/fixtures/bad/malformed\.yaml:\d+: malformed YAML",
+        ),
+        (("--manifests", "tests/fixtures/bad/alias-bomb.yaml"), 2, r"alias-bomb\.yaml.*alias bomb"),
+        (("--manifests", "tests/fixtures/bad/non-utf8.yaml"), 2, r"non-utf8\.yaml:6: not UTF-8"),
+        (("--chart", "tests/fixtures/charts/missing"), 2, r"tests/fixtures/charts/missing: chart not found"),
+        (("--chart", PLATFORM, "--values", "nope.yaml"), 2, r"nope\.yaml: values file not found"),
+        (
+            ("--chart", "tests/fixtures/bad/failing-chart"),
+            3,
+            r"failed: execution error at \(failing/templates/broken",
+        ),
+        (
+            ("--kustomize", "tests/fixtures/manifests"),
+            3,
+            r"kubectl kustomize tests/fixtures/manifests failed",
+        ),
+        ((), 2, r"nothing to sweep"),
+        (("--manifests", "x.yaml", "--fail-on-unvendored"), 2, r"x\.yaml: manifest file not found"),
+        (
+            ("--manifests", "tests/fixtures/manifests/decoys.yaml", "--fail-on-unvendored"),
+            2,
+            r"needs something to check",
+        ),
+        (("--values", "v.yaml"), 2, r"need --chart"),
+        (
+            ("--manifests", "tests/fixtures/manifests/invalid-ref.yaml"),
+            1,
+            r"invalid-ref\.yaml:8: 2 invalid image reference\(s\), first 'Registry\.Example\.com/Team/App:1\.0'",
+        ),
+    ],
+)
+def test_bad_input(cli: RunCli, args: tuple[str, ...], code: int, pattern: str) -> None:
+    done = cli("sweep", *args)
+    assert done.returncode == code, done.stderr
+    stderr = done.stderr
+    if code == 1:  # a check that ran: the report and summary line come first, then the one error line
+        stderr = stderr.splitlines()[-1]
+    assert re.search(pattern, _one_clean_line(subprocess.CompletedProcess([], code, "", stderr)))
+
+
+def test_huge_manifest_is_refused(cli: RunCli, tmp_path: Path) -> None:
+    huge = tmp_path / "huge.yaml"
+    with huge.open("wb") as handle:
+        handle.truncate(64 * 1024 * 1024 + 1)
+    done = cli("sweep", "--manifests", str(huge))
+    assert done.returncode == 2 and "larger than" in _one_clean_line(done)
