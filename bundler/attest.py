@@ -15,6 +15,7 @@ no I/O. Importable by `verify.py`: nothing here can open a connection.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -92,3 +93,34 @@ def statement(subjects: Iterable[Subject | Mapping[str, Any]], predicate_type: s
             "predicate": dict(predicate),
         }
     )
+
+
+SLSA_PROVENANCE_TYPE = "https://slsa.dev/provenance/v1"
+BUILD_TYPE = "https://airgap-bundle.dev/build/v1"
+BUILDER_ID = "https://airgap-bundle.dev/builder/cli"
+
+
+def provenance(*, subjects: Iterable[Subject | Mapping[str, Any]], spec: Mapping[str, Any], spec_digest: str,
+               dependencies: Iterable[tuple[str, str]], builder_version: str, epoch: int) -> bytes:
+    """`provenance.intoto.json`: an in-toto Statement v1 with a SLSA provenance v1 predicate.
+
+    The spec is the external parameters; every pulled image and chart, pinned by digest, is a resolved
+    dependency (`(uri, "sha256:<hex>")`). Times are the build's SOURCE_DATE_EPOCH, so the bytes are
+    reproducible. Spec: https://slsa.dev/spec/v1.0/provenance
+    """
+    created = dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    predicate = {
+        "buildDefinition": {
+            "buildType": BUILD_TYPE,
+            "externalParameters": {"spec": dict(spec), "specDigest": spec_digest},
+            "resolvedDependencies": [
+                {"uri": uri, "digest": {"sha256": digest.removeprefix("sha256:")}}
+                for uri, digest in sorted(set(dependencies))
+            ],
+        },
+        "runDetails": {
+            "builder": {"id": BUILDER_ID, "version": {"airgap-bundle": builder_version}},
+            "metadata": {"startedOn": created, "finishedOn": created},
+        },
+    }
+    return statement(subjects, SLSA_PROVENANCE_TYPE, predicate)

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .errors import BundlerError, InvalidReferenceError
+from .errors import BundlerError, InvalidReferenceError, UsageError
 from .reference import ImageRef
 
 
@@ -435,8 +435,9 @@ def crossplane_check_command(inputs: tuple[Path, ...], target_text: str | None, 
 # --- end crossplane -----------------------------------------------------------------------------------
 # --- pull (issue 3) ----------------------------------------------------------------------------
 
-class _PullProgress:
-    """Draws pull progress: one live line on a terminal, a plain log line per image otherwise."""
+class _Progress:
+    """Draws progress: a live byte/blob line on a terminal, plain log lines otherwise; one line per
+    finished stage (render, sweep, crossplane, rewrite, attest, archive) either way."""
 
     def __init__(self, tty: bool) -> None:
         import threading
@@ -451,6 +452,10 @@ class _PullProgress:
             self._draw()
         elif stage == "images" and not self.tty:
             click.echo(f"pull: {done}/{total} {detail}", err=True)
+        elif stage != "images" and total is not None and done == total:
+            if self.tty and self.bytes:
+                self._draw(final=True)
+            click.echo(f"{stage}: {detail}", err=True)
 
     def transferred(self, nbytes: int) -> None:
         with self._lock:
@@ -528,7 +533,7 @@ def pull_command(sources: tuple[str, ...], output: str, platform_texts: tuple[st
         options_for = lambda ref: None  # noqa: E731
     if platform_texts:
         platforms = tuple(Platform.parse(p) for p in platform_texts)
-    progress = _PullProgress(sys.stderr.isatty())
+    progress = _Progress(sys.stderr.isatty())
     images = pull(refs, layout=Path(output), platforms=platforms, options_for=options_for, sources=srcs,
                   cache=Path(cache_dir) if cache_dir else default_cache_dir(), jobs=jobs, offline=offline,
                   progress=progress)
@@ -547,6 +552,78 @@ def pull_command(sources: tuple[str, ...], output: str, platform_texts: tuple[st
             click.echo(f"{i.source}\t{i.bundled_digest}\t{','.join(str(p.platform) for p in i.platforms)}")
 
 # --- end pull ----------------------------------------------------------------------------------
+# --- build -------------------------------------------------------------------------------------
+
+
+@cli.command("build")
+@click.argument("spec_file", metavar="SPEC", type=click.Path(dir_okay=False))
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
+              help="The bundle file to write (NAME.bundle.tar). Written under a temporary name, renamed at the end.")
+@click.option("--authority", default="vendor", show_default=True, help="Who signs at build time.")
+@click.option("--key", "key_path", type=click.Path(exists=True, dir_okay=False),
+              help="Signing key (PKCS#8 PEM or cosign). Password from $AIRGAP_BUNDLE_KEY_PASSWORD or a prompt.")
+@click.option("--cert", "cert_path", type=click.Path(exists=True, dir_okay=False),
+              help="The signer's X.509 certificate (recommended: it carries notAfter).")
+@click.option("--unsigned", is_flag=True, help="Write a bundle without a signature (for co-signing workflows).")
+@click.option("--jobs", "-j", default=8, show_default=True, type=click.IntRange(1, 64), help="Concurrent downloads.")
+@click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST",
+              help="Plain HTTP for this registry host (repeat); also `insecure: true` in the spec.")
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False),
+              help="Cache layout consulted first [default: $XDG_CACHE_HOME/airgap-bundle].")
+@click.option("--offline", is_flag=True, help="Build from the cache alone; fail naming what is missing.")
+@click.option("--crossplane-target", metavar="VERSION", help="Crossplane version to check against (else the spec's).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def build_command(spec_file: str, output: str, authority: str, key_path: str | None, cert_path: str | None,
+                  unsigned: bool, jobs: int, insecure: tuple[str, ...], cache_dir: str | None, offline: bool,
+                  crossplane_target: str | None, as_json: bool) -> None:
+    """Build a signed bundle: render, sweep, pull, Crossplane gate, rewrite, BOM, archive, sign.
+
+    \b
+    Stops at the first stage that fails, with that stage's message and exit code (README "Exit
+    codes"), and leaves nothing at OUTPUT (a previous bundle there is untouched). Refuses to write an
+    unsigned bundle unless --unsigned is given.
+
+    \b
+    Example:
+      airgap-bundle keys generate --out vendor --cert
+      airgap-bundle build examples/bundle.yaml --output demo.bundle.tar --key vendor.key --cert vendor.crt
+    """
+    import logging
+
+    from . import keys, pipeline
+    from . import spec as spec_mod
+    from .pull import default_cache_dir
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    if key_path is None and not unsigned:
+        raise UsageError("refusing to write an unsigned bundle", hint="pass --key (and --cert), or --unsigned")
+    spec = spec_mod.load(spec_file)
+    signer = keys.load_signer(key_path, cert_path=cert_path, password=_key_password) if key_path else None
+    progress = _Progress(sys.stderr.isatty())
+    result = pipeline.build(spec, pipeline.BuildOptions(
+        output=Path(output), signer=signer, authority=authority, unsigned=unsigned,
+        cache=Path(cache_dir) if cache_dir else default_cache_dir(), jobs=jobs, offline=offline,
+        insecure_registries=insecure, crossplane_target=crossplane_target), progress)
+    if as_json:
+        click.echo(json.dumps({
+            "output": str(result.output), "size": result.size, "statementSha256": result.statement_sha256,
+            "signedBy": list(result.signed_by), "coverage": list(result.coverage),
+            "images": [{"source": i.source, "local": i.local, "upstreamDigest": i.upstream_digest,
+                        "bundledDigest": i.bundled_digest, "platforms": [p.platform for p in i.platforms]}
+                       for i in result.images],
+            "charts": [{"name": c.name, "version": c.version, "path": c.path} for c in result.charts],
+        }, indent=2))
+        return
+    for line in result.coverage:
+        click.echo(f"  {line}")
+    for image in result.images:
+        click.echo(f"  {image.source} -> {image.local}")
+    click.echo(f"wrote {result.output} ({result.size:,} bytes, {len(result.images)} images, "
+               f"statement sha256:{result.statement_sha256[:16]}..., signed by {', '.join(result.signed_by) or 'nobody'})")
+
+
+# --- end build ---------------------------------------------------------------------------------
 
 
 def main() -> None:

@@ -141,6 +141,20 @@ def find_tool(name: str) -> str:
     )
 
 
+@dataclass(frozen=True)
+class Rendered:
+    """One rendered YAML stream: a chart's `helm template` output, a kustomize build, or one file.
+
+    `text` is kept so the rewrite stage can round-trip it (comments and `# Source:` lines included).
+    """
+
+    kind: str  # "chart" | "kustomize" | "manifest"
+    name: str  # release, kustomization directory name, or file name
+    source: str  # the chart, directory or file, as displayed
+    text: str
+    documents: tuple[Document, ...]
+
+
 def render(
     sources: SourcesLike, tools: Tools | None = None, *, stdin_text: str | None = None
 ) -> list[Document]:
@@ -153,15 +167,26 @@ def render(
             or malformed.
         RenderError: helm or kubectl failed (its own message, on one line), timed out, or is missing.
     """
+    return [doc for stream in render_streams(sources, tools, stdin_text=stdin_text) for doc in stream.documents]
+
+
+def render_streams(
+    sources: SourcesLike, tools: Tools | None = None, *, stdin_text: str | None = None
+) -> list[Rendered]:
+    """`render`, stream by stream, keeping each stream's text. Raises as `render`."""
     tools = tools or Tools()
-    docs: list[Document] = []
+    out: list[Rendered] = []
     for chart in sources.charts:
-        docs.extend(render_chart(chart, tools))
+        text = helm_template(chart, tools)
+        out.append(Rendered("chart", chart.release, display(Path(chart.path)), text,
+                            tuple(_split_helm_output(text, Path(chart.path)))))
     for directory in sources.kustomize:
-        docs.extend(render_kustomize(Path(directory), tools))
+        text = kustomize_build(Path(directory), tools)
+        out.append(Rendered("kustomize", Path(directory).name, display(Path(directory)), text,
+                            tuple(load_stream(text, Origin(display(Path(directory)), 1, source="kustomize")))))
     for pattern in sources.manifests:
-        docs.extend(load_manifests(pattern, stdin_text=stdin_text))
-    return docs
+        out.extend(manifest_streams(pattern, stdin_text=stdin_text))
+    return out
 
 
 # --- helm ----------------------------------------------------------------------------------------
@@ -169,6 +194,16 @@ def render(
 
 def render_chart(chart: ChartLike, tools: Tools) -> list[Document]:
     """`helm template` one chart; documents carry chart, template and the line within the template."""
+    return _split_helm_output(helm_template(chart, tools), Path(chart.path))
+
+
+def render_chart_with(chart: ChartLike, tools: Tools, *extra_values: Path) -> list[Document]:
+    """`render_chart` with more values files passed last (the rewrite stage's values override)."""
+    return _split_helm_output(helm_template(chart, tools, extra_values=extra_values), Path(chart.path))
+
+
+def helm_template(chart: ChartLike, tools: Tools, *, extra_values: Sequence[Path] = ()) -> str:
+    """The text `helm template` prints for one chart (`extra_values` are passed last, so they win)."""
     path = Path(chart.path)
     if not path.exists():
         raise InputError(f"{display(path)}: chart not found", hint="give a chart directory or a .tgz archive")
@@ -190,10 +225,11 @@ def render_chart(chart: ChartLike, tools: Tools) -> list[Document]:
         args += ["--set", assignment]
     if chart.kube_version:
         args += ["--kube-version", chart.kube_version]
+    for values in extra_values:
+        args += ["--values", str(values)]
     if not chart.include_tests:
         args.append("--skip-tests")
-    text = _run(args, f"helm template {display(path)}", tools.timeout)
-    return _split_helm_output(text, path)
+    return _run(args, f"helm template {display(path)}", tools.timeout)
 
 
 def _split_helm_output(text: str, chart_path: Path) -> list[Document]:
@@ -243,14 +279,15 @@ def _chart_origin(chart_path: Path, template: str, line: int) -> Origin:
 
 def render_kustomize(directory: Path, tools: Tools) -> list[Document]:
     """`kubectl kustomize DIR`; origin is the directory and the line in kustomize's output."""
+    return load_stream(kustomize_build(directory, tools), Origin(display(directory), 1, source="kustomize"))
+
+
+def kustomize_build(directory: Path, tools: Tools) -> str:
+    """The text `kubectl kustomize DIR` prints."""
     if not directory.is_dir():
         raise InputError(f"{display(directory)}: kustomization directory not found")
-    text = _run(
-        [tools.get("kubectl"), "kustomize", str(directory)],
-        f"kubectl kustomize {display(directory)}",
-        tools.timeout,
-    )
-    return load_stream(text, Origin(display(directory), 1, source="kustomize"))
+    return _run([tools.get("kubectl"), "kustomize", str(directory)], f"kubectl kustomize {display(directory)}",
+                tools.timeout)
 
 
 # --- plain manifests -----------------------------------------------------------------------------
@@ -258,12 +295,20 @@ def render_kustomize(directory: Path, tools: Tools) -> list[Document]:
 
 def load_manifests(pattern: str, *, stdin_text: str | None = None) -> list[Document]:
     """A file, a directory (recursive), a glob, or `-` (standard input, given as `stdin_text`)."""
+    return [doc for stream in manifest_streams(pattern, stdin_text=stdin_text) for doc in stream.documents]
+
+
+def manifest_streams(pattern: str, *, stdin_text: str | None = None) -> list[Rendered]:
+    """One `Rendered` per file a manifest source names (`-`: standard input)."""
     if pattern == "-":
-        return load_stream(stdin_text or "", Origin("<stdin>", 1))
-    docs: list[Document] = []
+        text = stdin_text or ""
+        return [Rendered("manifest", "stdin", "<stdin>", text, tuple(load_stream(text, Origin("<stdin>", 1))))]
+    out = []
     for path in expand_manifests(pattern):
-        docs.extend(load_stream(read_text(path), Origin(display(path), 1)))
-    return docs
+        text = read_text(path)
+        out.append(Rendered("manifest", path.name, display(path), text,
+                            tuple(load_stream(text, Origin(display(path), 1)))))
+    return out
 
 
 def expand_manifests(pattern: str) -> list[Path]:

@@ -151,7 +151,11 @@ def _replace(doc: Any, hit: Hit, target: str) -> tuple[str, str]:
     if isinstance(value, Mapping):  # a split {registry, repository, tag, digest} object
         return _replace_split(value, target)
     text = str(value)
-    new = text.replace(hit.written, target) if text != hit.written else target
+    span = getattr(hit, "span", None)  # where the reference sits inside a longer string (args, env)
+    if span is not None and text[span[0]:span[1]] == hit.written:
+        new = text[:span[0]] + target + text[span[1]:]
+    else:
+        new = text.replace(hit.written, target) if text != hit.written else target
     # Keep ruamel's scalar type (quoted, literal, ...) so quoting survives the round trip.
     parent[key] = type(value)(new) if type(value) is not str else new
     return text, new

@@ -1,0 +1,348 @@
+"""The build: wire the stages, report progress, write the bundle under a temporary name, rename it.
+
+    spec -> render -> sweep -> pull -> crossplane -> rewrite (+ closed loop) -> bom/attest -> archive -> sign
+
+`build(spec, options, progress) -> BuildResult` runs each stage in order and stops at the first one that
+raises; that stage's error (and exit code) is the build's. The payload is assembled in a staging folder
+next to the output and the archive is written to a temporary name, so a failed build leaves no file at
+the output path and a previous bundle there untouched.
+
+This module only wires: what an image is, how to pull, rewrite, sign or archive is each stage's job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from . import __version__, archive, attest, bom, crossplane, pull, render, rewrite, sign, sweep, xpkg
+from .crossplane_model import Target
+from .documents import Origin, load_stream
+from .errors import ArchiveError, UnvendoredImageError, UsageError
+from .keys import Signer
+from .progress import NullProgress, Progress
+from .reference import ImageRef
+from .spec import Spec
+
+CHUNK = 1 << 20
+STAGES = ("render", "sweep", "pull", "crossplane", "rewrite", "attest", "archive")
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    output: Path
+    signer: Signer | None  # None only with unsigned=True
+    authority: str = "vendor"
+    unsigned: bool = False
+    cache: Path | None = None
+    jobs: int = 8
+    offline: bool = False
+    insecure_registries: tuple[str, ...] = ()
+    source_date_epoch: int | None = None  # SOURCE_DATE_EPOCH; else the spec's; else 0
+    tools: render.Tools = field(default_factory=render.Tools)
+    crossplane_target: str | None = None
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    output: Path
+    size: int
+    statement_sha256: str
+    images: tuple[bom.ImageEntry, ...]
+    charts: tuple[bom.ChartEntry, ...]
+    signed_by: tuple[str, ...]
+    coverage: tuple[str, ...]  # one line per output: what it rewrote
+
+
+def build(spec: Spec, options: BuildOptions, progress: Progress | None = None) -> BuildResult:
+    """Build a bundle from a spec.
+
+    Raises:
+        BundlerError: the first stage that fails decides the message and the exit code.
+    """
+    progress = progress or NullProgress()
+    if options.signer is None and not options.unsigned:
+        raise UsageError("refusing to write an unsigned bundle", hint="pass --key (and --cert), or --unsigned")
+    epoch = _epoch(spec, options)
+    options.output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{options.output.name}.", dir=options.output.parent))
+    try:
+        return _build(spec, options, progress, epoch, staging)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _epoch(spec: Spec, options: BuildOptions) -> int:
+    if options.source_date_epoch is not None:
+        return options.source_date_epoch
+    env = os.environ.get("SOURCE_DATE_EPOCH")
+    if env:
+        try:
+            return int(env)
+        except ValueError:
+            raise UsageError(f"SOURCE_DATE_EPOCH={env!r} is not an integer") from None
+    return spec.source_date_epoch or 0
+
+
+def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, staging: Path) -> BuildResult:
+    payload = staging / "payload"
+    payload.mkdir()
+
+    # render + sweep
+    progress.step("render", 0, len(spec.charts) + len(spec.kustomize) + len(spec.manifests))
+    streams = render.render_streams(spec, options.tools)
+    docs = [doc for stream in streams for doc in stream.documents]
+    progress.step("render", len(streams), len(streams), f"{len(docs)} documents")
+    chart_images = [image for chart in spec.charts for image in render.chart_images(chart.path)]
+    found = sweep.sweep(docs, chart_images=chart_images, extra_images=spec.extra_images, options=spec.images,
+                        spec_file=str(spec.path))
+    _require_clean_sweep(found)
+    carried = [image for image in found.images if image.carried]
+    progress.step("sweep", 1, 1, f"{len(carried)} images from {found.documents} documents")
+
+    # pull: every carried image, every required platform, into images/ (an OCI layout)
+    layout = payload / "images"
+    pulled = pull.pull([image.written for image in carried], layout=layout, platforms=spec.platforms,
+                       options_for=spec.options_for,
+                       sources=pull.Sources(registries=spec.registries,
+                                            insecure_hosts=options.insecure_registries),
+                       cache=options.cache, jobs=options.jobs, offline=options.offline, progress=progress)
+    by_source = {ImageRef.parse(p.source).canonical: p for p in pulled}
+
+    # crossplane gate: only when the sources hold Crossplane objects; fails closed
+    packages = [image for image in carried if any(f.kind in CROSSPLANE_PACKAGE_KINDS for f in image.findings)]
+    if crossplane.has_crossplane_objects(docs):
+        _crossplane_gate(spec, options, docs, packages, by_source, layout, progress)
+
+    # rewrite, then the closed loop
+    local = rewrite.LocalRefs({
+        source: rewrite.local_reference(p.ref, p.bundled_digest, host=spec.local_registry, template=spec.template)
+        for source, p in by_source.items()
+    })
+    names = _member_names(streams)
+    rewritten = rewrite.rewrite_streams(
+        [rewrite.Stream(names[i], s.text, s.source) for i, s in enumerate(streams)], sweep.find_images, local)
+    coverage = [f"{s.name}: {sum(1 for c in rewritten.changes if c.stream == s.name)} references rewritten"
+                for s in rewritten.streams]
+    for stream in rewritten.streams:
+        _write(payload / stream.name, stream.text.encode())
+    _require_local(spec, [(s.name, s.text) for s in rewritten.streams], found, "rewritten manifests")
+    charts = _package_charts(spec, payload, local, epoch, options.tools, found, coverage)
+    _write_overlays(spec, streams, payload, local, options.tools, found, coverage)
+    progress.step("rewrite", 1, 1, f"{len(rewritten.changes)} references")
+
+    # bill of materials, SBOM, provenance, statement
+    images = tuple(_image_entry(p, local) for p in sorted(pulled, key=lambda p: p.source))
+    manifests = tuple(bom.ManifestEntry(s.name, s.source) for s in rewritten.streams)
+    crossplane_packages = tuple(
+        bom.CrossplanePackageEntry(image.written, _package_kind(image), local.local_for(image.ref))
+        for image in packages)
+    partial = bom.Bom(spec.name, spec.version, epoch, __version__, spec.digest, spec.local_registry,
+                      images=images, charts=charts, manifests=manifests, crossplane_packages=crossplane_packages)
+    _write(payload / "sbom.cdx.json", bom.cyclonedx(partial))
+    _write(payload / "provenance.intoto.json", attest.provenance(
+        subjects=partial.subjects(), spec=json.loads(json.dumps(yaml.safe_load(spec.path.read_text()), default=str)),
+        spec_digest=spec.digest,
+        dependencies=[(f"oci://{i.normalized}", i.upstream_digest) for i in images]
+        + [(f"file://{c.path}", c.digest) for c in charts],
+        builder_version=__version__, epoch=epoch))
+    files = tuple(_file_entries(payload))
+    full = dataclasses.replace(partial, files=files)
+    statement = attest.statement(full.subjects(), bom.PREDICATE_TYPE, full.to_dict())
+    progress.step("attest", 1, 1, f"{len(files)} files")
+
+    # archive (+ vendor signature), written under a temporary name and renamed by archive.write
+    members: list[tuple[str, archive.Source]] = [(archive.STATEMENT, statement)]
+    members += [(f.path, payload / f.path) for f in files]
+    signed_by: tuple[str, ...] = ()
+    if options.signer is not None:
+        members.append((archive.signature_name(options.authority),
+                        sign.sign(statement, options.signer, options.authority)))
+        signed_by = (options.authority,)
+    progress.step("archive", 0, 1)
+    archive.write(members, options.output, epoch)
+    progress.step("archive", 1, 1, str(options.output))
+    return BuildResult(options.output, options.output.stat().st_size, hashlib.sha256(statement).hexdigest(),
+                       images, charts, signed_by, tuple(coverage))
+
+
+CROSSPLANE_PACKAGE_KINDS = frozenset({"Provider", "Function", "Configuration"})
+
+
+def _package_kind(image: sweep.Image) -> str:
+    return next(f.kind for f in image.findings if f.kind in CROSSPLANE_PACKAGE_KINDS)
+
+
+def _require_clean_sweep(found: sweep.Sweep) -> None:
+    """Invalid references and unreviewed candidates stop the build: the bundle would not carry them."""
+    if found.invalid:
+        bad = found.invalid[0]
+        raise UnvendoredImageError(f"{bad.origin.file}:{bad.line}: invalid image reference {bad.written!r}: "
+                                   f"{bad.error}", hint="fix the reference in the source")
+    if found.candidates:
+        image = found.candidates[0]
+        where = image.findings[0]
+        raise UnvendoredImageError(
+            f"{where.origin.file}:{where.line}: {image.written} looks like an image ({where.rule}) but the spec "
+            f"neither confirms nor excludes it ({len(found.candidates)} such)",
+            hint="add it to the spec's images: with confirm: true, or exclude: <reason>")
+
+
+def _crossplane_gate(spec: Spec, options: BuildOptions, docs: list, packages: list[sweep.Image],
+                     by_source: dict[str, pull.PulledImage], layout: Path, progress: Progress) -> None:
+    target_text = options.crossplane_target or spec.crossplane.target
+    if not target_text:
+        raise UsageError("the sources hold Crossplane objects but no target version is set",
+                         hint="set crossplane.target in the spec (e.g. \"2.0\") or pass --crossplane-target")
+    read = [xpkg.read_layout(layout, ImageRef.parse(by_source[image.ref.canonical].name))
+            for image in packages if image.ref.canonical in by_source]
+    report = crossplane.check(docs, [*crossplane.packages_from_spec(spec.crossplane), *read],
+                              target=Target.parse(target_text), waivers=crossplane.waivers_from_spec(spec.crossplane),
+                              images=list(by_source))
+    progress.step("crossplane", 1, 1, f"{report.verdict}: {len(report.findings)} findings")
+    crossplane.require(report)
+
+
+def _member_names(streams: list[render.Rendered]) -> list[str]:
+    """`manifests/<kind>-<name>.yaml`, unique."""
+    names: list[str] = []
+    for stream in streams:
+        stem = stream.name.rsplit(".", 1)[0] if stream.kind == "manifest" else stream.name
+        base = f"manifests/{stream.kind}-{stem}"
+        name, n = f"{base}.yaml", 1
+        while name in names:
+            n += 1
+            name = f"{base}-{n}.yaml"
+        names.append(name)
+    return names
+
+
+def _require_local(spec: Spec, texts: list[tuple[str, str]], found: sweep.Sweep, what: str) -> None:
+    """The closed loop: sweep an output again; anything outside the local registry fails the build."""
+    excluded = {s.image.ref.canonical for s in found.skipped}
+    host = ImageRef.parse(f"{spec.local_registry}/x").domain
+    for name, text in texts:
+        again = sweep.sweep(load_stream(text, Origin(name, 1)))
+        for image in again.images:
+            if image.ref.domain != host and image.ref.canonical not in excluded:
+                where = image.findings[0]
+                raise UnvendoredImageError(
+                    f"{name}:{where.line}: {what} still pull {image.written} from outside {host}",
+                    hint="this is a rewrite gap; report it, or exclude the image with a reason")
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def _file_entries(root: Path) -> Iterable[bom.FileEntry]:
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            while chunk := f.read(CHUNK):
+                digest.update(chunk)
+        yield bom.FileEntry(path.relative_to(root).as_posix(), path.stat().st_size, digest.hexdigest())
+
+
+def _package_charts(spec: Spec, payload: Path, local: rewrite.LocalRefs, epoch: int, tools: render.Tools,
+                    found: sweep.Sweep, coverage: list[str]) -> tuple[bom.ChartEntry, ...]:
+    """Each chart as `charts/<name>-<version>.tgz` (a .tgz source as is; a directory packed
+    deterministically) plus `charts/<name>-<version>.values-airgap.yaml`, the values override.
+
+    Closed loop: the chart is rendered again with the override and swept; images a template hard-codes
+    (no value to override) are reported in the coverage, since the rewritten manifests carry them.
+    """
+    entries: list[bom.ChartEntry] = []
+    host = ImageRef.parse(f"{spec.local_registry}/x").domain
+    for chart in spec.charts:
+        name, version, values_text, data = _chart_archive(chart.path, epoch)
+        member = f"charts/{name}-{version}.tgz"
+        _write(payload / member, data)
+        override, paths = rewrite.helm_values_override(values_text, local, host=spec.local_registry)
+        override_member = f"charts/{name}-{version}.values-airgap.yaml"
+        _write(payload / override_member, override.encode())
+        again = sweep.sweep(render.render_chart_with(chart, tools, payload / override_member))
+        outside = sorted({i.written for i in again.images if i.ref.domain != host})
+        coverage.append(f"{override_member}: sets {len(paths)} values"
+                        + (f"; hard-coded in templates, not overridable: {', '.join(outside)}" if outside else
+                           "; every image of the re-rendered chart is on the local registry"))
+        entries.append(bom.ChartEntry(name, version, member, "sha256:" + hashlib.sha256(data).hexdigest(),
+                                      override_member))
+    return tuple(entries)
+
+
+def _write_overlays(spec: Spec, streams: list[render.Rendered], payload: Path, local: rewrite.LocalRefs,
+                    tools: render.Tools, found: sweep.Sweep, coverage: list[str]) -> None:
+    """`kustomize/<name>/base` (a copy of the base) and `kustomize/<name>/overlay` (images: entries);
+    the overlay is built again with kubectl and swept (closed loop)."""
+    for directory, stream in zip(spec.kustomize, (s for s in streams if s.kind == "kustomize"), strict=True):
+        root = payload / "kustomize" / directory.name
+        shutil.copytree(directory, root / "base")
+        written = [f.written for d in stream.documents for f in sweep.find_images(d.obj)]
+        overlay = rewrite.kustomize_overlay(written, local, base="../base")
+        _write(root / "overlay" / "kustomization.yaml", overlay.encode())
+        text = render.kustomize_build(root / "overlay", tools)
+        _require_local(spec, [(f"kustomize/{directory.name}/overlay", text)], found, "the kustomize overlay")
+        coverage.append(f"kustomize/{directory.name}/overlay: {overlay.count('newName:')} images: entries")
+
+
+def _image_entry(pulled: pull.PulledImage, local: rewrite.LocalRefs) -> bom.ImageEntry:
+    return bom.ImageEntry(
+        source=pulled.source, normalized=str(pulled.ref), local=local.by_source[pulled.ref.canonical],
+        upstream_digest=pulled.upstream_digest, bundled_digest=pulled.bundled_digest,
+        media_type=pulled.media_type, keep_upstream_index=pulled.keep_upstream_index,
+        platforms=tuple(bom.PlatformEntry(str(p.platform), p.digest, p.size, p.media_type)
+                        for p in pulled.platforms),
+        attestations=tuple(a.digest for a in pulled.attestations),
+        exemptions=tuple((str(e.platform), e.reason) for e in pulled.exempted),
+    )
+
+
+def _chart_archive(path: Path, epoch: int) -> tuple[str, str, str, bytes]:
+    """(name, version, values.yaml text, .tgz bytes) of a chart directory or archive."""
+    if path.is_file():
+        data = path.read_bytes()
+        with tarfile.open(fileobj=io.BytesIO(data)) as tgz:
+            top = tgz.getnames()[0].split("/")[0]
+            meta = yaml.safe_load(_member_text(tgz, f"{top}/Chart.yaml"))
+            values = _member_text(tgz, f"{top}/values.yaml", default="")
+        return str(meta["name"]), str(meta["version"]), values, data
+    meta = yaml.safe_load((path / "Chart.yaml").read_text())
+    values_file = path / "values.yaml"
+    values = values_file.read_text() if values_file.is_file() else ""
+    name = str(meta["name"])
+    raw = io.BytesIO()
+    # Deterministic: sorted names, fixed mtime/uid/gid/mode, gzip header without a timestamp.
+    with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w",
+                                                                          format=tarfile.PAX_FORMAT) as tar:
+        for file in sorted(p for p in path.rglob("*") if p.is_file()):
+            info = tarfile.TarInfo(f"{name}/{file.relative_to(path).as_posix()}")
+            info.size, info.mtime, info.mode = file.stat().st_size, epoch, 0o644
+            with file.open("rb") as f:
+                tar.addfile(info, f)
+    return name, str(meta["version"]), values, raw.getvalue()
+
+
+def _member_text(tgz: tarfile.TarFile, name: str, default: str | None = None) -> str:
+    try:
+        member = tgz.extractfile(name)
+    except KeyError:
+        member = None
+    if member is None:
+        if default is not None:
+            return default
+        raise ArchiveError(f"chart archive has no {name}")
+    return member.read().decode()
