@@ -40,7 +40,7 @@ def kubectl() -> str:
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def run_cli() -> RunCli:
     """Run `python -m bundler ARGS` in a subprocess with this checkout first on the path."""
 

@@ -1,0 +1,99 @@
+"""`airgap-bundle build` end to end: real docker-registry, real helm, real keys; reproducible bytes,
+offline verification, and failures that leave nothing behind."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from bundler import archive
+
+from tests.support.images import Pusher, make_layer, multi_platform
+
+IMAGES = {
+    "library/nginx": ("1.27.3", ("linux/amd64", "linux/arm64", "linux/arm/v7")),
+    "library/busybox": ("1.36", ("linux/amd64",)),
+    "prometheus/nginx-exporter": ("1.3.0", ("linux/amd64", "linux/arm64")),
+    "prometheus-operator/prometheus-operator": ("v0.75.0", ("linux/amd64", "linux/arm64")),
+    "prometheus-operator/prometheus-config-reloader": ("v0.75.0", ("linux/amd64", "linux/arm64")),
+}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory, registry, repo_root: Path, run_cli) -> Path:  # type: ignore[no-untyped-def]
+    pusher = Pusher.to(registry)
+    base = [make_layer("e2e-base", 8 * 1024)]
+    for n, (repo, (tag, platforms)) in enumerate(IMAGES.items()):
+        pusher.push(repo, multi_platform(repo, seed=f"e2e{n}", platforms=platforms, base=base), tag)
+    work = tmp_path_factory.mktemp("e2e")
+    shutil.copytree(repo_root / "examples", work / "examples")
+    spec = work / "examples" / "bundle.yaml"
+    spec.write_text(re.sub(r"127\.0\.0\.1:5000", registry.host, spec.read_text()))
+    for args in (["--out", "root", "--cert", "--ca", "--valid-days", "365"],
+                 ["--out", "vendor", "--cert", "--ca-key", "root.key", "--ca-cert", "root.crt"]):
+        assert run_cli("keys", "generate", *args, cwd=work).returncode == 0
+    (work / "policy.yaml").write_text("apiVersion: airgap-bundle.dev/v1\nkind: VerificationPolicy\n"
+                                      "authorities:\n  - name: vendor\n    roots: [root.crt]\n")
+    return work
+
+
+def build(run_cli, work: Path, registry, output: str, *extra: str, spec: str = "examples/bundle.yaml"):  # type: ignore[no-untyped-def]
+    return run_cli("build", spec, "--output", output, "--key", "vendor.key", "--cert", "vendor.crt",
+                   "--cache", str(work / "cache"), "--insecure-registry", registry.host, *extra, cwd=work)
+
+
+def test_build_is_reproducible_verifies_and_carries_what_it_says(workspace: Path, registry, run_cli) -> None:  # type: ignore[no-untyped-def]
+    first = build(run_cli, workspace, registry, "a.bundle.tar")
+    assert first.returncode == 0, first.stderr
+    second = build(run_cli, workspace, registry, "b.bundle.tar", "--json")
+    assert second.returncode == 0, second.stderr
+    # ECDSA signatures are randomised, so everything up to the signature member must be identical,
+    # and two unsigned builds must be identical to the byte.
+    a, b = (workspace / "a.bundle.tar").read_bytes(), (workspace / "b.bundle.tar").read_bytes()
+    cut = archive.read_index(workspace / "a.bundle.tar").get("signatures/vendor.sigstore.json").offset  # type: ignore[union-attr]
+    assert a[:cut] == b[:cut]
+    for name in ("u1.bundle.tar", "u2.bundle.tar"):
+        unsigned = run_cli("build", "examples/bundle.yaml", "--output", name, "--unsigned", "--cache",
+                           str(workspace / "cache"), "--insecure-registry", registry.host, cwd=workspace)
+        assert unsigned.returncode == 0, unsigned.stderr
+    assert (workspace / "u1.bundle.tar").read_bytes() == (workspace / "u2.bundle.tar").read_bytes()
+    assert (workspace / "u1.bundle.tar").read_bytes()[:cut] == a[:cut]
+
+    with tarfile.open(workspace / "a.bundle.tar") as tar:
+        names = tar.getnames()
+        manifests = tar.extractfile("manifests/chart-demo.yaml").read().decode()  # type: ignore[union-attr]
+    assert names[0] == "bundle.intoto.json" and names[-1] == "signatures/vendor.sigstore.json"
+    assert {"sbom.cdx.json", "provenance.intoto.json", "images/index.json", "images/oci-layout",
+            "charts/demo-0.3.0.tgz", "charts/demo-0.3.0.values-airgap.yaml"} <= set(names)
+    # every image of the rewritten chart is on the local registry, pinned by digest
+    images = re.findall(r"image: \"?([^\s\"]+)", manifests)
+    assert images and all(re.match(r"registry\.airgap\.local:5000/.+@sha256:[a-f0-9]{64}$", i) for i in images)
+    assert "# Source: demo/templates/deployment.yaml" in manifests  # comments survive the round trip
+
+    verified = run_cli("verify", "a.bundle.tar", "--policy", "policy.yaml", "--extract", "out", cwd=workspace)
+    assert verified.returncode == 0, verified.stderr
+    assert (workspace / "out" / "images" / "oci-layout").is_file()
+
+
+def test_a_failed_build_leaves_the_previous_bundle_untouched(workspace: Path, registry, run_cli) -> None:  # type: ignore[no-untyped-def]
+    spec = workspace / "examples" / "bundle.yaml"
+    broken = workspace / "examples" / "broken.yaml"
+    broken.write_text(spec.read_text().replace('set: ["replicaCount=2"]', 'set: ["image.tag=9.9.9"]'))
+    out = workspace / "previous.bundle.tar"
+    out.write_bytes(b"previous bundle")
+    before = sorted(p.name for p in workspace.iterdir())
+    result = build(run_cli, workspace, registry, "previous.bundle.tar", spec="examples/broken.yaml")
+    assert result.returncode == 6, result.stderr  # not found
+    assert "Traceback" not in result.stderr and "9.9.9" in result.stderr
+    assert out.read_bytes() == b"previous bundle"
+    assert sorted(p.name for p in workspace.iterdir()) == before  # no staging or temporary file left
+
+
+def test_unsigned_bundles_are_refused_unless_asked(workspace: Path, registry, run_cli) -> None:  # type: ignore[no-untyped-def]
+    result = run_cli("build", "examples/bundle.yaml", "--output", "refused.bundle.tar", cwd=workspace)
+    assert result.returncode == 2 and "unsigned" in result.stderr
+    assert not (workspace / "refused.bundle.tar").exists()
