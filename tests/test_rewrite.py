@@ -1,0 +1,89 @@
+"""Rewrite: round-trip YAML, args/env substrings, split objects, the overlay (real kubectl) and the
+values override (real helm), each swept again."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from bundler import sweep
+from bundler.documents import Origin, load_stream
+from bundler.reference import ImageRef
+from bundler.rewrite import LocalRefs, Stream, helm_values_override, kustomize_overlay, local_reference, rewrite_streams
+
+D = "sha256:" + "1" * 64
+HOST = "reg.local:5000"
+SOURCES = ["nginx:1.27", "quay.io/prometheus-operator/prometheus-config-reloader:v0.75.0", "quay.io/a/b:1"]
+LOCAL = LocalRefs({ImageRef.parse(s).canonical: local_reference(ImageRef.parse(s), D, host=HOST) for s in SOURCES})
+
+MANIFEST = """\
+# a comment that must survive
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  template:
+    spec:
+      containers:
+        - name: web   # trailing comment
+          image: "nginx:1.27"
+          args:
+            - --prometheus-config-reloader=quay.io/prometheus-operator/prometheus-config-reloader:v0.75.0
+            - --log-level=info
+"""
+
+
+def test_local_reference_keeps_the_source_host_and_pins_the_digest() -> None:
+    assert LOCAL.by_source["docker.io/library/nginx:1.27"] == f"{HOST}/docker.io/library/nginx:1.27@{D}"
+    assert local_reference(ImageRef.parse("nginx"), D, host=HOST, template="{host}/mirror/{name}") == \
+        f"{HOST}/mirror/nginx:latest@{D}"
+
+
+def test_round_trip_changes_only_image_strings() -> None:
+    out = rewrite_streams([Stream("m.yaml", MANIFEST, "m.yaml")], sweep.find_images, LOCAL)
+    text = out.streams[0].text
+    assert "# a comment that must survive" in text and "# trailing comment" in text
+    assert f'image: "{HOST}/docker.io/library/nginx:1.27@{D}"' in text  # quoting kept
+    assert f"--prometheus-config-reloader={HOST}/quay.io/prometheus-operator/prometheus-config-reloader:v0.75.0@{D}" in text
+    assert "--log-level=info" in text
+    assert len(out.changes) == 2 and not out.unmapped
+    again = sweep.sweep(load_stream(text, Origin("m.yaml", 1)))
+    assert {i.ref.domain for i in again.images} == {HOST}
+
+
+def test_unmapped_references_are_reported_not_guessed() -> None:
+    out = rewrite_streams([Stream("m.yaml", MANIFEST.replace("nginx:1.27", "redis:7.2"), "m.yaml")],
+                          sweep.find_images, LOCAL)
+    assert out.unmapped == (("m.yaml", "spec.template.spec.containers[0].image", "redis:7.2"),)
+
+
+def test_kustomize_overlay_builds_and_points_at_the_local_registry(tmp_path: Path, kubectl: str) -> None:
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "deploy.yaml").write_text(MANIFEST)
+    (base / "kustomization.yaml").write_text("resources: [deploy.yaml]\n")
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(kustomize_overlay(["nginx:1.27"], LOCAL, base="../base"))
+    built = subprocess.run([kubectl, "kustomize", str(overlay)], capture_output=True, text=True, check=True).stdout
+    assert f"image: {HOST}/docker.io/library/nginx@{D}" in built
+
+
+def test_values_override_renders_local_images(tmp_path: Path, helm: str) -> None:
+    chart = tmp_path / "c"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: c\nversion: 0.1.0\n")
+    values = 'image:\n  registry: quay.io\n  repository: a/b\n  tag: "1"\nsidecar:\n  image: nginx:1.27\n'
+    (chart / "values.yaml").write_text(values)
+    (chart / "templates" / "pod.yaml").write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n"
+        "    - {name: a, image: \"{{ .Values.image.registry }}/{{ .Values.image.repository }}:{{ .Values.image.tag }}\"}\n"
+        "    - {name: b, image: {{ .Values.sidecar.image | quote }}}\n")
+    override, paths = helm_values_override(values, LOCAL, host=HOST)
+    assert set(paths) == {"image.registry", "image.repository", "image.tag", "sidecar.image"}
+    (tmp_path / "override.yaml").write_text(override)
+    text = subprocess.run([helm, "template", "r", str(chart), "-f", str(tmp_path / "override.yaml")],
+                          capture_output=True, text=True, check=True).stdout
+    found = sweep.sweep(load_stream(text, Origin("rendered", 1)))
+    assert sorted(str(i.ref) for i in found.images) == sorted([
+        f"{HOST}/quay.io/a/b:1@{D}", f"{HOST}/docker.io/library/nginx:1.27@{D}"])
