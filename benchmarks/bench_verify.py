@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bundler import archive, keys  # noqa: E402
-from tests.support.bundles import EPOCH, Pki, statement_for, write_policy  # noqa: E402
+from tests.support.bundles import EPOCH, Pki, write_policy  # noqa: E402
 
 CHILD = """
 import datetime, json, resource, sys, time

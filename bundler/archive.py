@@ -33,6 +33,7 @@ import stat
 import tarfile
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Union
@@ -182,10 +183,24 @@ def _finish(out: BinaryIO, offset: int) -> None:
     out.write(b"\0" * (end - offset))
 
 
-def _atomic_output(out: Path) -> tuple[BinaryIO, Path]:
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
+@contextmanager
+def _atomic_output(out: Path, what: str) -> Iterator[BinaryIO]:
+    """A file under a temporary name next to `out`; fsync'd and renamed onto `out` only if the block
+    finishes. On any error the temporary file is removed and `out` is untouched."""
+    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
+    tmp = Path(name)
     os.fchmod(fd, 0o644)
-    return os.fdopen(fd, "wb", buffering=CHUNK), Path(tmp)
+    try:
+        with os.fdopen(fd, "wb", buffering=CHUNK) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except OSError as e:
+        raise ArchiveError(f"{out}: cannot {what}: {e.strerror or e}") from e
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def write(members: Iterable[tuple[str, Source]], out: Path | str, epoch: int) -> None:
@@ -208,21 +223,11 @@ def write(members: Iterable[tuple[str, Source]], out: Path | str, epoch: int) ->
     for name in names:
         if name.startswith(SIGNATURES_DIR) and not _SIGNATURE_NAME.match(name):
             raise ArchiveError(f"{out}: {name} is not signatures/<authority>.sigstore.json")
-    f, tmp = _atomic_output(out)
-    try:
-        with f:
-            offset = 0
-            for name, source in items:
-                offset += _write_member(f, name, source, epoch)
-            _finish(f, offset)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except OSError as e:
-        raise ArchiveError(f"{out}: cannot write the bundle: {e.strerror or e}") from e
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with _atomic_output(out, "write the bundle") as f:
+        offset = 0
+        for name, source in items:
+            offset += _write_member(f, name, source, epoch)
+        _finish(f, offset)
 
 
 def _refuse_duplicates(names: Iterable[str], where: str) -> None:
@@ -416,33 +421,23 @@ def _mtime_of(f: BinaryIO) -> int:
 
 
 def _rewrite_without(path: Path, index: BundleIndex, dropped: Member, name: str, data: bytes, epoch: int) -> None:
-    out, tmp = _atomic_output(path)
-    try:
-        with out, open(path, "rb", buffering=0) as src:
-            offset = 0
-            for m in index.members:
-                if m is dropped:
-                    continue
-                # Copy header and data blocks verbatim: payload bytes never change.
-                src.seek(m.offset)
-                remaining = m.end - m.offset
-                while remaining:
-                    chunk = src.read(min(CHUNK, remaining))
-                    if not chunk:
-                        raise ArchiveError(f"{path}: unexpected end of file in {m.name}")
-                    out.write(chunk)
-                    remaining -= len(chunk)
-                offset += m.end - m.offset
-            offset += _write_member(out, name, data, epoch)
-            _finish(out, offset)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        raise ArchiveError(f"{path}: cannot rewrite the bundle: {e.strerror or e}") from e
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with _atomic_output(path, "rewrite the bundle") as out, open(path, "rb", buffering=0) as src:
+        offset = 0
+        for m in index.members:
+            if m is dropped:
+                continue
+            # Copy header and data blocks verbatim: payload bytes never change.
+            src.seek(m.offset)
+            remaining = m.end - m.offset
+            while remaining:
+                chunk = src.read(min(CHUNK, remaining))
+                if not chunk:
+                    raise ArchiveError(f"{path}: unexpected end of file in {m.name}")
+                out.write(chunk)
+                remaining -= len(chunk)
+            offset += m.end - m.offset
+        offset += _write_member(out, name, data, epoch)
+        _finish(out, offset)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -159,8 +159,8 @@ def keys_generate_command(prefix: str, kind: str, make_cert: bool, is_ca: bool, 
     private_key = keys.generate_private_key(kind)
     cert = None
     if make_cert:
-        now = datetime.datetime.now(datetime.timezone.utc)
-        end = (not_after.replace(tzinfo=datetime.timezone.utc) if not_after
+        now = datetime.datetime.now(datetime.UTC)
+        end = (not_after.replace(tzinfo=datetime.UTC) if not_after
                else now + datetime.timedelta(days=valid_days))
         if ca_key and ca_cert:
             issuer_key = keys.load_private_key(Path(ca_key).read_bytes(), source=ca_key, password=_key_password)
@@ -214,7 +214,7 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, as_json: bo
     from . import keys, verify
 
     trust = keys.load_trust(policy)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     try:
         if extract_to:
             result = verify.verify_and_extract(bundle, trust, extract_to, now=now)

@@ -330,7 +330,7 @@ def issue_certificate(public_key: PublicKey, *, common_name: str, not_after: dt.
     A CA certificate (`ca=True`) may sign certificates and nothing else; a leaf may sign code
     (digitalSignature, extended key usage codeSigning), as Sigstore signing certificates do.
     """
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     not_before = not_before or now - dt.timedelta(minutes=5)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     issuer = issuer_cert.subject if issuer_cert is not None else subject
@@ -442,7 +442,7 @@ def _parse_time(value: Any, where: str) -> dt.datetime:
             t = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
         except ValueError as e:
             raise InputError(f"{where}: invalid time {value!r}", hint="use RFC 3339, e.g. 2027-01-01T00:00:00Z") from e
-    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
 def _policy_schema() -> dict[str, Any]:

@@ -143,8 +143,8 @@ def select_platforms(index: dict[str, Any], required: Sequence[Platform], *, ima
             offered = ", ".join(str(Platform.from_json(e["platform"])) for e in entries
                                 if isinstance(e.get("platform"), dict)) or "none"
             raise PlatformMissingError(f"{image}: platform {want} is missing (the index offers: {offered})",
-                                       hint=f"exempt it under images: with platformExemptions and a reason, "
-                                            f"or choose another image")
+                                       hint="exempt it under images: with platformExemptions and a reason, "
+                                            "or choose another image")
         exempted.append(exemption)
     if keep_all:
         chosen = [(Platform.from_json(e["platform"]), e) for e in entries

@@ -176,7 +176,7 @@ def verify_and_extract(path: Path | str, trust: TrustPolicy, dest: Path | str, *
 
 
 def _utc(now: dt.datetime) -> dt.datetime:
-    return now if now.tzinfo else now.replace(tzinfo=dt.timezone.utc)
+    return now if now.tzinfo else now.replace(tzinfo=dt.UTC)
 
 
 def _check_trust(trust: TrustPolicy) -> None:

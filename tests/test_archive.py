@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bundler import archive
-from bundler.errors import ArchiveError, UnlistedMemberError, UnsafeArchiveError
+from bundler.errors import ArchiveError, InputError, UnlistedMemberError, UnsafeArchiveError
 from tests.support.bundles import EPOCH, sha
 
 LONG = "images/blobs/sha256/" + "a" * 64 + "/" + "n" * 60  # > 100 bytes: needs a pax header
@@ -151,7 +151,7 @@ def test_second_signature_by_an_authority_needs_replace(tmp_path: Path) -> None:
     with tarfile.open(path) as tf:
         assert tf.extractfile("signatures/vendor.sigstore.json").read() == b'{"renewed":1}'
     assert len([p for p in tmp_path.iterdir() if p.name.startswith(".")]) == 0
-    with pytest.raises(Exception):
+    with pytest.raises(InputError, match="invalid authority name"):
         archive.append_signature(path, "Not Valid", b"{}")
 
 

@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 from pathlib import Path
 
+import nacl.exceptions
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -49,7 +50,7 @@ def test_plain_and_encrypted_pkcs8_keys_load(tmp_path: Path, kind: str) -> None:
 
 def test_cosign_format_decrypts_the_go_test_vector() -> None:
     assert keys.cosign_decrypt(GO_VECTOR, b"supersecret") == b"reallyimportant"
-    with pytest.raises(Exception):
+    with pytest.raises(nacl.exceptions.CryptoError):
         keys.cosign_decrypt(GO_VECTOR, b"wrong")
     odd = GO_VECTOR.replace(b'"N":32768', b'"N":99')
     with pytest.raises(ValueError, match="unsupported scrypt"):
@@ -127,7 +128,7 @@ def test_policy_loads_roots_and_pinned_keys(tmp_path: Path) -> None:
     assert trust.required == {"vendor", "customer"}
     assert trust.authorities["vendor"].roots == (ca[1],)
     pinned = trust.authorities["customer"].keys[0]
-    assert pinned.not_after == dt.datetime(2027, 1, 1, tzinfo=dt.timezone.utc)
+    assert pinned.not_after == dt.datetime(2027, 1, 1, tzinfo=dt.UTC)
     assert pinned.fingerprint.startswith("SHA256:")
 
 
@@ -172,7 +173,7 @@ def test_cli_keys_generate_ca_and_short_lived_leaf(tmp_path: Path, run_cli) -> N
     leaf = x509.load_pem_x509_certificate((tmp_path / "signing.crt").read_bytes())
     root = x509.load_pem_x509_certificate((tmp_path / "root.crt").read_bytes())
     leaf.verify_directly_issued_by(root)
-    assert leaf.not_valid_after_utc == dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
+    assert leaf.not_valid_after_utc == dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
     assert "fingerprint SHA256:" in res.stdout
     res = run_cli("keys", "generate", "--out", str(tmp_path / "signing"), env=env)
     assert res.returncode == 2 and "already exists" in res.stderr

@@ -26,7 +26,7 @@ from bundler.bom import PREDICATE_TYPE, Bom, ChartEntry, FileEntry, ImageEntry, 
 
 EPOCH = 1767225600  # 2026-01-01T00:00:00Z
 # Certificates are made relative to the real clock so the CLI (which uses it) accepts them too.
-NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 LOCAL = "registry.local:5000"
 
 

@@ -84,7 +84,7 @@ class TestRegistry:
 
 def make_ca(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Path, Path]:
     """A test CA and a server certificate for `host` (IP SAN). Returns (ca.pem, server.pem, server.key)."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "airgap-bundle test CA")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
@@ -122,7 +122,7 @@ class _TokenIssuer:
 
     def __init__(self, directory: Path, username: str, password: str, service: str) -> None:
         self.key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test token issuer")])
         self.cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
                      .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
