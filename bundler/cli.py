@@ -596,15 +596,17 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    if key_path is None and not unsigned:
-        raise UsageError("refusing to write an unsigned bundle", hint="pass --key (and --cert), or --unsigned")
+    epoch_text = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch_text is not None and not epoch_text.isdigit():
+        raise UsageError(f"SOURCE_DATE_EPOCH={epoch_text!r} is not a number of seconds")
     spec = spec_mod.load(spec_file)
     signer = keys.load_signer(key_path, cert_path=cert_path, password=_key_password) if key_path else None
     progress = _Progress(sys.stderr.isatty())
     result = pipeline.build(spec, pipeline.BuildOptions(
         output=Path(output), signer=signer, authority=authority, unsigned=unsigned,
         cache=Path(cache_dir) if cache_dir else default_cache_dir(), jobs=jobs, offline=offline,
-        insecure_registries=insecure, crossplane_target=crossplane_target), progress)
+        insecure_registries=insecure, crossplane_target=crossplane_target,
+        source_date_epoch=int(epoch_text) if epoch_text else None), progress)
     if as_json:
         click.echo(json.dumps({
             "output": str(result.output), "size": result.size, "statementSha256": result.statement_sha256,

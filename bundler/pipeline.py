@@ -17,7 +17,6 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import shutil
 import tarfile
 import tempfile
@@ -50,7 +49,7 @@ class BuildOptions:
     jobs: int = 8
     offline: bool = False
     insecure_registries: tuple[str, ...] = ()
-    source_date_epoch: int | None = None  # SOURCE_DATE_EPOCH; else the spec's; else 0
+    source_date_epoch: int | None = None  # the caller's SOURCE_DATE_EPOCH; else the spec's; else 0
     tools: render.Tools = field(default_factory=render.Tools)
     crossplane_target: str | None = None
 
@@ -75,25 +74,13 @@ def build(spec: Spec, options: BuildOptions, progress: Progress | None = None) -
     progress = progress or NullProgress()
     if options.signer is None and not options.unsigned:
         raise UsageError("refusing to write an unsigned bundle", hint="pass --key (and --cert), or --unsigned")
-    epoch = _epoch(spec, options)
+    epoch = options.source_date_epoch if options.source_date_epoch is not None else spec.source_date_epoch or 0
     options.output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{options.output.name}.", dir=options.output.parent))
     try:
         return _build(spec, options, progress, epoch, staging)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _epoch(spec: Spec, options: BuildOptions) -> int:
-    if options.source_date_epoch is not None:
-        return options.source_date_epoch
-    env = os.environ.get("SOURCE_DATE_EPOCH")
-    if env:
-        try:
-            return int(env)
-        except ValueError:
-            raise UsageError(f"SOURCE_DATE_EPOCH={env!r} is not an integer") from None
-    return spec.source_date_epoch or 0
 
 
 def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, staging: Path) -> BuildResult:
@@ -139,7 +126,7 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
     for stream in rewritten.streams:
         _write(payload / stream.name, stream.text.encode())
     _require_local(spec, [(s.name, s.text) for s in rewritten.streams], found, "rewritten manifests")
-    charts = _package_charts(spec, payload, local, epoch, options.tools, found, coverage)
+    charts = _package_charts(spec, payload, local, epoch, options.tools, coverage)
     _write_overlays(spec, streams, payload, local, options.tools, found, coverage)
     progress.step("rewrite", 1, 1, f"{len(rewritten.changes)} references")
 
@@ -232,7 +219,7 @@ def _member_names(streams: list[render.Rendered]) -> list[str]:
 def _require_local(spec: Spec, texts: list[tuple[str, str]], found: sweep.Sweep, what: str) -> None:
     """The closed loop: sweep an output again; anything outside the local registry fails the build."""
     excluded = {s.image.ref.canonical for s in found.skipped}
-    host = ImageRef.parse(f"{spec.local_registry}/x").domain
+    host = spec.local_registry
     for name, text in texts:
         again = sweep.sweep(load_stream(text, Origin(name, 1)))
         for image in again.images:
@@ -258,7 +245,7 @@ def _file_entries(root: Path) -> Iterable[bom.FileEntry]:
 
 
 def _package_charts(spec: Spec, payload: Path, local: rewrite.LocalRefs, epoch: int, tools: render.Tools,
-                    found: sweep.Sweep, coverage: list[str]) -> tuple[bom.ChartEntry, ...]:
+                    coverage: list[str]) -> tuple[bom.ChartEntry, ...]:
     """Each chart as `charts/<name>-<version>.tgz` (a .tgz source as is; a directory packed
     deterministically) plus `charts/<name>-<version>.values-airgap.yaml`, the values override.
 
@@ -266,7 +253,6 @@ def _package_charts(spec: Spec, payload: Path, local: rewrite.LocalRefs, epoch: 
     (no value to override) are reported in the coverage, since the rewritten manifests carry them.
     """
     entries: list[bom.ChartEntry] = []
-    host = ImageRef.parse(f"{spec.local_registry}/x").domain
     for chart in spec.charts:
         name, version, values_text, data = _chart_archive(chart.path, epoch)
         member = f"charts/{name}-{version}.tgz"
@@ -275,7 +261,7 @@ def _package_charts(spec: Spec, payload: Path, local: rewrite.LocalRefs, epoch: 
         override_member = f"charts/{name}-{version}.values-airgap.yaml"
         _write(payload / override_member, override.encode())
         again = sweep.sweep(render.render_chart_with(chart, tools, payload / override_member))
-        outside = sorted({i.written for i in again.images if i.ref.domain != host})
+        outside = sorted({i.written for i in again.images if i.ref.domain != spec.local_registry})
         coverage.append(f"{override_member}: sets {len(paths)} values"
                         + (f"; hard-coded in templates, not overridable: {', '.join(outside)}" if outside else
                            "; every image of the re-rendered chart is on the local registry"))
