@@ -13,6 +13,7 @@ Does not run helm or kubectl (that is `render.py`) and does not know what an ima
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,6 +128,11 @@ def load_stream(text: str, origin: Origin) -> list[Document]:
         )
     docs: list[Document] = []
     loader = _Loader(text)
+    # Each Document keeps its composed nodes (for line numbers): millions of live objects that make
+    # CPython's cyclic GC rescan the heap again and again (measured: 3.7x the parse time on 10,000
+    # documents). Nodes hold no cycles, so the collector is paused while parsing.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     try:
         while loader.check_node():
             node = loader.get_node()
@@ -149,6 +155,8 @@ def load_stream(text: str, origin: Origin) -> list[Document]:
         raise InputError(f"{origin.file}: malformed YAML: {exc}", hint="fix the YAML syntax") from None
     finally:
         loader.dispose()
+        if gc_was_enabled:
+            gc.enable()
     return docs
 
 

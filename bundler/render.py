@@ -32,6 +32,7 @@ from __future__ import annotations
 import bisect
 import glob
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -50,6 +51,7 @@ TOOL_ENV = {"helm": "AIRGAP_BUNDLE_HELM", "kubectl": "AIRGAP_BUNDLE_KUBECTL"}
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 DEFAULT_TIMEOUT = 300.0
 IMAGES_ANNOTATION = "helm.sh/images"
+_SOURCE_COMMENT = re.compile(r"^# Source: (.*)$", re.M)
 MAX_CHART_FILE_BYTES = 4 * 1024 * 1024
 
 
@@ -239,20 +241,24 @@ def _split_helm_output(text: str, chart_path: Path) -> list[Document]:
     rest). Lines count on from the previous chunks of the same template (plus one for the `---`
     between them), so a template of several documents gets lines as in its own rendered output.
     """
-    lines = text.splitlines()
     sources: list[tuple[int, str]] = []  # (0-based line of the comment, template path)
-    for number, line in enumerate(lines):
-        if line.startswith("# Source: "):
-            sources.append((number, line[len("# Source: ") :].strip()))
+    line, pos = 0, 0
+    for match in _SOURCE_COMMENT.finditer(text):  # a regex scan: far cheaper than splitting every line
+        line += text.count("\n", pos, match.start())
+        pos = match.start()
+        sources.append((line, match.group(1).strip()))
+    total_lines = text.count("\n") + (0 if text.endswith("\n") or not text else 1)
     offsets: list[int] = []  # per chunk: lines of the earlier chunks of the same template
     seen: dict[str, int] = {}
     for at, (comment_line, template) in enumerate(sources):
         offsets.append(seen.get(template, 0))
-        end = sources[at + 1][0] - 1 if at + 1 < len(sources) else len(lines)  # the next `---`
+        end = sources[at + 1][0] - 1 if at + 1 < len(sources) else total_lines  # the next `---`
         seen[template] = offsets[-1] + (end - comment_line - 1) + 1
     starts = [number for number, _ in sources]
-    stream = load_stream(text, Origin(f"helm template {display(chart_path)}", 1, source="chart"))
+    shown = display(chart_path)  # resolves the path: once per chart, not per document
+    stream = load_stream(text, Origin(f"helm template {shown}", 1, source="chart"))
     docs: list[Document] = []
+    places: dict[str, Origin] = {}  # per template: its chart and file (computed once)
     for doc in stream:
         start = doc.node.start_mark.line if doc.node is not None else doc.origin.line - 1
         at = bisect.bisect_right(starts, start) - 1
@@ -261,16 +267,20 @@ def _split_helm_output(text: str, chart_path: Path) -> list[Document]:
             continue
         comment_line, template = sources[at]
         template_line = offsets[at] + start - comment_line
-        docs.append(Document(doc.obj, _chart_origin(chart_path, template, template_line), doc.node))
+        if template not in places:
+            places[template] = _chart_origin(shown, template, 0)
+        place = places[template]
+        docs.append(Document(doc.obj, Origin(place.file, template_line, place.chart, place.template, place.source),
+                             doc.node))
     return docs
 
 
-def _chart_origin(chart_path: Path, template: str, line: int) -> Origin:
+def _chart_origin(shown_chart_path: str, template: str, line: int) -> Origin:
     """`demo/charts/worker/templates/ds.yaml` -> chart `demo/charts/worker`, file under the chart path."""
     parts = PurePosixPath(template).parts
     cut = next((i for i in range(len(parts) - 1, -1, -1) if parts[i] == "templates"), len(parts) - 1)
     chart = "/".join(parts[:cut]) or parts[0]
-    file = "/".join([display(chart_path), *parts[1:]])
+    file = "/".join([shown_chart_path, *parts[1:]])
     return Origin(file, line, chart=chart, template=template, source="chart")
 
 
