@@ -13,7 +13,8 @@ Spec: OCI image-spec v1.1 image-layout.md.
 Rules (STYLE.md 6): bytes are hashed while they stream (`oci.verified`), and a blob gets its final name
 (`os.replace`) only once size and digest match. A blob already present is trusted only after its digest
 is recomputed (never its size); the result is remembered for the rest of the run (per inode, so a blob
-hard-linked between the cache and the output is hashed once). index.json is rewritten atomically under
+hard-linked between the cache and the output is hashed once), and a cache keeps it across runs in
+`.verified` while the blob's device, inode, mtime and size are unchanged (see RECORD). index.json is rewritten atomically under
 an advisory lock so concurrent runs sharing a cache do not lose entries.
 
 Not here: the network (the caller passes a `fetch(offset) -> chunks` callable), platform choice.
@@ -25,6 +26,7 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -49,14 +51,24 @@ class LayoutError(ArchiveError):
 _checked: dict[tuple[int, int, int, int], str] = {}
 _checked_lock = threading.Lock()
 
+# A cache layout remembers its checks across runs in this file, one line per check:
+# "<hex> <device> <inode> <mtime_ns> <size>". A blob is trusted again without re-hashing only while
+# all four of its stat fields are unchanged (git's index makes the same bet); writing new bytes into
+# the file changes mtime_ns. ctime is left out on purpose: hard-linking a cache blob into an output
+# layout changes it. Build outputs never carry this file (`Layout.tidy`), and `build` hashes every
+# bundled blob again against its name while it computes the statement's file list.
+RECORD = ".verified"
+
 
 class Layout:
     """An OCI image layout directory. Thread-safe for distinct digests; callers dedupe in-flight fetches."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, remember_checks: bool = False) -> None:
+        """`remember_checks`: keep the digest checks in `<path>/.verified` for later runs (caches)."""
         self.path = Path(path)
         self.blobs = self.path / "blobs" / "sha256"
         self.partial = self.blobs / ".partial"
+        self.record = self.path / RECORD if remember_checks else None
         try:
             self.partial.mkdir(parents=True, exist_ok=True)
             marker = self.path / "oci-layout"
@@ -67,6 +79,37 @@ class Layout:
         except OSError as exc:
             raise LayoutError(f"cannot create the OCI layout {self.path}: {exc.strerror}",
                               hint="choose a writable folder") from None
+        if self.record is not None:
+            self._load_record()
+
+    def _load_record(self) -> None:
+        assert self.record is not None
+        try:
+            lines = self.record.read_text().splitlines()
+        except FileNotFoundError:
+            return
+        with _checked_lock:
+            for line in lines:
+                fields = line.split()
+                if len(fields) == 5 and all(f.isdigit() for f in fields[1:]) and len(fields[0]) == 64:
+                    dev, ino, mtime_ns, size = (int(f) for f in fields[1:])
+                    _checked[(dev, ino, mtime_ns, size)] = f"sha256:{fields[0]}"
+
+    def _remember(self, st: os.stat_result, digest: str) -> None:
+        key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+        with _checked_lock:
+            _checked[key] = digest
+            if self.record is not None:
+                # One short O_APPEND write per line: concurrent runs sharing the cache do not interleave.
+                with open(self.record, "a") as f:
+                    f.write(f"{digest_hex(digest)} {key[0]} {key[1]} {key[2]} {key[3]}\n")
+
+    def tidy(self) -> None:
+        """Remove this tool's bookkeeping (partial blobs, the lock, the check record), leaving a plain
+        OCI layout to ship. Only for a layout no other run is using."""
+        shutil.rmtree(self.partial, ignore_errors=True)
+        for name in (".index.lock", RECORD):
+            (self.path / name).unlink(missing_ok=True)
 
     def blob_path(self, digest: str) -> Path:
         # OCI image-layout: blobs/<alg>/<encoded>
@@ -94,8 +137,7 @@ class Layout:
         except DigestMismatchError:
             path.unlink(missing_ok=True)  # never keep a blob that is not what its name says
             return False
-        with _checked_lock:
-            _checked[key] = digest
+        self._remember(st, digest)
         return True
 
     def read_blob(self, digest: str, max_size: int = 16 << 20) -> bytes:
@@ -179,8 +221,7 @@ class Layout:
                 os.fsync(fd)
                 os.replace(part, final)
                 st = os.stat(final)
-            with _checked_lock:
-                _checked[(st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)] = digest
+            self._remember(st, digest)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 raise LayoutError(f"{self.path}: disk full while writing blob {digest}",

@@ -29,8 +29,9 @@ import yaml
 from . import __version__, archive, attest, bom, crossplane, pull, render, rewrite, sign, sweep, xpkg
 from .crossplane_model import Target
 from .documents import Origin, load_stream
-from .errors import ArchiveError, UnvendoredImageError, UsageError
+from .errors import ArchiveError, DigestMismatchError, UnvendoredImageError, UsageError
 from .keys import Signer
+from .layout import Layout
 from .progress import NullProgress, Progress
 from .reference import ImageRef
 from .spec import Spec
@@ -107,6 +108,7 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
                                             insecure_hosts=options.insecure_registries),
                        cache=options.cache, jobs=options.jobs, offline=options.offline, progress=progress)
     by_source = {ImageRef.parse(p.source).canonical: p for p in pulled}
+    Layout(layout).tidy()  # ship a plain OCI layout: no partial blobs, lock or check record
 
     # crossplane gate: only when the sources hold Crossplane objects; fails closed
     packages = [image for image in carried if any(f.kind in CROSSPLANE_PACKAGE_KINDS for f in image.findings)]
@@ -236,11 +238,17 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def _file_entries(root: Path) -> Iterable[bom.FileEntry]:
+    """Path, size and sha256 of every payload file. An image blob must hash to its own name: the
+    cache may have skipped re-hashing it (layout RECORD), the bundle never does."""
+    blobs = root / "images" / "blobs" / "sha256"
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         digest = hashlib.sha256()
         with path.open("rb") as f:
             while chunk := f.read(CHUNK):
                 digest.update(chunk)
+        if path.parent == blobs and digest.hexdigest() != path.name:
+            raise DigestMismatchError(f"{path.relative_to(root)}: content hashes to sha256:{digest.hexdigest()}",
+                                      hint="the cache holds a corrupted blob; delete it and build again")
         yield bom.FileEntry(path.relative_to(root).as_posix(), path.stat().st_size, digest.hexdigest())
 
 

@@ -341,7 +341,7 @@ def pull(refs: Sequence[str], *, layout: Path | Layout, platforms: Sequence[Plat
     out = layout if isinstance(layout, Layout) else Layout(layout)
     store = out
     if cache is not None:
-        store = cache if isinstance(cache, Layout) else Layout(cache)
+        store = cache if isinstance(cache, Layout) else Layout(cache, remember_checks=True)
         if store.path.resolve() == out.path.resolve():
             store = out
     if offline:

@@ -133,3 +133,47 @@ def test_set_refs_replaces_by_name_and_resolves(tmp_path: Path) -> None:
                                                    annotations=((ANNOTATION_REF_NAME, "reg/x:1"),))
     assert layout.resolve("reg/z:1") is None
     assert not list(tmp_path.glob(".index.json.*"))  # no temp files left
+
+
+def _forget_checks() -> None:
+    """What a new process starts with: no checks remembered in memory."""
+    from bundler import layout as layout_module
+
+    with layout_module._checked_lock:
+        layout_module._checked.clear()
+
+
+def test_a_cache_remembers_its_checks_across_runs_while_stat_fields_hold(tmp_path: Path) -> None:
+    cache = Layout(tmp_path, remember_checks=True)
+    cache.put_bytes(DATA)
+    record = (tmp_path / ".verified").read_text().split()
+    assert record[0] == DIGEST.removeprefix("sha256:") and len(record) == 5
+    path = cache.blob_path(DIGEST)
+    st = path.stat()
+
+    # Same bytes length, same mtime: a later run trusts the record and does not re-hash (the
+    # deliberate trade-off RECORD documents; build re-hashes every bundled blob anyway).
+    flipped = bytearray(DATA)
+    flipped[0] ^= 1
+    path.write_bytes(bytes(flipped))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    _forget_checks()
+    assert Layout(tmp_path, remember_checks=True).has_blob(DIGEST)
+
+    # An ordinary write changes mtime: the record no longer applies, the blob is re-hashed and dropped.
+    path.write_bytes(bytes(flipped))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    _forget_checks()
+    assert not Layout(tmp_path, remember_checks=True).has_blob(DIGEST)
+    assert not path.exists()
+
+
+def test_an_output_layout_keeps_no_record_and_tidies_to_a_plain_layout(tmp_path: Path) -> None:
+    out = Layout(tmp_path)
+    out.put_bytes(DATA)
+    out.set_refs({"x": Descriptor(OCI_MANIFEST, DIGEST, len(DATA))})
+    assert not (tmp_path / ".verified").exists()
+    out.tidy()
+    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    assert files == ["blobs", "blobs/sha256", f"blobs/sha256/{DIGEST.removeprefix('sha256:')}",
+                     "index.json", "oci-layout"]

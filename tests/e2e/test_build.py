@@ -3,6 +3,7 @@ offline verification, and failures that leave nothing behind."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tarfile
@@ -67,6 +68,10 @@ def test_build_is_reproducible_verifies_and_carries_what_it_says(workspace: Path
         names = tar.getnames()
         manifests = tar.extractfile("manifests/chart-demo.yaml").read().decode()  # type: ignore[union-attr]
     assert names[0] == "bundle.intoto.json" and names[-1] == "signatures/vendor.sigstore.json"
+    # the image folder is a plain OCI layout: no partial blobs, locks or check records of the cache
+    assert {n for n in names if n.startswith("images/") and not n.startswith("images/blobs/sha256/")} == \
+        {"images/index.json", "images/oci-layout"}
+    assert all(re.fullmatch(r"images/blobs/sha256/[a-f0-9]{64}", n) for n in names if n.startswith("images/blobs/"))
     assert {"sbom.cdx.json", "provenance.intoto.json", "images/index.json", "images/oci-layout",
             "charts/demo-0.3.0.tgz", "charts/demo-0.3.0.values-airgap.yaml"} <= set(names)
     # every image of the rewritten chart is on the local registry, pinned by digest
@@ -97,3 +102,21 @@ def test_unsigned_bundles_are_refused_unless_asked(workspace: Path, registry, ru
     result = run_cli("build", "examples/bundle.yaml", "--output", "refused.bundle.tar", cwd=workspace)
     assert result.returncode == 2 and "unsigned" in result.stderr
     assert not (workspace / "refused.bundle.tar").exists()
+
+
+def test_a_corrupted_cache_blob_is_caught_before_it_is_bundled(workspace: Path, registry, run_cli) -> None:  # type: ignore[no-untyped-def]
+    # Corrupt one cached blob in place, keeping its size and mtime, so the cache's check record
+    # still vouches for it: the build must hash it again and refuse.
+    blob = max((p for p in (workspace / "cache" / "blobs" / "sha256").iterdir() if p.is_file()),
+               key=lambda p: p.stat().st_size)
+    original, st = blob.read_bytes(), blob.stat()
+    try:
+        blob.write_bytes(bytes([original[0] ^ 1]) + original[1:])
+        os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))
+        result = build(run_cli, workspace, registry, "corrupt.bundle.tar")
+        assert result.returncode == 7, result.stderr
+        assert blob.name in result.stderr and "Traceback" not in result.stderr
+        assert not (workspace / "corrupt.bundle.tar").exists()
+    finally:
+        blob.write_bytes(original)
+        os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))
