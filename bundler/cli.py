@@ -3,12 +3,16 @@
 Only this module prints. Library errors are `BundlerError`s: caught once in `main()`, printed as one
 line on stderr (`airgap-bundle: error: ...`), and turned into `exit_code`. `--verbose` re-raises them so
 the traceback is there when a developer wants it. Exit codes are listed in the README.
+
+Stage modules are imported inside the command that needs them: `verify` then never loads the
+registry client (nothing that can open a connection), and `ref` starts in a tenth of a second.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -17,7 +21,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .errors import BundlerError, InvalidReferenceError, UsageError
+from .errors import BundlerError, CheckFailedError, InputError, InvalidReferenceError, UnvendoredImageError, UsageError
 from .reference import ImageRef
 
 
@@ -99,7 +103,6 @@ def ref_command(refs: tuple[str, ...], as_json: bool) -> None:
 
 def _key_password(*, confirm: bool = False) -> bytes:
     """The private-key password: $AIRGAP_BUNDLE_KEY_PASSWORD, else a prompt (never a flag)."""
-    from .errors import InputError
     from .keys import PASSWORD_ENV
 
     env = os.environ.get(PASSWORD_ENV)
@@ -148,7 +151,6 @@ def keys_generate_command(prefix: str, kind: str, make_cert: bool, is_ca: bool, 
     from cryptography.hazmat.primitives import serialization
 
     from . import keys
-    from .errors import UsageError
 
     if (ca_key is None) != (ca_cert is None):
         raise UsageError("--ca-key and --ca-cert go together")
@@ -292,13 +294,11 @@ def sweep_command(spec_file: str | None, chart: str | None, values: tuple[str, .
       airgap-bundle sweep --manifests out/manifests --fail-on-unvendored --local-registry registry.local:5000
       helm template x ./chart | airgap-bundle sweep --manifests - --why nginx
     """
-    from pathlib import Path
 
     from . import render as render_mod
     from . import report as report_mod
     from . import spec as spec_mod
     from . import sweep as sweep_mod
-    from .errors import CheckFailedError, InputError, UnvendoredImageError, UsageError
 
     if vendored_file and local_registry:
         raise UsageError("--vendored and --local-registry are exclusive", hint="give one of them")
@@ -508,15 +508,11 @@ def pull_command(sources: tuple[str, ...], output: str, platform_texts: tuple[st
     Example:
       airgap-bundle pull --output ./images quay.io/prometheus/node-exporter:v1.8.2
     """
-    import logging
-    from pathlib import Path
-
     from . import spec as spec_mod
     from .oci import DEFAULT_PLATFORMS, Platform
     from .pull import Sources, default_cache_dir, pull
 
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    _log_to_stderr()
     first = Path(sources[0])
     if len(sources) == 1 and first.suffix in (".yaml", ".yml") and first.is_file():
         spec = spec_mod.load(first)
@@ -588,14 +584,11 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
       airgap-bundle keys generate --out vendor --cert
       airgap-bundle build examples/bundle.yaml --output demo.bundle.tar --key vendor.key --cert vendor.crt
     """
-    import logging
-
     from . import keys, pipeline
     from . import spec as spec_mod
     from .pull import default_cache_dir
 
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    _log_to_stderr()
     epoch_text = os.environ.get("SOURCE_DATE_EPOCH")
     if epoch_text is not None and not epoch_text.isdigit():
         raise UsageError(f"SOURCE_DATE_EPOCH={epoch_text!r} is not a number of seconds")
@@ -626,6 +619,12 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
 
 
 # --- end build ---------------------------------------------------------------------------------
+
+
+def _log_to_stderr() -> None:
+    """Library log lines (the endpoints a run contacts, narrowed indexes) go to stderr, unadorned."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
 
 def main() -> None:

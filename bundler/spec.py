@@ -16,7 +16,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
@@ -178,7 +177,11 @@ def load(path: str | Path) -> Spec:
     return _build(spec_path, raw, data)
 
 
-def _validator() -> jsonschema.Draft202012Validator:
+def _validator() -> Any:
+    # Imported here: jsonschema costs ~45 ms at start-up, and commands that only use the spec's types
+    # (`pull REF...`, `verify`) never validate a spec.
+    import jsonschema
+
     schema = json.loads(resources.files("bundler").joinpath("schemas/bundle.schema.json").read_text())
     return jsonschema.Draft202012Validator(schema)
 
