@@ -3,9 +3,8 @@
 `build(package_yaml)` returns the manifest, config and layer bytes as `crossplane xpkg push` makes
 them: the base layer descriptor annotated `io.crossplane.xpkg: base` and the image config labelled
 `io.crossplane.xpkg:sha256:<layer digest>` = `base`. Writers put the image into an OCI image layout
-directory, an OCI layout tarball, a go-containerregistry (docker-save style) tarball, or a
-distribution registry through its HTTP API (a minimal client for tests only; the product's
-registry client is `bundler.registry`).
+directory, an OCI layout tarball, a go-containerregistry (docker-save style) tarball, or a registry
+(through the shared `tests.support.images.Pusher`).
 """
 
 from __future__ import annotations
@@ -14,17 +13,12 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import shutil
-import socket
-import subprocess
 import tarfile
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
+from tests.support.images import Blob, Pusher
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -121,85 +115,12 @@ def write_ggcr_tarball(image: Image, path: Path, repo_tag: str | None) -> Path:
     return path
 
 
-# --- a throwaway distribution registry (docker-registry) on 127.0.0.1 -----------------------------------
+# --- into a registry --------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Registry:
-    host: str  # 127.0.0.1:PORT
-    process: subprocess.Popen[bytes]
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
-
-    def push(self, repo: str, tag: str, image: Image) -> None:
-        for d, data in image.blobs().items():
-            if d == image.digest:
-                continue
-            start = requests.post(f"{self.url}/v2/{repo}/blobs/uploads/", timeout=10)
-            start.raise_for_status()
-            location = start.headers["Location"]
-            location = location if location.startswith("http") else self.url + location
-            sep = "&" if "?" in location else "?"
-            requests.put(f"{location}{sep}digest={d}", data=data, timeout=30,
-                         headers={"Content-Type": "application/octet-stream"}).raise_for_status()
-        requests.put(f"{self.url}/v2/{repo}/manifests/{tag}", data=image.manifest, timeout=10,
-                     headers={"Content-Type": OCI_MANIFEST}).raise_for_status()
-
-    def manifest(self, repo: str, reference: str) -> bytes:
-        r = requests.get(f"{self.url}/v2/{repo}/manifests/{reference}", timeout=10,
-                         headers={"Accept": f"{OCI_MANIFEST}, {OCI_INDEX}"})
-        r.raise_for_status()
-        return r.content
-
-    def blob(self, repo: str, d: str) -> bytes:
-        r = requests.get(f"{self.url}/v2/{repo}/blobs/{d}", timeout=30)
-        r.raise_for_status()
-        return r.content
-
-
-def start_registry(workdir: Path) -> Iterator[Registry]:
-    """Start docker-registry with filesystem storage; stop it (by its PID) on exit."""
-    binary = shutil.which("docker-registry")
-    if binary is None:
-        raise RuntimeError("docker-registry is not installed (apt install docker-registry)")
-    port = _free_port()
-    config = workdir / "config.yml"
-    config.write_text(f"""version: 0.1
-log: {{level: error}}
-storage:
-  filesystem: {{rootdirectory: {workdir / 'data'}}}
-  delete: {{enabled: true}}
-http: {{addr: 127.0.0.1:{port}}}
-""")
-    log = open(workdir / "registry.log", "wb")  # noqa: SIM115 - closed below
-    process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT,
-                               env={**os.environ, "OTEL_TRACES_EXPORTER": "none"})
-    registry = Registry(f"127.0.0.1:{port}", process)
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                if requests.get(f"{registry.url}/v2/", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"docker-registry did not start: {(workdir / 'registry.log').read_text()}")
-            time.sleep(0.05)
-        yield registry
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+def push(pusher: Pusher, repo: str, tag: str, image: Image) -> None:
+    """Push an xpkg image through the shared test pusher (tests.support.images)."""
+    for d, data in image.blobs().items():
+        if d != image.digest:
+            pusher.push_blob(repo, Blob("application/octet-stream", data))
+    pusher.push_manifest(repo, Blob(OCI_MANIFEST, image.manifest), tag)
