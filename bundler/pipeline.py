@@ -16,7 +16,6 @@ import dataclasses
 import gzip
 import hashlib
 import io
-import json
 import shutil
 import tarfile
 import tempfile
@@ -142,8 +141,7 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
                       images=images, charts=charts, manifests=manifests, crossplane_packages=crossplane_packages)
     _write(payload / "sbom.cdx.json", bom.cyclonedx(partial))
     _write(payload / "provenance.intoto.json", attest.provenance(
-        subjects=partial.subjects(), spec=json.loads(json.dumps(yaml.safe_load(spec.path.read_text()), default=str)),
-        spec_digest=spec.digest,
+        subjects=partial.subjects(), spec=spec.document, spec_digest=spec.digest,
         dependencies=[(f"oci://{i.normalized}", i.upstream_digest) for i in images]
         + [(f"file://{c.path}", c.digest) for c in charts],
         builder_version=__version__, epoch=epoch))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -115,6 +116,7 @@ class Authority:
 class Spec:
     path: Path
     digest: str  # sha256 of the spec file bytes, recorded in the bill of materials
+    document: Mapping[str, Any] = field(compare=False)  # the spec as plain JSON values (provenance)
     name: str
     version: str
     local_registry: str
@@ -174,7 +176,7 @@ def load(path: str | Path) -> Spec:
         where = list(err.absolute_path)
         raise SpecError(f"{spec_path}:{_line(data, where)}: {_field(where)}: {err.message}",
                         hint="see schemas/bundle.schema.json and examples/bundle.yaml")
-    return _build(spec_path, raw, data)
+    return _build(spec_path, raw, data, plain)
 
 
 def _validator() -> Any:
@@ -210,7 +212,7 @@ def _field(path: list[str | int]) -> str:
     return out or "(top level)"
 
 
-def _build(path: Path, raw: bytes, d: CommentedMap) -> Spec:
+def _build(path: Path, raw: bytes, d: CommentedMap, plain: dict[str, Any]) -> Spec:
     base = path.parent.resolve()
 
     def rel(p: str) -> Path:
@@ -296,6 +298,7 @@ def _build(path: Path, raw: bytes, d: CommentedMap) -> Spec:
     return Spec(
         path=path.resolve(),
         digest="sha256:" + hashlib.sha256(raw).hexdigest(),
+        document=plain,
         name=str(meta["name"]),
         version=str(meta["version"]),
         source_date_epoch=meta.get("sourceDateEpoch"),

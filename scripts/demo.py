@@ -81,8 +81,7 @@ def main() -> None:
 
         bundle = work / "demo.bundle.tar"
         run("build", str(spec), "--output", str(bundle), "--key", str(keys / "vendor.key"),
-            "--cert", str(keys / "vendor.crt"), "--cache", str(work / "cache"),
-            "--insecure-registry", registry.host, cwd=work)
+            "--cert", str(keys / "vendor.crt"), "--cache", str(work / "cache"), cwd=work)
         run("verify", str(bundle), "--policy", str(vendor_only), cwd=work)
         run("sign", str(bundle), "--authority", "customer", "--key", str(keys / "customer.key"), cwd=work)
         shutil.rmtree(work / "extracted", ignore_errors=True)

@@ -3,6 +3,7 @@ offline verification, and failures that leave nothing behind."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -44,7 +45,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, registry, repo_root: Pat
 
 def build(run_cli, work: Path, registry, output: str, *extra: str, spec: str = "examples/bundle.yaml"):  # type: ignore[no-untyped-def]
     return run_cli("build", spec, "--output", output, "--key", "vendor.key", "--cert", "vendor.crt",
-                   "--cache", str(work / "cache"), "--insecure-registry", registry.host, *extra, cwd=work)
+                   "--cache", str(work / "cache"), *extra, cwd=work)
 
 
 def test_build_is_reproducible_verifies_and_carries_what_it_says(workspace: Path, registry, run_cli) -> None:  # type: ignore[no-untyped-def]
@@ -59,7 +60,7 @@ def test_build_is_reproducible_verifies_and_carries_what_it_says(workspace: Path
     assert a[:cut] == b[:cut]
     for name in ("u1.bundle.tar", "u2.bundle.tar"):
         unsigned = run_cli("build", "examples/bundle.yaml", "--output", name, "--unsigned", "--cache",
-                           str(workspace / "cache"), "--insecure-registry", registry.host, cwd=workspace)
+                           str(workspace / "cache"), cwd=workspace)
         assert unsigned.returncode == 0, unsigned.stderr
     assert (workspace / "u1.bundle.tar").read_bytes() == (workspace / "u2.bundle.tar").read_bytes()
     assert (workspace / "u1.bundle.tar").read_bytes()[:cut] == a[:cut]
@@ -67,6 +68,8 @@ def test_build_is_reproducible_verifies_and_carries_what_it_says(workspace: Path
     with tarfile.open(workspace / "a.bundle.tar") as tar:
         names = tar.getnames()
         manifests = tar.extractfile("manifests/chart-demo.yaml").read().decode()  # type: ignore[union-attr]
+        provenance = json.loads(tar.extractfile("provenance.intoto.json").read())  # type: ignore[union-attr]
+        statement = json.loads(tar.extractfile("bundle.intoto.json").read())  # type: ignore[union-attr]
     assert names[0] == "bundle.intoto.json" and names[-1] == "signatures/vendor.sigstore.json"
     # the image folder is a plain OCI layout: no partial blobs, locks or check records of the cache
     assert {n for n in names if n.startswith("images/") and not n.startswith("images/blobs/sha256/")} == \
@@ -78,6 +81,13 @@ def test_build_is_reproducible_verifies_and_carries_what_it_says(workspace: Path
     images = re.findall(r"image: \"?([^\s\"]+)", manifests)
     assert images and all(re.match(r"registry\.airgap\.local:5000/.+@sha256:[a-f0-9]{64}$", i) for i in images)
     assert "# Source: demo/templates/deployment.yaml" in manifests  # comments survive the round trip
+    # SLSA provenance: the spec as external parameters, every image pinned by its upstream digest
+    assert provenance["predicateType"] == "https://slsa.dev/provenance/v1"
+    definition = provenance["predicate"]["buildDefinition"]
+    assert definition["externalParameters"]["spec"]["metadata"]["name"] == "demo"
+    upstream = {i["normalized"]: i["upstreamDigest"] for i in statement["predicate"]["images"]}
+    deps = {d["uri"]: "sha256:" + d["digest"]["sha256"] for d in definition["resolvedDependencies"]}
+    assert len(upstream) == 5 and all(deps[f"oci://{name}"] == digest for name, digest in upstream.items())
 
     verified = run_cli("verify", "a.bundle.tar", "--policy", "policy.yaml", "--extract", "out", cwd=workspace)
     assert verified.returncode == 0, verified.stderr
