@@ -21,7 +21,14 @@ from typing import Any
 import click
 
 from . import __version__
-from .errors import BundlerError, CheckFailedError, InputError, InvalidReferenceError, UnvendoredImageError, UsageError
+from .errors import (
+    BundlerError,
+    CheckFailedError,
+    InputError,
+    InvalidReferenceError,
+    UnvendoredImageError,
+    UsageError,
+)
 from .reference import ImageRef
 
 

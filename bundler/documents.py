@@ -14,7 +14,9 @@ Does not run helm or kubectl (that is `render.py`) and does not know what an ima
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+import json
+import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,20 +94,21 @@ def _child(node: yaml.Node, step: str | int) -> yaml.Node | None:
     return None
 
 
-def format_path(path: Path_) -> str:
-    """`("spec", "containers", 0, "image")` -> `spec.containers[0].image`."""
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+def format_path(path: Iterable[str | int]) -> str:
+    """`("spec", "containers", 0, "image")` -> `spec.containers[0].image`; keys that are not plain
+    words are quoted: `metadata.annotations["helm.sh/images"]`."""
     out = ""
     for step in path:
-        out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else step)
+        if isinstance(step, int):
+            out += f"[{step}]"
+        elif _WORD.fullmatch(step):
+            out += f".{step}" if out else step
+        else:
+            out += f"[{json.dumps(step)}]"
     return out
-
-
-class _GuardedLoader(_Loader):  # type: ignore[misc,valid-type]
-    """Counts alias uses while composing; refuses a stream that leans on them too much."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self.alias_uses = 0
 
 
 def load_stream(text: str, origin: Origin) -> list[Document]:

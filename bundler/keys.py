@@ -25,9 +25,9 @@ import json
 import os
 import re
 import tempfile
-from importlib import resources
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Union
 

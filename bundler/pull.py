@@ -36,11 +36,25 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import (BundlerError, DigestMismatchError, OfflineMissError, PlatformMissingError, RegistryError,
-                     UsageError)
+from .errors import (
+    BundlerError,
+    DigestMismatchError,
+    OfflineMissError,
+    PlatformMissingError,
+    RegistryError,
+    UsageError,
+)
 from .layout import Layout
-from .oci import (ANNOTATION_REFERENCE_DIGEST, ANNOTATION_REFERENCE_TYPE, DEFAULT_PLATFORMS, INDEX_TYPES,
-                  MANIFEST_TYPES, Descriptor, Platform, sha256_digest)
+from .oci import (
+    ANNOTATION_REFERENCE_DIGEST,
+    ANNOTATION_REFERENCE_TYPE,
+    DEFAULT_PLATFORMS,
+    INDEX_TYPES,
+    MANIFEST_TYPES,
+    Descriptor,
+    Platform,
+    sha256_digest,
+)
 from .progress import NullProgress, Progress
 from .reference import ImageRef
 from .registry import Manifest, RegistryClient, media_type_of, plan_routes

@@ -26,9 +26,10 @@ from typing import Any
 from urllib.parse import quote
 from xml.etree import ElementTree as ET
 
+from .documents import format_path
 from .errors import InputError
 from .reference import ImageRef
-from .sweep import Finding, Image, Invalid, Sweep, field_path
+from .sweep import Finding, Image, Invalid, Sweep
 
 FORMATS = ("text", "json", "sarif", "junit", "github")
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
@@ -45,7 +46,7 @@ def location(f: Finding | Invalid) -> dict[str, Any]:
         "kind": f.kind,
         "namespace": f.namespace,
         "name": f.name,
-        "path": field_path(f.path),
+        "path": format_path(f.path),
     }
 
 
@@ -97,7 +98,7 @@ def to_json(result: Sweep, status: Status, check: str, images: Iterable[Image] |
 def _where(f: Finding | Invalid) -> str:
     ns = f"{f.namespace}/" if f.namespace else ""
     chart = f"  (chart {f.origin.chart})" if f.origin.chart else ""
-    return f"{f.origin.file}:{f.line}  {f.kind} {ns}{f.name}  {field_path(f.path)}{chart}"
+    return f"{f.origin.file}:{f.line}  {f.kind} {ns}{f.name}  {format_path(f.path)}{chart}"
 
 
 def to_text(result: Sweep, status: Status, check: str, images: Iterable[Image] | None = None) -> str:
@@ -175,9 +176,9 @@ def _physical(f: Finding | Invalid) -> dict[str, Any]:
         },
         "logicalLocations": [
             {
-                "name": field_path(f.path),
+                "name": format_path(f.path),
                 "kind": "member",
-                "fullyQualifiedName": f"{f.kind}/{f.namespace or ''}/{f.name}:{field_path(f.path)}",
+                "fullyQualifiedName": f"{f.kind}/{f.namespace or ''}/{f.name}:{format_path(f.path)}",
             }
         ],
     }
@@ -195,7 +196,7 @@ def to_sarif(result: Sweep, status: Status, check: str, tool_version: str = "0")
             "level": "error",
             "message": {
                 "text": f"{image.ref} ({image.confidence}) is not vendored; named at "
-                f"{field_path(first.path)} in {first.kind} {first.name}"
+                f"{format_path(first.path)} in {first.kind} {first.name}"
             },
             "locations": [_physical(first)],
             "partialFingerprints": {"imageRef/v1": str(image.ref)},
@@ -304,7 +305,7 @@ def to_github(result: Sweep, status: Status, check: str) -> str:
                         "error",
                         f,
                         "Unvendored image",
-                        f"{image.ref} is not vendored ({field_path(f.path)} in {f.kind} {f.name})",
+                        f"{image.ref} is not vendored ({format_path(f.path)} in {f.kind} {f.name})",
                     )
                 )
             elif vendored is None and not image.carried:
@@ -313,7 +314,7 @@ def to_github(result: Sweep, status: Status, check: str) -> str:
                         "warning",
                         f,
                         "Candidate image",
-                        f"{image.ref} looks like an image ({field_path(f.path)}): confirm or exclude it "
+                        f"{image.ref} looks like an image ({format_path(f.path)}): confirm or exclude it "
                         f"in the bundle spec",
                     )
                 )

@@ -30,6 +30,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
+from .documents import format_path
 from .errors import InputError, SpecError
 from .reference import ImageRef
 
@@ -129,7 +130,7 @@ def rewrite_streams(streams: Iterable[Stream], find: Finder, local: LocalRefs) -
         for doc in docs:
             for hit in list(find(doc)):
                 target = local.local_for(hit.ref)
-                where = _format_path(hit.path)
+                where = format_path(hit.path)
                 if target is None:
                     unmapped.append((stream.name, where, hit.written))
                     continue
@@ -180,13 +181,6 @@ def _replace_split(obj: Any, target: str) -> tuple[str, str]:
             obj["tag"] = f"{ref.tag}@{ref.digest}" if ref.tag else ref.digest
     after = " ".join(f"{k}={obj[k]}" for k in SPLIT_KEYS if k in obj)
     return before, after
-
-
-def _format_path(path: tuple[str | int, ...]) -> str:
-    out = ""
-    for step in path:
-        out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else step)
-    return out
 
 
 # --- Kustomize overlay ---------------------------------------------------------------------------

@@ -45,13 +45,12 @@ with `vendored_status`).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from .documents import Document, Origin, Path_, iter_documents
+from .documents import Document, Origin, Path_, format_path, iter_documents
 from .errors import InvalidReferenceError
 from .reference import ImageRef
 
@@ -98,7 +97,6 @@ _IMAGE_NAME = re.compile(r"image", re.IGNORECASE)
 _IMAGE_PART = re.compile(r"(?:tag|version|policy|digest|secrets?|dir|path|name_?prefix)$", re.IGNORECASE)
 _TOKEN = re.compile(r"""(?:(?P<flag>--?[A-Za-z0-9][A-Za-z0-9_.-]*)=)?(?P<value>[^\s=,;"'`()\[\]{}<>|&]+)""")
 _HOST = re.compile(r"^(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+|localhost|\[[0-9a-fA-F:]+\])(?::[0-9]+)?$")
-_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _FLAG_ONLY = re.compile(r"^--?[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -123,7 +121,7 @@ class Finding:
 
     @property
     def field_path(self) -> str:
-        return field_path(self.path)
+        return format_path(self.path)
 
 
 @dataclass(frozen=True)
@@ -142,7 +140,7 @@ class Invalid:
 
     @property
     def field_path(self) -> str:
-        return field_path(self.path)
+        return format_path(self.path)
 
 
 @dataclass(frozen=True)
@@ -317,18 +315,6 @@ def sweep_document(doc: Document) -> list[Finding | Invalid]:
     _walk(obj, (), ctx)
     return out
 
-
-def field_path(path: Iterable[str | int]) -> str:
-    """`spec.containers[0].image`; other keys quoted (`annotations["helm.sh/images"]`)."""
-    out = ""
-    for step in path:
-        if isinstance(step, int):
-            out += f"[{step}]"
-        elif _WORD.fullmatch(step):
-            out += f".{step}" if out else step
-        else:
-            out += f"[{json.dumps(step)}]"
-    return out
 
 
 def find_images(obj: Any) -> list[Finding]:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bundler.documents import Document, Origin, load_stream
+from bundler.documents import Document, Origin, format_path, load_stream
 from bundler.reference import ImageRef
 from bundler.render import Sources, Tools, chart_images, load_manifests, render
 from bundler.report import parse_vendored
@@ -16,7 +16,6 @@ from bundler.sweep import (
     Sweep,
     at_registry,
     carried,
-    field_path,
     in_list,
     sweep,
     sweep_document,
@@ -578,12 +577,12 @@ def test_parse_vendored_formats() -> None:
 
 
 def test_field_path_format() -> None:
-    assert field_path(("spec", "containers", 0, "image")) == "spec.containers[0].image"
+    assert format_path(("spec", "containers", 0, "image")) == "spec.containers[0].image"
     assert (
-        field_path(("metadata", "annotations", "helm.sh/images", 1))
+        format_path(("metadata", "annotations", "helm.sh/images", 1))
         == 'metadata.annotations["helm.sh/images"][1]'
     )
-    assert field_path((0, "image")) == "[0].image"
+    assert format_path((0, "image")) == "[0].image"
 
 
 @pytest.mark.parametrize(

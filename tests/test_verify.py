@@ -28,7 +28,16 @@ from bundler.errors import (
     UntrustedKeyError,
 )
 from tests.conftest import REPO
-from tests.support.bundles import NOW, Pki, build_bundle, describe, sha, small_payload, statement_for, write_policy
+from tests.support.bundles import (
+    NOW,
+    Pki,
+    build_bundle,
+    describe,
+    sha,
+    small_payload,
+    statement_for,
+    write_policy,
+)
 
 
 @pytest.fixture

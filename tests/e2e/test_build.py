@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from bundler import archive
-
 from tests.support.images import Pusher, make_layer, multi_platform
 
 IMAGES = {

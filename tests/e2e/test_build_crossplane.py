@@ -4,7 +4,6 @@ read from the bundle's own OCI layout, and checked against the Compositions; a f
 from __future__ import annotations
 
 import json
-import shutil
 import tarfile
 from pathlib import Path
 
