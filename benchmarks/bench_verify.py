@@ -83,7 +83,7 @@ def main() -> None:
         import hashlib
 
         print(f"generating {args.files} x {per_file >> 20} MiB of random data in {root} ...", flush=True)
-        for i in range(args.files):
+        for _i in range(args.files):
             data = os.urandom(per_file)
             digest = hashlib.sha256(data).hexdigest()
             path = src / "images" / "blobs" / "sha256" / digest

@@ -36,7 +36,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO
 
 from .errors import ArchiveError, InputError, UnlistedMemberError, UnsafeArchiveError
 
@@ -48,7 +48,7 @@ RECORD = 20 * BLOCK  # tar's default blocking factor: the archive is padded to a
 CHUNK = 1 << 20
 MAX_NAME_BYTES = 4096
 
-Source = Union[Path, str, bytes]
+Source = Path | str | bytes
 _SIGNATURE_NAME = re.compile(r"^signatures/([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)\.sigstore\.json$")
 
 
@@ -278,7 +278,7 @@ def read_index(source: Path | str | BinaryIO) -> BundleIndex:
         members: list[Member] = []
         end = 0
         try:
-            with tarfile.open(fileobj=f, mode="r:") as tf:  # type: ignore[call-overload]
+            with tarfile.open(fileobj=f, mode="r:") as tf:
                 while (info := tf.next()) is not None:
                     check_name(info.name.rstrip("/") if info.isdir() else info.name, where=where)
                     if info.isdir():
@@ -400,7 +400,7 @@ def append_signature(path: Path | str, authority: str, data: bytes, *, replace: 
         try:
             f.seek(index.end)
             f.truncate()
-            written = _write_member(f, name, data, epoch)  # type: ignore[arg-type]
+            written = _write_member(f, name, data, epoch)
             _finish(f, index.end + written)
             f.flush()
             os.fsync(f.fileno())

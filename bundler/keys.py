@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import nacl.bindings
 import nacl.exceptions
@@ -50,8 +50,8 @@ MIN_RSA_BITS = 3072
 MAX_KEY_FILE_BYTES = 1024 * 1024
 MAX_POLICY_BYTES = 1024 * 1024
 
-PrivateKey = Union[ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey, rsa.RSAPrivateKey]
-PublicKey = Union[ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey, rsa.RSAPublicKey]
+PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
+PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey
 PasswordFn = Callable[[], bytes]
 KeyKind = Literal["ecdsa-p256", "ecdsa-p384", "ed25519", "rsa-3072", "rsa-4096"]
 KEY_KINDS: tuple[str, ...] = ("ecdsa-p256", "ecdsa-p384", "ed25519", "rsa-3072", "rsa-4096")
@@ -99,7 +99,7 @@ def fingerprint(public_key: PublicKey) -> str:
     return "SHA256:" + hashlib.sha256(public_der(public_key)).hexdigest()
 
 
-def _ecdsa_hash(curve: ec.EllipticCurve) -> hashes.HashAlgorithm:
+def _ecdsa_hash(curve: ec.EllipticCurve) -> hashes.SHA256 | hashes.SHA384:
     # Sigstore key details: PKIX_ECDSA_P256_SHA_256, PKIX_ECDSA_P384_SHA_384.
     return hashes.SHA384() if isinstance(curve, ec.SECP384R1) else hashes.SHA256()
 
@@ -189,17 +189,20 @@ def cosign_decrypt(blob: bytes, password: bytes) -> bytes:
     return bytes(nacl.secret.SecretBox(key).decrypt(ciphertext, nonce))
 
 
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
 def cosign_encrypt(plaintext: bytes, password: bytes, *, n: int = 32768) -> bytes:
     """Encrypt as go-securesystemslib `encrypted.Encrypt` does (32-byte salt, 24-byte nonce)."""
     salt, nonce = nacl.utils.random(32), nacl.utils.random(nacl.secret.SecretBox.NONCE_SIZE)
     key = _scrypt(password, salt, (n, 8, 1))
     ciphertext = nacl.secret.SecretBox(key).encrypt(plaintext, nonce).ciphertext
-    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
     # Field order as Go's encoding/json writes the struct: kdf, cipher, ciphertext.
     doc = {
-        "kdf": {"name": "scrypt", "params": {"N": n, "r": 8, "p": 1}, "salt": b64(salt)},
-        "cipher": {"name": "nacl/secretbox", "nonce": b64(nonce)},
-        "ciphertext": b64(ciphertext),
+        "kdf": {"name": "scrypt", "params": {"N": n, "r": 8, "p": 1}, "salt": _b64(salt)},
+        "cipher": {"name": "nacl/secretbox", "nonce": _b64(nonce)},
+        "ciphertext": _b64(ciphertext),
     }
     return json.dumps(doc, separators=(",", ":")).encode()
 
@@ -313,7 +316,7 @@ def private_key_pem(key: PrivateKey, password: bytes | None = None, *, cosign: b
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
 
 
-def _signing_hash(key: PrivateKey) -> hashes.HashAlgorithm | None:
+def _signing_hash(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384 | None:
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return None
     if isinstance(key, ec.EllipticCurvePrivateKey):

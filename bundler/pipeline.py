@@ -27,7 +27,7 @@ import yaml
 
 from . import __version__, archive, attest, bom, crossplane, pull, render, rewrite, sign, sweep, xpkg
 from .crossplane_model import Target
-from .documents import Origin, load_stream
+from .documents import Document, Origin, load_stream
 from .errors import ArchiveError, DigestMismatchError, UnvendoredImageError, UsageError
 from .keys import Signer
 from .layout import Layout
@@ -187,7 +187,7 @@ def _require_clean_sweep(found: sweep.Sweep) -> None:
             hint="add it to the spec's images: with confirm: true, or exclude: <reason>")
 
 
-def _crossplane_gate(spec: Spec, options: BuildOptions, docs: list, packages: list[sweep.Image],
+def _crossplane_gate(spec: Spec, options: BuildOptions, docs: list[Document], packages: list[sweep.Image],
                      by_source: dict[str, pull.PulledImage], layout: Path, progress: Progress) -> None:
     target_text = options.crossplane_target or spec.crossplane.target
     if not target_text:

@@ -392,7 +392,7 @@ class RegistryClient:
             after = _retry_after(resp.headers["Retry-After"])
             if after is not None:
                 return min(after, self.max_backoff * 4)
-        return min(self.max_backoff, self.backoff * (2 ** attempt)) * (0.5 + random.random() / 2)
+        return min(self.max_backoff, self.backoff * (2.0 ** attempt)) * (0.5 + random.random() / 2)
 
     def _http(self, ep: Endpoint, method: str, url: str, headers: dict[str, str], *, stream: bool,
               what: str) -> requests.Response:
@@ -427,6 +427,7 @@ class RegistryClient:
                 last = f"{type(exc).__name__}: {self._redact(str(exc), ep)}"
                 resp = None
             else:
+                assert resp is not None  # the redirect loop always makes a request
                 if resp.status_code not in RETRY_STATUS or attempt == self.retries:
                     return resp
                 last = f"HTTP {resp.status_code}"

@@ -21,11 +21,14 @@ Does not write the archive (`archive.append_signature` does) and does not verify
 from __future__ import annotations
 
 import base64
+from typing import Final
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from securesystemslib.dsse import Envelope as DsseEnvelope
-from securesystemslib.signer import CryptoSigner, SSlibKey
+
+# The documented import path; the package does not re-export these names explicitly for mypy.
+from securesystemslib.signer import CryptoSigner, SSlibKey  # type: ignore[attr-defined]
 from sigstore_models.bundle.v1 import Bundle, VerificationMaterial
 from sigstore_models.common.v1 import PublicKeyIdentifier, X509Certificate
 from sigstore_models.intoto import Envelope, Signature
@@ -34,7 +37,7 @@ from .attest import PAYLOAD_TYPE, canonical_json, pae
 from .errors import InputError
 from .keys import Signer, valid_authority_name, verify_signature
 
-BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+BUNDLE_MEDIA_TYPE: Final = "application/vnd.dev.sigstore.bundle.v0.3+json"
 
 
 def signature_member(authority: str) -> str:
@@ -60,6 +63,11 @@ def _sslib_key(signer: Signer) -> SSlibKey:
     return SSlibKey.from_crypto(key, keyid=signer.fingerprint, scheme=scheme)
 
 
+def _b64(data: bytes) -> bytes:
+    """sigstore-models ProtoBytes fields take base64 input."""
+    return base64.b64encode(data)
+
+
 def sign(statement: bytes, signer: Signer, authority: str) -> bytes:
     """Sign the statement bytes and return the Sigstore bundle JSON for `signatures/<authority>...`.
 
@@ -75,19 +83,18 @@ def sign(statement: bytes, signer: Signer, authority: str) -> bytes:
     if not verify_signature(signer.public_key, raw_sig, pae(PAYLOAD_TYPE, statement)):  # pragma: no cover
         raise InputError(f"{signer.source}: the signature just made does not verify")
 
-    b64 = lambda b: base64.b64encode(b)  # noqa: E731  (sigstore-models ProtoBytes take base64 input)
     if signer.certificate is not None:
         der = signer.certificate.public_bytes(serialization.Encoding.DER)
-        material = VerificationMaterial(certificate=X509Certificate(raw_bytes=b64(der)), tlog_entries=[])
+        material = VerificationMaterial(certificate=X509Certificate(raw_bytes=_b64(der)), tlog_entries=[])
     else:
         material = VerificationMaterial(public_key=PublicKeyIdentifier(hint=signer.hint), tlog_entries=[])
     bundle = Bundle(
         media_type=BUNDLE_MEDIA_TYPE,
         verification_material=material,
         dsse_envelope=Envelope(
-            payload=b64(statement),
+            payload=_b64(statement),
             payload_type=PAYLOAD_TYPE,
-            signatures=[Signature(sig=b64(raw_sig), keyid=signer.fingerprint)],
+            signatures=[Signature(sig=_b64(raw_sig), keyid=signer.fingerprint)],
         ),
     )
     return canonical_json(bundle.to_dict())

@@ -25,7 +25,7 @@ fi
 
 python3 -m venv .venv 2>/dev/null || true
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -e '.[test,lint]'
 
 if [ "${SKIP_TOOLS:-0}" != 1 ] && { [ ! -x .tools/bin/helm ] || [ ! -x .tools/bin/kubectl ]; }; then
   .venv/bin/python scripts/fetch_tools.py .tools/bin

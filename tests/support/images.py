@@ -22,7 +22,7 @@ import random
 import re
 import tarfile
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import requests
 
@@ -122,7 +122,7 @@ class Index:
         return [b for i in self.images for b in i.blobs()]
 
 
-Pushable = Union[Image, Index]
+Pushable = Image | Index
 
 
 def platform_dict(text: str) -> dict[str, str]:
@@ -159,10 +159,10 @@ def make_image(platform: str, layers: list[Blob] | tuple[Blob, ...], *, docker: 
         config_obj["variant"] = p["variant"]
     config_obj.update({"created": "2024-01-01T00:00:00Z",
                        "config": {"Labels": {"test.label": label}} if label else {},
-                       "rootfs": {"type": "layers", "diff_ids": [l.digest for l in layers]}})
+                       "rootfs": {"type": "layers", "diff_ids": [layer.digest for layer in layers]}})
     config = Blob(DOCKER_CONFIG if docker else OCI_CONFIG, json.dumps(config_obj, sort_keys=True).encode())
     manifest_obj: dict[str, Any] = {"schemaVersion": 2, "mediaType": DOCKER_MANIFEST if docker else OCI_MANIFEST,
-                                    "config": config.descriptor(), "layers": [l.descriptor() for l in layers]}
+                                    "config": config.descriptor(), "layers": [layer.descriptor() for layer in layers]}
     if annotations:
         manifest_obj["annotations"] = annotations
     return Image(Blob(manifest_obj["mediaType"], dumps(manifest_obj)), config, tuple(layers), p)

@@ -61,8 +61,8 @@ def build(package_yaml: str, *, annotate: bool = True, label: bool = True, compr
     layers = [base] + ([extra_layer] if extra_layer is not None else [])
     labels = {f"io.crossplane.xpkg:{label_digest or digest(base)}": "base"} if label else {}
     config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Labels": labels},
-                         "rootfs": {"type": "layers", "diff_ids": [digest(gzip.decompress(l) if compress and i == 0
-                                                                          else l) for i, l in enumerate(layers)]}},
+                         "rootfs": {"type": "layers", "diff_ids": [digest(gzip.decompress(layer) if compress and i == 0
+                                                                          else layer) for i, layer in enumerate(layers)]}},
                         sort_keys=True).encode()
     descriptors = []
     for i, layer in enumerate(layers):
