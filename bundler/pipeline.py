@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from . import __version__, archive, attest, bom, crossplane, pull, render, rewrite, sign, sweep, xpkg
+from . import __version__, archive, attest, bom, crossplane, pull, relocate, render, sign, sweep, xpkg
 from .crossplane_model import Target
 from .documents import Document, Origin, load_stream
 from .errors import ArchiveError, DigestMismatchError, UnvendoredImageError, UsageError
@@ -33,6 +33,7 @@ from .keys import Signer
 from .layout import Layout
 from .progress import NullProgress, Progress
 from .reference import ImageRef
+from .relocate import helm as relocate_helm
 from .spec import Spec
 
 CHUNK = 1 << 20
@@ -115,13 +116,13 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
         _crossplane_gate(spec, options, docs, packages, by_source, layout, progress)
 
     # rewrite, then the closed loop
-    local = rewrite.LocalRefs({
-        source: rewrite.local_reference(p.ref, p.bundled_digest, host=spec.local_registry, template=spec.template)
+    local = relocate.LocalRefs({
+        source: relocate.local_reference(p.ref, p.bundled_digest, host=spec.local_registry, template=spec.template)
         for source, p in by_source.items()
     })
     names = _member_names(streams)
-    rewritten = rewrite.rewrite_streams(
-        [rewrite.Stream(names[i], s.text, s.source) for i, s in enumerate(streams)], sweep.find_images, local)
+    rewritten = relocate.rewrite_streams(
+        [relocate.Stream(names[i], s.text, s.source) for i, s in enumerate(streams)], sweep.find_images, local)
     coverage = [f"{s.name}: {sum(1 for c in rewritten.changes if c.stream == s.name)} references rewritten"
                 for s in rewritten.streams]
     for stream in rewritten.streams:
@@ -250,7 +251,7 @@ def _file_entries(root: Path) -> Iterable[bom.FileEntry]:
         yield bom.FileEntry(path.relative_to(root).as_posix(), path.stat().st_size, digest.hexdigest())
 
 
-def _package_charts(spec: Spec, payload: Path, local: rewrite.LocalRefs, epoch: int, tools: render.Tools,
+def _package_charts(spec: Spec, payload: Path, local: relocate.LocalRefs, epoch: int, tools: render.Tools,
                     coverage: list[str]) -> tuple[bom.ChartEntry, ...]:
     """Each chart as `charts/<name>-<version>.tgz` (a .tgz source as is; a directory packed
     deterministically) plus `charts/<name>-<version>.values-airgap.yaml`, the values override.
@@ -263,7 +264,7 @@ def _package_charts(spec: Spec, payload: Path, local: rewrite.LocalRefs, epoch: 
         name, version, values_text, data = _chart_archive(chart.path, epoch)
         member = f"charts/{name}-{version}.tgz"
         _write(payload / member, data)
-        override, paths = rewrite.helm_values_override(values_text, local, host=spec.local_registry)
+        override, paths = relocate_helm.helm_values_override(values_text, local, host=spec.local_registry)
         override_member = f"charts/{name}-{version}.values-airgap.yaml"
         _write(payload / override_member, override.encode())
         again = sweep.sweep(render.render_chart_with(chart, tools, payload / override_member))
@@ -276,7 +277,7 @@ def _package_charts(spec: Spec, payload: Path, local: rewrite.LocalRefs, epoch: 
     return tuple(entries)
 
 
-def _write_overlays(spec: Spec, streams: list[render.Rendered], payload: Path, local: rewrite.LocalRefs,
+def _write_overlays(spec: Spec, streams: list[render.Rendered], payload: Path, local: relocate.LocalRefs,
                     tools: render.Tools, found: sweep.Sweep, coverage: list[str]) -> None:
     """`kustomize/<name>/base` (a copy of the base) and `kustomize/<name>/overlay` (images: entries);
     the overlay is built again with kubectl and swept (closed loop)."""
@@ -284,14 +285,14 @@ def _write_overlays(spec: Spec, streams: list[render.Rendered], payload: Path, l
         root = payload / "kustomize" / directory.name
         shutil.copytree(directory, root / "base")
         written = [f.written for d in stream.documents for f in sweep.find_images(d.obj)]
-        overlay = rewrite.kustomize_overlay(written, local, base="../base")
+        overlay = relocate.kustomize_overlay(written, local, base="../base")
         _write(root / "overlay" / "kustomization.yaml", overlay.encode())
         text = render.kustomize_build(root / "overlay", tools)
         _require_local(spec, [(f"kustomize/{directory.name}/overlay", text)], found, "the kustomize overlay")
         coverage.append(f"kustomize/{directory.name}/overlay: {overlay.count('newName:')} images: entries")
 
 
-def _image_entry(pulled: pull.PulledImage, local: rewrite.LocalRefs) -> bom.ImageEntry:
+def _image_entry(pulled: pull.PulledImage, local: relocate.LocalRefs) -> bom.ImageEntry:
     return bom.ImageEntry(
         source=pulled.source, normalized=str(pulled.ref), local=local.by_source[pulled.ref.canonical],
         upstream_digest=pulled.upstream_digest, bundled_digest=pulled.bundled_digest,

@@ -23,16 +23,14 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any, Protocol
 
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
-from .documents import format_path
-from .errors import InputError, SpecError
-from .reference import ImageRef
+from ..documents import format_path
+from ..errors import InputError, SpecError
+from ..reference import ImageRef
 
 DEFAULT_TEMPLATE = "{host}/{source_host}/{path}"
 SPLIT_KEYS = ("registry", "repository", "tag", "digest")
@@ -104,7 +102,7 @@ def local_reference(ref: ImageRef, digest: str, *, host: str, template: str = DE
     return str(parsed)
 
 
-def _yaml() -> YAML:
+def yaml_rt() -> YAML:
     y = YAML(typ="rt")
     y.preserve_quotes = True
     y.width = 1 << 16  # never fold long strings: a folded image reference is a different string
@@ -122,7 +120,7 @@ def rewrite_streams(streams: Iterable[Stream], find: Finder, local: LocalRefs) -
     changes: list[Change] = []
     unmapped: list[tuple[str, str, str]] = []
     for stream in streams:
-        y = _yaml()
+        y = yaml_rt()
         try:
             docs = [d for d in y.load_all(stream.text) if d is not None]
         except YAMLError as exc:
@@ -181,106 +179,3 @@ def _replace_split(obj: Any, target: str) -> tuple[str, str]:
             obj["tag"] = f"{ref.tag}@{ref.digest}" if ref.tag else ref.digest
     after = " ".join(f"{k}={obj[k]}" for k in SPLIT_KEYS if k in obj)
     return before, after
-
-
-# --- Kustomize overlay ---------------------------------------------------------------------------
-
-def kustomize_overlay(written_refs: Iterable[str], local: LocalRefs, *, base: str = "../base") -> str:
-    """`kustomization.yaml` for an overlay over `base`: one `images:` entry per image name as written.
-
-    Kustomize matches `images[].name` against the name part of each image string, so the entry uses
-    the name exactly as the base writes it (`nginx`, `docker.io/library/nginx`), with `newName` and
-    `digest` from the local reference.
-    """
-    y = _yaml()
-    doc = y.load(resources.files("bundler").joinpath("templates/kustomize/kustomization.yaml.tmpl").read_text())
-    doc["resources"] = CommentedSeq([base])
-    entries: dict[str, CommentedMap] = {}
-    for written in sorted(set(written_refs)):
-        ref = ImageRef.try_parse(written)
-        target = local.local_for(ref) if ref is not None else None
-        if ref is None or target is None:
-            continue
-        name = written.split("@", 1)[0]
-        if ":" in name.rsplit("/", 1)[-1]:
-            name = name.rsplit(":", 1)[0]
-        local_ref = ImageRef.parse(target)
-        entry = CommentedMap()
-        entry["name"] = name
-        entry["newName"] = local_ref.name
-        if local_ref.digest:
-            entry["digest"] = local_ref.digest
-        entries[name] = entry
-    doc["images"] = CommentedSeq(entries[k] for k in sorted(entries))
-    buf = io.StringIO()
-    y.dump(doc, buf)
-    return buf.getvalue()
-
-
-# --- Helm values override ------------------------------------------------------------------------
-
-def helm_values_override(values_text: str, local: LocalRefs, *, host: str) -> tuple[str, tuple[str, ...]]:
-    """A values file that points a chart's images at the local registry.
-
-    Recognised shapes: `{registry, repository, tag[, digest]}` objects, `{repository, tag}` objects
-    whose repository holds the registry, `image: "repo:tag"` strings, and `global.imageRegistry`.
-    Returns the override YAML and the list of value paths it sets.
-
-    Raises:
-        InputError: values.yaml is not valid YAML.
-    """
-    y = _yaml()
-    try:
-        values = y.load(values_text) or CommentedMap()
-    except YAMLError as exc:
-        raise InputError(f"values.yaml: {exc}") from None
-    override = CommentedMap()
-    paths: list[str] = []
-
-    def put(path: tuple[str, ...], value: str) -> None:
-        node = override
-        for step in path[:-1]:
-            node = node.setdefault(step, CommentedMap())
-        node[path[-1]] = value
-        paths.append(".".join(path))
-
-    def walk(node: Any, path: tuple[str, ...], registry_default: str | None) -> None:
-        if not isinstance(node, Mapping):
-            return
-        if isinstance(node.get("repository"), str) and ("tag" in node or "registry" in node):
-            registry = node.get("registry") or registry_default
-            written = f"{registry}/{node['repository']}" if registry else str(node["repository"])
-            tag = node.get("tag")
-            ref = ImageRef.try_parse(f"{written}:{tag}" if tag not in (None, "") else written)
-            target = local.local_for(ref) if ref is not None else None
-            if ref is not None and target is not None:
-                local_ref = ImageRef.parse(target)
-                if "registry" in node or registry_default:
-                    put((*path, "registry"), local_ref.domain)
-                    put((*path, "repository"), local_ref.path)
-                else:
-                    put((*path, "repository"), local_ref.name)
-                if "digest" in node and local_ref.digest is not None:
-                    put((*path, "digest"), local_ref.digest)
-                    if local_ref.tag is not None:
-                        put((*path, "tag"), local_ref.tag)
-                elif local_ref.digest is not None:  # no digest value: pin through the tag, as _replace_split
-                    put((*path, "tag"), f"{local_ref.tag}@{local_ref.digest}" if local_ref.tag else local_ref.digest)
-            return
-        for key, value in node.items():
-            if isinstance(value, str) and key in ("image", "imageRef") or (isinstance(value, str) and key.endswith("Image")):
-                ref = ImageRef.try_parse(value)
-                target = local.local_for(ref) if ref is not None else None
-                if target is not None:
-                    put((*path, str(key)), target)
-            elif isinstance(value, Mapping):
-                walk(value, (*path, str(key)), registry_default)
-
-    global_registry = (values.get("global") or {}).get("imageRegistry") if isinstance(values, Mapping) else None
-    if isinstance(values, Mapping) and isinstance(values.get("global"), Mapping) and "imageRegistry" in values["global"]:
-        put(("global", "imageRegistry"), host)
-    walk(values, (), global_registry or None)
-    buf = io.StringIO()
-    buf.write("# Generated by airgap-bundle: the chart's images on the cluster-local registry, pinned by digest.\n")
-    y.dump(override, buf)
-    return buf.getvalue(), tuple(paths)

@@ -9,14 +9,14 @@ from pathlib import Path
 from bundler import sweep
 from bundler.documents import Origin, load_stream
 from bundler.reference import ImageRef
-from bundler.rewrite import (
+from bundler.relocate import (
     LocalRefs,
     Stream,
-    helm_values_override,
     kustomize_overlay,
     local_reference,
     rewrite_streams,
 )
+from bundler.relocate.helm import helm_values_override
 
 D = "sha256:" + "1" * 64
 HOST = "reg.local:5000"
