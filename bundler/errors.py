@@ -34,6 +34,20 @@ class UnvendoredImageError(CheckFailedError):
     """An image the deployment pulls is not carried by the bundle."""
 
 
+# 13-14: the relocation closed loop (a delivery path that would still reach outside the local registry).
+class UnrelocatedImageError(CheckFailedError):
+    """A delivery path (rewritten manifests, chart + values override, Kustomize overlay) still names an
+    image outside the local registry, or a chart hard-codes an image the spec does not accept."""
+
+    exit_code = 13
+
+
+class OverrideSideEffectError(CheckFailedError):
+    """A chart's values override would change something other than image references."""
+
+    exit_code = 14
+
+
 # 2: bad input or usage.
 class UsageError(BundlerError):
     exit_code = 2

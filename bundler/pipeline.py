@@ -128,7 +128,7 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
     for stream in rewritten.streams:
         _write(payload / stream.name, stream.text.encode())
     _require_local(spec, [(s.name, s.text) for s in rewritten.streams], found, "rewritten manifests")
-    charts = _package_charts(spec, payload, local, epoch, options.tools, coverage)
+    charts = _package_charts(spec, payload, local, epoch, options.tools, found, coverage, staging)
     _write_overlays(spec, streams, payload, local, options.tools, found, coverage)
     progress.step("rewrite", 1, 1, f"{len(rewritten.changes)} references")
 
@@ -252,26 +252,25 @@ def _file_entries(root: Path) -> Iterable[bom.FileEntry]:
 
 
 def _package_charts(spec: Spec, payload: Path, local: relocate.LocalRefs, epoch: int, tools: render.Tools,
-                    coverage: list[str]) -> tuple[bom.ChartEntry, ...]:
-    """Each chart as `charts/<name>-<version>.tgz` (a .tgz source as is; a directory packed
-    deterministically) plus `charts/<name>-<version>.values-airgap.yaml`, the values override.
-
-    Closed loop: the chart is rendered again with the override and swept; images a template hard-codes
-    (no value to override) are reported in the coverage, since the rewritten manifests carry them.
-    """
+                    found: sweep.Sweep, coverage: list[str], staging: Path) -> tuple[bom.ChartEntry, ...]:
+    """Each chart as `charts/<name>-<version>.tgz` (a .tgz source as is; a directory, or a chart the
+    spec stamps, packed deterministically) plus `charts/<name>-<version>.values-airgap.yaml`, the
+    values override found by tracing. `relocate.helm` proves both invariants (only local images;
+    nothing but image references changed) or fails the build."""
     entries: list[bom.ChartEntry] = []
-    for chart in spec.charts:
-        name, version, values_text, data = _chart_archive(chart.path, epoch)
+    skipped = frozenset(s.image.ref.canonical for s in found.skipped)
+    for n, chart in enumerate(spec.charts):
+        source = chart.path
+        if chart.stamp_version or chart.stamp_app_version:
+            source = render.materialize_chart(chart, staging / f"chart-{n}")
+        name, version, data = _chart_archive(source, epoch)
         member = f"charts/{name}-{version}.tgz"
         _write(payload / member, data)
-        override, paths = relocate_helm.helm_values_override(values_text, local, host=spec.local_registry)
+        moved = relocate_helm.relocate_chart(chart, tools, local, host=spec.local_registry,
+                                             find=sweep.sweep_document, skipped=skipped)
         override_member = f"charts/{name}-{version}.values-airgap.yaml"
-        _write(payload / override_member, override.encode())
-        again = sweep.sweep(render.render_chart_with(chart, tools, payload / override_member))
-        outside = sorted({i.written for i in again.images if i.ref.domain != spec.local_registry})
-        coverage.append(f"{override_member}: sets {len(paths)} values"
-                        + (f"; hard-coded in templates, not overridable: {', '.join(outside)}" if outside else
-                           "; every image of the re-rendered chart is on the local registry"))
+        _write(payload / override_member, moved.override.encode())
+        coverage.append(f"{override_member}: {moved.summary()}")
         entries.append(bom.ChartEntry(name, version, member, "sha256:" + hashlib.sha256(data).hexdigest(),
                                       override_member))
     return tuple(entries)
@@ -304,18 +303,15 @@ def _image_entry(pulled: pull.PulledImage, local: relocate.LocalRefs) -> bom.Ima
     )
 
 
-def _chart_archive(path: Path, epoch: int) -> tuple[str, str, str, bytes]:
-    """(name, version, values.yaml text, .tgz bytes) of a chart directory or archive."""
+def _chart_archive(path: Path, epoch: int) -> tuple[str, str, bytes]:
+    """(name, version, .tgz bytes) of a chart directory or archive."""
     if path.is_file():
         data = path.read_bytes()
         with tarfile.open(fileobj=io.BytesIO(data)) as tgz:
             top = tgz.getnames()[0].split("/")[0]
             meta = yaml.safe_load(_member_text(tgz, f"{top}/Chart.yaml"))
-            values = _member_text(tgz, f"{top}/values.yaml", default="")
-        return str(meta["name"]), str(meta["version"]), values, data
+        return str(meta["name"]), str(meta["version"]), data
     meta = yaml.safe_load((path / "Chart.yaml").read_text())
-    values_file = path / "values.yaml"
-    values = values_file.read_text() if values_file.is_file() else ""
     name = str(meta["name"])
     raw = io.BytesIO()
     # Deterministic: sorted names, fixed mtime/uid/gid/mode, gzip header without a timestamp.
@@ -326,7 +322,7 @@ def _chart_archive(path: Path, epoch: int) -> tuple[str, str, str, bytes]:
             info.size, info.mtime, info.mode = file.stat().st_size, epoch, 0o644
             with file.open("rb") as f:
                 tar.addfile(info, f)
-    return name, str(meta["version"]), values, raw.getvalue()
+    return name, str(meta["version"]), raw.getvalue()
 
 
 def _member_text(tgz: tarfile.TarFile, name: str, default: str | None = None) -> str:

@@ -36,6 +36,7 @@ import re
 import shutil
 import subprocess
 import tarfile
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -72,6 +73,10 @@ class ChartLike(Protocol):
     def kube_version(self) -> str | None: ...
     @property
     def include_tests(self) -> bool: ...
+    @property
+    def stamp_version(self) -> str | None: ...
+    @property
+    def stamp_app_version(self) -> str | None: ...
 
 
 class SourcesLike(Protocol):
@@ -205,14 +210,58 @@ def render_chart_with(chart: ChartLike, tools: Tools, *extra_values: Path) -> li
 
 
 def helm_template(chart: ChartLike, tools: Tools, *, extra_values: Sequence[Path] = ()) -> str:
-    """The text `helm template` prints for one chart (`extra_values` are passed last, so they win)."""
+    """The text `helm template` prints for one chart (`extra_values` are passed last, so they win).
+    A chart the spec stamps is rendered from a stamped copy (`materialize_chart`)."""
     path = Path(chart.path)
+    _check_chart(path)
+    if (chart.stamp_version or chart.stamp_app_version):
+        with tempfile.TemporaryDirectory(prefix="airgap-chart-") as tmp:
+            return _helm_template(chart, materialize_chart(chart, Path(tmp)), tools, extra_values)
+    return _helm_template(chart, path, tools, extra_values)
+
+
+def _check_chart(path: Path) -> None:
     if not path.exists():
         raise InputError(f"{display(path)}: chart not found", hint="give a chart directory or a .tgz archive")
     if path.is_dir() and not (path / "Chart.yaml").is_file():
         raise InputError(
             f"{display(path)}: not a chart (no Chart.yaml)", hint="give a chart directory or a .tgz"
         )
+
+
+def materialize_chart(chart: ChartLike, dest: Path) -> Path:
+    """A chart directory under `dest` that can be changed freely: a copy of the chart directory, or
+    the unpacked `.tgz`, with `version`/`appVersion` stamped into Chart.yaml when the spec says so
+    (what `helm package --version --app-version` does).
+
+    Raises:
+        InputError: the chart is missing or its archive or Chart.yaml cannot be read.
+    """
+    path = Path(chart.path)
+    _check_chart(path)
+    if path.is_dir():
+        root = dest / path.name
+        shutil.copytree(path, root, symlinks=False)
+    else:
+        try:
+            with tarfile.open(path, "r:gz") as archive:
+                top = archive.getnames()[0].split("/")[0]
+                archive.extractall(dest, filter="data")
+        except (tarfile.TarError, OSError, IndexError) as exc:
+            raise InputError(f"{display(path)}: not a readable chart archive: {exc}") from None
+        root = dest / top
+    if chart.stamp_version or chart.stamp_app_version:
+        meta_file = root / "Chart.yaml"
+        meta = yaml.safe_load(read_text(meta_file, MAX_CHART_FILE_BYTES)) or {}
+        if chart.stamp_version:
+            meta["version"] = chart.stamp_version
+        if chart.stamp_app_version:
+            meta["appVersion"] = chart.stamp_app_version
+        meta_file.write_text(yaml.safe_dump(meta, sort_keys=False))
+    return root
+
+
+def _helm_template(chart: ChartLike, path: Path, tools: Tools, extra_values: Sequence[Path]) -> str:
     args = [tools.get("helm"), "template", chart.release, str(path)]
     if chart.namespace:
         args += ["--namespace", chart.namespace]
@@ -231,7 +280,12 @@ def helm_template(chart: ChartLike, tools: Tools, *, extra_values: Sequence[Path
         args += ["--values", str(values)]
     if not chart.include_tests:
         args.append("--skip-tests")
-    return _run(args, f"helm template {display(path)}", tools.timeout)
+    return _run(args, f"helm template {display(Path(chart.path))}", tools.timeout)
+
+
+def split_helm_output(text: str, chart_path: Path) -> list[Document]:
+    """`helm template` output as documents with chart, template and line (see `_split_helm_output`)."""
+    return _split_helm_output(text, chart_path)
 
 
 def _split_helm_output(text: str, chart_path: Path) -> list[Document]:

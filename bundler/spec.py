@@ -31,6 +31,14 @@ MAX_SPEC_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
+class AcceptedImage:
+    """An image a chart template hard-codes, accepted with a reason: no values setting can move it."""
+
+    ref: ImageRef
+    reason: str
+
+
+@dataclass(frozen=True)
 class ChartSource:
     path: Path
     release: str
@@ -39,6 +47,10 @@ class ChartSource:
     set: tuple[str, ...] = ()
     kube_version: str | None = None
     include_tests: bool = True
+    # `helm package --version/--app-version`: for charts whose in-repo version is a placeholder.
+    stamp_version: str | None = None
+    stamp_app_version: str | None = None
+    accept_hardcoded: tuple[AcceptedImage, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -243,8 +255,15 @@ def _build(path: Path, raw: bytes, d: CommentedMap, plain: dict[str, Any]) -> Sp
             set=tuple(str(s) for s in c.get("set") or ()),
             kube_version=c.get("kubeVersion"),
             include_tests=bool(c.get("includeTests", True)),
+            stamp_version=str((c.get("stamp") or {})["version"]) if "version" in (c.get("stamp") or {}) else None,
+            stamp_app_version=(str((c.get("stamp") or {})["appVersion"])
+                               if "appVersion" in (c.get("stamp") or {}) else None),
+            accept_hardcoded=tuple(
+                AcceptedImage(ref(str(a["ref"]), ["sources", "charts", n, "acceptHardcoded", k, "ref"]),
+                              str(a["reason"]))
+                for k, a in enumerate(c.get("acceptHardcoded") or ())),
         )
-        for c in sources.get("charts") or ()
+        for n, c in enumerate(sources.get("charts") or ())
     )
     images = tuple(
         ImageOptions(

@@ -1,81 +1,422 @@
-"""The Helm delivery path: a values override that points a chart's images at the local registry."""
+"""The Helm delivery path: a values override, found by tracing, that moves a chart's images to the local
+registry and changes nothing else.
+
+Input: a chart (`spec.ChartSource`), the helm binary (`render.Tools`), the `LocalRefs` map, the local
+registry host, and a finder for image references in one document (`sweep.sweep_document`, so one
+piece of code decides what an image is). Output: `ChartRelocation`: the override as YAML text, the
+value paths it sets, how each image was moved, and what the trace cost.
+
+1. `trace.trace` finds, for every image the chart renders, the values that compose it and the
+   non-image places each value also reaches.
+2. `solve` chooses values so that each image becomes its local reference: digest-pinned through a
+   digest field when the chart has one, else through the tag (`tag@sha256:...`) or a whole-reference
+   value; pinned by tag alone when every digest-carrying choice would touch a value that also flows
+   into a label, a CR `version` or a command line (the bundle still carries the exact bytes, and the
+   BOM still records the digest). A value shared by several images must suit them all.
+3. The closed loop (`verify`), on one more render with the override:
+   - invariant 1: no image outside the local registry, except hard-coded ones the spec accepts;
+   - invariant 2: nothing but image references differs from the plain render (places that differ
+     between two plain renders, such as generated secrets, are ignored).
+   Each fails the build with its own error and exit code.
+
+An image no value composes (hard-coded in a template) fails the build unless the spec accepts it
+(`charts[].acceptHardcoded`, with a reason): a customer installing the chart would pull it upstream.
+
+Does not package the chart or decide which images the bundle carries.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import io
-from collections.abc import Mapping
-from typing import Any
+import json
+import re
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
 
+import yaml
 from ruamel.yaml.comments import CommentedMap
-from ruamel.yaml.error import YAMLError
 
-from ..errors import InputError
+from ..documents import Document, Path_, format_path
+from ..errors import OverrideSideEffectError, UnrelocatedImageError
 from ..reference import ImageRef
+from ..render import Tools, helm_template, materialize_chart, split_helm_output
+from ..spec import ChartSource
+from . import trace as tracing
 from .manifests import LocalRefs, yaml_rt
+from .trace import Leaf, Site, Trace
+
+How = Literal["values", "digest-field", "tag-only", "accepted"]
+DUMP_TEMPLATE = "templates/zz-airgap-bundle-values.yaml"
+DUMP_FLAG = "airgapBundleDumpValues"
+DIGEST = r"sha256:[0-9a-f]{64}"
+ROLE_DIGEST = re.compile(r"digest|sha", re.IGNORECASE)
+ROLE_TAG = re.compile(r"tag|version", re.IGNORECASE)
+ROLE_REGISTRY = re.compile(r"registry", re.IGNORECASE)
 
 
-def helm_values_override(values_text: str, local: LocalRefs, *, host: str) -> tuple[str, tuple[str, ...]]:
-    """A values file that points a chart's images at the local registry.
+@dataclass(frozen=True)
+class Moved:
+    """How one image site was moved (or accepted where it is)."""
 
-    Recognised shapes: `{registry, repository, tag[, digest]}` objects, `{repository, tag}` objects
-    whose repository holds the registry, `image: "repo:tag"` strings, and `global.imageRegistry`.
-    Returns the override YAML and the list of value paths it sets.
+    site: Site
+    target: str  # the reference the site renders with the override
+    how: How
+    note: str = ""  # why only by tag, or the reason it is accepted
+
+
+@dataclass(frozen=True)
+class ChartRelocation:
+    override: str  # the values file, YAML
+    paths: tuple[str, ...]  # value paths it sets
+    moved: tuple[Moved, ...]
+    renders: int
+    seconds: float
+
+    def count(self, how: How) -> int:
+        return len({m.site.written for m in self.moved if m.how == how})
+
+    def summary(self) -> str:
+        images = len({m.site.written for m in self.moved})
+        parts = [f"{images} images: {self.count('values')} set through values",
+                 f"{self.count('digest-field')} through digest fields",
+                 f"{self.count('tag-only')} pinned only by tag",
+                 f"{self.count('accepted')} accepted as hard-coded"]
+        notes = sorted({m.note for m in self.moved if m.how == "tag-only" and m.note})
+        text = ", ".join(parts) + f"; traced in {self.renders} renders, {self.seconds:.1f} s"
+        return text + (f" (tag only: {'; '.join(notes)})" if notes else "")
+
+
+Find = Callable[[Document], Iterable[Any]]
+
+
+def relocate_chart(chart: ChartSource, tools: Tools, local: LocalRefs, *, host: str, find: Find,
+                   skipped: frozenset[str] = frozenset()) -> ChartRelocation:
+    """Trace, solve and verify the values override for one chart.
+
+    `skipped`: canonical references the spec excludes (left as they are, on every path).
 
     Raises:
-        InputError: values.yaml is not valid YAML.
+        RenderError: the chart does not render.
+        UnrelocatedImageError: an image cannot be moved by values (hard-coded and not accepted, or
+            composed with fixed text), or is still outside the local registry after the override.
+        OverrideSideEffectError: the override changes something other than image references.
     """
-    y = yaml_rt()
+    with tempfile.TemporaryDirectory(prefix="airgap-trace-") as tmp:
+        work = Path(tmp)
+        root = materialize_chart(chart, work / "chart")
+        (root / DUMP_TEMPLATE).write_text(
+            f"{{{{- if .Values.{DUMP_FLAG} }}}}\n{{{{ toJson .Values }}}}\n{{{{- end }}}}\n")
+        plain = dataclasses.replace(chart, path=root, stamp_version=None, stamp_app_version=None)
+        counter = [0]
+
+        def render(extra: Mapping[str, Any]) -> Sequence[Document]:
+            counter[0] += 1
+            file = work / f"values-{counter[0]}.json"
+            file.write_text(json.dumps(extra))
+            return split_helm_output(helm_template(plain, tools, extra_values=[file]), Path(chart.path))
+
+        values = effective_values(plain, tools, work, root)
+        traced = tracing.trace(render, values, find)
+        accepted = {a.ref.with_default_tag().canonical: a.reason for a in chart.accept_hardcoded}
+        moved, changes = solve(traced, local, skipped=skipped, accepted=accepted, chart=str(chart.path))
+        override = values_yaml(tracing.values_patch(values, changes))
+        override_file = work / "override.yaml"
+        override_file.write_text(override)
+        relocated = tracing.keyed(split_helm_output(helm_template(plain, tools, extra_values=[override_file]),
+                                                    Path(chart.path)))
+        verify(traced, moved, relocated, find, host=host, skipped=skipped, chart=str(chart.path))
+    paths = tuple(format_path(p) for p in changes)
+    return ChartRelocation(override, paths, tuple(moved), traced.renders + 2, traced.seconds)
+
+
+def effective_values(chart: ChartSource, tools: Tools, work: Path, root: Path) -> dict[str, Any]:
+    """The values templates see: defaults, values files, `--set`, subcharts under their alias and
+    `global`, dumped by a template added to the materialized chart. Helm drops null defaults of
+    subcharts while merging; they are read back from the subcharts' own values files."""
+    flag = work / "dump.json"
+    flag.write_text(json.dumps({DUMP_FLAG: True}))
+    text = helm_template(chart, tools, extra_values=[flag])
+    body = text.split(f"# Source: {root.name}/{DUMP_TEMPLATE}", 1)
     try:
-        values = y.load(values_text) or CommentedMap()
-    except YAMLError as exc:
-        raise InputError(f"values.yaml: {exc}") from None
-    override = CommentedMap()
-    paths: list[str] = []
+        values = json.loads(body[1].split("\n---", 1)[0]) if len(body) == 2 else {}
+    except json.JSONDecodeError:
+        values = {}
+    if not isinstance(values, dict):
+        values = {}
+    values.pop(DUMP_FLAG, None)
+    _add_subchart_nulls(root, values)
+    return values
 
-    def put(path: tuple[str, ...], value: str) -> None:
-        node = override
-        for step in path[:-1]:
-            node = node.setdefault(step, CommentedMap())
-        node[path[-1]] = value
-        paths.append(".".join(path))
 
-    def walk(node: Any, path: tuple[str, ...], registry_default: str | None) -> None:
-        if not isinstance(node, Mapping):
-            return
-        if isinstance(node.get("repository"), str) and ("tag" in node or "registry" in node):
-            registry = node.get("registry") or registry_default
-            written = f"{registry}/{node['repository']}" if registry else str(node["repository"])
-            tag = node.get("tag")
-            ref = ImageRef.try_parse(f"{written}:{tag}" if tag not in (None, "") else written)
-            target = local.local_for(ref) if ref is not None else None
-            if ref is not None and target is not None:
-                local_ref = ImageRef.parse(target)
-                if "registry" in node or registry_default:
-                    put((*path, "registry"), local_ref.domain)
-                    put((*path, "repository"), local_ref.path)
-                else:
-                    put((*path, "repository"), local_ref.name)
-                if "digest" in node and local_ref.digest is not None:
-                    put((*path, "digest"), local_ref.digest)
-                    if local_ref.tag is not None:
-                        put((*path, "tag"), local_ref.tag)
-                elif local_ref.digest is not None:  # no digest value: pin through the tag, as _replace_split
-                    put((*path, "tag"), f"{local_ref.tag}@{local_ref.digest}" if local_ref.tag else local_ref.digest)
-            return
-        for key, value in node.items():
-            if isinstance(value, str) and key in ("image", "imageRef") or (isinstance(value, str) and key.endswith("Image")):
-                ref = ImageRef.try_parse(value)
-                target = local.local_for(ref) if ref is not None else None
-                if target is not None:
-                    put((*path, str(key)), target)
-            elif isinstance(value, Mapping):
-                walk(value, (*path, str(key)), registry_default)
+def _add_subchart_nulls(root: Path, values: dict[str, Any]) -> None:
+    meta = _yaml_file(root / "Chart.yaml")
+    for dep in meta.get("dependencies") or ():
+        if not isinstance(dep, dict) or not dep.get("name"):
+            continue
+        sub = root / "charts" / str(dep["name"])
+        section = values.get(str(dep.get("alias") or dep["name"]))
+        if not sub.is_dir() or not isinstance(section, dict):
+            continue
+        for path, value in tracing._leaves(_yaml_file(sub / "values.yaml"), ()):
+            if value is None:
+                node = section
+                for step in path[:-1]:
+                    node = node.get(step) if isinstance(node, dict) else None  # type: ignore[assignment]
+                if isinstance(node, dict) and path[-1] not in node:
+                    node[path[-1]] = None
 
-    global_registry = (values.get("global") or {}).get("imageRegistry") if isinstance(values, Mapping) else None
-    if isinstance(values, Mapping) and isinstance(values.get("global"), Mapping) and "imageRegistry" in values["global"]:
-        put(("global", "imageRegistry"), host)
-    walk(values, (), global_registry or None)
+
+def _yaml_file(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) if path.is_file() else None
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+# --- solving -------------------------------------------------------------------------------------
+
+
+def solve(traced: Trace, local: LocalRefs, *, skipped: frozenset[str], accepted: Mapping[str, str],
+          chart: str) -> tuple[list[Moved], dict[Path_, Any]]:
+    """Values that move every site to its local reference, and how each site was moved.
+
+    Raises:
+        UnrelocatedImageError: a site no values setting can move, and the spec does not accept.
+    """
+    plans: dict[int, list[tuple[str, How, dict[int, str]]]] = {}  # site -> options, best first
+    moved: list[Moved] = []
+    fixed = _fixed_leaves(traced)
+    for n, site in enumerate(traced.sites):
+        ref = ImageRef.try_parse(site.written)
+        if ref is None or ref.canonical in skipped:
+            continue
+        target = local.local_for(ref)
+        if target is None:
+            continue
+        options = _options(site, traced, ImageRef.parse(target), fixed) if site.leaves else []
+        if options:
+            plans[n] = options
+            continue
+        reason = accepted.get(ref.with_default_tag().canonical)
+        if reason is not None:
+            moved.append(Moved(site, site.written, "accepted", reason))
+            continue
+        raise UnrelocatedImageError(_why_not(site, traced, fixed, chart, target),
+                                    hint=f"accept it in the spec with charts[].acceptHardcoded: [{{ref: "
+                                         f"{ref.with_default_tag()}, reason: ...}}] (the rewritten manifests "
+                                         "still carry it pinned), or change the chart so a value composes it")
+    choice = {n: 0 for n in plans}
+    while True:
+        assigned: dict[int, set[str]] = {}
+        for n, k in choice.items():
+            for leaf, value in plans[n][k][2].items():
+                assigned.setdefault(leaf, set()).add(value)
+        conflicts = {leaf for leaf, seen in assigned.items() if len(seen) > 1}
+        if not conflicts:
+            break
+        stuck = True
+        for n, k in choice.items():
+            if k + 1 < len(plans[n]) and conflicts & plans[n][k][2].keys():
+                choice[n] = k + 1
+                stuck = False
+        if stuck:
+            first = min(conflicts)
+            raise UnrelocatedImageError(
+                f"{chart}: value {traced.leaves[first].dotted} composes several images that need different settings "
+                f"({', '.join(sorted({traced.sites[n].written for n in choice if first in plans[n][choice[n]][2]}))})",
+                hint="give each image its own value in the chart, or accept the images with charts[].acceptHardcoded")
+    changes: dict[Path_, Any] = {}
+    for n, k in choice.items():
+        target, how, values = plans[n][k]
+        note = ""
+        if how == "tag-only":
+            blocked = [traced.leaves[i].dotted for i in traced.sites[n].leaves if i in fixed]
+            note = f"{', '.join(blocked)} also flows elsewhere" if blocked else "no value can carry a digest"
+        moved.append(Moved(traced.sites[n], target, how, note))
+        for leaf, value in values.items():
+            if traced.leaves[leaf].value is None or str(traced.leaves[leaf].value) != value:
+                changes[traced.leaves[leaf].path] = value
+    return moved, changes
+
+
+def _fixed_leaves(traced: Trace) -> dict[int, str | None]:
+    """Leaves that must keep the value they render with: they flow into non-image places, or could
+    not be traced. The value is the one they render with (None when it cannot be told)."""
+    fixed: dict[int, str | None] = {}
+    for leaf in traced.flows:
+        fixed[leaf] = None
+    for site in traced.sites:
+        if not any(p.leaf in traced.flows for p in site.pattern):
+            continue
+        match = re.fullmatch(_regex(site, traced, {}, free=True), site.written)
+        if match is None:
+            continue
+        for leaf in site.leaves:
+            if leaf in fixed and f"l{leaf}" in match.groupdict():
+                fixed[leaf] = match.group(f"l{leaf}")
+    return fixed
+
+
+def _options(site: Site, traced: Trace, local: ImageRef, fixed: Mapping[int, str | None]
+             ) -> list[tuple[str, How, dict[int, str]]]:
+    """Ways to render `local` at `site`, best first: by digest (through a digest field, else the tag
+    or a whole reference), then by tag alone."""
+    if any(leaf in fixed and fixed[leaf] is None for leaf in site.leaves):
+        return []  # a value that must not change, and whose rendered text is unknown
+    tag = local.tag
+    targets = [f"{local.name}:{tag}@{local.digest}", f"{local.name}@{local.digest}"] if tag else \
+        [f"{local.name}@{local.digest}"]
+    options: list[tuple[str, How, dict[int, str]]] = []
+    for target in [*targets, f"{local.name}:{tag}" if tag else ""]:
+        if not target:
+            continue
+        match = re.fullmatch(_regex(site, traced, fixed, free=False), target)
+        if match is None:
+            continue
+        values = {int(k[1:]): v for k, v in match.groupdict().items() if v is not None}
+        if "@" not in target:
+            how: How = "tag-only"
+        elif any(ROLE_DIGEST.search(traced.leaves[i].key) for i in values):
+            how = "digest-field"
+        else:
+            how = "values"
+        options.append((target, how, values))
+    # Prefer a digest field, then any digest pin, then the tag; keep the order within each.
+    rank = {"digest-field": 0, "values": 1, "tag-only": 2, "accepted": 3}
+    return sorted(options, key=lambda o: rank[o[1]])
+
+
+def _regex(site: Site, traced: Trace, fixed: Mapping[int, str | None], *, free: bool) -> str:
+    """A regular expression over the site's pattern: literal text as is, each leaf a named group
+    shaped by its role (registry, name, tag, digest or whole reference); a fixed leaf as its text."""
+    out: list[str] = []
+    seen: set[int] = set()
+    for piece in site.pattern:
+        if piece.leaf is None:
+            out.append(re.escape(piece.text))
+        elif not free and fixed.get(piece.leaf) is not None:
+            out.append(re.escape(str(fixed[piece.leaf])))
+        elif piece.leaf in seen:
+            out.append(f"(?P=l{piece.leaf})")
+        else:
+            seen.add(piece.leaf)
+            role = ".*?" if free else _role(traced.leaves[piece.leaf], traced.perturbed.get(piece.leaf, ""))
+            out.append(f"(?P<l{piece.leaf}>{role})")
+    return "".join(out)
+
+
+def _role(leaf: Leaf, perturbed: str) -> str:
+    key = leaf.key
+    validated = "+" in perturbed  # traced as `value+sentinel`: the template checks its shape
+    if ROLE_DIGEST.search(key):
+        return "(?:sha256:)?[0-9a-f]{64}"
+    if ROLE_TAG.search(key):
+        return r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}" + ("" if validated else f"(?:@{DIGEST})?")
+    if ROLE_REGISTRY.search(key) and "repo" not in key.lower():
+        return r"[^/@\s]+"
+    value = leaf.value if isinstance(leaf.value, str) else ""
+    last = value.rsplit("/", 1)[-1]
+    if ":" in last or "@" in value:
+        return r"\S+"  # a whole reference (`image: nginx:1.27`)
+    return r"(?:[^@\s/]+/)*[^@\s/:]+"  # a repository or name: any `:` belongs to a host:port
+
+
+def _why_not(site: Site, traced: Trace, fixed: Mapping[int, str | None], chart: str, target: str) -> str:
+    where = f"{chart}: {site.where}"
+    if not site.leaves:
+        return f"{where}: {site.written} is hard-coded in the template; installing the chart would pull it upstream"
+    blocked = [traced.leaves[i].dotted for i in site.leaves if i in fixed]
+    if blocked:
+        flows = "; ".join(f"{traced.leaves[i].dotted} -> {', '.join(traced.flows.get(i, ('(untraceable)',))[:2])}"
+                          for i in site.leaves if i in fixed)
+        return f"{where}: {site.written} is composed from values that also flow into non-image fields ({flows})"
+    literal = "".join(p.text for p in site.pattern if p.leaf is None)
+    return (f"{where}: {site.written} is composed from {', '.join(traced.leaves[i].dotted for i in site.leaves)} "
+            f"with fixed text {literal!r}; no values setting renders {target}")
+
+
+# --- the closed loop -----------------------------------------------------------------------------
+
+
+def verify(traced: Trace, moved: Sequence[Moved], relocated: Mapping[tracing.DocKey, Document], find: Find, *,
+           host: str, skipped: frozenset[str], chart: str) -> None:
+    """Both invariants on the render with the override.
+
+    Raises:
+        UnrelocatedImageError: invariant 1 (an image outside the local registry, not accepted).
+        OverrideSideEffectError: invariant 2 (a difference that is not an image reference).
+    """
+    if relocated.keys() != traced.base.keys():
+        extra = sorted(f"{k[0]}#{k[1]}" for k in relocated.keys() ^ traced.base.keys())
+        raise OverrideSideEffectError(f"{chart}: the values override changes which documents render: {extra[:3]}",
+                                      hint="report this chart: a value that composes an image also switches a template")
+    accepted = {(m.site.doc, m.site.path) for m in moved if m.how == "accepted"}
+    spans_after: dict[tuple[tracing.DocKey, Path_], list[tuple[int, int] | None]] = {}
+    for key, doc in relocated.items():
+        for finding in find(doc):
+            place = (key, tuple(finding.path))
+            ref = getattr(finding, "ref", None)
+            if ref is not None and ref.domain != host and ref.canonical not in skipped and place not in accepted:
+                raise UnrelocatedImageError(
+                    f"{chart}: {key[0]} ({doc.kind}/{doc.name}) {format_path(place[1])}: the chart with its values "
+                    f"override still pulls {finding.written} from outside {host}",
+                    hint="the values that compose it were not found; accept it with charts[].acceptHardcoded "
+                         "or report the chart")
+            spans_after.setdefault(place, []).append(getattr(finding, "span", None))
+    spans_before: dict[tuple[tracing.DocKey, Path_], list[tuple[int, int] | None]] = {}
+    for site in traced.sites:
+        spans_before.setdefault((site.doc, site.path), []).append(site.span)
+    for key, doc in traced.base.items():
+        before, after = tracing.flatten(doc.obj), tracing.flatten(relocated[key].obj)
+        for path in sorted(before.keys() | after.keys(), key=str):
+            old, new = before.get(path), after.get(path)
+            if old == new or (key, path) in traced.noise:
+                continue
+            place = (key, path)
+            if (old is not None and new is not None and place in spans_before and place in spans_after
+                    and _without(old, spans_before[place]) == _without(new, spans_after[place])):
+                continue  # only the image references in this string changed
+            raise OverrideSideEffectError(
+                f"{chart}: {key[0]} ({doc.kind}/{doc.name}) {format_path(path)}: the values override changes "
+                f"{old!r} to {new!r}, which is not an image reference",
+                hint="report this chart; the override must change image references and nothing else")
+
+
+def _without(text: str, spans: Sequence[tuple[int, int] | None]) -> str:
+    """`text` with its image references cut out (a None span is the whole string)."""
+    if any(span is None for span in spans):
+        return ""
+    out, pos = [], 0
+    for start, end in sorted(s for s in spans if s is not None):
+        out.append(text[pos:start])
+        pos = max(pos, end)
+    return "\x00".join([*out, text[pos:]])
+
+
+# --- output --------------------------------------------------------------------------------------
+
+
+def values_yaml(values: Mapping[str, Any]) -> str:
+    """The override as a values file, with a header that says what it is."""
+    y = yaml_rt()
     buf = io.StringIO()
-    buf.write("# Generated by airgap-bundle: the chart's images on the cluster-local registry, pinned by digest.\n")
-    y.dump(override, buf)
-    return buf.getvalue(), tuple(paths)
+    buf.write("# Generated by airgap-bundle: this chart's images on the cluster-local registry, set through the\n"
+              "# values that compose them (found by tracing renders). It changes image references and nothing else.\n")
+    y.dump(_commented(values), buf)
+    return buf.getvalue()
+
+
+def _commented(node: Any) -> Any:
+    if isinstance(node, Mapping):
+        out = CommentedMap()
+        for key in sorted(node, key=str):
+            out[key] = _commented(node[key])
+        return out
+    if isinstance(node, list):
+        return [_commented(v) for v in node]
+    return node
