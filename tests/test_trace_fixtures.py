@@ -110,18 +110,21 @@ def test_bitnami_like_refuses_relocation_without_allow_insecure(helm: str) -> No
 
 
 def test_operator_cr_tag_flows_into_spec_version(helm: str) -> None:
-    naive = _render(helm, "operator-cr", "--set", "prometheus.prometheusSpec.image.tag=v3.1.0@sha256:" + "b" * 64)
+    naive = _render(helm, "operator-cr",
+                    "--set", "prometheus.prometheusSpec.image.tag=v3.1.0@sha256:" + "b" * 64)
     assert "version: v3.1.0@sha256:" in naive.stdout  # what a naive override breaks
     proper = _render(helm, "operator-cr", "--set", "global.imageRegistry=registry.local",
                      "--set", "prometheus.prometheusSpec.image.sha=" + "b" * 64)
     assert "version: v3.1.0\n" in proper.stdout
-    assert 'image: "registry.local/prometheus/prometheus:v3.1.0@sha256:' + "b" * 64 + '"' in proper.stdout
+    pinned = "registry.local/prometheus/prometheus:v3.1.0@sha256:" + "b" * 64
+    assert f'image: "{pinned}"' in proper.stdout
     assert "--prometheus-config-reloader=registry.local/prometheus-operator/prometheus-config-reloader:v0.80.1" \
         in proper.stdout
 
 
 def test_alias_values_live_under_each_alias(helm: str) -> None:
-    out = _render(helm, "alias", "--set", "query-cache.image.tag=7.4.1", "--set", "audit-cache.enabled=true").stdout
+    out = _render(helm, "alias", "--set", "query-cache.image.tag=7.4.1",
+                  "--set", "audit-cache.enabled=true").stdout
     images = _images(out)
     assert "docker.io/library/redis:7.4.1" in images
     assert "docker.io/valkey/valkey:8.0.2" in images
@@ -147,5 +150,6 @@ def test_validating_digest_field_also_flips_pull_policy(helm: str) -> None:
 
 
 def test_hardcoded_image_ignores_values(helm: str) -> None:
-    out = _render(helm, "hardcoded", "--set", "image.repository=registry.local/ghcr.io/fluxcd/source-controller").stdout
-    assert _images(out) == {"registry.local/ghcr.io/fluxcd/source-controller:v1.4.1", "busybox:1.36"}
+    moved = "registry.local/ghcr.io/fluxcd/source-controller"
+    out = _render(helm, "hardcoded", "--set", f"image.repository={moved}").stdout
+    assert _images(out) == {f"{moved}:v1.4.1", "busybox:1.36"}
