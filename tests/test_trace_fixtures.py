@@ -118,8 +118,8 @@ def test_operator_cr_tag_flows_into_spec_version(helm: str) -> None:
     assert "version: v3.1.0\n" in proper.stdout
     pinned = "registry.local/prometheus/prometheus:v3.1.0@sha256:" + "b" * 64
     assert f'image: "{pinned}"' in proper.stdout
-    assert "--prometheus-config-reloader=registry.local/prometheus-operator/prometheus-config-reloader:v0.80.1" \
-        in proper.stdout
+    reloader = "registry.local/prometheus-operator/prometheus-config-reloader:v0.80.1"
+    assert f"--prometheus-config-reloader={reloader}" in proper.stdout
 
 
 def test_alias_values_live_under_each_alias(helm: str) -> None:
