@@ -16,7 +16,6 @@ from bundler.relocate import (
     local_reference,
     rewrite_streams,
 )
-from bundler.relocate.helm import helm_values_override
 
 D = "sha256:" + "1" * 64
 HOST = "reg.local:5000"
@@ -74,23 +73,3 @@ def test_kustomize_overlay_builds_and_points_at_the_local_registry(tmp_path: Pat
     (overlay / "kustomization.yaml").write_text(kustomize_overlay(["nginx:1.27"], LOCAL, base="../base"))
     built = subprocess.run([kubectl, "kustomize", str(overlay)], capture_output=True, text=True, check=True).stdout
     assert f"image: {HOST}/docker.io/library/nginx@{D}" in built
-
-
-def test_values_override_renders_local_images(tmp_path: Path, helm: str) -> None:
-    chart = tmp_path / "c"
-    (chart / "templates").mkdir(parents=True)
-    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: c\nversion: 0.1.0\n")
-    values = 'image:\n  registry: quay.io\n  repository: a/b\n  tag: "1"\nsidecar:\n  image: nginx:1.27\n'
-    (chart / "values.yaml").write_text(values)
-    (chart / "templates" / "pod.yaml").write_text(
-        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n"
-        "    - {name: a, image: \"{{ .Values.image.registry }}/{{ .Values.image.repository }}:{{ .Values.image.tag }}\"}\n"
-        "    - {name: b, image: {{ .Values.sidecar.image | quote }}}\n")
-    override, paths = helm_values_override(values, LOCAL, host=HOST)
-    assert set(paths) == {"image.registry", "image.repository", "image.tag", "sidecar.image"}
-    (tmp_path / "override.yaml").write_text(override)
-    text = subprocess.run([helm, "template", "r", str(chart), "-f", str(tmp_path / "override.yaml")],
-                          capture_output=True, text=True, check=True).stdout
-    found = sweep.sweep(load_stream(text, Origin("rendered", 1)))
-    assert sorted(str(i.ref) for i in found.images) == sorted([
-        f"{HOST}/quay.io/a/b:1@{D}", f"{HOST}/docker.io/library/nginx:1.27@{D}"])

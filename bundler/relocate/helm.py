@@ -32,6 +32,7 @@ import io
 import json
 import re
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +106,7 @@ def relocate_chart(chart: ChartSource, tools: Tools, local: LocalRefs, *, host: 
             composed with fixed text), or is still outside the local registry after the override.
         OverrideSideEffectError: the override changes something other than image references.
     """
+    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="airgap-trace-") as tmp:
         work = Path(tmp)
         root = materialize_chart(chart, work / "chart")
@@ -120,17 +122,51 @@ def relocate_chart(chart: ChartSource, tools: Tools, local: LocalRefs, *, host: 
             return split_helm_output(helm_template(plain, tools, extra_values=[file]), Path(chart.path))
 
         values = effective_values(plain, tools, work, root)
-        traced = tracing.trace(render, values, find)
+        switches = {path: value for path, value in RELOCATION_SWITCHES.items() if _has(values, path)}
+        base_render = render
+
+        def render_switched(extra: Mapping[str, Any]) -> Sequence[Document]:
+            return base_render(_merged(tracing.values_patch(values, switches), extra))
+
+        traced = tracing.trace(render_switched if switches else render, values, find)
         accepted = {a.ref.with_default_tag().canonical: a.reason for a in chart.accept_hardcoded}
         moved, changes = solve(traced, local, skipped=skipped, accepted=accepted, chart=str(chart.path))
+        changes = {**switches, **changes}
         override = values_yaml(tracing.values_patch(values, changes))
         override_file = work / "override.yaml"
         override_file.write_text(override)
         relocated = tracing.keyed(split_helm_output(helm_template(plain, tools, extra_values=[override_file]),
                                                     Path(chart.path)))
-        verify(traced, moved, relocated, find, host=host, skipped=skipped, chart=str(chart.path))
+        # Invariant 2 holds against the chart as configured, switches off: a switch must change no manifest.
+        plain_base = tracing.keyed(render({})) if switches else traced.base
+        verify(traced, moved, relocated, find, host=host, skipped=skipped, chart=str(chart.path),
+               plain=plain_base)
     paths = tuple(format_path(p) for p in changes)
-    return ChartRelocation(override, paths, tuple(moved), traced.renders + 2, traced.seconds)
+    return ChartRelocation(override, paths, tuple(moved), counter[0] + 2, time.monotonic() - started)
+
+
+# Values that charts require before they render relocated images, set when the chart has them. Each
+# must change no manifest (invariant 2 checks that).
+# - bitnami `common.errors.insecureImages` (bitnami/charts, common 2.x `_errors.tpl`) fails the render
+#   when an image differs from the chart's own unless this is true; bitnami documents it for mirrors.
+RELOCATION_SWITCHES: dict[Path_, Any] = {("global", "security", "allowInsecureImages"): True}
+
+
+def _has(values: Mapping[str, Any], path: Path_) -> bool:
+    node: Any = values
+    for step in path:
+        if not isinstance(node, Mapping) or step not in node:
+            return False
+        node = node[step]
+    return True
+
+
+def _merged(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for key, value in b.items():
+        out[key] = _merged(out[key], value) if isinstance(out.get(key), Mapping) and isinstance(value, Mapping) \
+            else value
+    return out
 
 
 def effective_values(chart: ChartSource, tools: Tools, work: Path, root: Path) -> dict[str, Any]:
@@ -235,13 +271,17 @@ def solve(traced: Trace, local: LocalRefs, *, skipped: frozenset[str], accepted:
         target, how, values = plans[n][k]
         note = ""
         if how == "tag-only":
-            blocked = [traced.leaves[i].dotted for i in traced.sites[n].leaves if i in fixed]
-            note = f"{', '.join(blocked)} also flows elsewhere" if blocked else "no value can carry a digest"
+            note = "; ".join(f"{traced.leaves[i].dotted} also reaches {_first_flow(traced, i)}"
+                             for i in traced.sites[n].leaves if i in fixed) or "no value can carry a digest"
         moved.append(Moved(traced.sites[n], target, how, note))
         for leaf, value in values.items():
             if traced.leaves[leaf].value is None or str(traced.leaves[leaf].value) != value:
                 changes[traced.leaves[leaf].path] = value
     return moved, changes
+
+
+def _first_flow(traced: Trace, leaf: int) -> str:
+    return next(iter(traced.flows.get(leaf, ())), "a place the trace could not render")
 
 
 def _fixed_leaves(traced: Trace) -> dict[int, str | None]:
@@ -259,6 +299,9 @@ def _fixed_leaves(traced: Trace) -> dict[int, str | None]:
         for leaf in site.leaves:
             if leaf in fixed and f"l{leaf}" in match.groupdict():
                 fixed[leaf] = match.group(f"l{leaf}")
+    for leaf in fixed:  # not told by a site: a value set in values renders as itself
+        if fixed[leaf] is None and traced.leaves[leaf].value not in (None, ""):
+            fixed[leaf] = str(traced.leaves[leaf].value)
     return fixed
 
 
@@ -344,15 +387,17 @@ def _why_not(site: Site, traced: Trace, fixed: Mapping[int, str | None], chart: 
 
 
 def verify(traced: Trace, moved: Sequence[Moved], relocated: Mapping[tracing.DocKey, Document], find: Find, *,
-           host: str, skipped: frozenset[str], chart: str) -> None:
+           host: str, skipped: frozenset[str], chart: str,
+           plain: Mapping[tracing.DocKey, Document] | None = None) -> None:
     """Both invariants on the render with the override.
 
     Raises:
         UnrelocatedImageError: invariant 1 (an image outside the local registry, not accepted).
         OverrideSideEffectError: invariant 2 (a difference that is not an image reference).
     """
-    if relocated.keys() != traced.base.keys():
-        extra = sorted(f"{k[0]}#{k[1]}" for k in relocated.keys() ^ traced.base.keys())
+    plain = traced.base if plain is None else plain
+    if relocated.keys() != plain.keys():
+        extra = sorted(f"{k[0]}#{k[1]}" for k in relocated.keys() ^ plain.keys())
         raise OverrideSideEffectError(f"{chart}: the values override changes which documents render: {extra[:3]}",
                                       hint="report this chart: a value that composes an image also switches a template")
     accepted = {(m.site.doc, m.site.path) for m in moved if m.how == "accepted"}
@@ -369,9 +414,10 @@ def verify(traced: Trace, moved: Sequence[Moved], relocated: Mapping[tracing.Doc
                          "or report the chart")
             spans_after.setdefault(place, []).append(getattr(finding, "span", None))
     spans_before: dict[tuple[tracing.DocKey, Path_], list[tuple[int, int] | None]] = {}
-    for site in traced.sites:
-        spans_before.setdefault((site.doc, site.path), []).append(site.span)
-    for key, doc in traced.base.items():
+    for key, doc in plain.items():
+        for finding in find(doc):
+            spans_before.setdefault((key, tuple(finding.path)), []).append(getattr(finding, "span", None))
+    for key, doc in plain.items():
         before, after = tracing.flatten(doc.obj), tracing.flatten(relocated[key].obj)
         for path in sorted(before.keys() | after.keys(), key=str):
             old, new = before.get(path), after.get(path)

@@ -145,6 +145,18 @@ def trace(render: Renderer, values: Mapping[str, Any], find: Finder) -> Trace:
             untraceable.append(i)
     if rendered is None:  # only when every leaf was dropped
         rendered = base
+    switches: dict[int, set[str]] = {}
+    effects = _side_effects(base, rendered, noise, found)
+    if effects:  # a value that changes more than strings it appears in (a branch on a digest, ...)
+        for leaf, places in _culprits(counter, values, leaves, perturbed, sorted(perturbed), base, noise, found,
+                                      effects).items():
+            switches[leaf] = places
+            del perturbed[leaf]
+        rendered, still = _render_clean(counter, values, leaves, perturbed, base)
+        untraceable.extend(still)
+        for i in still:
+            del perturbed[i]
+        rendered = rendered or base
 
     sites: list[Site] = []
     flows: dict[int, set[str]] = {}
@@ -167,6 +179,8 @@ def trace(render: Renderer, values: Mapping[str, Any], find: Finder) -> Trace:
                 flows.setdefault(leaf, set()).add(f"{key[0]} ({doc.kind}/{doc.name}) {format_path(path)}")
         for finding in found[key]:
             sites.append(_site(key, doc, other, finding, perturbed))
+    for leaf, places in switches.items():
+        flows.setdefault(leaf, set()).update(f"switches {p}" for p in places)
     return Trace(leaves, tuple(sites), {k: tuple(sorted(v)) for k, v in flows.items()}, perturbed,
                  tuple(sorted(untraceable)), noise, base, counter.count, time.monotonic() - started)
 
@@ -289,6 +303,42 @@ def _try(render: _Counter, values: Mapping[str, Any], leaves: Sequence[Leaf], pe
     if docs.keys() != base.keys() or any(docs[k].kind != base[k].kind for k in docs):
         return None  # a value switched a template on or off: not a value that only feeds an image
     return docs
+
+
+def _side_effects(base: Mapping[DocKey, Document], other: Mapping[DocKey, Document],
+                  noise: frozenset[tuple[DocKey, Path_]], found: Mapping[DocKey, list[Any]]) -> set[str]:
+    """Places that differ from the plain render but hold no sentinel and no image: what a value
+    changed by steering a template rather than by being printed."""
+    out: set[str] = set()
+    for key, doc in base.items():
+        images = {tuple(f.path) for f in found[key]}
+        before, after = flatten(doc.obj), flatten(other[key].obj)
+        for path in before.keys() | after.keys():
+            new = after.get(path)
+            if before.get(path) == new or (key, path) in noise or path in images:
+                continue
+            if (new is not None and _tokens(new)) or _tokens_in_path(path):
+                continue
+            if new is None and any(_tokens_in_path(p) for p in after if p[:len(path) - 1] == path[:-1]):
+                continue  # a key renamed by a sentinel: reported as a flow already
+            out.add(f"{key[0]} ({doc.kind}/{doc.name}) {format_path(path)}")
+    return out
+
+
+def _culprits(render: _Counter, values: Mapping[str, Any], leaves: Sequence[Leaf], perturbed: Mapping[int, str],
+              group: list[int], base: Mapping[DocKey, Document], noise: frozenset[tuple[DocKey, Path_]],
+              found: Mapping[DocKey, list[Any]], effects: set[str]) -> dict[int, set[str]]:
+    """The leaves whose sentinel alone causes some of `effects` (bisected: a few renders per culprit)."""
+    docs = _try(render, values, leaves, perturbed, group, base)
+    seen = _side_effects(base, docs, noise, found) & effects if docs is not None else effects
+    if not seen:
+        return {}
+    if len(group) == 1:
+        return {group[0]: seen}
+    half = len(group) // 2
+    out = _culprits(render, values, leaves, perturbed, group[:half], base, noise, found, seen)
+    out.update(_culprits(render, values, leaves, perturbed, group[half:], base, noise, found, seen))
+    return out or {group[0]: seen}  # only together: give up the first leaf
 
 
 # --- comparing renders ---------------------------------------------------------------------------
