@@ -148,7 +148,7 @@ def test_a_naive_tag_at_digest_override_is_caught_by_invariant_2(helm: str, tmp_
     naive.write_text(yaml.safe_dump({"prometheus": {"prometheusSpec": {"image": {
         "registry": HOST, "repository": "quay.io/prometheus/prometheus", "tag": f"v3.1.0@sha256:{'a' * 64}"}}}}))
     broken = tracing.keyed(render.render_chart_with(chart, tools, naive))
-    traced = tracing.Trace((), (), {}, {}, (), frozenset(), plain)
+    traced = tracing.Trace((), (), {}, {}, (), frozenset(), {}, plain)
     with pytest.raises(OverrideSideEffectError, match=r"spec\.version.*not an image reference") as err:
         relocate_helm.verify(traced, [], broken, _outside_host, host=HOST, skipped=frozenset(), chart="operator-cr")
     assert err.value.exit_code == 14
@@ -163,7 +163,7 @@ def _outside_host(doc: object) -> list[sweep.Finding]:
 def test_invariant_1_refuses_a_render_that_still_pulls_upstream(helm: str) -> None:
     chart = _chart("single-string")
     plain = tracing.keyed(render.render_chart(chart, render.Tools(helm=helm)))
-    traced = tracing.Trace((), (), {}, {}, (), frozenset(), plain)
+    traced = tracing.Trace((), (), {}, {}, (), frozenset(), {}, plain)
     with pytest.raises(UnrelocatedImageError, match=r"with its values override still pulls \S+ from outside") as err:
         relocate_helm.verify(traced, [], plain, sweep.sweep_document, host=HOST, skipped=frozenset(),
                              chart="single-string")

@@ -42,7 +42,7 @@ import yaml
 from ruamel.yaml.comments import CommentedMap
 
 from ..documents import Document, Path_, format_path
-from ..errors import OverrideSideEffectError, UnrelocatedImageError
+from ..errors import OverrideSideEffectError, RenderError, UnrelocatedImageError
 from ..reference import ImageRef
 from ..render import Tools, helm_template, materialize_chart, split_helm_output
 from ..spec import ChartSource
@@ -176,13 +176,16 @@ def effective_values(chart: ChartSource, tools: Tools, work: Path, root: Path) -
     flag = work / "dump.json"
     flag.write_text(json.dumps({DUMP_FLAG: True}))
     text = helm_template(chart, tools, extra_values=[flag])
-    body = text.split(f"# Source: {root.name}/{DUMP_TEMPLATE}", 1)
+    # The chart's own copy of the template (a subchart's path has /charts/ in it).
+    chunk = next((c for c in re.split(r"^---$", text, flags=re.M)
+                  if re.search(rf"^# Source: [^/\n]+/{re.escape(DUMP_TEMPLATE)}$", c, re.M)), None)
     try:
-        values = json.loads(body[1].split("\n---", 1)[0]) if len(body) == 2 else {}
-    except json.JSONDecodeError:
-        values = {}
+        values = json.loads(chunk.split("\n", 2)[2]) if chunk is not None else None
+    except (json.JSONDecodeError, IndexError):
+        values = None
     if not isinstance(values, dict):
-        values = {}
+        raise RenderError(f"{chart.path}: could not read the chart's effective values back from helm",
+                          hint="report this chart; the values trace needs them")
     values.pop(DUMP_FLAG, None)
     _add_subchart_nulls(root, values)
     return values
@@ -285,24 +288,9 @@ def _first_flow(traced: Trace, leaf: int) -> str:
 
 
 def _fixed_leaves(traced: Trace) -> dict[int, str | None]:
-    """Leaves that must keep the value they render with: they flow into non-image places, or could
-    not be traced. The value is the one they render with (None when it cannot be told)."""
-    fixed: dict[int, str | None] = {}
-    for leaf in traced.flows:
-        fixed[leaf] = None
-    for site in traced.sites:
-        if not any(p.leaf in traced.flows for p in site.pattern):
-            continue
-        match = re.fullmatch(_regex(site, traced, {}, free=True), site.written)
-        if match is None:
-            continue
-        for leaf in site.leaves:
-            if leaf in fixed and f"l{leaf}" in match.groupdict():
-                fixed[leaf] = match.group(f"l{leaf}")
-    for leaf in fixed:  # not told by a site: a value set in values renders as itself
-        if fixed[leaf] is None and traced.leaves[leaf].value not in (None, ""):
-            fixed[leaf] = str(traced.leaves[leaf].value)
-    return fixed
+    """Leaves that must keep the value they render with: they flow into non-image places. The value
+    is the text they render as (None when the trace could not tell it)."""
+    return {leaf: traced.rendered.get(leaf) for leaf in traced.flows}
 
 
 def _options(site: Site, traced: Trace, local: ImageRef, fixed: Mapping[int, str | None]

@@ -108,6 +108,7 @@ class Trace:
     perturbed: Mapping[int, str]  # leaf -> the value it was traced with
     untraceable: tuple[int, ...]  # leaves no sentinel could be rendered with
     noise: frozenset[tuple[DocKey, Path_]]  # places that differ between two plain renders
+    rendered: Mapping[int, str]  # leaf -> the text it renders as in the plain render, where seen
     base: Mapping[DocKey, Document] = field(compare=False)
     renders: int = 0
     seconds: float = 0.0
@@ -160,6 +161,7 @@ def trace(render: Renderer, values: Mapping[str, Any], find: Finder) -> Trace:
 
     sites: list[Site] = []
     flows: dict[int, set[str]] = {}
+    rendered_as: dict[int, str] = {}
     for key, doc in base.items():
         other = rendered[key].obj
         image_paths: dict[Path_, list[Any]] = {}
@@ -169,6 +171,7 @@ def trace(render: Renderer, values: Mapping[str, Any], find: Finder) -> Trace:
             tokens = _tokens(text) | _tokens_in_path(path)
             if not tokens:
                 continue
+            _learn_rendered(text, _get(doc.obj, path), perturbed, rendered_as)
             findings = image_paths.get(path)
             if not findings:
                 for leaf in tokens:
@@ -182,7 +185,7 @@ def trace(render: Renderer, values: Mapping[str, Any], find: Finder) -> Trace:
     for leaf, places in switches.items():
         flows.setdefault(leaf, set()).update(f"switches {p}" for p in places)
     return Trace(leaves, tuple(sites), {k: tuple(sorted(v)) for k, v in flows.items()}, perturbed,
-                 tuple(sorted(untraceable)), noise, base, counter.count, time.monotonic() - started)
+                 tuple(sorted(untraceable)), noise, rendered_as, base, counter.count, time.monotonic() - started)
 
 
 # --- values --------------------------------------------------------------------------------------
@@ -283,15 +286,16 @@ def _render_clean(render: _Counter, values: Mapping[str, Any], leaves: Sequence[
 
 def _bisect(render: _Counter, values: Mapping[str, Any], leaves: Sequence[Leaf], perturbed: Mapping[int, str],
             group: list[int], base: Mapping[DocKey, Document]) -> list[int]:
-    """The leaves of `group` (which fails as a whole) that fail on their own."""
+    """One leaf of `group` (which fails as a whole) that fails on its own: one render per halving, as
+    when the first half renders the fault is in the second. `_render_clean` renders the rest again
+    and comes back for the next."""
     if len(group) == 1:
         return group
     half = len(group) // 2
-    out: list[int] = []
-    for part in (group[:half], group[half:]):
-        if _try(render, values, leaves, perturbed, part, base) is None:
-            out.extend(_bisect(render, values, leaves, perturbed, part, base))
-    return out or group[:1]  # the halves pass alone but not together: give up the first leaf
+    first, second = group[:half], group[half:]
+    if _try(render, values, leaves, perturbed, first, base) is not None:
+        return _bisect(render, values, leaves, perturbed, second, base)
+    return _bisect(render, values, leaves, perturbed, first, base)  # the caller renders the rest again
 
 
 def _try(render: _Counter, values: Mapping[str, Any], leaves: Sequence[Leaf], perturbed: Mapping[int, str],
@@ -446,6 +450,29 @@ def _pieces(text: str, perturbed: Mapping[int, str]) -> Iterable[Piece]:
             yield Piece(text[pos:start])
         yield Piece(leaf=leaf)
         pos = match.end()
+
+
+def _learn_rendered(text: str, base_value: Any, perturbed: Mapping[int, str], out: dict[int, str]) -> None:
+    """What each leaf in `text` (perturbed) renders as in `base_value` (plain), when the literal text
+    around the leaves pins it down: `v-zqz0003q` over `v-1.2.3` says leaf 3 renders `1.2.3`."""
+    if not isinstance(base_value, str):
+        return
+    pieces = list(_pieces(text, perturbed))
+    seen: set[int] = set()
+    regex = []
+    for piece in pieces:
+        if piece.leaf is None:
+            regex.append(re.escape(piece.text))
+        elif piece.leaf in seen:
+            regex.append(f"(?P=l{piece.leaf})")
+        else:
+            seen.add(piece.leaf)
+            regex.append(f"(?P<l{piece.leaf}>.*?)")
+    match = re.fullmatch("".join(regex), base_value)
+    if match is None or (len(seen) > 1 and not all(p.text for p in pieces if p.leaf is None)):
+        return
+    for name, value in match.groupdict().items():
+        out.setdefault(int(name[1:]), value)
 
 
 def site_ref(site: Site) -> ImageRef | None:
