@@ -37,7 +37,6 @@ from typing import Any
 
 from ..documents import Document, Path_, format_path
 from ..errors import RenderError
-from ..reference import ImageRef
 
 SENTINEL = re.compile(r"zqz(\d{4})q")
 # Keys whose values are image parts. `imagePullPolicy`, `pullSecrets`, labels and ports are not.
@@ -473,7 +472,3 @@ def _learn_rendered(text: str, base_value: Any, perturbed: Mapping[int, str], ou
         return
     for name, value in match.groupdict().items():
         out.setdefault(int(name[1:]), value)
-
-
-def site_ref(site: Site) -> ImageRef | None:
-    return ImageRef.try_parse(site.written)
