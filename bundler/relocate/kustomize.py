@@ -56,7 +56,7 @@ KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization
 # Kustomize's images transformer rewrites `image` in every `containers` and `initContainers` list,
 # wherever it sits (its legacy filter walks the whole object); `ephemeralContainers` it leaves alone.
 IMAGES_TRANSFORMER_LISTS = frozenset({"containers", "initContainers"})
-VENDOR_HINT = "vendor the remote base into the tree (a copy in a local folder) and reference it by relative path"
+VENDOR_HINT = "vendor the remote base into the tree as a local folder and reference it by relative path"
 
 try:  # libyaml keeps line marks on composed nodes and is much faster (DESIGN.md "Performance")
     _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
