@@ -212,6 +212,11 @@ def test_a_directory_without_a_kustomization_fails(tmp_path: Path) -> None:
         closure(tree / "overlays" / "prod")
 
 
+def test_a_missing_source_directory_says_so(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"nowhere: kustomization directory not found"):
+        closure(tmp_path / "nowhere")
+
+
 def make_tree(root: Path, files: dict[str, str]) -> Path:
     """A minimal base/overlays tree, with `files` added or replaced."""
     base = {

@@ -132,6 +132,8 @@ def _visit(directory: Path, where: _Where | None, walk: _Walk) -> None:
     if directory in walk.dirs:
         return
     walk.dirs.add(directory)
+    if where is None and not directory.is_dir():
+        raise InputError(f"{display(directory)}: kustomization directory not found")
     present = [directory / n for n in KUSTOMIZATION_FILES if (directory / n).is_file()]
     if len(present) != 1:
         what = "holds no kustomization" if not present else f"holds {len(present)} kustomization files"
