@@ -28,7 +28,7 @@ import yaml
 from . import __version__, archive, attest, bom, crossplane, pull, relocate, render, sign, sweep, xpkg
 from .crossplane_model import Target
 from .documents import Document, Origin, load_stream
-from .errors import ArchiveError, DigestMismatchError, UnvendoredImageError, UsageError
+from .errors import ArchiveError, DigestMismatchError, UnrelocatedImageError, UnvendoredImageError, UsageError
 from .keys import Signer
 from .layout import Layout
 from .progress import NullProgress, Progress
@@ -88,6 +88,9 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
     payload = staging / "payload"
     payload.mkdir()
 
+    # Kustomize trees first: a remote base or helmCharts fails the build before kubectl could fetch it.
+    trees = [relocate.closure(directory) for directory in spec.kustomize]
+
     # render + sweep
     progress.step("render", 0, len(spec.charts) + len(spec.kustomize) + len(spec.manifests))
     streams = render.render_streams(spec, options.tools)
@@ -129,7 +132,7 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
         _write(payload / stream.name, stream.text.encode())
     _require_local(spec, [(s.name, s.text) for s in rewritten.streams], found, "rewritten manifests")
     charts = _package_charts(spec, payload, local, epoch, options.tools, found, coverage, staging)
-    _write_overlays(spec, streams, payload, local, options.tools, found, coverage)
+    _write_overlays(spec, trees, streams, payload, local, options.tools, found, coverage)
     progress.step("rewrite", 1, 1, f"{len(rewritten.changes)} references")
 
     # bill of materials, SBOM, provenance, statement
@@ -226,7 +229,7 @@ def _require_local(spec: Spec, texts: list[tuple[str, str]], found: sweep.Sweep,
         for image in again.images:
             if image.ref.domain != host and image.ref.canonical not in excluded:
                 where = image.findings[0]
-                raise UnvendoredImageError(
+                raise UnrelocatedImageError(
                     f"{name}:{where.line}: {what} still pull {image.written} from outside {host}",
                     hint="this is a rewrite gap; report it, or exclude the image with a reason")
 
@@ -276,19 +279,45 @@ def _package_charts(spec: Spec, payload: Path, local: relocate.LocalRefs, epoch:
     return tuple(entries)
 
 
-def _write_overlays(spec: Spec, streams: list[render.Rendered], payload: Path, local: relocate.LocalRefs,
-                    tools: render.Tools, found: sweep.Sweep, coverage: list[str]) -> None:
-    """`kustomize/<name>/base` (a copy of the base) and `kustomize/<name>/overlay` (images: entries);
-    the overlay is built again with kubectl and swept (closed loop)."""
-    for directory, stream in zip(spec.kustomize, (s for s in streams if s.kind == "kustomize"), strict=True):
-        root = payload / "kustomize" / directory.name
-        shutil.copytree(directory, root / "base")
-        written = [f.written for d in stream.documents for f in sweep.find_images(d.obj)]
-        overlay = relocate.kustomize_overlay(written, local, base="../base")
-        _write(root / "overlay" / "kustomization.yaml", overlay.encode())
-        text = render.kustomize_build(root / "overlay", tools)
-        _require_local(spec, [(f"kustomize/{directory.name}/overlay", text)], found, "the kustomize overlay")
-        coverage.append(f"kustomize/{directory.name}/overlay: {overlay.count('newName:')} images: entries")
+def _write_overlays(spec: Spec, trees: list[relocate.Closure], streams: list[render.Rendered], payload: Path,
+                    local: relocate.LocalRefs, tools: render.Tools, found: sweep.Sweep, coverage: list[str]) -> None:
+    """`kustomize/<name>/tree/` (the kustomization's closure, at its paths from their common ancestor) and
+    `kustomize/<name>/overlay/` (images: entries and patches over the tree).
+
+    Closed loop: `kustomize/<name>` alone is copied elsewhere, as a customer would extract it, the overlay
+    is built there with kubectl and swept: every image must be on the local registry, pinned by digest.
+    """
+    rendered = [s for s in streams if s.kind == "kustomize"]
+    taken: set[str] = set()
+    for directory, tree, stream in zip(spec.kustomize, trees, rendered, strict=True):
+        name, n = directory.name, 1
+        while name in taken:  # two sources named `prod` (a/overlays/prod, b/overlays/prod)
+            n += 1
+            name = f"{directory.name}-{n}"
+        taken.add(name)
+        root = payload / "kustomize" / name
+        relocate.copy_closure(tree, root / "tree")
+        entry = "../tree" if str(tree.entry) == "." else f"../tree/{tree.entry}"
+        overlay = relocate.overlay(stream.text, sweep.find_images, local, tree=entry, source=stream.source)
+        for member, text in overlay.files.items():
+            _write(root / "overlay" / member, text.encode())
+        with tempfile.TemporaryDirectory(prefix="airgap-kustomize-") as extracted:
+            shutil.copytree(root, Path(extracted) / name)
+            text = render.kustomize_build(Path(extracted) / name / "overlay", tools)
+        what = f"kustomize/{name}/overlay"
+        _require_local(spec, [(what, text)], found, "the kustomize overlay")
+        _require_pinned(spec, what, text)
+        coverage.append(f"{what}: {overlay.images} images: entries, {overlay.patched} fields patched "
+                        f"over a tree of {len(tree.files)} files; every image of the built overlay is on the "
+                        "local registry, pinned by digest")
+
+
+def _require_pinned(spec: Spec, name: str, text: str) -> None:
+    """Every local reference in an output carries a digest (a tag alone could be re-pushed)."""
+    for image in sweep.sweep(load_stream(text, Origin(name, 1))).images:
+        if image.ref.domain == spec.local_registry and not image.ref.digest:
+            raise UnrelocatedImageError(f"{name}:{image.findings[0].line}: {image.written} is not pinned by digest",
+                                       hint="this is a rewrite gap; report it")
 
 
 def _image_entry(pulled: pull.PulledImage, local: relocate.LocalRefs) -> bom.ImageEntry:
