@@ -318,7 +318,8 @@ def match_shape(obj: Mapping[str, Any]) -> Composition | None:
         names = [k for k in shape.format.keys if k != shape.format.slot]
         if not all(values.get(k) for k in names):
             continue
-        digest = shape.digest_format if shape.digest_format and shape.digest_format.slot in values else None
+        # A digest field that is there but empty (`digest: ""`, as charts ship it) still takes a digest.
+        digest = shape.digest_format if shape.digest_format and shape.digest_format.slot in obj else None
         if not values.get(shape.format.slot) and digest is None:
             continue
         comp = Composition(shape.format, digest, tuple(sorted(values.items())), f"shape {shape.label}")
