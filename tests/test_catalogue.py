@@ -228,3 +228,15 @@ def test_format_compose_and_decompose_are_inverse() -> None:
         "registry": "reg.local", "repository": "ghcr.io/org/team"}
     assert fmt.decompose("reg.local/flat/app", values) is None  # the template dropped the source path
     assert catalogue.Format.parse("docker.io/{repository}:{tag}").decompose("x/y", {"repository": "y"}) is None
+
+
+def test_closed_loop_uses_the_spec_rules(tmp_path: Path) -> None:
+    """A build must not pass while a manifest names an image outside the local registry that only the
+    spec's own rule recognises: the pipeline's re-sweep reads the same catalogue."""
+    from bundler import pipeline
+    from bundler.errors import UnvendoredImageError
+
+    loaded = spec.load(write_spec(tmp_path, RULE))
+    found = swept(ENGINE, known=loaded.catalogue)
+    with pytest.raises(UnvendoredImageError, match=r"m.yaml:\d+: rewritten manifests still pull quay.io/acme/runtime:5.0"):
+        pipeline._require_local(loaded, [("m.yaml", ENGINE)], found, "rewritten manifests")
