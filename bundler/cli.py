@@ -331,7 +331,8 @@ def sweep_command(spec_file: str | None, chart: str | None, values: tuple[str, .
     result = sweep_mod.sweep(
         docs, chart_images=chart_images,
         extra_images=spec.extra_images if spec else (), options=spec.images if spec else (),
-        spec_file=render_mod.display(spec.path) if spec else "bundle.yaml")
+        spec_file=render_mod.display(spec.path) if spec else "bundle.yaml",
+        catalogue=spec.catalogue if spec else None)
 
     check: sweep_mod.VendoredCheck | None = None
     check_name = "none"

@@ -13,6 +13,7 @@ This module only wires: what an image is, how to pull, rewrite, sign or archive 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
 import hashlib
 import io
@@ -98,7 +99,7 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
     progress.step("render", len(streams), len(streams), f"{len(docs)} documents")
     chart_images = [image for chart in spec.charts for image in render.chart_images(chart.path)]
     found = sweep.sweep(docs, chart_images=chart_images, extra_images=spec.extra_images, options=spec.images,
-                        spec_file=str(spec.path))
+                        spec_file=str(spec.path), catalogue=spec.catalogue)
     _require_clean_sweep(found)
     carried = [image for image in found.images if image.carried]
     progress.step("sweep", 1, 1, f"{len(carried)} images from {found.documents} documents")
@@ -125,7 +126,8 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
     })
     names = _member_names(streams)
     rewritten = relocate.rewrite_streams(
-        [relocate.Stream(names[i], s.text, s.source) for i, s in enumerate(streams)], sweep.find_images, local)
+        [relocate.Stream(names[i], s.text, s.source) for i, s in enumerate(streams)],
+        functools.partial(sweep.find_images, catalogue=spec.catalogue), local)
     coverage = [f"{s.name}: {sum(1 for c in rewritten.changes if c.stream == s.name)} references rewritten"
                 for s in rewritten.streams]
     for stream in rewritten.streams:
@@ -225,7 +227,8 @@ def _require_local(spec: Spec, texts: list[tuple[str, str]], found: sweep.Sweep,
     excluded = {s.image.ref.canonical for s in found.skipped}
     host = spec.local_registry
     for name, text in texts:
-        again = sweep.sweep(load_stream(text, Origin(name, 1)))
+        # The same operator knowledge as the first sweep: a recognised image left upstream fails.
+        again = sweep.sweep(load_stream(text, Origin(name, 1)), catalogue=spec.catalogue)
         for image in again.images:
             if image.ref.domain != host and image.ref.canonical not in excluded:
                 where = image.findings[0]

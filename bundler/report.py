@@ -47,6 +47,8 @@ def location(f: Finding | Invalid) -> dict[str, Any]:
         "namespace": f.namespace,
         "name": f.name,
         "path": format_path(f.path),
+        "rule": getattr(f, "rule", None),
+        "evidence": getattr(f, "evidence", None),
     }
 
 

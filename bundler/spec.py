@@ -21,6 +21,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
+from . import catalogue
 from .errors import InvalidReferenceError, SpecError
 from .oci import DEFAULT_PLATFORMS, Platform
 from .reference import ImageRef
@@ -143,6 +144,12 @@ class Spec:
     registries: tuple[RegistryConfig, ...] = ()
     crossplane: CrossplaneConfig = field(default_factory=CrossplaneConfig)
     authorities: tuple[Authority, ...] = (Authority("vendor", True),)
+    discovery_rules: tuple[catalogue.Entry, ...] = ()  # `discovery.rules`: the user's catalogue entries
+
+    @property
+    def catalogue(self) -> catalogue.Catalogue:
+        """The built-in operator catalogue plus this spec's `discovery.rules`."""
+        return catalogue.builtin().extend(self.discovery_rules)
 
     def options_for(self, ref: ImageRef) -> ImageOptions | None:
         """The most specific `images:` entry for a reference (digest, then tag, then name)."""
@@ -312,6 +319,11 @@ def _build(path: Path, raw: bytes, d: CommentedMap, plain: dict[str, Any]) -> Sp
     )
     authorities = tuple(Authority(str(a["name"]), bool(a.get("required", False)) or a["name"] == "vendor")
                         for a in (d.get("signing") or {}).get("authorities") or ())
+    rules = tuple(
+        catalogue.entry(rule, file=str(path), line=_line(d, ["discovery", "rules", n]),
+                        line_of=lambda where, n=n: _line(d, ["discovery", "rules", n, *where]))
+        for n, rule in enumerate((d.get("discovery") or {}).get("rules") or ())
+    )
     if not any(a.name == "vendor" for a in authorities):
         authorities = (Authority("vendor", True), *authorities)
     return Spec(
@@ -334,4 +346,5 @@ def _build(path: Path, raw: bytes, d: CommentedMap, plain: dict[str, Any]) -> Sp
         registries=registries,
         crossplane=crossplane,
         authorities=authorities,
+        discovery_rules=rules,
     )

@@ -8,6 +8,14 @@ references and the images the spec excludes, each with its reason.
 What is found, and how sure (DESIGN.md "Sweep"):
 
 definite (vendored by default)
+  - whatever the operator catalogue (`catalogue.py`, the built-in `bundler/catalogue/*.yaml` plus the
+    spec's `discovery.rules`) names: custom-resource fields, split objects joined by the operator's
+    own format, controller flags and env vars of its containers (`rule="catalogue"`, the entry's id
+    in `Finding.evidence`).
+  - split objects of a common shape (`catalogue.SHAPES`: `{registry, repository, tag|digest}`,
+    `{repository, image, version}`, `{repository, tag}`, `{image, tag}`, ...) in custom resources, when
+    something says they are an image: the key names an image, or the object has `registry` or `image`
+    (`rule="split-shape"`, the shape in `Finding.evidence`).
   - `image` of every item in `containers`, `initContainers` and `ephemeralContainers`, wherever such a
     list sits: Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob (`jobTemplate`),
     ReplicationController, PodTemplate, OLM deployments and pod templates inside any custom resource
@@ -20,8 +28,8 @@ candidate (reported for review; vendored only when the spec's `images:` entry sa
     or word that is an unmistakable reference (see `_strong`); `env` values, with `*IMAGE*` names
     (`RELATED_IMAGE_*`, `*_IMAGE`, `IMAGE_*`) read more leniently than others.
   - in custom resources: string fields named `image`/`*Image`, whole strings that are unmistakable
-    references, and split objects `{registry?, repository, tag | digest}` (a candidate, because how an
-    operator joins the parts is its own business).
+    references, and objects under an image-named key of no known shape that still have a name part and
+    a tag/version part (`rule="split-unknown"`: how that operator joins them is its own business).
 
 Precision: a heuristic value must parse (reference.py) *and* carry evidence that it is an image: a
 registry host with a dot (or `localhost`, or an IP) together with a tag or digest, or a digest, or, when
@@ -37,7 +45,8 @@ Field paths: `Finding.path` is a tuple of keys and indexes (`("spec", "template"
 (keys that are not plain words are quoted: `annotations["helm.sh/images"][0].image`).
 `Finding.span` is the (start, end) character range of the reference inside that string value, so a
 rewrite replaces exactly that substring (the whole string for `image:` fields). For split objects
-`path` points at the mapping and `span` is None (`form == "split"`).
+`path` points at the mapping, `span` is None (`form == "split"`) and `compose` says how the operator joins
+the fields (the rewrite spreads the local reference over the same fields).
 
 Pure code: no I/O, no subprocesses. Does not decide whether a result fails the build (the CLI does,
 with `vendored_status`).
@@ -47,9 +56,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from . import catalogue as catalogue_mod
+from .catalogue import Catalogue, Composition
 from .documents import Document, Origin, Path_, format_path, iter_documents
 from .errors import InvalidReferenceError
 from .reference import ImageRef
@@ -115,9 +126,11 @@ class Finding:
     confidence: Confidence
     hook: bool  # a Helm test hook (`helm.sh/hook: test`)
     rule: str  # container | crossplane-package | olm-related-image | chart-annotation | extra-image |
-    #            arg | env | cr-field | cr-string | split-object
+    #            catalogue | split-shape | arg | env | cr-field | cr-string | split-unknown
     form: Form = "value"
     span: tuple[int, int] | None = None  # the reference's characters in the string at `path`
+    evidence: str | None = None  # the catalogue entry id, or the split shape, that recognised it
+    compose: Composition | None = None  # split objects: the fields and how the operator joins them
 
     @property
     def field_path(self) -> str:
@@ -239,6 +252,7 @@ def sweep(
     extra_images: Sequence[ExtraImageLike] = (),
     options: Sequence[ImageOptionLike] = (),
     spec_file: str = "bundle.yaml",
+    catalogue: Catalogue | None = None,
 ) -> Sweep:
     """Find every image in `docs`, the chart annotations and the spec's extra images.
 
@@ -248,13 +262,16 @@ def sweep(
         extra_images: the spec's `extraImages` (`spec.ExtraImage`: ref, reason, line).
         options: the spec's `images:` entries (`spec.ImageOptions`): `confirm` and `exclude`.
         spec_file: the spec's path, for the origin of extra images.
+        catalogue: operator knowledge; the built-in catalogue when None (add the spec's
+            `discovery.rules` with `catalogue.builtin().extend(spec.discovery_rules)`).
     """
+    known = catalogue if catalogue is not None else catalogue_mod.builtin()
     findings: list[Finding] = []
     invalid: list[Invalid] = []
     count = 0
     for doc in iter_documents(list(docs)):
         count += 1
-        for item in sweep_document(doc):
+        for item in sweep_document(doc, known):
             if isinstance(item, Finding):
                 findings.append(item)
             else:
@@ -295,13 +312,14 @@ def sweep(
     return _group(findings, invalid, options, count)
 
 
-def sweep_document(doc: Document) -> list[Finding | Invalid]:
+def sweep_document(doc: Document, catalogue: Catalogue | None = None) -> list[Finding | Invalid]:
     """The findings of one document (no grouping): what `rewrite` calls per document."""
     obj = doc.obj
     if not isinstance(obj, dict):
         return []
     out: list[Finding | Invalid] = []
-    ctx = _Context(doc, _is_test_hook(obj), _is_custom(doc.api_version), out, set())
+    known = catalogue if catalogue is not None else catalogue_mod.builtin()
+    ctx = _Context(doc, _is_test_hook(obj), _is_custom(doc.api_version), out, set(), known)
     # Crossplane packages and OLM related images first, so their paths are taken as definite.
     group = doc.api_version.split("/", 1)[0] if "/" in doc.api_version else ""
     spec = obj.get("spec")
@@ -312,15 +330,17 @@ def sweep_document(doc: Document) -> list[Finding | Invalid]:
             for i, related in enumerate(spec.get("relatedImages") or ()):
                 if isinstance(related, dict) and "image" in related:
                     ctx.definite(related["image"], ("spec", "relatedImages", i, "image"), "olm-related-image")
+    _catalogue_resource(obj, group, ctx)
     _walk(obj, (), ctx)
     return out
 
 
 
-def find_images(obj: Any) -> list[Finding]:
+def find_images(obj: Any, catalogue: Catalogue | None = None) -> list[Finding]:
     """The image findings inside one parsed object (no origin or lines): the finder `rewrite` uses, so
     one piece of code decides what an image is. Invalid references are left out."""
-    return [f for f in sweep_document(Document(obj, Origin("<object>", 1))) if isinstance(f, Finding)]
+    found = sweep_document(Document(obj, Origin("<object>", 1)), catalogue)
+    return [f for f in found if isinstance(f, Finding)]
 
 
 # --- the walk ------------------------------------------------------------------------------------
@@ -333,12 +353,32 @@ class _Context:
     custom: bool
     out: list[Finding | Invalid]
     taken: set[Path_]
+    catalogue: Catalogue
+    splits: set[Path_] = field(default_factory=set)  # objects already read as split images
 
-    def definite(self, value: Any, path: Path_, rule: str) -> None:
-        if path in self.taken:
+    def definite(
+        self,
+        value: Any,
+        path: Path_,
+        rule: str,
+        *,
+        evidence: str | None = None,
+        span: tuple[int, int] | None = None,
+        compose: Composition | None = None,
+    ) -> None:
+        if compose is not None:
+            # One object can compose several images (Istio's hub + tag: pilot, proxyv2, ...).
+            key: Path_ = (*path, f"<{compose.format.text}>")
+            if key in self.taken:
+                return
+            self.taken.add(key)
+            self.splits.add(path)
+        elif path in self.taken:
             return
-        self.taken.add(path)
+        elif span is None:
+            self.taken.add(path)  # a reference inside a longer string leaves the rest of it to the caller
         d = self.doc
+        form: Form = "split" if compose is not None else "value" if span is None else "substring"
         _definite(
             value,
             d.origin,
@@ -351,10 +391,22 @@ class _Context:
             rule,
             self.out,
             self.out,
+            form=form,
+            span=span,
+            evidence=evidence,
+            compose=compose,
         )
 
     def candidate(
-        self, ref: ImageRef, written: str, path: Path_, rule: str, *, span: tuple[int, int] | None, form: Form
+        self,
+        ref: ImageRef,
+        written: str,
+        path: Path_,
+        rule: str,
+        *,
+        span: tuple[int, int] | None,
+        form: Form,
+        evidence: str | None = None,
     ) -> None:
         key = (*path, span[0] if span else -1)
         if path in self.taken or key in self.taken:
@@ -376,6 +428,7 @@ class _Context:
                 rule,
                 form,
                 span,
+                evidence,
             )
         )
 
@@ -397,11 +450,10 @@ def _walk(node: Any, path: Path_, ctx: _Context) -> None:
                     if ref is not None:
                         ctx.candidate(ref, value, here, "cr-field", span=(0, len(value)), form="value")
                         continue
-                if isinstance(value, dict) and (_IMAGE_NAME.search(key) or "registry" in value):
-                    split = _split_object(value)
-                    if split is not None:
-                        ctx.candidate(split[0], split[1], here, "split-object", span=None, form="split")
-                        continue
+                if here in ctx.taken:
+                    continue
+                if isinstance(value, dict) and here not in ctx.splits and _split(key, value, here, ctx):
+                    continue
                 if isinstance(value, str):
                     ref = _strong(value)
                     if ref is not None:
@@ -421,12 +473,15 @@ def _walk(node: Any, path: Path_, ctx: _Context) -> None:
 
 def _container(container: dict[str, Any], path: Path_, ctx: _Context) -> None:
     ctx.definite(container["image"], (*path, "image"), "container")
+    image = str(container["image"])
     for key in ("command", "args"):
         words = container.get(key)
         if not isinstance(words, list):
             continue
         for i, word in enumerate(words):
             if not isinstance(word, str):
+                continue
+            if _catalogue_flag(words, i, image, (*path, key, i), ctx):
                 continue
             for ref, text, span in _scan_words(word, _prev_flag(words, i)):
                 ctx.candidate(
@@ -441,6 +496,10 @@ def _container(container: dict[str, Any], path: Path_, ctx: _Context) -> None:
         if not isinstance(env, dict) or not isinstance(env.get("value"), str):
             continue
         value = env["value"]
+        entry = ctx.catalogue.env(str(env.get("name", "")), image)
+        if entry is not None:
+            _catalogue_env(value, (*path, "env", i, "value"), entry.id, ctx)
+            continue
         image_named = _image_named(str(env.get("name", "")))
         for ref, text, span in _scan_words(value, image_named):
             ctx.candidate(
@@ -521,26 +580,82 @@ def _lenient(text: str) -> ImageRef | None:
     return ref
 
 
-def _split_object(value: dict[str, Any]) -> tuple[ImageRef, str] | None:
-    """`{registry?, repository, tag | digest}` joined into a reference, when the parts are unambiguous."""
-    repository = value.get("repository")
-    tag = value.get("tag")
-    digest = value.get("digest")
-    registry = value.get("registry")
-    if not isinstance(repository, str) or not repository:
-        return None
-    if tag is not None and not isinstance(tag, (str, int, float)) or isinstance(tag, bool):
-        return None
-    tag_text = str(tag) if tag not in (None, "") else None
-    digest_text = digest if isinstance(digest, str) and digest else None
-    if tag_text is None and digest_text is None:
-        return None
-    if registry is not None and (not isinstance(registry, str) or not _HOST.match(registry)):
-        return None
-    written = (f"{registry}/" if registry else "") + repository
-    written += (f":{tag_text}" if tag_text else "") + (f"@{digest_text}" if digest_text else "")
-    ref = ImageRef.try_parse(written)
-    return (ref, written) if ref is not None else None
+# --- operator knowledge ----------------------------------------------------------------------------
+
+
+def _catalogue_resource(obj: dict[str, Any], group: str, ctx: _Context) -> None:
+    """Fields and split objects the catalogue names for this resource: definite, with the entry named."""
+    for entry, rule in ctx.catalogue.resource_rules(group, ctx.doc.kind, obj):
+        for path, value in catalogue_mod.resolve(obj, rule.steps):
+            if isinstance(rule, catalogue_mod.SplitRule):
+                comp = catalogue_mod.compose(rule, value, entry.id)
+                written = comp.written() if comp is not None else None
+                if written is not None:
+                    ctx.definite(written, path, "catalogue", evidence=entry.id, compose=comp)
+            elif value not in (None, ""):
+                if rule.references_only and not (isinstance(value, str) and ("/" in value or "@" in value)):
+                    continue  # a plain version: the operator's default image, named elsewhere
+                ctx.definite(value, path, "catalogue", evidence=entry.id)
+
+
+def _catalogue_flag(words: list[Any], i: int, image: str, path: Path_, ctx: _Context) -> bool:
+    """`--flag=REF` or `--flag REF` for a flag the catalogue names; True when it was one."""
+    word = words[i]
+    match = re.match(r"^--?([A-Za-z0-9][A-Za-z0-9_.-]*)=", word)
+    if match:
+        entry = ctx.catalogue.flag(match.group(1), image)
+        if entry is not None:
+            ctx.definite(word[match.end():], path, "catalogue", evidence=entry.id, span=(match.end(), len(word)))
+            ctx.taken.add(path)
+            return True
+    if i > 0 and isinstance(words[i - 1], str) and _FLAG_ONLY.match(words[i - 1]):
+        entry = ctx.catalogue.flag(words[i - 1].lstrip("-"), image)
+        if entry is not None:
+            ctx.definite(word, path, "catalogue", evidence=entry.id)
+            return True
+    return False
+
+
+def _catalogue_env(value: str, path: Path_, entry: str, ctx: _Context) -> None:
+    """An env var the catalogue names: one reference, or several (`3.8.0=REF` lines, as Strimzi's)."""
+    if not any(c.isspace() or c in "=," for c in value):
+        if value:
+            ctx.definite(value, path, "catalogue", evidence=entry)
+        return
+    for _, text, span in _scan_words(value, True):
+        ctx.definite(text, path, "catalogue", evidence=entry, span=span)
+    ctx.taken.add(path)
+
+
+_NAME_PART = ("repository", "repo", "name", "image", "imageName", "path")
+_TAG_PART = ("tag", "version", "ver", "imageTag")
+
+
+def _split(key: str, value: dict[str, Any], path: Path_, ctx: _Context) -> bool:
+    """A split image object in a custom resource. A common shape with evidence is definite; an object
+    under an image-named key with a name part and a tag part of no known shape is a candidate."""
+    if not (_IMAGE_NAME.search(key) or "registry" in value or isinstance(value.get("image"), str)):
+        return False  # `source: {repository, tag}` is as likely a git source as an image
+    comp = catalogue_mod.match_shape(value)
+    written = comp.written() if comp is not None else None
+    if written is not None:
+        if ImageRef.try_parse(written) is None:
+            return False
+        ctx.definite(written, path, "split-shape", evidence=comp.label if comp else None, compose=comp)
+        return True
+    if not _IMAGE_NAME.search(key):
+        return False
+    name = next((str(value[k]) for k in _NAME_PART if isinstance(value.get(k), str) and value[k]), None)
+    tag = next((str(value[k]) for k in _TAG_PART if isinstance(value.get(k), (str, int, float)) and value[k]), None)
+    if name is None or tag is None:
+        return False
+    ref = _lenient(f"{name}:{tag}")
+    if ref is None:
+        return False
+    keys = ", ".join(sorted(k for k in value if isinstance(k, str)))
+    ctx.candidate(ref, f"{name}:{tag}", path, "split-unknown", span=None, form="split",
+                  evidence=f"unknown shape {{{keys}}}")
+    return True
 
 
 def _definite(
@@ -557,6 +672,9 @@ def _definite(
     invalid: list[Any],
     *,
     form: Form = "value",
+    span: tuple[int, int] | None = None,
+    evidence: str | None = None,
+    compose: Composition | None = None,
 ) -> None:
     written = value if isinstance(value, str) else ("" if value is None else str(value))
     try:
@@ -582,7 +700,9 @@ def _definite(
             hook,
             rule,
             form,
-            (0, len(written)) if form == "value" else None,
+            span if span is not None else (0, len(written)) if form == "value" else None,
+            evidence,
+            compose,
         )
     )
 

@@ -180,8 +180,11 @@ spec:
       image: registry.example.com/c:1
       args: ['{arg}']
 """
-    found = [f for f in sweep_document(doc(text)) if f.rule == "arg"]
-    assert found[0].written == written and found[0].span == span and found[0].confidence == "candidate"
+    found = [f for f in sweep_document(doc(text)) if f.rule in ("arg", "catalogue")]
+    # A flag the operator catalogue names (prometheus-operator's config reloader) is definite.
+    known = "prometheus-config-reloader" in arg
+    assert found[0].written == written and found[0].span == span
+    assert (found[0].confidence, found[0].evidence) == (("definite", "prometheus-operator") if known else ("candidate", None))
     assert arg[span[0] : span[1]] == written
     assert found[0].field_path == "spec.containers[0].args[0]"
     assert found[0].form == ("value" if span == (0, len(arg)) else "substring")
@@ -358,20 +361,22 @@ def test_custom_resources_crossplane_and_olm() -> None:
     cr = table(swept("custom-resources.yaml"))
     f = f"{M}/custom-resources.yaml"
     assert cr == {
+        # split objects of a common shape under an image-named key: definite
         "docker.io/bitnami/postgresql:16.4.0-debian-12-r0": (
-            "candidate",
+            "definite",
             False,
-            [(f, 41, "Database", "orders", "spec.image", "split-object")],
+            [(f, 41, "Database", "orders", "spec.image", "split-shape")],
         ),
         "quay.io/example/backup@sha256:" + "a" * 64: (
-            "candidate",
+            "definite",
             False,
-            [(f, 47, "Database", "orders", "spec.backup.image", "split-object")],
+            [(f, 47, "Database", "orders", "spec.backup.image", "split-shape")],
         ),
+        # the operator catalogue knows Prometheus.spec.image
         "quay.io/prometheus/prometheus:v2.54.1": (
-            "candidate",
+            "definite",
             False,
-            [(f, 28, "Prometheus", "main", "spec.image", "cr-field")],
+            [(f, 28, "Prometheus", "main", "spec.image", "catalogue")],
         ),
         "registry.example.com/ci/builder:3.1": (
             "definite",
@@ -550,11 +555,8 @@ def test_vendored_checks() -> None:
     ]
     assert all(v is None for v in vendored_status(result, None).values())
     cr = swept("custom-resources.yaml")
-    assert sorted(str(r) for r, ok in vendored_status(cr, carried).items() if not ok) == [
-        "docker.io/bitnami/postgresql:16.4.0-debian-12-r0",
-        "quay.io/example/backup@sha256:" + "a" * 64,
-        "quay.io/prometheus/prometheus:v2.54.1",
-    ]
+    # every image of the custom resources is recognised now (catalogue, split shapes): all carried
+    assert sorted(str(r) for r, ok in vendored_status(cr, carried).items() if not ok) == []
 
 
 def test_parse_vendored_formats() -> None:

@@ -16,7 +16,7 @@ from tests.conftest import RunCli
 FIXTURES = Path(__file__).parent / "fixtures"
 SARIF_SCHEMA = json.loads((FIXTURES / "sarif" / "sarif-schema-2.1.0.json").read_text())
 PLATFORM = "tests/fixtures/charts/platform"
-EXPECTED_LOCATION_KEYS = ["file", "line", "chart", "template", "kind", "namespace", "name", "path"]
+EXPECTED_LOCATION_KEYS = ["file", "line", "chart", "template", "kind", "namespace", "name", "path", "rule", "evidence"]
 EXPECTED_IMAGE_KEYS = ["ref", "normalized", "canonical", "confidence", "hook", "vendored", "locations"]
 
 
@@ -61,6 +61,8 @@ def test_example_spec_json_shape(cli: RunCli) -> None:
                 "namespace": None,
                 "name": "demo-web",
                 "path": "spec.template.spec.containers[0].image",
+                "rule": "container",
+                "evidence": None,
             }
         ],
     }
@@ -199,7 +201,14 @@ def test_github_annotations(cli: RunCli) -> None:
 
 
 def test_candidates_need_confirmation_in_the_spec(cli: RunCli, tmp_path: Path, repo_root: Path) -> None:
-    manifests = repo_root / "tests/fixtures/manifests/custom-resources.yaml"
+    manifests = tmp_path / "cache.yaml"
+    manifests.write_text("""apiVersion: example.com/v1
+kind: Cache
+metadata: {name: c}
+spec:
+  image: {name: quay.io/example/cache, ver: "2.0"}   # a split object of no known shape
+  helperImage: quay.io/example/helper:1.0            # an image-named field no catalogue entry names
+""")
     spec = tmp_path / "bundle.yaml"
     spec.write_text(f"""apiVersion: airgap-bundle.dev/v1alpha1
 kind: Bundle
@@ -212,18 +221,15 @@ sources:
     done = cli("sweep", str(spec), "--fail-on-unvendored", "--format", "json")
     assert done.returncode == 1
     assert sorted(json.loads(done.stdout)["summary"]["unvendored"]) == [
-        "docker.io/bitnami/postgresql:16.4.0-debian-12-r0",
-        "quay.io/example/backup@sha256:" + "a" * 64,
-        "quay.io/prometheus/prometheus:v2.54.1",
+        "quay.io/example/cache:2.0",
+        "quay.io/example/helper:1.0",
     ]
     spec.write_text(
         spec.read_text()
         + """images:
-  - ref: docker.io/bitnami/postgresql
+  - ref: quay.io/example/cache
     confirm: true
-  - ref: quay.io/example/backup
-    confirm: true
-  - ref: quay.io/prometheus/prometheus:v2.54.1
+  - ref: quay.io/example/helper:1.0
     exclude: the operator pulls the version pinned in its own release
 """
     )
@@ -231,7 +237,7 @@ sources:
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)["summary"]
     assert summary["excluded"][0]["reason"] == "the operator pulls the version pinned in its own release"
-    assert summary["confirmed"] == 2 and summary["passed"] is True
+    assert summary["confirmed"] == 1 and summary["passed"] is True
 
 
 def test_vendored_list_files(cli: RunCli, tmp_path: Path) -> None:

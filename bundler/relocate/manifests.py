@@ -4,8 +4,13 @@ Input: the YAML streams that were swept (`Stream`: a name and its text), a finde
 references inside one object (`sweep.find_images`, so one piece of code decides what an image is), and
 the `LocalRefs` map (source reference -> cluster-local reference). Output: `Rewritten` with
 - the rewritten streams: a ruamel.yaml round trip, so comments, key order and quoting stay, and only
-  image strings change (a reference inside `--flag=REF` or an env value is replaced in place; split
-  `{registry, repository, tag, digest}` objects get each part);
+  image strings change (a reference inside `--flag=REF` or an env value is replaced in place);
+- split objects (`{repository, image, version}`, `{registry, repository, tag, digest}`, ...) are changed
+  field by field with the join the operator uses (`catalogue.Composition`, carried by the finding), so
+  the operator composes the local reference: pinned by digest where its format has a digest form
+  (NVIDIA: `version: sha256:...`), else pinned by tag, which the `Change.note` says. `tag@digest` is
+  never written into a field the format does not give a digest. A split object of unknown shape is
+  left as is and reported in `unmapped` (the closed loop then fails the build);
 - a Kustomize overlay per base (`templates/kustomize/`), one `images:` entry per image name;
 - a Helm values override per chart for the common value shapes (`image.registry/repository/tag/digest`,
   `global.imageRegistry`, `image: "repo:tag"`).
@@ -28,12 +33,12 @@ from typing import Any, Protocol
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from ..catalogue import Composition
 from ..documents import format_path
 from ..errors import InputError, SpecError
 from ..reference import ImageRef
 
 DEFAULT_TEMPLATE = "{host}/{source_host}/{path}"
-SPLIT_KEYS = ("registry", "repository", "tag", "digest")
 
 
 class Hit(Protocol):
@@ -73,6 +78,7 @@ class Change:
     path: str
     before: str
     after: str
+    note: str = ""  # e.g. "pinned by tag: ... has no digest form"
 
 
 @dataclass(frozen=True)
@@ -132,23 +138,28 @@ def rewrite_streams(streams: Iterable[Stream], find: Finder, local: LocalRefs) -
                 if target is None:
                     unmapped.append((stream.name, where, hit.written))
                     continue
-                before, after = _replace(doc, hit, target)
+                replaced = _replace(doc, hit, target)
+                if replaced is None:
+                    unmapped.append((stream.name, where, hit.written))
+                    continue
+                before, after, note = replaced
                 if before != after:
-                    changes.append(Change(stream.name, where, before, after))
+                    changes.append(Change(stream.name, where, before, after, note))
         buf = io.StringIO()
         y.dump_all(docs, buf)
         out.append(Stream(stream.name, buf.getvalue(), stream.source))
     return Rewritten(tuple(out), tuple(changes), tuple(unmapped))
 
 
-def _replace(doc: Any, hit: Hit, target: str) -> tuple[str, str]:
+def _replace(doc: Any, hit: Hit, target: str) -> tuple[str, str, str] | None:
     parent: Any = doc
     for step in hit.path[:-1]:
         parent = parent[step]
     key = hit.path[-1] if hit.path else None
     value = parent[key] if key is not None else doc
-    if isinstance(value, Mapping):  # a split {registry, repository, tag, digest} object
-        return _replace_split(value, target)
+    if isinstance(value, Mapping):  # a split object: spread the reference over its fields
+        compose = getattr(hit, "compose", None)
+        return _replace_split(value, compose, target) if compose is not None else None
     text = str(value)
     span = getattr(hit, "span", None)  # where the reference sits inside a longer string (args, env)
     if span is not None and text[span[0]:span[1]] == hit.written:
@@ -157,25 +168,36 @@ def _replace(doc: Any, hit: Hit, target: str) -> tuple[str, str]:
         new = text.replace(hit.written, target) if text != hit.written else target
     # Keep ruamel's scalar type (quoted, literal, ...) so quoting survives the round trip.
     parent[key] = type(value)(new) if type(value) is not str else new
-    return text, new
+    return text, new, ""
 
 
-def _replace_split(obj: Any, target: str) -> tuple[str, str]:
-    before = " ".join(f"{k}={obj[k]}" for k in SPLIT_KEYS if k in obj)
+def _replace_split(obj: Any, compose: Composition, target: str) -> tuple[str, str, str] | None:
+    """Set the object's fields so that the operator's format composes `target`; None when it cannot
+    (the format hard-codes the host, or the local name does not keep the source path as a suffix)."""
     ref = ImageRef.parse(target)
-    if "registry" in obj:
-        obj["registry"] = ref.domain
-        obj["repository"] = ref.path
+    values = compose.mapping
+    fields = compose.format.decompose(ref.name, values)
+    if fields is None:
+        return None
+    keys = [*compose.format.keys, *(compose.digest_format.keys if compose.digest_format else ())]
+    before = " ".join(f"{k}={values[k]}" for k in dict.fromkeys(keys) if k in values)
+    note = ""
+    slot = compose.format.slot
+    if compose.digest_format is not None and ref.digest is not None:
+        # The operator's digest form: the digest goes into its own slot (NVIDIA: the version field).
+        fields[compose.digest_format.slot] = ref.digest
+        if compose.digest_format.slot != slot and slot in obj and ref.tag is not None:
+            fields[slot] = ref.tag
     else:
-        obj["repository"] = ref.name
-    if "tag" in obj and ref.tag is not None:
-        obj["tag"] = ref.tag
-    if ref.digest is not None:
-        if "digest" in obj:
-            obj["digest"] = ref.digest
-        elif "tag" in obj:
-            # No digest field: pin through the tag (`tag@digest`), which the common
-            # `{{repository}}:{{tag}}` templates turn into a digest-pinned reference.
-            obj["tag"] = f"{ref.tag}@{ref.digest}" if ref.tag else ref.digest
-    after = " ".join(f"{k}={obj[k]}" for k in SPLIT_KEYS if k in obj)
-    return before, after
+        if ref.tag is None:
+            return None
+        fields[slot] = ref.tag
+        if ref.digest is not None:
+            note = f"pinned by tag: {compose.label} has no digest form; the bundle records {ref.digest}"
+    for k, v in fields.items():
+        old = obj.get(k)
+        # Keep ruamel's scalar type (quoted, ...) so quoting survives the round trip.
+        obj[k] = type(old)(v) if isinstance(old, str) and type(old) is not str else v
+    after_values = {**values, **fields}
+    after = " ".join(f"{k}={after_values[k]}" for k in dict.fromkeys(keys) if k in after_values)
+    return before, after, note
