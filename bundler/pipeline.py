@@ -273,7 +273,8 @@ def _package_charts(spec: Spec, payload: Path, local: relocate.LocalRefs, epoch:
         member = f"charts/{name}-{version}.tgz"
         _write(payload / member, data)
         moved = relocate_helm.relocate_chart(chart, tools, local, host=spec.local_registry,
-                                             find=sweep.sweep_document, skipped=skipped)
+                                             find=functools.partial(sweep.sweep_document, catalogue=spec.catalogue),
+                                             skipped=skipped)
         override_member = f"charts/{name}-{version}.values-airgap.yaml"
         _write(payload / override_member, moved.override.encode())
         coverage.append(f"{override_member}: {moved.summary()}")
@@ -301,7 +302,8 @@ def _write_overlays(spec: Spec, trees: list[relocate.Closure], streams: list[ren
         root = payload / "kustomize" / name
         relocate.copy_closure(tree, root / "tree")
         entry = "../tree" if str(tree.entry) == "." else f"../tree/{tree.entry}"
-        overlay = relocate.overlay(stream.text, sweep.find_images, local, tree=entry, source=stream.source)
+        overlay = relocate.overlay(stream.text, functools.partial(sweep.find_images, catalogue=spec.catalogue), local,
+                                   tree=entry, source=stream.source)
         for member, text in overlay.files.items():
             _write(root / "overlay" / member, text.encode())
         with tempfile.TemporaryDirectory(prefix="airgap-kustomize-") as extracted:
@@ -309,18 +311,28 @@ def _write_overlays(spec: Spec, trees: list[relocate.Closure], streams: list[ren
             text = render.kustomize_build(Path(extracted) / name / "overlay", tools)
         what = f"kustomize/{name}/overlay"
         _require_local(spec, [(what, text)], found, "the kustomize overlay")
-        _require_pinned(spec, what, text)
+        by_tag = _require_pinned(spec, what, text, local)
         coverage.append(f"{what}: {overlay.images} images: entries, {overlay.patched} fields patched "
                         f"over a tree of {len(tree.files)} files; every image of the built overlay is on the "
-                        "local registry, pinned by digest")
+                        "local registry, " + (f"{by_tag} pinned only by tag (an operator's split fields with no "
+                                              "digest form), the rest by digest" if by_tag else "pinned by digest"))
 
 
-def _require_pinned(spec: Spec, name: str, text: str) -> None:
-    """Every local reference in an output carries a digest (a tag alone could be re-pushed)."""
-    for image in sweep.sweep(load_stream(text, Origin(name, 1))).images:
-        if image.ref.domain == spec.local_registry and not image.ref.digest:
-            raise UnrelocatedImageError(f"{name}:{image.findings[0].line}: {image.written} is not pinned by digest",
-                                       hint="this is a rewrite gap; report it")
+def _require_pinned(spec: Spec, name: str, text: str, local: relocate.LocalRefs) -> int:
+    """Every local reference in an output carries a digest (a tag alone could be re-pushed), except
+    where the rewrite pinned an operator's split fields by tag because the operator has no digest form
+    (the same name:tag the bundle carries). Returns how many are pinned by tag only."""
+    carried = {ref.split("@", 1)[0] for ref in local.by_source.values()}
+    by_tag = 0
+    for image in sweep.sweep(load_stream(text, Origin(name, 1)), catalogue=spec.catalogue).images:
+        if image.ref.domain != spec.local_registry or image.ref.digest:
+            continue
+        if str(image.ref) in carried and all(f.form == "split" for f in image.findings):
+            by_tag += 1
+            continue
+        raise UnrelocatedImageError(f"{name}:{image.findings[0].line}: {image.written} is not pinned by digest",
+                                    hint="this is a rewrite gap; report it")
+    return by_tag
 
 
 def _image_entry(pulled: pull.PulledImage, local: relocate.LocalRefs) -> bom.ImageEntry:

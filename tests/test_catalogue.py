@@ -234,9 +234,9 @@ def test_closed_loop_uses_the_spec_rules(tmp_path: Path) -> None:
     """A build must not pass while a manifest names an image outside the local registry that only the
     spec's own rule recognises: the pipeline's re-sweep reads the same catalogue."""
     from bundler import pipeline
-    from bundler.errors import UnvendoredImageError
+    from bundler.errors import UnrelocatedImageError
 
     loaded = spec.load(write_spec(tmp_path, RULE))
     found = swept(ENGINE, known=loaded.catalogue)
-    with pytest.raises(UnvendoredImageError, match=r"m.yaml:\d+: rewritten manifests still pull quay.io/acme/runtime:5.0"):
+    with pytest.raises(UnrelocatedImageError, match=r"m.yaml:\d+: rewritten manifests still pull quay.io/acme/runtime:5.0"):
         pipeline._require_local(loaded, [("m.yaml", ENGINE)], found, "rewritten manifests")

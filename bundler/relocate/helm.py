@@ -359,6 +359,9 @@ def _role(leaf: Leaf, perturbed: str) -> str:
 
 def _why_not(site: Site, traced: Trace, fixed: Mapping[int, str | None], chart: str, target: str) -> str:
     where = f"{chart}: {site.where}"
+    if isinstance(tracing.get(traced.base[site.doc].obj, site.path), Mapping):
+        return (f"{where}: {site.written} is an object of split fields (an operator joins them); the values "
+                "trace does not yet move split objects, so installing the chart would pull it upstream")
     if not site.leaves:
         return f"{where}: {site.written} is hard-coded in the template; installing the chart would pull it upstream"
     blocked = [traced.leaves[i].dotted for i in site.leaves if i in fixed]

@@ -170,13 +170,13 @@ def trace(render: Renderer, values: Mapping[str, Any], find: Finder) -> Trace:
             tokens = _tokens(text) | _tokens_in_path(path)
             if not tokens:
                 continue
-            _learn_rendered(text, _get(doc.obj, path), perturbed, rendered_as)
+            _learn_rendered(text, get(doc.obj, path), perturbed, rendered_as)
             findings = image_paths.get(path)
             if not findings:
                 for leaf in tokens:
                     flows.setdefault(leaf, set()).add(f"{key[0]} ({doc.kind}/{doc.name}) {format_path(path)}")
                 continue
-            outside = _outside_images(_get(doc.obj, path), text, findings)
+            outside = _outside_images(get(doc.obj, path), text, findings)
             for leaf in _tokens(outside):
                 flows.setdefault(leaf, set()).add(f"{key[0]} ({doc.kind}/{doc.name}) {format_path(path)}")
         for finding in found[key]:
@@ -379,7 +379,8 @@ def _tokens_in_path(path: Path_) -> set[int]:
     return {t for step in path if isinstance(step, str) for t in _tokens(step)}
 
 
-def _get(obj: Any, path: Path_) -> Any:
+def get(obj: Any, path: Path_) -> Any:
+    """The value at `path`, or None."""
     for step in path:
         try:
             obj = obj[step]
@@ -389,7 +390,7 @@ def _get(obj: Any, path: Path_) -> Any:
 
 
 def _site_text(obj: Any, finding: Any) -> str:
-    value = _get(obj, tuple(finding.path))
+    value = get(obj, tuple(finding.path))
     if not isinstance(value, str):
         return str(getattr(finding, "written", ""))
     span = getattr(finding, "span", None)
@@ -421,9 +422,9 @@ def _outside_images(base_value: Any, text: str, findings: Sequence[Any]) -> str:
 def _site(key: DocKey, doc: Document, other: Any, finding: Any, perturbed: Mapping[int, str]) -> Site:
     path = tuple(finding.path)
     span = getattr(finding, "span", None)
-    base_value = _get(doc.obj, path)
+    base_value = get(doc.obj, path)
     written = _site_text(doc.obj, finding)
-    text = _get(other, path)
+    text = get(other, path)
     pattern: tuple[Piece, ...] = (Piece(written),)
     if isinstance(text, str) and isinstance(base_value, str):
         parts = _split_around(base_value, span, text)
