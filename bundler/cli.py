@@ -325,6 +325,10 @@ def sweep_command(spec_file: str | None, chart: str | None, values: tuple[str, .
     )
     if not (sources.charts or sources.kustomize or sources.manifests):
         raise UsageError("nothing to sweep", hint="give a SPEC, --chart, --kustomize or --manifests")
+    # Fail closed on remote bases before kubectl could fetch them: no network call nobody configured.
+    from .relocate import closure
+    for directory in sources.kustomize:
+        closure(Path(directory))
     stdin_text = sys.stdin.read() if "-" in sources.manifests else None
     docs = render_mod.render(sources, stdin_text=stdin_text)
     chart_images = [entry for c in sources.charts for entry in render_mod.chart_images(Path(c.path))]

@@ -232,3 +232,12 @@ def make_tree(root: Path, files: dict[str, str]) -> Path:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
     return root
+
+
+def test_sweep_refuses_a_remote_base_before_kubectl_could_fetch_it(tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    tree = make_tree(tmp_path, {"overlays/prod/kustomization.yaml":
+                                "resources:\n  - github.com/example/platform//deploy/base?ref=v1.2.0\n"})
+    result = run_cli("sweep", "--kustomize", str(tree / "overlays" / "prod"))
+    assert result.returncode == 2, result.stderr
+    assert "kustomization.yaml:2: resources entry" in result.stderr and "remote" in result.stderr
+    assert "git" not in result.stderr.lower().split("remote", 1)[0]  # refused by us, not a failed fetch
