@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
 
 from . import catalogue
@@ -209,19 +209,7 @@ def _validator() -> Any:
 
 def _line(data: Any, path: list[str | int]) -> int:
     """1-based line of the deepest node on `path` that ruamel knows a position for."""
-    line = 1
-    node = data
-    for step in path:
-        lc = getattr(node, "lc", None)
-        try:
-            if isinstance(node, CommentedMap) and lc is not None and step in node:
-                line = lc.key(step)[0] + 1
-            elif isinstance(node, CommentedSeq) and lc is not None and isinstance(step, int):
-                line = lc.item(step)[0] + 1
-            node = node[step]
-        except (KeyError, IndexError, TypeError):
-            break
-    return line
+    return catalogue.line_in(data, path)
 
 
 def _field(path: list[str | int]) -> str:
