@@ -82,7 +82,9 @@ class ChartRelocation:
 
     def summary(self) -> str:
         images = len({m.site.written for m in self.moved})
-        parts = [f"{images} images: {self.count('values')} set through values",
+        # An image can be moved in one place and accepted in another (a test hook that writes it
+        # literally), so the counts are of images per way and may add up to more than the total.
+        parts = [f"{images} images in {len(self.moved)} places: {self.count('values')} set through values",
                  f"{self.count('digest-field')} through digest fields",
                  f"{self.count('tag-only')} pinned only by tag",
                  f"{self.count('accepted')} accepted as hard-coded"]
