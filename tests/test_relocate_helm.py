@@ -219,3 +219,20 @@ def test_stamped_app_version_is_what_the_chart_renders(helm: str, tmp_path: Path
     result = relocate_helm.relocate_chart(chart, tools, _local(chart, tools), host=HOST, find=sweep.sweep_document)
     assert yaml.safe_load(result.override)["acmesolver"]["image"]["tag"].startswith("v1.17.0@sha256:")
     assert (TRACE / "appversion" / "Chart.yaml").read_text().count("9.9.9") == 0  # the source is untouched
+
+
+def test_operator_split_objects_composed_from_values(helm: str, tmp_path: Path) -> None:
+    """gpu-operator: ClusterPolicy components are {repository, image, version} objects the operator joins;
+    the override sets each field so the operator joins the local reference, in its digest form."""
+    result, rendered, override = _relocate_and_check(helm, tmp_path, _chart("gpu-operator"))
+    for component, source in (("driver", "nvcr.io/nvidia/driver:550.127.08"),
+                              ("toolkit", "nvcr.io/nvidia/k8s/container-toolkit:v1.17.3-ubuntu20.04"),
+                              ("devicePlugin", "nvcr.io/nvidia/k8s-device-plugin:v0.17.0")):
+        ref = ImageRef.parse(source)
+        assert override[component]["repository"] == f"{HOST}/{ref.domain}/{ref.path.rsplit('/', 1)[0]}"
+        assert override[component]["version"] == _digest(ref)  # NVIDIA: repository/image@version
+        assert rendered[source] == f"{HOST}/{ref.domain}/{ref.path}@{_digest(ref)}"
+        assert "image" not in override[component]
+    operator = "nvcr.io/nvidia/gpu-operator:v24.9.0"
+    assert rendered[operator] == _pinned(operator)
+    assert "4 images in 4 places" in result.summary() and result.count("digest-field") == 3

@@ -57,6 +57,11 @@ EXPECTED: dict[str, set[str]] = {
         "registry.k8s.io/ingress-nginx/opentelemetry-1.25.3:v20240813-b933310d",
         "nvcr.io/nvidia/cuda:12.6.3-base-ubuntu24.04",
     },
+    "gpu-operator": {
+        "nvcr.io/nvidia/gpu-operator:v24.9.0",
+        # the ClusterPolicy's `image:` fields are only the last part of split objects (see the test below)
+        "driver", "container-toolkit", "k8s-device-plugin",
+    },
 }
 
 _IMAGE_FIELD = re.compile(r"^\s*-?\s*image:\s*\"?([^\"\s]+)\"?\s*$", re.M)
@@ -153,3 +158,13 @@ def test_hardcoded_image_ignores_values(helm: str) -> None:
     moved = "registry.local/ghcr.io/fluxcd/source-controller"
     out = _render(helm, "hardcoded", "--set", f"image.repository={moved}").stdout
     assert _images(out) == {f"{moved}:v1.4.1", "busybox:1.36"}
+
+
+def test_gpu_operator_cluster_policy_holds_split_objects(helm: str) -> None:
+    from bundler import sweep
+    from bundler.documents import Origin, load_stream
+
+    found = sweep.sweep(load_stream(_render(helm, "gpu-operator").stdout, Origin("x", 1)))
+    split = {str(i.ref) for i in found.images if all(f.form == "split" for f in i.findings)}
+    assert split == {"nvcr.io/nvidia/driver:550.127.08", "nvcr.io/nvidia/k8s/container-toolkit:v1.17.3-ubuntu20.04",
+                     "nvcr.io/nvidia/k8s-device-plugin:v0.17.0"}

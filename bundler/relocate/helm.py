@@ -27,6 +27,7 @@ Does not package the chart or decide which images the bundle carries.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 import json
@@ -47,7 +48,7 @@ from ..reference import ImageRef
 from ..render import Tools, helm_template, materialize_chart, split_helm_output
 from ..spec import ChartSource
 from . import trace as tracing
-from .manifests import LocalRefs, yaml_rt
+from .manifests import LocalRefs, split_fields, yaml_rt
 from .trace import Leaf, Site, Trace
 
 How = Literal["values", "digest-field", "tag-only", "accepted"]
@@ -78,13 +79,14 @@ class ChartRelocation:
     seconds: float
 
     def count(self, how: How) -> int:
-        return len({m.site.written for m in self.moved if m.how == how})
+        return len({m.site.image or m.site.written for m in self.moved if m.how == how})
 
     def summary(self) -> str:
-        images = len({m.site.written for m in self.moved})
+        images = len({m.site.image or m.site.written for m in self.moved})
         # An image can be moved in one place and accepted in another (a test hook that writes it
         # literally), so the counts are of images per way and may add up to more than the total.
-        parts = [f"{images} images in {len(self.moved)} places: {self.count('values')} set through values",
+        places = len({(m.site.doc, m.site.split or m.site.path) for m in self.moved})
+        parts = [f"{images} images in {places} places: {self.count('values')} set through values",
                  f"{self.count('digest-field')} through digest fields",
                  f"{self.count('tag-only')} pinned only by tag",
                  f"{self.count('accepted')} accepted as hard-coded"]
@@ -232,7 +234,26 @@ def solve(traced: Trace, local: LocalRefs, *, skipped: frozenset[str], accepted:
     plans: dict[int, list[tuple[str, How, dict[int, str]]]] = {}  # site -> options, best first
     moved: list[Moved] = []
     fixed = _fixed_leaves(traced)
+    field_targets = _split_targets(traced, local, skipped)
     for n, site in enumerate(traced.sites):
+        if site.split is not None:  # a field of an operator's split object: its own target text
+            if (site.doc, site.split) not in field_targets:
+                continue
+            target_fields, how, note = field_targets[(site.doc, site.split)]
+            field_name = str(site.path[-1])
+            option = _field_option(site, traced, fixed, target_fields[field_name], how)
+            if option is not None:
+                plans[n] = [option]
+                continue
+            image = ImageRef.parse(site.image)
+            if accepted.get(image.with_default_tag().canonical) is not None:
+                moved.append(Moved(site, site.image, "accepted", accepted[image.with_default_tag().canonical]))
+                continue
+            raise UnrelocatedImageError(
+                f"{chart}: {site.where}: field of {site.image} (an operator joins the object's fields) is composed "
+                f"so that no values setting renders {target_fields[field_name]!r}",
+                hint=f"accept it with charts[].acceptHardcoded: [{{ref: {image.with_default_tag()}, reason: ...}}], "
+                     "or deliver through the rewritten manifests")
         ref = ImageRef.try_parse(site.written)
         if ref is None or ref.canonical in skipped:
             continue
@@ -278,11 +299,58 @@ def solve(traced: Trace, local: LocalRefs, *, skipped: frozenset[str], accepted:
         if how == "tag-only":
             note = "; ".join(f"{traced.leaves[i].dotted} also reaches {_first_flow(traced, i)}"
                              for i in traced.sites[n].leaves if i in fixed) or "no value can carry a digest"
+        split = traced.sites[n].split
+        if split is not None:
+            note = field_targets[(traced.sites[n].doc, split)][2]
         moved.append(Moved(traced.sites[n], target, how, note))
         for leaf, value in values.items():
             if traced.leaves[leaf].value is None or str(traced.leaves[leaf].value) != value:
                 changes[traced.leaves[leaf].path] = value
     return moved, changes
+
+
+def _split_targets(traced: Trace, local: LocalRefs, skipped: frozenset[str]
+                   ) -> dict[tuple[tracing.DocKey, Path_], tuple[dict[str, str], How, str]]:
+    """For each split object: the text each field must render so the operator joins the local
+    reference (the rewrite's own rule, `manifests.split_fields`), and how that pins it."""
+    out: dict[tuple[tracing.DocKey, Path_], tuple[dict[str, str], How, str]] = {}
+    for site in traced.sites:
+        if site.split is None or (site.doc, site.split) in out:
+            continue
+        ref = ImageRef.try_parse(site.image)
+        target = local.local_for(ref) if ref is not None and ref.canonical not in skipped else None
+        if target is None:
+            continue
+        obj = copy.deepcopy(tracing.get(traced.base[site.doc].obj, site.split))
+        changed = split_fields(obj, site.compose, target)
+        if changed is None:
+            continue
+        note = changed[2]
+        fields = {k: "" if v is None else str(v) for k, v in obj.items()}
+        digest_slot = site.compose.digest_format.slot if site.compose.digest_format is not None else None
+        how: How = "tag-only" if note else ("digest-field" if digest_slot and "@" not in fields.get(
+            site.compose.format.slot, "@") else "values")
+        out[(site.doc, site.split)] = (fields, how, note)
+    return out
+
+
+def _field_option(site: Site, traced: Trace, fixed: Mapping[int, str | None], target: str, how: How
+                  ) -> tuple[str, How, dict[int, str]] | None:
+    """Values that make one field of a split object render `target` exactly."""
+    if any(leaf in fixed and fixed[leaf] is None for leaf in site.leaves):
+        return None
+    if not site.leaves:
+        return (target, how, {}) if site.written == target else None
+    pattern = "".join(re.escape(p.text) if p.leaf is None else
+                      (re.escape(str(fixed[p.leaf])) if fixed.get(p.leaf) is not None else f"(?P<l{p.leaf}>.*)")
+                      for p in site.pattern)
+    try:
+        match = re.fullmatch(pattern, target)
+    except re.error:  # the same leaf twice: a rare shape, left to fail closed
+        return None
+    if match is None:
+        return None
+    return target, how, {int(k[1:]): v for k, v in match.groupdict().items() if v is not None}
 
 
 def _first_flow(traced: Trace, leaf: int) -> str:
@@ -395,6 +463,7 @@ def verify(traced: Trace, moved: Sequence[Moved], relocated: Mapping[tracing.Doc
                                       hint="report this chart: a value that composes an image also switches a template")
     accepted = {(m.site.doc, m.site.path) for m in moved if m.how == "accepted"}
     spans_after: dict[tuple[tracing.DocKey, Path_], list[tuple[int, int] | None]] = {}
+    split_after: set[tuple[tracing.DocKey, Path_]] = set()  # split objects: their fields are the image
     for key, doc in relocated.items():
         for finding in find(doc):
             place = (key, tuple(finding.path))
@@ -406,10 +475,15 @@ def verify(traced: Trace, moved: Sequence[Moved], relocated: Mapping[tracing.Doc
                     hint="the values that compose it were not found; accept it with charts[].acceptHardcoded "
                          "or report the chart")
             spans_after.setdefault(place, []).append(getattr(finding, "span", None))
+            if getattr(finding, "compose", None) is not None:
+                split_after.add(place)
     spans_before: dict[tuple[tracing.DocKey, Path_], list[tuple[int, int] | None]] = {}
+    split_before: set[tuple[tracing.DocKey, Path_]] = set()
     for key, doc in plain.items():
         for finding in find(doc):
             spans_before.setdefault((key, tuple(finding.path)), []).append(getattr(finding, "span", None))
+            if getattr(finding, "compose", None) is not None:
+                split_before.add((key, tuple(finding.path)))
     for key, doc in plain.items():
         before, after = tracing.flatten(doc.obj), tracing.flatten(relocated[key].obj)
         for path in sorted(before.keys() | after.keys(), key=str):
@@ -417,6 +491,8 @@ def verify(traced: Trace, moved: Sequence[Moved], relocated: Mapping[tracing.Doc
             if old == new or (key, path) in traced.noise:
                 continue
             place = (key, path)
+            if (key, path[:-1]) in split_before and (key, path[:-1]) in split_after:
+                continue  # a field of an operator's split object, which invariant 1 checked as an image
             if (old is not None and new is not None and place in spans_before and place in spans_after
                     and _without(old, spans_before[place]) == _without(new, spans_after[place])):
                 continue  # only the image references in this string changed

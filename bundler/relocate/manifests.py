@@ -159,7 +159,7 @@ def _replace(doc: Any, hit: Hit, target: str) -> tuple[str, str, str] | None:
     value = parent[key] if key is not None else doc
     if isinstance(value, Mapping):  # a split object: spread the reference over its fields
         compose = getattr(hit, "compose", None)
-        return _replace_split(value, compose, target) if compose is not None else None
+        return split_fields(value, compose, target) if compose is not None else None
     text = str(value)
     span = getattr(hit, "span", None)  # where the reference sits inside a longer string (args, env)
     if span is not None and text[span[0]:span[1]] == hit.written:
@@ -171,7 +171,7 @@ def _replace(doc: Any, hit: Hit, target: str) -> tuple[str, str, str] | None:
     return text, new, ""
 
 
-def _replace_split(obj: Any, compose: Composition, target: str) -> tuple[str, str, str] | None:
+def split_fields(obj: Any, compose: Composition, target: str) -> tuple[str, str, str] | None:
     """Set the object's fields so that the operator's format composes `target`; None when it cannot
     (the format hard-codes the host, or the local name does not keep the source path as a suffix)."""
     ref = ImageRef.parse(target)

@@ -87,8 +87,11 @@ class Site:
     name: str
     path: Path_
     span: tuple[int, int] | None  # the reference inside the string at `path` (None: the whole string)
-    written: str  # the reference as rendered
+    written: str  # the reference as rendered (for a field of a split object: the field's text)
     pattern: tuple[Piece, ...]  # how it is composed; all literal = hard-coded in a template
+    image: str = ""  # the reference (for a split object's field: the one the operator joins)
+    split: Path_ | None = None  # a field of the split object at this path
+    compose: Any = field(default=None, compare=False)  # its `catalogue.Composition`
 
     @property
     def leaves(self) -> tuple[int, ...]:
@@ -166,9 +169,13 @@ def trace(render: Renderer, values: Mapping[str, Any], find: Finder) -> Trace:
         image_paths: dict[Path_, list[Any]] = {}
         for finding in found[key]:
             image_paths.setdefault(tuple(finding.path), []).append(finding)
+        split_objects = {tuple(f.path) for f in found[key] if getattr(f, "compose", None) is not None}
         for path, text in _strings(other):
             tokens = _tokens(text) | _tokens_in_path(path)
             if not tokens:
+                continue
+            if path[:-1] in split_objects:  # a field of a split object: part of an image
+                _learn_rendered(text, get(doc.obj, path), perturbed, rendered_as)
                 continue
             _learn_rendered(text, get(doc.obj, path), perturbed, rendered_as)
             findings = image_paths.get(path)
@@ -180,7 +187,7 @@ def trace(render: Renderer, values: Mapping[str, Any], find: Finder) -> Trace:
             for leaf in _tokens(outside):
                 flows.setdefault(leaf, set()).add(f"{key[0]} ({doc.kind}/{doc.name}) {format_path(path)}")
         for finding in found[key]:
-            sites.append(_site(key, doc, other, finding, perturbed))
+            sites.extend(_sites(key, doc, other, finding, perturbed))
     for leaf, places in switches.items():
         flows.setdefault(leaf, set()).update(f"switches {p}" for p in places)
     return Trace(leaves, tuple(sites), {k: tuple(sorted(v)) for k, v in flows.items()}, perturbed,
@@ -419,6 +426,22 @@ def _outside_images(base_value: Any, text: str, findings: Sequence[Any]) -> str:
     return text if parts is None else parts[0] + parts[2]
 
 
+def _sites(key: DocKey, doc: Document, other: Any, finding: Any, perturbed: Mapping[int, str]) -> list[Site]:
+    """The site of a finding; for a split object (an operator joins its fields), one site per field."""
+    path = tuple(finding.path)
+    compose = getattr(finding, "compose", None)
+    obj = get(doc.obj, path)
+    if compose is None or not isinstance(obj, Mapping):
+        return [_site(key, doc, other, finding, perturbed)]
+    out = []
+    for name in compose.mapping:
+        value, text = obj.get(name), get(other, (*path, name))
+        written = "" if value is None else str(value)
+        pattern = tuple(_pieces(str(text), perturbed)) if text is not None else (Piece(written),)
+        out.append(Site(key, doc.kind, doc.name, (*path, name), None, written, pattern, finding.written, path, compose))
+    return out
+
+
 def _site(key: DocKey, doc: Document, other: Any, finding: Any, perturbed: Mapping[int, str]) -> Site:
     path = tuple(finding.path)
     span = getattr(finding, "span", None)
@@ -430,7 +453,7 @@ def _site(key: DocKey, doc: Document, other: Any, finding: Any, perturbed: Mappi
         parts = _split_around(base_value, span, text)
         if parts is not None:
             pattern = tuple(_pieces(parts[1], perturbed))
-    return Site(key, doc.kind, doc.name, path, span, written, pattern)
+    return Site(key, doc.kind, doc.name, path, span, written, pattern, written)
 
 
 def _pieces(text: str, perturbed: Mapping[int, str]) -> Iterable[Piece]:

@@ -32,6 +32,7 @@ CHARTS = {  # fixture chart -> extra spec keys
     "operator-cr": {},
     "appversion": {},
     "bitnami-like": {},
+    "gpu-operator": {},  # ClusterPolicy split objects composed from values
     "hardcoded": {"acceptHardcoded": [{"ref": "docker.io/library/busybox:1.36",
                                        "reason": "upstream init container; the customer's mirror carries it"}]},
 }
