@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from bundler import render, sweep
-from bundler.documents import Origin, load_stream
+from bundler.documents import Document, Origin, load_stream
 from bundler.errors import OverrideSideEffectError, UnrelocatedImageError
 from bundler.reference import ImageRef
 from bundler.relocate import LocalRefs, local_reference
@@ -148,22 +148,32 @@ def test_a_naive_tag_at_digest_override_is_caught_by_invariant_2(helm: str, tmp_
     naive.write_text(yaml.safe_dump({"prometheus": {"prometheusSpec": {"image": {
         "registry": HOST, "repository": "quay.io/prometheus/prometheus", "tag": f"v3.1.0@sha256:{'a' * 64}"}}}}))
     broken = tracing.keyed(render.render_chart_with(chart, tools, naive))
-    traced = tracing.Trace((), (), {}, {}, (), frozenset(), {}, plain)
+    traced = tracing.Trace((), (), {}, {}, frozenset(), {}, plain)
     with pytest.raises(OverrideSideEffectError, match=r"spec\.version.*not an image reference") as err:
-        relocate_helm.verify(traced, [], broken, _outside_host, host=HOST, skipped=frozenset(), chart="operator-cr")
+        # the naive file moves only Prometheus: the images it leaves alone are skipped, and only definite
+        # images count, so invariant 1 passes and invariant 2 is what must fail
+        relocate_helm.verify(traced, [], broken, _definite, host=HOST, skipped=_upstream(plain), chart="operator-cr")
     assert err.value.exit_code == 14
+    # with every finding, `v3.1.0@sha256:...` in spec.version even reads as an image left upstream
+    with pytest.raises(UnrelocatedImageError, match=r"spec\.version: .*still pulls v3\.1\.0@sha256:"):
+        relocate_helm.verify(traced, [], broken, sweep.sweep_document, host=HOST, skipped=_upstream(plain),
+                             chart="operator-cr")
 
 
-def _outside_host(doc: object) -> list[sweep.Finding]:
-    """The sweep's findings that are already local: invariant 1 passes, so invariant 2 is what fails."""
-    return [f for f in sweep.sweep_document(doc) if isinstance(f, sweep.Finding)  # type: ignore[arg-type]
-            and f.ref.domain == HOST or "quay.io/prometheus/" in getattr(f, "written", "")]
+def _definite(doc: Document) -> list[sweep.Finding]:
+    return [f for f in sweep.sweep_document(doc) if isinstance(f, sweep.Finding) and f.confidence == "definite"]
+
+
+def _upstream(docs: dict[tracing.DocKey, Document]) -> frozenset[str]:
+    """Every image of a render but the Prometheus one (whose spec.image the naive override moves)."""
+    return frozenset(f.ref.canonical for doc in docs.values() for f in sweep.sweep_document(doc)
+                     if isinstance(f, sweep.Finding) and not f.written.startswith("quay.io/prometheus/"))
 
 
 def test_invariant_1_refuses_a_render_that_still_pulls_upstream(helm: str) -> None:
     chart = _chart("single-string")
     plain = tracing.keyed(render.render_chart(chart, render.Tools(helm=helm)))
-    traced = tracing.Trace((), (), {}, {}, (), frozenset(), {}, plain)
+    traced = tracing.Trace((), (), {}, {}, frozenset(), {}, plain)
     with pytest.raises(UnrelocatedImageError, match=r"with its values override still pulls \S+ from outside") as err:
         relocate_helm.verify(traced, [], plain, sweep.sweep_document, host=HOST, skipped=frozenset(),
                              chart="single-string")

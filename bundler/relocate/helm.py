@@ -204,7 +204,7 @@ def _add_subchart_nulls(root: Path, values: dict[str, Any]) -> None:
         section = values.get(str(dep.get("alias") or dep["name"]))
         if not sub.is_dir() or not isinstance(section, dict):
             continue
-        for path, value in tracing._leaves(_yaml_file(sub / "values.yaml"), ()):
+        for path, value in tracing.scalars(_yaml_file(sub / "values.yaml")):
             if value is None:
                 node = section
                 for step in path[:-1]:
@@ -241,7 +241,7 @@ def solve(traced: Trace, local: LocalRefs, *, skipped: frozenset[str], accepted:
                 continue
             target_fields, how, note = field_targets[(site.doc, site.split)]
             field_name = str(site.path[-1])
-            option = _field_option(site, traced, fixed, target_fields[field_name], how)
+            option = _field_option(site, fixed, target_fields[field_name], how)
             if option is not None:
                 plans[n] = [option]
                 continue
@@ -334,23 +334,22 @@ def _split_targets(traced: Trace, local: LocalRefs, skipped: frozenset[str]
     return out
 
 
-def _field_option(site: Site, traced: Trace, fixed: Mapping[int, str | None], target: str, how: How
+def _field_option(site: Site, fixed: Mapping[int, str | None], target: str, how: How
                   ) -> tuple[str, How, dict[int, str]] | None:
     """Values that make one field of a split object render `target` exactly."""
-    if any(leaf in fixed and fixed[leaf] is None for leaf in site.leaves):
+    if _blocked(site, fixed):
         return None
-    if not site.leaves:
-        return (target, how, {}) if site.written == target else None
-    pattern = "".join(re.escape(p.text) if p.leaf is None else
-                      (re.escape(str(fixed[p.leaf])) if fixed.get(p.leaf) is not None else f"(?P<l{p.leaf}>.*)")
-                      for p in site.pattern)
-    try:
-        match = re.fullmatch(pattern, target)
-    except re.error:  # the same leaf twice: a rare shape, left to fail closed
-        return None
-    if match is None:
-        return None
-    return target, how, {int(k[1:]): v for k, v in match.groupdict().items() if v is not None}
+    values = tracing.match_pattern(site.pattern, target, lambda _: ".*", _known(fixed))
+    return (target, how, values) if values is not None else None
+
+
+def _blocked(site: Site, fixed: Mapping[int, str | None]) -> bool:
+    """A value of the site must not change, and the trace could not tell the text it renders."""
+    return any(leaf in fixed and fixed[leaf] is None for leaf in site.leaves)
+
+
+def _known(fixed: Mapping[int, str | None]) -> dict[int, str]:
+    return {leaf: text for leaf, text in fixed.items() if text is not None}
 
 
 def _first_flow(traced: Trace, leaf: int) -> str:
@@ -367,8 +366,8 @@ def _options(site: Site, traced: Trace, local: ImageRef, fixed: Mapping[int, str
              ) -> list[tuple[str, How, dict[int, str]]]:
     """Ways to render `local` at `site`, best first: by digest (through a digest field, else the tag
     or a whole reference), then by tag alone."""
-    if any(leaf in fixed and fixed[leaf] is None for leaf in site.leaves):
-        return []  # a value that must not change, and whose rendered text is unknown
+    if _blocked(site, fixed):
+        return []
     tag = local.tag
     targets = [f"{local.name}:{tag}@{local.digest}", f"{local.name}@{local.digest}"] if tag else \
         [f"{local.name}@{local.digest}"]
@@ -376,10 +375,10 @@ def _options(site: Site, traced: Trace, local: ImageRef, fixed: Mapping[int, str
     for target in [*targets, f"{local.name}:{tag}" if tag else ""]:
         if not target:
             continue
-        match = re.fullmatch(_regex(site, traced, fixed, free=False), target)
-        if match is None:
+        values = tracing.match_pattern(site.pattern, target, lambda leaf: _role(
+            traced.leaves[leaf], traced.perturbed.get(leaf, "")), _known(fixed))
+        if values is None:
             continue
-        values = {int(k[1:]): v for k, v in match.groupdict().items() if v is not None}
         if "@" not in target:
             how: How = "tag-only"
         elif any(ROLE_DIGEST.search(traced.leaves[i].key) for i in values):
@@ -390,25 +389,6 @@ def _options(site: Site, traced: Trace, local: ImageRef, fixed: Mapping[int, str
     # Prefer a digest field, then any digest pin, then the tag; keep the order within each.
     rank = {"digest-field": 0, "values": 1, "tag-only": 2, "accepted": 3}
     return sorted(options, key=lambda o: rank[o[1]])
-
-
-def _regex(site: Site, traced: Trace, fixed: Mapping[int, str | None], *, free: bool) -> str:
-    """A regular expression over the site's pattern: literal text as is, each leaf a named group
-    shaped by its role (registry, name, tag, digest or whole reference); a fixed leaf as its text."""
-    out: list[str] = []
-    seen: set[int] = set()
-    for piece in site.pattern:
-        if piece.leaf is None:
-            out.append(re.escape(piece.text))
-        elif not free and fixed.get(piece.leaf) is not None:
-            out.append(re.escape(str(fixed[piece.leaf])))
-        elif piece.leaf in seen:
-            out.append(f"(?P=l{piece.leaf})")
-        else:
-            seen.add(piece.leaf)
-            role = ".*?" if free else _role(traced.leaves[piece.leaf], traced.perturbed.get(piece.leaf, ""))
-            out.append(f"(?P<l{piece.leaf}>{role})")
-    return "".join(out)
 
 
 def _role(leaf: Leaf, perturbed: str) -> str:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import copy
 import re
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,13 +106,10 @@ class Trace:
     leaves: tuple[Leaf, ...]
     sites: tuple[Site, ...]
     flows: Mapping[int, tuple[str, ...]]  # leaf -> non-image places it reaches
-    perturbed: Mapping[int, str]  # leaf -> the value it was traced with
-    untraceable: tuple[int, ...]  # leaves no sentinel could be rendered with
+    perturbed: Mapping[int, str]  # leaf -> the value it was traced with (untraceable leaves are absent)
     noise: frozenset[tuple[DocKey, Path_]]  # places that differ between two plain renders
     rendered: Mapping[int, str]  # leaf -> the text it renders as in the plain render, where seen
     base: Mapping[DocKey, Document] = field(compare=False)
-    renders: int = 0
-    seconds: float = 0.0
 
 
 def trace(render: Renderer, values: Mapping[str, Any], find: Finder) -> Trace:
@@ -122,44 +118,33 @@ def trace(render: Renderer, values: Mapping[str, Any], find: Finder) -> Trace:
     Raises:
         RenderError: the plain render fails (the chart does not render as configured).
     """
-    started = time.monotonic()
-    counter = _Counter(render)
-    base = keyed(counter({}))
-    again = keyed(counter({}))
-    noise = _differences(base, again)
+    base = keyed(render({}))
+    noise = _differences(base, keyed(render({})))
     found = {key: list(find(doc)) for key, doc in base.items()}
     image_texts = [_site_text(doc.obj, f) for key, doc in base.items() for f in found[key]]
-    leaves = tuple(candidate_leaves(values, image_texts))
+    leaves = tuple(candidatescalars(values, image_texts))
 
     perturbed: dict[int, str] = {i: sentinel(i) for i in range(len(leaves))}
-    rendered, bad = _render_clean(counter, values, leaves, perturbed, base)
-    untraceable: list[int] = []
+    rendered, bad = _render_clean(render, values, leaves, perturbed, base)
     for i in bad:  # second chance: keep the value, append the sentinel as semver build metadata
         if isinstance(leaves[i].value, str) and leaves[i].value:
             perturbed[i] = f"{leaves[i].value}+{sentinel(i)}"
         else:
             del perturbed[i]
-            untraceable.append(i)
-    retried = [i for i in bad if i in perturbed]
-    if retried:
-        rendered, still = _render_clean(counter, values, leaves, perturbed, base)
+    if any(i in perturbed for i in bad):
+        rendered, still = _render_clean(render, values, leaves, perturbed, base)
         for i in still:
             del perturbed[i]
-            untraceable.append(i)
-    if rendered is None:  # only when every leaf was dropped
-        rendered = base
     switches: dict[int, set[str]] = {}
-    effects = _side_effects(base, rendered, noise, found)
+    effects = _side_effects(base, rendered or base, noise, found)
     if effects:  # a value that changes more than strings it appears in (a branch on a digest, ...)
-        for leaf, places in _culprits(counter, values, leaves, perturbed, sorted(perturbed), base, noise, found,
-                                      effects).items():
-            switches[leaf] = places
+        switches = _culprits(render, values, leaves, perturbed, sorted(perturbed), base, noise, found, effects)
+        for leaf in switches:
             del perturbed[leaf]
-        rendered, still = _render_clean(counter, values, leaves, perturbed, base)
-        untraceable.extend(still)
+        rendered, still = _render_clean(render, values, leaves, perturbed, base)
         for i in still:
             del perturbed[i]
-        rendered = rendered or base
+    rendered = rendered or base  # None only when every leaf was dropped
 
     sites: list[Site] = []
     flows: dict[int, set[str]] = {}
@@ -174,34 +159,29 @@ def trace(render: Renderer, values: Mapping[str, Any], find: Finder) -> Trace:
             tokens = _tokens(text) | _tokens_in_path(path)
             if not tokens:
                 continue
-            if path[:-1] in split_objects:  # a field of a split object: part of an image
-                _learn_rendered(text, get(doc.obj, path), perturbed, rendered_as)
-                continue
             _learn_rendered(text, get(doc.obj, path), perturbed, rendered_as)
-            findings = image_paths.get(path)
-            if not findings:
-                for leaf in tokens:
-                    flows.setdefault(leaf, set()).add(f"{key[0]} ({doc.kind}/{doc.name}) {format_path(path)}")
+            if path[:-1] in split_objects:  # a field of a split object: part of an image
                 continue
-            outside = _outside_images(get(doc.obj, path), text, findings)
-            for leaf in _tokens(outside):
+            findings = image_paths.get(path)
+            reached = tokens if not findings else _tokens(_outside_images(get(doc.obj, path), text, findings))
+            for leaf in reached:
                 flows.setdefault(leaf, set()).add(f"{key[0]} ({doc.kind}/{doc.name}) {format_path(path)}")
         for finding in found[key]:
             sites.extend(_sites(key, doc, other, finding, perturbed))
     for leaf, places in switches.items():
         flows.setdefault(leaf, set()).update(f"switches {p}" for p in places)
-    return Trace(leaves, tuple(sites), {k: tuple(sorted(v)) for k, v in flows.items()}, perturbed,
-                 tuple(sorted(untraceable)), noise, rendered_as, base, counter.count, time.monotonic() - started)
+    return Trace(leaves, tuple(sites), {k: tuple(sorted(v)) for k, v in flows.items()}, perturbed, noise,
+                 rendered_as, base)
 
 
 # --- values --------------------------------------------------------------------------------------
 
 
-def candidate_leaves(values: Mapping[str, Any], image_texts: Sequence[str]) -> list[Leaf]:
+def candidatescalars(values: Mapping[str, Any], image_texts: Sequence[str]) -> list[Leaf]:
     """Leaves that can plausibly reach an image. `global` copies inside subchart sections are left
     out: the top-level `global` is the one a values file sets."""
     out: list[Leaf] = []
-    for path, value in _leaves(values, ()):
+    for path, value in scalars(values, ()):
         if any(step == "global" for step in path[1:]):
             continue
         if isinstance(value, bool) or not (value is None or isinstance(value, (str, int, float))):
@@ -217,13 +197,14 @@ def candidate_leaves(values: Mapping[str, Any], image_texts: Sequence[str]) -> l
     return out
 
 
-def _leaves(node: Any, path: Path_) -> Iterable[tuple[Path_, Any]]:
+def scalars(node: Any, path: Path_ = ()) -> Iterable[tuple[Path_, Any]]:
+    """Every scalar of a values tree with its path (lists by index)."""
     if isinstance(node, Mapping):
         for key, value in node.items():
-            yield from _leaves(value, (*path, str(key)))
+            yield from scalars(value, (*path, str(key)))
     elif isinstance(node, list):
         for i, value in enumerate(node):
-            yield from _leaves(value, (*path, i))
+            yield from scalars(value, (*path, i))
     else:
         yield path, node
 
@@ -252,16 +233,6 @@ def values_patch(values: Mapping[str, Any], changes: Mapping[Path_, Any]) -> dic
 # --- rendering -----------------------------------------------------------------------------------
 
 
-class _Counter:
-    def __init__(self, render: Renderer) -> None:
-        self.render = render
-        self.count = 0
-
-    def __call__(self, extra: Mapping[str, Any]) -> Sequence[Document]:
-        self.count += 1
-        return self.render(extra)
-
-
 def keyed(docs: Iterable[Document]) -> dict[DocKey, Document]:
     """Documents by (template, ordinal): the same document in two renders of one chart."""
     out: dict[DocKey, Document] = {}
@@ -274,7 +245,7 @@ def keyed(docs: Iterable[Document]) -> dict[DocKey, Document]:
     return out
 
 
-def _render_clean(render: _Counter, values: Mapping[str, Any], leaves: Sequence[Leaf], perturbed: dict[int, str],
+def _render_clean(render: Renderer, values: Mapping[str, Any], leaves: Sequence[Leaf], perturbed: dict[int, str],
                   base: Mapping[DocKey, Document]) -> tuple[dict[DocKey, Document] | None, list[int]]:
     """Render with every leaf in `perturbed` set; bisect the leaves whose sentinel breaks the render
     or its shape. Returns the render of all the good leaves together and the bad leaves."""
@@ -290,7 +261,7 @@ def _render_clean(render: _Counter, values: Mapping[str, Any], leaves: Sequence[
         bad.extend(_bisect(render, values, leaves, perturbed, good, base))
 
 
-def _bisect(render: _Counter, values: Mapping[str, Any], leaves: Sequence[Leaf], perturbed: Mapping[int, str],
+def _bisect(render: Renderer, values: Mapping[str, Any], leaves: Sequence[Leaf], perturbed: Mapping[int, str],
             group: list[int], base: Mapping[DocKey, Document]) -> list[int]:
     """One leaf of `group` (which fails as a whole) that fails on its own: one render per halving, as
     when the first half renders the fault is in the second. `_render_clean` renders the rest again
@@ -304,7 +275,7 @@ def _bisect(render: _Counter, values: Mapping[str, Any], leaves: Sequence[Leaf],
     return _bisect(render, values, leaves, perturbed, first, base)  # the caller renders the rest again
 
 
-def _try(render: _Counter, values: Mapping[str, Any], leaves: Sequence[Leaf], perturbed: Mapping[int, str],
+def _try(render: Renderer, values: Mapping[str, Any], leaves: Sequence[Leaf], perturbed: Mapping[int, str],
          group: Sequence[int], base: Mapping[DocKey, Document]) -> dict[DocKey, Document] | None:
     try:
         docs = keyed(render(values_patch(values, {leaves[i].path: perturbed[i] for i in group})))
@@ -335,7 +306,7 @@ def _side_effects(base: Mapping[DocKey, Document], other: Mapping[DocKey, Docume
     return out
 
 
-def _culprits(render: _Counter, values: Mapping[str, Any], leaves: Sequence[Leaf], perturbed: Mapping[int, str],
+def _culprits(render: Renderer, values: Mapping[str, Any], leaves: Sequence[Leaf], perturbed: Mapping[int, str],
               group: list[int], base: Mapping[DocKey, Document], noise: frozenset[tuple[DocKey, Path_]],
               found: Mapping[DocKey, list[Any]], effects: set[str]) -> dict[int, set[str]]:
     """The leaves whose sentinel alone causes some of `effects` (bisected: a few renders per culprit)."""
@@ -475,24 +446,37 @@ def _pieces(text: str, perturbed: Mapping[int, str]) -> Iterable[Piece]:
         pos = match.end()
 
 
+def match_pattern(pattern: Sequence[Piece], text: str, group: Callable[[int], str],
+                  fixed: Mapping[int, str] | None = None) -> dict[int, str] | None:
+    """The leaf values that fill `pattern` to make `text`, or None. Literal pieces match as they are,
+    a `fixed` leaf as its text, every other leaf as the regular expression `group(leaf)` (and, where
+    it appears again, as the same text)."""
+    fixed = fixed or {}
+    regex: list[str] = []
+    seen: set[int] = set()
+    for piece in pattern:
+        if piece.leaf is None:
+            regex.append(re.escape(piece.text))
+        elif piece.leaf in fixed:
+            regex.append(re.escape(fixed[piece.leaf]))
+        elif piece.leaf in seen:
+            regex.append(f"(?P=l{piece.leaf})")
+        else:
+            seen.add(piece.leaf)
+            regex.append(f"(?P<l{piece.leaf}>{group(piece.leaf)})")
+    match = re.fullmatch("".join(regex), text)
+    if match is None:
+        return None
+    return {int(name[1:]): value for name, value in match.groupdict().items() if value is not None}
+
+
 def _learn_rendered(text: str, base_value: Any, perturbed: Mapping[int, str], out: dict[int, str]) -> None:
     """What each leaf in `text` (perturbed) renders as in `base_value` (plain), when the literal text
     around the leaves pins it down: `v-zqz0003q` over `v-1.2.3` says leaf 3 renders `1.2.3`."""
     if not isinstance(base_value, str):
         return
     pieces = list(_pieces(text, perturbed))
-    seen: set[int] = set()
-    regex = []
-    for piece in pieces:
-        if piece.leaf is None:
-            regex.append(re.escape(piece.text))
-        elif piece.leaf in seen:
-            regex.append(f"(?P=l{piece.leaf})")
-        else:
-            seen.add(piece.leaf)
-            regex.append(f"(?P<l{piece.leaf}>.*?)")
-    match = re.fullmatch("".join(regex), base_value)
-    if match is None or (len(seen) > 1 and not all(p.text for p in pieces if p.leaf is None)):
-        return
-    for name, value in match.groupdict().items():
-        out.setdefault(int(name[1:]), value)
+    if len({p.leaf for p in pieces if p.leaf is not None}) > 1 and not all(p.text for p in pieces if p.leaf is None):
+        return  # two leaves side by side: where one ends is anyone's guess
+    for leaf, value in (match_pattern(pieces, base_value, lambda _: ".*?") or {}).items():
+        out.setdefault(leaf, value)
