@@ -222,10 +222,12 @@ def _member_names(streams: list[render.Rendered]) -> list[str]:
     return names
 
 
-def _require_local(spec: Spec, texts: list[tuple[str, str]], found: sweep.Sweep, what: str) -> None:
-    """The closed loop: sweep an output again; anything outside the local registry fails the build."""
+def _require_local(spec: Spec, texts: list[tuple[str, str]], found: sweep.Sweep, what: str) -> list[sweep.Sweep]:
+    """The closed loop: sweep an output again; anything outside the local registry fails the build.
+    Returns the sweeps, one per text."""
     excluded = {s.image.ref.canonical for s in found.skipped}
     host = spec.local_registry
+    sweeps = []
     for name, text in texts:
         # The same operator knowledge as the first sweep: a recognised image left upstream fails.
         again = sweep.sweep(load_stream(text, Origin(name, 1)), catalogue=spec.catalogue)
@@ -235,6 +237,8 @@ def _require_local(spec: Spec, texts: list[tuple[str, str]], found: sweep.Sweep,
                 raise UnrelocatedImageError(
                     f"{name}:{where.line}: {what} still pull {image.written} from outside {host}",
                     hint="this is a rewrite gap; report it, or exclude the image with a reason")
+        sweeps.append(again)
+    return sweeps
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -310,21 +314,21 @@ def _write_overlays(spec: Spec, trees: list[relocate.Closure], streams: list[ren
             shutil.copytree(root, Path(extracted) / name)
             text = render.kustomize_build(Path(extracted) / name / "overlay", tools)
         what = f"kustomize/{name}/overlay"
-        _require_local(spec, [(what, text)], found, "the kustomize overlay")
-        by_tag = _require_pinned(spec, what, text, local)
+        (again,) = _require_local(spec, [(what, text)], found, "the kustomize overlay")
+        by_tag = _require_pinned(spec, what, again, local)
         coverage.append(f"{what}: {overlay.images} images: entries, {overlay.patched} fields patched "
                         f"over a tree of {len(tree.files)} files; every image of the built overlay is on the "
                         "local registry, " + (f"{by_tag} pinned only by tag (an operator's split fields with no "
                                               "digest form), the rest by digest" if by_tag else "pinned by digest"))
 
 
-def _require_pinned(spec: Spec, name: str, text: str, local: relocate.LocalRefs) -> int:
+def _require_pinned(spec: Spec, name: str, again: sweep.Sweep, local: relocate.LocalRefs) -> int:
     """Every local reference in an output carries a digest (a tag alone could be re-pushed), except
     where the rewrite pinned an operator's split fields by tag because the operator has no digest form
     (the same name:tag the bundle carries). Returns how many are pinned by tag only."""
     carried = {ref.split("@", 1)[0] for ref in local.by_source.values()}
     by_tag = 0
-    for image in sweep.sweep(load_stream(text, Origin(name, 1)), catalogue=spec.catalogue).images:
+    for image in again.images:
         if image.ref.domain != spec.local_registry or image.ref.digest:
             continue
         if str(image.ref) in carried and all(f.form == "split" for f in image.findings):
@@ -369,13 +373,11 @@ def _chart_archive(path: Path, epoch: int) -> tuple[str, str, bytes]:
     return name, str(meta["version"]), raw.getvalue()
 
 
-def _member_text(tgz: tarfile.TarFile, name: str, default: str | None = None) -> str:
+def _member_text(tgz: tarfile.TarFile, name: str) -> str:
     try:
         member = tgz.extractfile(name)
     except KeyError:
         member = None
     if member is None:
-        if default is not None:
-            return default
         raise ArchiveError(f"chart archive has no {name}")
     return member.read().decode()
