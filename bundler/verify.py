@@ -150,6 +150,17 @@ def verify(path: Path | str, trust: TrustPolicy, *, now: dt.datetime) -> Verific
         return _verify_open(f, str(path), trust, _utc(now))
 
 
+def verify_file(f: BinaryIO, where: str, trust: TrustPolicy, *, now: dt.datetime) -> VerificationResult:
+    """`verify` on a bundle the caller holds open, so that what it then reads (push streams blobs out
+    of this very file) is the file that was checked, whatever happens to the path meanwhile.
+
+    Raises:
+        NoTrustAnchorError: the policy has no vendor anchor.
+    """
+    _check_trust(trust)
+    return _verify_open(f, where, trust, _utc(now))
+
+
 def verify_and_extract(path: Path | str, trust: TrustPolicy, dest: Path | str, *,
                        now: dt.datetime) -> VerificationResult:
     """Verify, then extract every member into the new folder `dest` (step 6); nothing is written on failure.

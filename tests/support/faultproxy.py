@@ -8,6 +8,8 @@ rules matched against the request path, each firing a given number of times:
     proxy.add(Fault("status", status=429, retry_after="1"))         # 429 with Retry-After
     proxy.add(Fault("corrupt", match="/blobs/sha256:ab..."))        # flip one byte of the body
     proxy.throttle = 2_000_000                                      # bytes per second, per response
+    hold = proxy.add(Fault("hold", match="/blobs/uploads/", methods=("POST",), skip=2))
+    hold.reached.wait(); ...; hold.release.set()                    # park the third upload until released
 
 Every request is recorded (`proxy.log`: method, path, Range header, status sent) so tests can count
 requests and check that Range was used. Test support only.
@@ -27,7 +29,7 @@ HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-encodin
 
 @dataclass
 class Fault:
-    kind: str                    # drop | status | corrupt
+    kind: str                    # drop | status | corrupt | hold
     match: str = "/v2/"
     times: int = 1
     after: int = 0               # drop: bytes of body sent before closing
@@ -35,6 +37,9 @@ class Fault:
     retry_after: str | None = None
     methods: tuple[str, ...] = ("GET",)
     fired: int = 0
+    skip: int = 0                # let this many matching requests through before firing
+    reached: threading.Event = field(default_factory=threading.Event)   # hold: a request is parked
+    release: threading.Event = field(default_factory=threading.Event)   # hold: let it go on
 
 
 @dataclass
@@ -71,6 +76,9 @@ class FaultProxy:
         with self._lock:
             for fault in self.faults:
                 if fault.fired < fault.times and fault.match in path and method in fault.methods:
+                    if fault.skip:
+                        fault.skip -= 1
+                        continue
                     fault.fired += 1
                     return fault
         return None
@@ -97,6 +105,9 @@ class FaultProxy:
                                  connection=self.headers.get("Connection"))
                 with proxy._lock:
                     proxy.log.append(record)
+                if fault is not None and fault.kind == "hold":
+                    fault.reached.set()
+                    fault.release.wait(60)
                 if fault is not None and fault.kind == "status":
                     record.status = fault.status
                     self.send_response(fault.status)
