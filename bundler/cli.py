@@ -214,19 +214,40 @@ def sign_command(bundle: str, authority: str, key_path: str, cert_path: str | No
               help="Verification policy YAML: authorities, which are required, their roots or keys.")
 @click.option("--extract", "extract_to", type=click.Path(file_okay=False),
               help="After every check passed, extract into this new folder.")
+@click.option("--audit-log", "audit_log", type=click.Path(dir_okay=False),
+              help="With --extract: also append the verification record to this JSON Lines log (never truncated).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def verify_command(bundle: str, policy: str, extract_to: str | None, as_json: bool) -> None:
+def verify_command(bundle: str, policy: str, extract_to: str | None, audit_log: str | None, as_json: bool) -> None:
     """Verify a bundle offline: signatures against the policy, then every member; optionally extract.
 
-    Nothing is written unless every check passed. Exit codes 20-29 name the rejection (README).
-    """
-    from . import keys, verify
+    Nothing is written unless every check passed. With --extract, the folder also gets
+    .airgap-bundle/verification.json: the bundle's sha256, the policy's, and every accepted key
+    (docs/inspect-and-audit.md). Exit codes 20-29 name the rejection (README).
 
+    \b
+    Example:
+      airgap-bundle verify app.bundle.tar --policy policy.yaml --extract ./app --audit-log audit.jsonl
+    """
+    from . import audit, keys, verify
+
+    if audit_log and not extract_to:
+        raise UsageError("--audit-log records an extraction: give --extract too")
     trust = keys.load_trust(policy)
     now = datetime.datetime.now(datetime.UTC)
+    records: list[audit.VerificationRecord] = []
+
+    def record(result: verify.VerificationResult) -> dict[str, bytes]:
+        records.append(audit.record_for(result, policy=trust, action="extract", now=now,
+                                        destination=str(Path(extract_to or ".").absolute())))
+        return {audit.RECORD_PATH: records[0].to_bytes()}
+
     try:
         if extract_to:
-            result = verify.verify_and_extract(bundle, trust, extract_to, now=now)
+            if audit_log:
+                audit.check_log(Path(audit_log))  # fail before extracting, not after
+            result = verify.verify_and_extract(bundle, trust, extract_to, now=now, extra=record)
+            if audit_log:
+                audit.append_log(records[0], Path(audit_log))
         else:
             result = verify.require(verify.verify(bundle, trust, now=now))
     except BundlerError as exc:
@@ -235,7 +256,8 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, as_json: bo
                                                             "message": str(exc)}}))
         raise
     if as_json:
-        click.echo(json.dumps({**result.to_json(), "extractedTo": extract_to}, indent=2))
+        click.echo(json.dumps({**result.to_json(), "extractedTo": extract_to,
+                               "record": records[0].to_json() if records else None, "auditLog": audit_log}, indent=2))
         return
     for a in result.authorities:
         if a.ok:
@@ -244,8 +266,11 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, as_json: bo
             click.echo(f"signature ok: {a.authority} key {a.keyid}{extra}")
         else:
             click.echo(f"signature skipped: {a.authority}: {a.reason}")
-    click.echo(f"verified {bundle}: {result.members_checked} members match statement sha256:{result.statement_sha256}"
-               + (f"; extracted to {extract_to}" if extract_to else ""))
+    click.echo(f"verified {bundle} (sha256:{result.bundle_sha256}): {result.members_checked} members match "
+               f"statement sha256:{result.statement_sha256}" + (f"; extracted to {extract_to}" if extract_to else ""))
+    if extract_to:
+        click.echo(f"verification record: {Path(extract_to) / audit.RECORD_PATH}"
+                   + (f", appended to {audit_log}" if audit_log else ""))
 # --- sweep -------------------------------------------------------------------------------------
 
 @cli.command("sweep")

@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -98,6 +99,8 @@ class VerificationResult:
     failure: BundlerError | None = field(default=None, compare=False)
     statement_sha256: str | None = None
     members_checked: int = 0
+    bundle_sha256: str | None = None  # the whole file, hashed in the same pass that checked the members
+    bom: Bom | None = field(default=None, compare=False, repr=False)  # the predicate, once it verified
     # name -> (size, sha256 hex) of every member (statement and signatures included), for extraction.
     verified_files: tuple[tuple[str, int, str], ...] = field(default=(), compare=False, repr=False)
 
@@ -117,6 +120,7 @@ class VerificationResult:
             "required": sorted(self.required),
             "authorities": [a.to_json() for a in self.authorities],
             "statementSha256": self.statement_sha256,
+            "bundleSha256": self.bundle_sha256,
             "membersChecked": self.members_checked,
         }
 
@@ -150,9 +154,13 @@ def verify(path: Path | str, trust: TrustPolicy, *, now: dt.datetime) -> Verific
         return _verify_open(f, str(path), trust, _utc(now))
 
 
-def verify_and_extract(path: Path | str, trust: TrustPolicy, dest: Path | str, *,
-                       now: dt.datetime) -> VerificationResult:
+def verify_and_extract(path: Path | str, trust: TrustPolicy, dest: Path | str, *, now: dt.datetime,
+                       extra: Callable[[VerificationResult], Mapping[str, bytes]] | None = None
+                       ) -> VerificationResult:
     """Verify, then extract every member into the new folder `dest` (step 6); nothing is written on failure.
+
+    `extra(result)`, called once the bundle is accepted, gives files to add to the extraction (the
+    verification record): they are written into the staging folder with the members.
 
     Raises:
         the failure of `verify` (see `require`), ArchiveError if `dest` exists or on I/O errors.
@@ -168,7 +176,8 @@ def verify_and_extract(path: Path | str, trust: TrustPolicy, dest: Path | str, *
     with f:  # the same open file for checking and extracting: swapping the path midway changes nothing
         result = require(_verify_open(f, str(path), trust, _utc(now)))
         # 6: extract into staging while hashing again, then rename into place
-        archive.extract(f, dest, {name: (size, sha) for name, size, sha in result.verified_files})
+        archive.extract(f, dest, {name: (size, sha) for name, size, sha in result.verified_files},
+                        extra=extra(result) if extra else None)
     return result
 
 
@@ -242,15 +251,16 @@ def _verify_open(f: BinaryIO, where: str, trust: TrustPolicy, now: dt.datetime) 
             hint="the policy requires these co-signatures: airgap-bundle sign BUNDLE --authority NAME --key KEY"))
 
     # 5: statement, then members
-    try:
-        files = _check_members(f, index, statement, where)
-    except (VerificationError, ArchiveError) as e:
-        return fail(e)
     verified = [(archive.STATEMENT, len(statement), hashlib.sha256(statement).hexdigest())]
     verified += [(signatures[a].name, len(d), hashlib.sha256(d).hexdigest()) for a, d in signature_files.items()]
+    try:
+        files, bom = _check_listing(index, statement, where)
+        file_sha256 = _check_digests(f, index, files, verified, where)
+    except (VerificationError, ArchiveError) as e:
+        return fail(e)
     verified += [(name, size, sha) for name, (size, sha) in files.items()]
     return VerificationResult(tuple(results), required, None, hashlib.sha256(statement).hexdigest(),
-                              len(files), tuple(verified))
+                              len(files), file_sha256, bom, tuple(verified))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -405,8 +415,10 @@ def _check_leaf_usage(member: str, leaf: x509.Certificate) -> None:
 # Step 5: the statement against the members
 
 
-def _check_members(f: BinaryIO, index: archive.BundleIndex, statement: bytes, where: str) -> dict[str, tuple[int, str]]:
-    """Return {path: (size, sha256)} of the payload after checking it against the statement."""
+def _check_listing(index: archive.BundleIndex, statement: bytes,
+                   where: str) -> tuple[dict[str, tuple[int, str]], Bom]:
+    """Return {path: (size, sha256)} of the payload and the predicate, after checking the statement
+    against the headers (names and sizes); the bytes are hashed by `_check_digests`."""
 
     def mismatch(msg: str) -> StatementMismatchError:
         return StatementMismatchError(f"{archive.STATEMENT}: {msg}",
@@ -466,17 +478,25 @@ def _check_members(f: BinaryIO, index: archive.BundleIndex, statement: bytes, wh
     except VerificationError as e:
         raise mismatch(f"predicate: {e.message}") from e
     _check_subjects(doc, bom, listed, mismatch)
+    return listed, bom
 
-    # Stream every member through sha256, in archive order (sequential reads).
-    for m in sorted(payload.values(), key=lambda m: m.data_offset):
-        hasher = hashlib.sha256()
-        for chunk in archive.iter_member(f, m):
-            hasher.update(chunk)
-        if hasher.hexdigest() != listed[m.name][1]:
-            raise UnlistedMemberError(f"{where}: {m.name} hashes to sha256:{hasher.hexdigest()}, "
-                                      f"the statement says sha256:{listed[m.name][1]}",
+
+def _check_digests(f: BinaryIO, index: archive.BundleIndex, listed: dict[str, tuple[int, str]],
+                   read: list[tuple[str, int, str]], where: str) -> str:
+    """Stream the whole file once (archive order, sequential reads): every payload member must hash to
+    its listed sha256, and the statement and signatures to the bytes steps 2-3 checked. Returns the
+    sha256 of the whole file, which then names exactly the bytes that were verified."""
+    file_sha256, digests = archive.digest_all(f, index)
+    for name, (_, sha) in listed.items():
+        if digests[name] != sha:
+            raise UnlistedMemberError(f"{where}: {name} hashes to sha256:{digests[name]}, "
+                                      f"the statement says sha256:{sha}",
                                       hint="the member was changed after signing; refusing the bundle")
-    return listed
+    for name, _, sha in read:
+        if digests[name] != sha:
+            raise UnlistedMemberError(f"{where}: {name} changed while the bundle was being verified",
+                                      hint="the bundle file is being modified; verify a stable copy")
+    return file_sha256
 
 
 def _check_subjects(doc: dict[str, Any], bom: Bom, listed: dict[str, tuple[int, str]], mismatch: Any) -> None:
