@@ -104,6 +104,31 @@ class VerificationRecord:
             "images": [{"local": i.local, "digest": i.digest} for i in self.images],
         }
 
+    def to_text(self) -> str:
+        """A few lines for a terminal: when, what, where, and which keys signed."""
+        what = f"{self.bundle_name} {self.bundle_version}" if self.bundle_name else "bundle"
+        lines = [f"{_rfc3339(self.time)}  {self.action} -> {self.destination}",
+                 f"  {what}  sha256:{self.bundle_sha256}  ({self.image_count} images)",
+                 f"  statement sha256:{self.statement_sha256}  policy sha256:{self.policy_sha256}  "
+                 f"airgap-bundle {self.tool_version}"]
+        for a in self.authorities:
+            extra = (f" certificate serial {a.serial}" if a.serial else "") + (
+                f" notAfter {_rfc3339(a.not_after)}" if a.not_after else "")
+            lines.append(f"  signed by {a.authority}: key {a.keyid}{extra}")
+        lines += [f"  image {i.local}" for i in self.images]
+        return "\n".join(lines) + "\n"
+
+    def names_image(self, query: str) -> bool:
+        """True if this record's bundle carried the image `query`: a digest (sha256:...), a reference
+        pinned by digest (as `kubectl get pods` reports imageID), or a local reference by name."""
+        digest = query[query.index("sha256:"):] if "sha256:" in query else None
+        for image in self.images:
+            if digest is not None and image.digest == digest:
+                return True
+            if query in (image.local, image.local.split("@", 1)[0]):
+                return True
+        return False
+
     def to_bytes(self) -> bytes:
         """The record as written to verification.json (one line, sorted keys, newline-terminated)."""
         return (json.dumps(self.to_json(), sort_keys=True, separators=(",", ":")) + "\n").encode()

@@ -271,6 +271,68 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, audit_log: 
     if extract_to:
         click.echo(f"verification record: {Path(extract_to) / audit.RECORD_PATH}"
                    + (f", appended to {audit_log}" if audit_log else ""))
+
+# --- inspect (issue 10) -------------------------------------------------------------------------
+
+
+@cli.command("inspect")
+@click.argument("bundle", required=False, type=click.Path(dir_okay=False))
+@click.option("--policy", type=click.Path(dir_okay=False),
+              help="Also judge the signatures against this policy, exactly as verify does (members are not hashed).")
+@click.option("--record", "record_path", type=click.Path(dir_okay=False),
+              help="Instead of a bundle, read verification records: a .airgap-bundle/verification.json or an "
+                   "audit log.")
+@click.option("--image", "image", metavar="DIGEST|REF",
+              help="With --record: only records whose bundle carried this image (answers: which key signed it?).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (schemas/inspection.schema.json; records: "
+                                                      "schemas/verification-record.schema.json).")
+def inspect_command(bundle: str | None, policy: str | None, record_path: str | None, image: str | None,
+                    as_json: bool) -> None:
+    """Show what a bundle holds and who signed it, without extracting it; or read verification records.
+
+    \b
+    Reads only the tar headers (verify's hostile-input scan), the statement and the signature files.
+    Without --policy the signatures are parsed, not verified, and the report says so; with --policy
+    they are judged as verify judges them, the report is printed, and a rejection exits with verify's
+    code (21-29). Member contents are never hashed: verify does that. Exit 11/12 for a truncated or
+    hostile file, 29 for a malformed statement, 26 when the statement does not list the members.
+
+    \b
+    Examples:
+      airgap-bundle inspect app.bundle.tar
+      airgap-bundle inspect app.bundle.tar --policy policy.yaml --json > ticket.json
+      airgap-bundle inspect --record ~/.local/state/airgap-bundle/audit.jsonl --image sha256:3b1f...
+    """
+    from . import audit, keys
+    from . import inspect as inspect_mod
+
+    if record_path is not None:
+        if bundle is not None or policy is not None:
+            raise UsageError("--record reads records only: give no BUNDLE and no --policy with it")
+        records = audit.read_records(Path(record_path))
+        if image is not None:
+            records = [r for r in records if r.names_image(image)]
+            if not records:
+                raise CheckFailedError(f"{record_path}: no record names image {image}",
+                                       hint="no bundle recorded there carried it: it was not loaded by verify or push")
+        if as_json:
+            click.echo(json.dumps({"records": [r.to_json() for r in records]}, indent=2))
+        else:
+            click.echo("\n".join(r.to_text() for r in records), nl=False)
+        return
+    if bundle is None:
+        raise UsageError("give a BUNDLE to inspect, or --record PATH")
+    if image is not None:
+        raise UsageError("--image filters records: use it with --record")
+    trust = keys.load_trust(policy) if policy else None
+    result = inspect_mod.inspect(bundle, trust=trust, now=datetime.datetime.now(datetime.UTC))
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        click.echo(inspect_mod.render_text(result), nl=False)
+    if result.failure is not None:
+        raise result.failure
+
 # --- sweep -------------------------------------------------------------------------------------
 
 @cli.command("sweep")
