@@ -30,7 +30,16 @@ from bundler.errors import (
     VerificationError,
 )
 from tests.conftest import REPO
-from tests.support.bundles import NOW, Pki, build_bundle, describe, sha, small_payload, statement_for, write_policy
+from tests.support.bundles import (
+    NOW,
+    Pki,
+    build_bundle,
+    describe,
+    sha,
+    small_payload,
+    statement_for,
+    write_policy,
+)
 
 SCHEMA = json.loads((REPO / "bundler" / "schemas" / "inspection.schema.json").read_text())
 
