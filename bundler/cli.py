@@ -214,19 +214,40 @@ def sign_command(bundle: str, authority: str, key_path: str, cert_path: str | No
               help="Verification policy YAML: authorities, which are required, their roots or keys.")
 @click.option("--extract", "extract_to", type=click.Path(file_okay=False),
               help="After every check passed, extract into this new folder.")
+@click.option("--audit-log", "audit_log", type=click.Path(dir_okay=False),
+              help="With --extract: also append the verification record to this JSON Lines log (never truncated).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def verify_command(bundle: str, policy: str, extract_to: str | None, as_json: bool) -> None:
+def verify_command(bundle: str, policy: str, extract_to: str | None, audit_log: str | None, as_json: bool) -> None:
     """Verify a bundle offline: signatures against the policy, then every member; optionally extract.
 
-    Nothing is written unless every check passed. Exit codes 20-29 name the rejection (README).
-    """
-    from . import keys, verify
+    Nothing is written unless every check passed. With --extract, the folder also gets
+    .airgap-bundle/verification.json: the bundle's sha256, the policy's, and every accepted key
+    (docs/inspect-and-audit.md). Exit codes 20-29 name the rejection (README).
 
+    \b
+    Example:
+      airgap-bundle verify app.bundle.tar --policy policy.yaml --extract ./app --audit-log audit.jsonl
+    """
+    from . import audit, keys, verify
+
+    if audit_log and not extract_to:
+        raise UsageError("--audit-log records an extraction: give --extract too")
     trust = keys.load_trust(policy)
     now = datetime.datetime.now(datetime.UTC)
+    records: list[audit.VerificationRecord] = []
+
+    def record(result: verify.VerificationResult) -> dict[str, bytes]:
+        records.append(audit.record_for(result, policy=trust, action="extract", now=now,
+                                        destination=str(Path(extract_to or ".").absolute())))
+        return {audit.RECORD_PATH: records[0].to_bytes()}
+
     try:
         if extract_to:
-            result = verify.verify_and_extract(bundle, trust, extract_to, now=now)
+            if audit_log:
+                audit.check_log(Path(audit_log))  # fail before extracting, not after
+            result = verify.verify_and_extract(bundle, trust, extract_to, now=now, extra=record)
+            if audit_log:
+                audit.append_log(records[0], Path(audit_log))
         else:
             result = verify.require(verify.verify(bundle, trust, now=now))
     except BundlerError as exc:
@@ -235,9 +256,13 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, as_json: bo
                                                             "message": str(exc)}}))
         raise
     if as_json:
-        click.echo(json.dumps({**result.to_json(), "extractedTo": extract_to}, indent=2))
+        click.echo(json.dumps({**result.to_json(), "extractedTo": extract_to,
+                               "record": records[0].to_json() if records else None, "auditLog": audit_log}, indent=2))
         return
     _echo_verified(bundle, result, extract_to=extract_to)
+    if extract_to:
+        click.echo(f"verification record: {Path(extract_to) / audit.RECORD_PATH}"
+                   + (f", appended to {audit_log}" if audit_log else ""))
 
 
 def _echo_verified(bundle: str, result: Any, *, extract_to: str | None = None, err: bool = False) -> None:
@@ -249,8 +274,71 @@ def _echo_verified(bundle: str, result: Any, *, extract_to: str | None = None, e
             click.echo(f"signature ok: {a.authority} key {a.keyid}{extra}", err=err)
         else:
             click.echo(f"signature skipped: {a.authority}: {a.reason}", err=err)
-    click.echo(f"verified {bundle}: {result.members_checked} members match statement sha256:{result.statement_sha256}"
-               + (f"; extracted to {extract_to}" if extract_to else ""), err=err)
+    click.echo(f"verified {bundle} (sha256:{result.bundle_sha256}): {result.members_checked} members match "
+               f"statement sha256:{result.statement_sha256}" + (f"; extracted to {extract_to}" if extract_to else ""),
+               err=err)
+
+# --- inspect (issue 10) -------------------------------------------------------------------------
+
+
+@cli.command("inspect")
+@click.argument("bundle", required=False, type=click.Path(dir_okay=False))
+@click.option("--policy", type=click.Path(dir_okay=False),
+              help="Also judge the signatures against this policy, exactly as verify does (members are not hashed).")
+@click.option("--record", "record_path", type=click.Path(dir_okay=False),
+              help="Instead of a bundle, read verification records: a .airgap-bundle/verification.json or an "
+                   "audit log.")
+@click.option("--image", "image", metavar="DIGEST|REF",
+              help="With --record: only records whose bundle carried this image (answers: which key signed it?).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (schemas/inspection.schema.json; records: "
+                                                      "schemas/verification-record.schema.json).")
+def inspect_command(bundle: str | None, policy: str | None, record_path: str | None, image: str | None,
+                    as_json: bool) -> None:
+    """Show what a bundle holds and who signed it, without extracting it; or read verification records.
+
+    \b
+    Reads only the tar headers (verify's hostile-input scan), the statement and the signature files.
+    Without --policy the signatures are parsed, not verified, and the report says so; with --policy
+    they are judged as verify judges them, the report is printed, and a rejection exits with verify's
+    code (21-29). Member contents are never hashed: verify does that. Exit 11/12 for a truncated or
+    hostile file, 29 for a malformed statement, 26 when the statement does not list the members.
+
+    \b
+    Examples:
+      airgap-bundle inspect app.bundle.tar
+      airgap-bundle inspect app.bundle.tar --policy policy.yaml --json > ticket.json
+      airgap-bundle inspect --record ~/.local/state/airgap-bundle/audit.jsonl --image sha256:3b1f...
+    """
+    from . import audit, keys
+    from . import inspect as inspect_mod
+
+    if record_path is not None:
+        if bundle is not None or policy is not None:
+            raise UsageError("--record reads records only: give no BUNDLE and no --policy with it")
+        records = audit.read_records(Path(record_path))
+        if image is not None:
+            records = [r for r in records if r.names_image(image)]
+            if not records:
+                raise CheckFailedError(f"{record_path}: no record names image {image}",
+                                       hint="no bundle recorded there carried it: it was not loaded by verify or push")
+        if as_json:
+            click.echo(json.dumps({"records": [r.to_json() for r in records]}, indent=2))
+        else:
+            click.echo("\n".join(r.to_text() for r in records), nl=False)
+        return
+    if bundle is None:
+        raise UsageError("give a BUNDLE to inspect, or --record PATH")
+    if image is not None:
+        raise UsageError("--image filters records: use it with --record")
+    trust = keys.load_trust(policy) if policy else None
+    result = inspect_mod.inspect(bundle, trust=trust, now=datetime.datetime.now(datetime.UTC))
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        click.echo(inspect_mod.render_text(result), nl=False)
+    if result.failure is not None:
+        raise result.failure
+
 # --- sweep -------------------------------------------------------------------------------------
 
 @cli.command("sweep")
@@ -601,10 +689,13 @@ def push_command(bundle: str, policy: str, registry_host: str | None, insecure: 
       airgap-bundle push app.bundle.tar --policy policy.yaml --registry 127.0.0.1:5000 \\
           --insecure-registry 127.0.0.1:5000
     """
-    from . import keys
+    from . import audit, keys
     from . import push as push_mod
 
     trust = keys.load_trust(policy)
+    log_path = Path(audit_log) if audit_log else audit.default_audit_log()
+    if not dry_run:
+        audit.check_log(log_path)  # fail before anything is sent, not after an unrecorded push
     now = datetime.datetime.now(datetime.UTC)
     with push_mod.open_verified(bundle, trust, now=now) as verified:
         _echo_verified(bundle, verified.verification, err=as_json)
@@ -619,8 +710,16 @@ def push_command(bundle: str, policy: str, registry_host: str | None, insecure: 
         result = push_mod.push(verified, target, client, jobs=jobs, chunk_size=chunk_mib << 20, dry_run=dry_run,
                                progress=progress)
         progress.finish()
+    record = None
+    if not dry_run:  # every push leaves a record of which keys signed what it put into the registry
+        record = audit.record_for(verified.verification, policy=trust, action="push", now=now,
+                                  destination=result.target, image_count=len(result.images))
+        audit.append_log(record, log_path)
     if as_json:
-        click.echo(json.dumps({"verification": verified.verification.to_json(), **result.to_json()}, indent=2))
+        click.echo(json.dumps({"verification": verified.verification.to_json(), **result.to_json(),
+                               "record": record.to_json() if record else None,
+                               "auditLog": str(log_path) if record else None}, indent=2))
+        push_mod.require_readback(result)
         return
     for image in result.images:
         states = sorted({m.state for m in image.manifests})
@@ -634,8 +733,10 @@ def push_command(bundle: str, policy: str, registry_host: str | None, insecure: 
     click.echo(f"pushed {len(result.images)} images to {result.target}: {result.count('uploaded')} blob(s) uploaded "
                f"({result.uploaded_bytes:,} bytes), {result.count('mounted')} mounted, {result.count('present')} "
                f"already there, {result.count('pushed')} manifest(s) pushed"
-               + (f"; readback ok: {rb.manifests} manifests, {rb.blobs} blobs, {rb.references} references in the "
+               + (f"; read back {rb.manifests} manifests, {rb.blobs} blobs, {rb.references} references in the "
                   "rewritten manifests" if rb else ""))
+    click.echo(f"verification record appended to {log_path}")
+    push_mod.require_readback(result)
 
 
 # --- end push ----------------------------------------------------------------------------------

@@ -418,6 +418,7 @@ class TrustPolicy:
 
     authorities: Mapping[str, AuthorityPolicy]
     source: str = ""
+    sha256: str = ""  # of the policy file's bytes as parsed: the audit record names the policy by it
 
     def __post_init__(self) -> None:
         vendor = self.authorities.get(VENDOR)
@@ -503,8 +504,9 @@ def load_trust(path: Path | str) -> TrustPolicy:
         NoTrustAnchorError: no vendor authority, or one without roots or keys.
     """
     path = Path(path)
+    data = _read_capped(path, MAX_POLICY_BYTES, "policy")
     try:
-        doc = yaml.safe_load(_read_capped(path, MAX_POLICY_BYTES, "policy"))
+        doc = yaml.safe_load(data)
     except yaml.YAMLError as e:
         raise InputError(f"{path}: malformed YAML: {e}") from e
     _validate_policy(doc, str(path))
@@ -524,7 +526,7 @@ def load_trust(path: Path | str) -> TrustPolicy:
         )
         required = bool(entry.get("required", name == VENDOR))
         authorities[name] = AuthorityPolicy(name, required, roots, keys)
-    return TrustPolicy(authorities, str(path))
+    return TrustPolicy(authorities, str(path), hashlib.sha256(data).hexdigest())
 
 
 def valid_authority_name(name: str) -> bool:

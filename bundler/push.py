@@ -24,7 +24,6 @@ Not here: verification rules (verify.py), HTTP, auth and retries (registry.py), 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import threading
@@ -158,18 +157,9 @@ def open_verified(path: Path | str, trust: TrustPolicy, *, now: dt.datetime) -> 
         raise InputError(f"{path}: cannot open the bundle: {e.strerror}") from e
     with f:
         result = verify.require(verify.verify_file(f, str(path), trust, now=now))
+        assert result.bom is not None  # an accepted result always carries its statement's predicate
         checked = {name: (size, sha) for name, size, sha in result.verified_files}
-        index = archive.read_index(f)
-        statement = archive.read_member(f, index.get(archive.STATEMENT) or index.members[0], cap=verify.MAX_STATEMENT_BYTES)
-        if checked.get(archive.STATEMENT, (0, ""))[1] != result.statement_sha256 or \
-                _sha256(statement) != result.statement_sha256:
-            raise ArchiveError(f"{path}: the statement changed after verification", hint="run the command again")
-        bom = Bom.from_dict(json.loads(statement)["predicate"])
-        yield VerifiedBundle(Path(path), f, result, index, bom, checked)
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+        yield VerifiedBundle(Path(path), f, result, archive.read_index(f), result.bom, checked)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -425,12 +415,11 @@ class _Run:
 def push(bundle: VerifiedBundle, target: Target, client: RegistryClient, *, jobs: int = DEFAULT_JOBS,
          chunk_size: int = 0, dry_run: bool = False, readback: bool = True,
          progress: Progress | None = None) -> PushResult:
-    """Push every image of a verified bundle to `target`, then read it back.
+    """Push every image of a verified bundle to `target`, then read it back (`require_readback` judges it).
 
     Raises:
         RegistryError and subclasses (exit 4-7): the registry could not take it; the message says what
             was already in place, and a rerun resumes from there.
-        ReadbackError (exit 30): the registry does not serve what was pushed.
         ArchiveError: the bundle lacks a blob its manifests reference.
     """
     progress = progress or NullProgress()
@@ -445,16 +434,25 @@ def push(bundle: VerifiedBundle, target: Target, client: RegistryClient, *, jobs
         raise type(exc)(f"{exc.message}; {run.so_far(len(plans))}",
                         hint="fix the cause and run the same command again: it resumes, skipping what is "
                              "already there") from exc
-    result = PushResult(client.describe()[0], dry_run, tuple(images),
+    endpoint = next(iter(client.routes.values()))[0].url
+    result = PushResult(endpoint, dry_run, tuple(images),
                         tuple(sorted(run.blob_outcomes, key=lambda b: (b.repository, b.digest))),
                         run.uploaded_bytes, None)
     if dry_run or not readback:
         return result
-    checked = read_back(bundle, plans, target, client, jobs=jobs)
-    result = replace(result, readback=checked)
-    if checked.problems:
-        more = f" (and {len(checked.problems) - 1} more)" if len(checked.problems) > 1 else ""
-        raise ReadbackError(f"readback from {result.target}: {checked.problems[0]}{more}",
+    return replace(result, readback=read_back(bundle, plans, target, client, jobs=jobs))
+
+
+def require_readback(result: PushResult) -> PushResult:
+    """Return `result` if the readback found nothing wrong (or did not run); raise otherwise.
+
+    Raises:
+        ReadbackError (exit 30): the registry does not serve what was pushed.
+    """
+    problems = result.readback.problems if result.readback else ()
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ReadbackError(f"readback from {result.target}: {problems[0]}{more}",
                             hint="the registry accepted the push but does not serve it back; check its storage "
                                  "and run the push again")
     return result

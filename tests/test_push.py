@@ -106,6 +106,12 @@ def test_push_anonymous_is_byte_exact_mounts_shared_layers_and_reads_back(shippe
         # pushed again: everything is already there, nothing is uploaded
         again = json.loads(_push(run_cli, shipped, target.host).stdout)
         assert again["totals"]["uploaded"] == again["totals"]["mounted"] == again["totals"]["pushed"] == 0
+        # every push appended a record: which key signed what went where
+        records = [json.loads(line) for line in (shipped.work / "audit.jsonl").read_text().splitlines()]
+        mine = [r for r in records if r["destination"] == f"http://{target.host}"]
+        assert len(mine) == 2 and all(r["action"] == "push" and r["imageCount"] == 3 for r in mine)
+        assert mine[0]["authorities"][0]["keyid"] == result["verification"]["authorities"][0]["keyid"]
+        assert mine[0] == result["record"]
 
 
 def test_chunked_uploads_land_byte_exact(shipped: Shipped, run_cli: Any, tmp_path: Path) -> None:
