@@ -53,6 +53,45 @@ spec:
 """
 
 
+CHART = {  # a chart that composes its image from values (the values override moves it)
+    "Chart.yaml": "apiVersion: v2\nname: shop\nversion: 0.1.0\nappVersion: '1.0'\n",
+    "values.yaml": "image:\n  registry: docker.io\n  repository: library/web\n  tag: '1.0'\n",
+    "templates/deployment.yaml": """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ .Release.Name }}-web
+spec:
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+        - name: web
+          image: "{{ .Values.image.registry }}/{{ .Values.image.repository }}:{{ .Values.image.tag }}"
+""",
+}
+KUSTOMIZATION = {  # a base and an overlay that reaches it through ../
+    "base/kustomization.yaml": "resources: [job.yaml]\n",
+    "base/job.yaml": """\
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: migrate
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+        - name: migrate
+          image: quay.io/team/app:2.0
+""",
+    "shop/kustomization.yaml": "resources: [../base]\nnamespace: shop\n",
+}
+
+
 @dataclass(frozen=True)
 class Shipped:
     work: Path
@@ -77,18 +116,30 @@ def seed(registry: Any) -> None:
                                                             layers=2 if size > 65536 else 1), tag)
 
 
-def ship(work: Path, registry: Any, run_cli: Any) -> Shipped:
-    """Seed `registry`, build and sign the bundle under `work`; return where everything is."""
+def ship(work: Path, registry: Any, run_cli: Any, *, every_path: bool = False) -> Shipped:
+    """Seed `registry`, build and sign the bundle under `work`; return where everything is.
+
+    `every_path` adds a chart (`charts/shop-0.1.0.tgz` and its values override) and a Kustomize
+    overlay (`kustomize/shop/overlay`), so the bundle delivers by all three paths.
+    """
     work.mkdir(parents=True, exist_ok=True)
     seed(registry)
     (work / "manifests").mkdir(exist_ok=True)
     (work / "manifests" / "deployment.yaml").write_text(DEPLOYMENT)
+    sources: dict[str, Any] = {"manifests": [{"path": "manifests/*.yaml"}]}
+    if every_path:
+        for files, root in ((CHART, work / "src" / "chart"), (KUSTOMIZATION, work / "src" / "kustomize")):
+            for name, text in files.items():
+                (root / name).parent.mkdir(parents=True, exist_ok=True)
+                (root / name).write_text(text)
+        sources["charts"] = [{"path": "src/chart", "release": "shop", "namespace": "shop"}]
+        sources["kustomize"] = [{"path": "src/kustomize/shop"}]
     spec = {
         "apiVersion": "airgap-bundle.dev/v1alpha1", "kind": "Bundle",
         "metadata": {"name": "shop", "version": "1.0.0", "sourceDateEpoch": 1767225600},
         "localRegistry": {"host": LOCAL},
         "platforms": ["linux/amd64", "linux/arm64"],
-        "sources": {"manifests": [{"path": "manifests/*.yaml"}]},
+        "sources": sources,
         "extraImages": [{"ref": "quay.io/team/tool:3.1", "reason": "started by the app at run time"}],
         "registries": [*({"host": h, "mirrors": [f"{registry.host}/{h}"], "skipUpstream": True}
                          for h in ("docker.io", "quay.io")),
