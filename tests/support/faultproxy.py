@@ -11,8 +11,9 @@ rules matched against the request path, each firing a given number of times:
     hold = proxy.add(Fault("hold", match="/blobs/uploads/", methods=("POST",), skip=2))
     hold.reached.wait(); ...; hold.release.set()                    # park the third upload until released
 
-Every request is recorded (`proxy.log`: method, path, Range header, status sent) so tests can count
-requests and check that Range was used. Test support only.
+Every request is recorded (`proxy.log`: method, path, Range and Content-Range headers, body size, status
+sent) so tests can count requests and check that Range was used. `Location` headers that name the
+registry are rewritten to the proxy, so an upload's later requests come through it too. Test support only.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class Request:
     status: int
     sent: int = 0
     connection: str | None = None
+    content_range: str | None = None
+    received: int = 0
 
 
 @dataclass
@@ -102,7 +105,9 @@ class FaultProxy:
                 method = self.command
                 fault = proxy._take(method, self.path)
                 record = Request(method, self.path, self.headers.get("Range"), 0,
-                                 connection=self.headers.get("Connection"))
+                                 connection=self.headers.get("Connection"),
+                                 content_range=self.headers.get("Content-Range"),
+                                 received=int(self.headers.get("Content-Length") or 0))
                 with proxy._lock:
                     proxy.log.append(record)
                 if fault is not None and fault.kind == "hold":
@@ -124,6 +129,8 @@ class FaultProxy:
                 record.status = upstream.status_code
                 self.send_response(upstream.status_code)
                 for key, value in upstream.headers.items():
+                    if key.lower() == "location":
+                        value = value.replace(proxy.upstream, f"http://{proxy.host}")
                     if key.lower() not in HOP_HEADERS:
                         self.send_header(key, value)
                 self.end_headers()
