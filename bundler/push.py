@@ -42,6 +42,7 @@ from .errors import (
     AuthError,
     DigestMismatchError,
     InputError,
+    InvalidReferenceError,
     NotFoundError,
     ReadbackError,
     RegistryError,
@@ -223,7 +224,7 @@ def plan(bom: Bom, read_blob: Callable[[str], bytes], target: Target) -> tuple[I
         for item, item_obj in images:
             try:
                 descs = blob_descriptors(item_obj)
-            except (KeyError, TypeError, ValueError) as exc:
+            except (KeyError, TypeError, ValueError, InvalidReferenceError) as exc:
                 raise ArchiveError(f"{entry.local}: manifest {item.digest} is malformed: {exc}") from None
             for desc in descs:
                 blobs.setdefault(desc.digest, desc)
@@ -234,7 +235,7 @@ def plan(bom: Bom, read_blob: Callable[[str], bytes], target: Target) -> tuple[I
 def _descriptors(entries: Any, what: str) -> list[Descriptor]:
     try:
         return [Descriptor.from_json(e) for e in entries or []]
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, InvalidReferenceError) as exc:
         raise ArchiveError(f"{what}: the bundled index is malformed: {exc}") from None
 
 
@@ -483,7 +484,7 @@ def read_back(bundle: VerifiedBundle, plans: Sequence[ImagePlan], target: Target
             n_manifests += 1
             if got.digest != want.digest:
                 found.append(f"{p.target.name}:{reference} is {got.digest}, the bundle has {want.digest}")
-            elif got.media_type != want.media_type:
+            elif got.media_type != want.media_type:  # pragma: no cover - only for bytes without a mediaType
                 found.append(f"{p.target.name}@{want.digest} is served as {got.media_type}, pushed as {want.media_type}")
             else:
                 served.add(want.digest)

@@ -134,10 +134,11 @@ class _TokenIssuer:
         self.bundle.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
         self.username, self.password, self.service = username, password, service
         self.requests: list[str] = []
+        self.max_scopes: int | None = None  # grant only the first N scopes, as some token services do
 
     def token(self, scopes: list[str]) -> str:
         access = []
-        for scope in scopes:  # one `scope` parameter per repository (a mount also names its source)
+        for scope in scopes[:self.max_scopes]:  # one `scope` per repository (a mount also names its source)
             kind, _, rest = scope.partition(":")
             name, _, actions = rest.rpartition(":")
             access.append({"type": kind, "name": name, "actions": actions.split(",")})
