@@ -406,7 +406,7 @@ class RegistryClient:
         if resp.status_code == 201:
             return True
         location = resp.headers.get("Location")
-        if location:  # best effort: an abandoned session is purged by the registry anyway
+        if location:  # pragma: no branch - best effort: an abandoned session is purged by the registry anyway
             try:
                 self._send(ep, "DELETE", urllib.parse.urljoin(ep.url + "/", location), repo, headers={}, push=True,
                            ok=frozenset({200, 202, 204, 404}), retries=0, what=f"cancel upload of {digest}").close()
@@ -427,7 +427,8 @@ class RegistryClient:
         ep = self._endpoints(ref)[0]
         repo = ep.repository(ref)
         what = f"upload {ref.name}@{digest}"
-        for attempt in range(self.retries + 1):
+        attempt = 0
+        while True:  # each attempt in a new upload session
             try:
                 resp = self._send(ep, "POST", f"/v2/{repo}/blobs/uploads/", repo, headers={"Content-Length": "0"},
                                   push=True, ok=frozenset({202}), retries=0, what=what)
@@ -460,6 +461,7 @@ class RegistryClient:
                 delay = self._delay(attempt, None)
                 log.info("%s: %s; starting a new upload in %.1fs", what, exc.message, delay)
                 self._sleep(delay)
+                attempt += 1
 
     def manifest_digest(self, ref: ImageRef, reference: str) -> str | None:
         """The digest the registry serves for a tag or digest (HEAD), or None when it has none.
