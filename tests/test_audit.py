@@ -257,3 +257,12 @@ def test_cli_audit_log_needs_extract_and_a_writable_place(world: dict, run_cli) 
     res = run_cli("verify", bundle, "--policy", policy, "--extract", str(dest), "--audit-log", str(blocker / "a"))
     assert res.returncode == 2 and "cannot open the audit log" in res.stderr and "Traceback" not in res.stderr
     assert not dest.exists()
+
+
+def test_record_write_failing_at_the_rename_leaves_no_temp_file(world: dict) -> None:
+    rec = audit.record_for(accepted(world), policy=world["trust"], action="extract", destination="/a", now=NOW)
+    folder = world["tmp"] / "app"
+    (folder / audit.RECORD_PATH / "occupied").mkdir(parents=True)  # a folder where the record goes
+    with pytest.raises(ArchiveError, match="cannot write the verification record"):
+        audit.write_record(rec, folder)
+    assert sorted(p.name for p in (folder / audit.RECORD_DIR).iterdir()) == [audit.RECORD_NAME]
