@@ -152,7 +152,7 @@ class Inspection:
                 "narrowed": i.bundled_digest != i.upstream_digest, "mediaType": i.media_type,
                 "platforms": [{"platform": p.platform, "digest": p.digest, "manifestSize": p.size}
                               for p in i.platforms],
-                "attestations": len(i.attestations),
+                "attestations": list(i.attestations),
                 "exemptions": [{"platform": p, "reason": r} for p, r in i.exemptions],
             } for i in b.images],
             "charts": [{"name": c.name, "version": c.version, "path": c.path, "digest": c.digest,
@@ -267,6 +267,8 @@ def render_text(ins: Inspection) -> str:
         lines.append(f"    bundled    {i.bundled_digest} ({same})")
         for p in i.platforms:
             lines.append(f"    platform   {p.platform:<14} {p.digest} (manifest {p.size:,} bytes)")
+        if i.attestations:
+            lines.append(f"    attested   {_n(len(i.attestations), 'attestation manifest')} kept with the index")
         for plat, why in i.exemptions:
             lines.append(f"    exempted   {plat}: {why}")
     lines.append(f"charts ({len(b.charts)})")
@@ -293,9 +295,14 @@ def render_text(ins: Inspection) -> str:
             lines.append(f"             {s.reason}")
         lines += [f"             problem: {p}" for p in s.problems]
     t = ins.totals()
-    lines += ["", f"totals     {t['images']} images ({t['platforms']} platform manifests), {t['charts']} charts, "
-              f"{t['manifests']} manifests, {t['kustomizeOverlays']} Kustomize overlays, "
-              f"{t['crossplanePackages']} Crossplane packages, {t['signatures']} signatures",
-              f"           {t['files']} payload files, {t['payloadBytes']:,} bytes; {t['imageBlobs']} image blobs, "
-              f"{t['imageBlobBytes']:,} bytes"]
+    lines += ["", f"totals     {_n(t['images'], 'image')} ({_n(t['platforms'], 'platform manifest')}), "
+              f"{_n(t['charts'], 'chart')}, {_n(t['manifests'], 'manifest')}, "
+              f"{_n(t['kustomizeOverlays'], 'Kustomize overlay')}, {_n(t['crossplanePackages'], 'Crossplane package')}, "
+              f"{_n(t['signatures'], 'signature')}",
+              f"           {_n(t['files'], 'payload file')}, {t['payloadBytes']:,} bytes; "
+              f"{_n(t['imageBlobs'], 'image blob')}, {t['imageBlobBytes']:,} bytes"]
     return "\n".join(lines) + "\n"
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"

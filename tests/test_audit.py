@@ -9,12 +9,12 @@ import json
 import os
 from pathlib import Path
 
-import jsonschema
 import pytest
 
 from bundler import archive, audit, keys, verify
 from bundler.errors import ArchiveError, ExpiredKeyError, InputError, UnlistedMemberError
 from tests.conftest import REPO
+from tests.support import shape
 from tests.support.bundles import NOW, Pki, build_bundle, sha, small_payload, write_policy
 
 SCHEMA = json.loads((REPO / "bundler" / "schemas" / "verification-record.schema.json").read_text())
@@ -59,7 +59,7 @@ def test_record_names_bundle_policy_and_every_accepted_key(world: dict) -> None:
     assert rec.image_count == 1 and rec.bundle_name == "demo" and rec.bundle_version == "1.0.0"
     assert rec.images[0].digest.startswith("sha256:") and rec.images[0].local.endswith(rec.images[0].digest)
     assert rec.time.tzinfo is not None and rec.time.microsecond == 0 and rec.tool_version
-    jsonschema.Draft202012Validator(SCHEMA).validate(rec.to_json())
+    shape.check_shape(rec.to_json(), SCHEMA)
 
 
 def test_record_round_trips_through_json_and_both_file_forms(world: dict) -> None:
@@ -110,7 +110,7 @@ def test_audit_log_appended_twice_is_never_truncated(world: dict) -> None:
     assert data.startswith(after_one) and data.count(b"\n") == 2
     assert audit.read_records(log) == [first, second]
     for line in data.splitlines():
-        jsonschema.Draft202012Validator(SCHEMA).validate(json.loads(line))
+        shape.check_shape(json.loads(line), SCHEMA)
 
 
 def test_a_torn_last_line_keeps_the_new_record_on_its_own_line(world: dict) -> None:

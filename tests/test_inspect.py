@@ -14,7 +14,6 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 
 from bundler import archive, audit, inspect, keys, sign, verify
@@ -30,6 +29,7 @@ from bundler.errors import (
     VerificationError,
 )
 from tests.conftest import REPO
+from tests.support import shape
 from tests.support.bundles import (
     NOW,
     Pki,
@@ -44,24 +44,8 @@ from tests.support.bundles import (
 SCHEMA = json.loads((REPO / "bundler" / "schemas" / "inspection.schema.json").read_text())
 
 
-def undocumented(doc: Any, schema: dict[str, Any], where: str = "") -> list[str]:
-    """Keys the output has and the schema does not describe (the documented shape must be the whole shape)."""
-    found: list[str] = []
-    if isinstance(doc, dict) and "properties" in schema:
-        for key, value in doc.items():
-            if key not in schema["properties"]:
-                found.append(f"{where}/{key}")
-            else:
-                found += undocumented(value, schema["properties"][key], f"{where}/{key}")
-    elif isinstance(doc, list) and "items" in schema:
-        for value in doc:
-            found += undocumented(value, schema["items"], f"{where}[]")
-    return found
-
-
 def check_shape(doc: dict[str, Any]) -> None:
-    jsonschema.Draft202012Validator(SCHEMA).validate(doc)
-    assert not undocumented(doc, SCHEMA), undocumented(doc, SCHEMA)
+    shape.check_shape(doc, SCHEMA)
 
 
 @pytest.fixture
@@ -202,7 +186,8 @@ def test_overlays_packages_exemptions_and_narrowed_indexes_are_shown(world: dict
     files["charts/demo-1.0.0.values-airgap.yaml"] = b"image: {}\n"
     bom = describe(files, index)
     image = dataclasses.replace(bom.images[0], upstream_digest="sha256:" + "e" * 64,
-                                exemptions=(("linux/s390x", "not built upstream"),))
+                                exemptions=(("linux/s390x", "not built upstream"),),
+                                attestations=("sha256:" + "a" * 64,))
     bom = dataclasses.replace(
         bom, images=(image,), charts=(dataclasses.replace(bom.charts[0],
                                                           values_override="charts/demo-1.0.0.values-airgap.yaml"),),
@@ -218,13 +203,15 @@ def test_overlays_packages_exemptions_and_narrowed_indexes_are_shown(world: dict
     doc = ins.to_json()
     check_shape(doc)
     assert doc["images"][0]["narrowed"] and doc["images"][0]["exemptions"][0]["platform"] == "linux/s390x"
+    assert doc["images"][0]["attestations"] == ["sha256:" + "a" * 64]
     assert [m["size"] for m in doc["manifests"]] == [len(files["manifests/deployment.yaml"]), None]
     assert doc["totals"]["kustomizeOverlays"] == 1 and doc["totals"]["crossplanePackages"] == 2
     text = inspect.render_text(ins)
     for needle in ("kustomize/prod/overlay  (over 2 files in kustomize/prod/tree)", "exempted   linux/s390x",
                    "Provider xpkg.upbound.io/upbound/provider-aws-s3:v2.0.0 -> registry.local:5000/",
                    "Function xpkg.upbound.io/crossplane/function-x:v1\n", "upstream sha256:eeee",
-                   "values override charts/demo-1.0.0.values-airgap.yaml"):
+                   "values override charts/demo-1.0.0.values-airgap.yaml",
+                   "attested   1 attestation manifest kept with the index", "1 Kustomize overlay, 2 Crossplane packages"):
         assert needle in text, needle
 
 
@@ -373,6 +360,7 @@ def test_record_image_matching(world: dict) -> None:
     image = rec.images[0]
     name = image.local.split("@")[0]
     assert rec.names_image(image.digest) and rec.names_image(name) and rec.names_image(image.local)
-    assert rec.names_image("elsewhere/x@" + image.digest)
+    assert rec.names_image("elsewhere/x@" + image.digest) and len(image.platforms) == 2
+    assert all(rec.names_image(p) for p in image.platforms)
     assert not rec.names_image("registry.local:5000/other:1.0") and not rec.names_image("sha256:" + "1" * 64)
     assert hashlib.sha256(world["built"].path.read_bytes()).hexdigest() == rec.bundle_sha256
