@@ -289,7 +289,8 @@ def render_text(ins: Inspection) -> str:
         if s.subject:
             lines.append(f"             certificate {s.subject}, issuer {s.issuer}, serial {s.serial}")
         if s.not_after:
-            left = f"{s.days_left} days left" if s.days_left is not None and s.days_left >= 0 else "EXPIRED"
+            left = (f"{_n(s.days_left, 'day')} left" if s.days_left is not None and s.days_left >= 0
+                    else f"EXPIRED {_n((ins.now - s.not_after).days, 'day')} ago")
             lines.append(f"             notAfter {s.not_after.strftime('%Y-%m-%dT%H:%M:%SZ')} ({left})")
         if s.reason:
             lines.append(f"             {s.reason}")

@@ -127,7 +127,7 @@ def test_expired_and_unknown_signers_are_reported_and_the_rejection_kept(world: 
     assert by["vendor"].days_left is not None and by["vendor"].days_left < 0
     assert by["integrator-x"].status == "not-in-policy"
     text = inspect.render_text(ins)
-    assert "REJECTED by the policy" in text and "EXPIRED" in text
+    assert "REJECTED by the policy" in text and "(EXPIRED 1 day ago)" in text
     doc = ins.to_json()
     check_shape(doc)
     assert doc["trust"]["failure"]["exitCode"] == 23
