@@ -35,7 +35,7 @@ import jsonschema
 
 from . import __version__
 from .errors import ArchiveError, InputError
-from .keys import TrustPolicy
+from .keys import MAX_POLICY_BYTES, TrustPolicy, read_capped
 from .verify import VerificationResult, require
 
 API_VERSION = "airgap-bundle.dev/v1"
@@ -273,13 +273,7 @@ def read_records(path: Path, *, cap: int = MAX_LOG_BYTES) -> list[VerificationRe
     Raises:
         InputError: unreadable, too large, not JSON (names the line), or not a record.
     """
-    try:
-        with open(path, "rb") as f:
-            data = f.read(cap + 1)
-    except OSError as e:
-        raise InputError(f"{path}: cannot read: {e.strerror or e}") from e
-    if len(data) > cap:
-        raise InputError(f"{path}: larger than {cap} bytes", hint="split or rotate the audit log")
+    data = read_capped(path, cap, "verification records")
     records = []
     for number, line in enumerate(data.split(b"\n"), 1):
         if not line.strip():
@@ -297,10 +291,7 @@ def read_records(path: Path, *, cap: int = MAX_LOG_BYTES) -> list[VerificationRe
 
 
 def _file_sha256(path: Path) -> str:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError as e:
-        raise InputError(f"{path}: cannot read the policy: {e.strerror or e}") from e
+    return hashlib.sha256(read_capped(path, MAX_POLICY_BYTES, "policy")).hexdigest()
 
 
 def _rfc3339(t: dt.datetime) -> str:

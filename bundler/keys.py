@@ -144,7 +144,7 @@ class Signer:
         return self.fingerprint
 
 
-def _read_capped(path: Path, cap: int, what: str) -> bytes:
+def read_capped(path: Path, cap: int, what: str) -> bytes:
     try:
         with open(path, "rb") as f:
             data = f.read(cap + 1)
@@ -257,7 +257,7 @@ def load_private_key(data: bytes, *, source: str, password: PasswordFn | None = 
 
 
 def load_certificate(path: Path) -> x509.Certificate:
-    data = _read_capped(path, MAX_KEY_FILE_BYTES, "certificate")
+    data = read_capped(path, MAX_KEY_FILE_BYTES, "certificate")
     try:
         return x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data else x509.load_der_x509_certificate(data)
     except ValueError as e:
@@ -272,7 +272,7 @@ def load_signer(key_path: Path | str, *, cert_path: Path | str | None = None,
         InputError: unreadable or unsupported key, wrong password, or a certificate for another key.
     """
     key_path = Path(key_path)
-    key = load_private_key(_read_capped(key_path, MAX_KEY_FILE_BYTES, "private key"),
+    key = load_private_key(read_capped(key_path, MAX_KEY_FILE_BYTES, "private key"),
                            source=str(key_path), password=password)
     public_key = check_public_key(key.public_key(), what=str(key_path))
     cert = None
@@ -476,7 +476,7 @@ def _validate_policy(doc: Any, source: str) -> None:
 
 
 def load_pinned_key(path: Path, *, not_after: dt.datetime | None = None) -> PinnedKey:
-    data = _read_capped(path, MAX_KEY_FILE_BYTES, "public key")
+    data = read_capped(path, MAX_KEY_FILE_BYTES, "public key")
     try:
         pub = serialization.load_pem_public_key(data)
     except (ValueError, UnsupportedAlgorithm) as e:
@@ -486,7 +486,7 @@ def load_pinned_key(path: Path, *, not_after: dt.datetime | None = None) -> Pinn
 
 
 def load_roots(path: Path) -> tuple[x509.Certificate, ...]:
-    data = _read_capped(path, MAX_KEY_FILE_BYTES, "CA certificates")
+    data = read_capped(path, MAX_KEY_FILE_BYTES, "CA certificates")
     try:
         certs = tuple(x509.load_pem_x509_certificates(data))
     except ValueError as e:
@@ -504,7 +504,7 @@ def load_trust(path: Path | str) -> TrustPolicy:
         NoTrustAnchorError: no vendor authority, or one without roots or keys.
     """
     path = Path(path)
-    data = _read_capped(path, MAX_POLICY_BYTES, "policy")
+    data = read_capped(path, MAX_POLICY_BYTES, "policy")
     try:
         doc = yaml.safe_load(data)
     except yaml.YAMLError as e:

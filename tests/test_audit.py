@@ -15,22 +15,17 @@ from bundler import archive, audit, keys, verify
 from bundler.errors import ArchiveError, ExpiredKeyError, InputError, UnlistedMemberError
 from tests.conftest import REPO
 from tests.support import shape
-from tests.support.bundles import NOW, Pki, build_bundle, sha, small_payload, write_policy
+from tests.support.bundles import NOW, build_bundle, sha, small_payload
+from tests.support.bundles import world as make_world
 
 SCHEMA = json.loads((REPO / "bundler" / "schemas" / "verification-record.schema.json").read_text())
 
 
 @pytest.fixture
 def world(tmp_path: Path) -> dict:
-    pki = Pki(tmp_path / "pki")
-    ca = pki.ca("vendor")
-    vendor, _ = pki.cert_signer("vendor", ca)
-    customer, customer_pub = pki.signer("customer", "ed25519")
-    policy = write_policy(tmp_path / "policy.yaml", {"vendor": {"roots": [ca[2]]},
-                                                     "customer": {"required": True, "keys": [customer_pub]}})
-    built = build_bundle(tmp_path / "b.tar", {"vendor": vendor, "customer": customer})
-    return {"pki": pki, "ca": ca, "vendor": vendor, "customer": customer, "policy": policy,
-            "trust": keys.load_trust(policy), "tmp": tmp_path, "built": built}
+    w = make_world(tmp_path, customer={"required": True})
+    w["built"] = build_bundle(tmp_path / "b.tar", {"vendor": w["vendor"], "customer": w["customer"]})
+    return w
 
 
 def accepted(world: dict) -> verify.VerificationResult:
@@ -93,7 +88,7 @@ def test_record_needs_a_bundle_digest() -> None:
     rec = audit.record_for(bare, bundle_sha256="c" * 64, policy=policy, action="push", destination="x", now=NOW)
     assert rec.images == () and rec.image_count == 0 and rec.bundle_name is None
     assert rec.policy_sha256 == sha(policy.read_bytes())
-    with pytest.raises(InputError, match="cannot read the policy"):
+    with pytest.raises(InputError, match="cannot read policy"):
         audit.record_for(bare, bundle_sha256="c" * 64, policy=policy.with_name("absent.yaml"), action="push",
                          destination="x", now=NOW)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from bundler import archive, audit, inspect, keys, sign, verify
+from bundler import archive, audit, inspect, sign, verify
 from bundler.bom import CrossplanePackageEntry, ManifestEntry
 from bundler.errors import (
     ArchiveError,
@@ -32,14 +32,15 @@ from tests.conftest import REPO
 from tests.support import shape
 from tests.support.bundles import (
     NOW,
-    Pki,
     build_bundle,
     describe,
     sha,
     small_payload,
     statement_for,
-    write_policy,
+    tar_info,
+    tar_with,
 )
+from tests.support.bundles import world as make_world
 
 SCHEMA = json.loads((REPO / "bundler" / "schemas" / "inspection.schema.json").read_text())
 
@@ -50,16 +51,9 @@ def check_shape(doc: dict[str, Any]) -> None:
 
 @pytest.fixture
 def world(tmp_path: Path) -> dict:
-    pki = Pki(tmp_path / "pki")
-    ca = pki.ca("vendor")
-    vendor, _ = pki.cert_signer("vendor", ca)
-    customer, customer_pub = pki.signer("customer", "ed25519")
-    policy = write_policy(tmp_path / "policy.yaml", {
-        "vendor": {"roots": [ca[2]]},
-        "customer": {"required": False, "keys": [{"path": str(customer_pub), "notAfter": "2099-01-01T00:00:00Z"}]}})
-    built = build_bundle(tmp_path / "b.tar", {"vendor": vendor, "customer": customer})
-    return {"pki": pki, "ca": ca, "vendor": vendor, "customer": customer, "policy": policy,
-            "trust": keys.load_trust(policy), "tmp": tmp_path, "built": built}
+    w = make_world(tmp_path, customer={"notAfter": "2099-01-01T00:00:00Z"})
+    w["built"] = build_bundle(tmp_path / "b.tar", {"vendor": w["vendor"], "customer": w["customer"]})
+    return w
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -232,20 +226,10 @@ def test_member_contents_are_not_read(world: dict) -> None:
 
 
 def _hostile(tmp: Path, built: Path, bad: tarfile.TarInfo, data: bytes = b"") -> Path:
-    out = tmp / "hostile.tar"
-    with tarfile.open(built) as src, tarfile.open(out, "w", format=tarfile.GNU_FORMAT) as dst:
-        for info in src.getmembers():
-            dst.addfile(info, src.extractfile(info))
-        dst.addfile(bad, io.BytesIO(data) if data else None)
-    return out
+    return tar_with(tmp / "hostile.tar", built, bad, data)
 
 
-def _info(name: str, kind: bytes, **kw: object) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    for k, v in kw.items():
-        setattr(info, k, v)
-    return info
+_info = tar_info
 
 
 @pytest.mark.parametrize("make, error, code, text", [
