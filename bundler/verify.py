@@ -6,13 +6,17 @@ Input: a bundle path, a `keys.TrustPolicy` (trust comes only from local files) a
 check passed. The steps follow DESIGN.md "Verify" and are labelled below:
 
 0. trust from local files only; no vendor anchor means refuse (NoTrustAnchorError)
-1. scan the tar headers only (archive.read_index refuses links, devices, `..`, duplicates, ...)
-2. read `bundle.intoto.json` and `signatures/*` into memory, size-capped
+1. scan the tar headers only (archive.read_index refuses links, devices, `..`, duplicates, ...), with
+   the work bounded by the statement: it is the first member, read (size-capped) as soon as its
+   header is seen, and only the paths it lists and a few signature files are admitted after it. The
+   first other member dooms the bundle and stops the scan, so a hostile file with a million appended
+   members costs no more than an honest one (the statement's paths are read here, not yet trusted)
+2. read `signatures/*` into memory, size-capped
 3. verify each signature: shape, payload == statement bytes, key or certificate chain to an anchor,
    certificate valid now, signature over the DSSE PAE; log each accepted one
 4. policy: a valid vendor signature always, others where required; an invalid signature claiming a
    configured authority fails the bundle
-5. only now parse the statement; stream every listed member through sha256
+5. only now check the statement's form and content; stream every listed member through sha256
 6. (verify_and_extract) extract into a staging folder, hashing again, then rename into place
 
 Specs: Sigstore bundle v0.3, DSSE v1, in-toto Statement v1, RFC 5280 (validity, issuance).
@@ -65,6 +69,7 @@ log = logging.getLogger(__name__)
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 MAX_STATEMENT_BYTES = 64 * 1024 * 1024
 MAX_SIGNATURE_BYTES = 1024 * 1024
+MAX_SIGNATURE_MEMBERS = 64  # far above any real set of co-signers; bounds a hostile scan
 BLOBS_DIR = "images/blobs/sha256/"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 RESIGN_HINT = "re-sign the bundle with a current key or certificate: airgap-bundle sign BUNDLE --replace ..."
@@ -187,6 +192,56 @@ def _check_trust(trust: TrustPolicy) -> None:
                                  hint="configure the vendor root CA or public key in the policy")
 
 
+def scan(f: BinaryIO, where: str) -> tuple[archive.BundleIndex, bytes]:
+    """Scan a bundle's headers with work and memory bounded by its statement; return the index and the
+    statement bytes (read once, capped, not yet trusted).
+
+    The statement must be the first member. Its `predicate.files` paths (parsed here only to bound the
+    scan) and up to MAX_SIGNATURE_MEMBERS signature files are the only members admitted after it:
+    any other member dooms the bundle, so the scan stops there rather than reading every header of a
+    file with members appended. `inspect` and `push` scan with this too.
+
+    Raises:
+        VerificationError: no statement first (not a bundle).
+        StatementMismatchError: the statement is not JSON with a files list, so nothing can bound the scan.
+        UnlistedMemberError: a member the statement does not list, or too many signature files.
+        ArchiveError, UnsafeArchiveError: from archive.read_index.
+    """
+    seen: dict[str, Any] = {"statement": None, "signatures": 0}
+    listed: set[str] = set()
+
+    def admit(f: BinaryIO, member: archive.Member) -> None:
+        if seen["statement"] is None:
+            if member.name != archive.STATEMENT:
+                raise VerificationError(f"{where}: the first member is {member.name!r}, not {archive.STATEMENT}: "
+                                        "not an airgap bundle")
+            seen["statement"] = archive.read_member(f, member, cap=MAX_STATEMENT_BYTES)
+            listed.update(_listed_paths(seen["statement"]))
+        elif member.name.startswith(archive.SIGNATURES_DIR):
+            seen["signatures"] += 1
+            if seen["signatures"] > MAX_SIGNATURE_MEMBERS:
+                raise UnlistedMemberError(f"{where}: more than {MAX_SIGNATURE_MEMBERS} members under "
+                                          f"{archive.SIGNATURES_DIR}", hint="refusing the bundle")
+        elif member.name not in listed:
+            raise UnlistedMemberError(f"{where}: member {member.name} is not listed in the statement",
+                                      hint="a file was added or renamed after signing; refusing the bundle")
+
+    index = archive.read_index(f, admit=admit)
+    if seen["statement"] is None:
+        raise VerificationError(f"{where}: no {archive.STATEMENT}: not an airgap bundle")
+    return index, seen["statement"]
+
+
+def _listed_paths(statement: bytes) -> set[str]:
+    """The `predicate.files[].path` strings of an untrusted statement (checked properly in step 5)."""
+    try:
+        files = _strict_json(statement)["predicate"]["files"]
+        return {entry["path"] for entry in files if isinstance(entry["path"], str)}
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise StatementMismatchError(f"{archive.STATEMENT}: no readable predicate.files ({type(e).__name__})",
+                                     hint="this is not a bundle statement; refusing the bundle") from e
+
+
 def _verify_open(f: BinaryIO, where: str, trust: TrustPolicy, now: dt.datetime) -> VerificationResult:
     results: list[AuthorityResult] = []
     required = trust.required
@@ -194,24 +249,15 @@ def _verify_open(f: BinaryIO, where: str, trust: TrustPolicy, now: dt.datetime) 
     def fail(error: BundlerError) -> VerificationResult:
         return VerificationResult(tuple(results), required, failure=error)
 
-    # 1: headers only
+    # 1: headers only, bounded by the statement; 2: the statement and signature files, capped
     try:
-        index = archive.read_index(f)
-    except ArchiveError as e:  # includes UnsafeArchiveError
-        return fail(e)
-    statement_member = index.get(archive.STATEMENT)
-    if statement_member is None:
-        return fail(VerificationError(f"{where}: no {archive.STATEMENT}: not an airgap bundle"))
-    signatures = index.signatures
-    if not signatures:
-        return fail(UnsignedBundleError(f"{where}: the bundle carries no signature",
-                                        hint="the vendor signs at build time; ask for a signed bundle"))
-
-    # 2: statement and signature files into memory, capped
-    try:
-        statement = archive.read_member(f, statement_member, cap=MAX_STATEMENT_BYTES)
+        index, statement = scan(f, where)
+        signatures = index.signatures
+        if not signatures:
+            return fail(UnsignedBundleError(f"{where}: the bundle carries no signature",
+                                            hint="the vendor signs at build time; ask for a signed bundle"))
         signature_files = {a: archive.read_member(f, m, cap=MAX_SIGNATURE_BYTES) for a, m in signatures.items()}
-    except ArchiveError as e:
+    except (ArchiveError, VerificationError) as e:  # ArchiveError includes UnsafeArchiveError
         return fail(e)
 
     # 3: each signature on its own

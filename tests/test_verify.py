@@ -26,6 +26,7 @@ from bundler.errors import (
     UnsafeArchiveError,
     UnsignedBundleError,
     UntrustedKeyError,
+    VerificationError,
 )
 from tests.conftest import REPO
 from tests.support.bundles import (
@@ -435,3 +436,88 @@ def test_cli_verify_rejections_exit_with_their_code(world: dict, run_cli) -> Non
     empty = write_policy(world["tmp"] / "none.yaml", {"customer": {"keys": [world["customer_pub"]]}})
     res = run_cli("verify", str(expired.path), "--policy", str(empty))
     assert res.returncode == 27
+
+
+# --- bounded work on hostile bundles ------------------------------------------------------------------------
+
+
+class _CountingReader(io.RawIOBase):
+    """A read-only file that counts the bytes handed out: proof of how much of a bundle a scan touched."""
+
+    def __init__(self, path: Path) -> None:
+        self._f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def readinto(self, b) -> int:  # type: ignore[no-untyped-def]
+        n = self._f.readinto(b)
+        self.bytes_read += n or 0
+        return n  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
+
+
+def test_appended_members_stop_the_scan_at_the_first_unlisted_one(world: dict) -> None:
+    # 20,000 one-byte members appended after the signatures, as `tar -rf` would: the statement (read
+    # first) does not list them, so the first one dooms the bundle and no further header is read.
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]})
+    with tarfile.open(built.path, "a", format=tarfile.PAX_FORMAT) as tf:
+        for i in range(20_000):
+            info = tarfile.TarInfo(f"zz/junk-{i:05d}")
+            info.size = 1
+            tf.addfile(info, io.BytesIO(b"j"))
+    size = built.path.stat().st_size
+    assert size > 15 * 1024 * 1024
+    reader = _CountingReader(built.path)
+    with pytest.raises(UnlistedMemberError, match="zz/junk-00000 is not listed"):
+        verify.scan(reader, "b.tar")  # type: ignore[arg-type]
+    reader.close()
+    assert reader.bytes_read < 2 * 1024 * 1024, f"read {reader.bytes_read} of {size} bytes"
+    rejects(built.path, world["trust"], UnlistedMemberError, 26, world["tmp"], text="zz/junk-00000 is not listed")
+
+
+def test_signature_files_beyond_the_bound_are_refused(world: dict) -> None:
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]})
+    with tarfile.open(built.path, "a", format=tarfile.PAX_FORMAT) as tf:
+        for i in range(verify.MAX_SIGNATURE_MEMBERS):
+            info = tarfile.TarInfo(f"signatures/x{i}.sigstore.json")
+            info.size = 2
+            tf.addfile(info, io.BytesIO(b"{}"))
+    rejects(built.path, world["trust"], UnlistedMemberError, 26, world["tmp"],
+            text=f"more than {verify.MAX_SIGNATURE_MEMBERS} members under signatures/")
+
+
+def test_statement_not_first_is_not_a_bundle(world: dict) -> None:
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]})
+    out = world["tmp"] / "reordered.tar"
+    with tarfile.open(built.path) as src, tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as dst:
+        infos = src.getmembers()
+        for info in infos[1:] + infos[:1]:
+            dst.addfile(info, src.extractfile(info))
+    rejects(out, world["trust"], VerificationError, 20, world["tmp"], text="not bundle.intoto.json")
+
+
+def test_statement_without_a_files_list_cannot_bound_the_scan(world: dict) -> None:
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]})
+    out = world["tmp"] / "nofiles.tar"
+    with tarfile.open(built.path) as src, tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as dst:
+        for info in src.getmembers():
+            data = src.extractfile(info).read()  # type: ignore[union-attr]
+            if info.name == archive.STATEMENT:
+                data = b'{"predicate": {}}'
+                info.size = len(data)
+            dst.addfile(info, io.BytesIO(data))
+    rejects(out, world["trust"], StatementMismatchError, 29, world["tmp"], text="no readable predicate.files")
