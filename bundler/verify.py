@@ -207,36 +207,44 @@ def scan(f: BinaryIO, where: str) -> tuple[archive.BundleIndex, bytes]:
         UnlistedMemberError: a member the statement does not list, or too many signature files.
         ArchiveError, UnsafeArchiveError: from archive.read_index.
     """
-    seen: dict[str, Any] = {"statement": None, "signatures": 0}
-    listed: set[str] = set()
+    bound = _ScanBound(where)
+    index = archive.read_index(f, admit=bound)
+    if bound.statement is None:
+        raise VerificationError(f"{where}: no {archive.STATEMENT}: not an airgap bundle")
+    return index, bound.statement
 
-    def admit(f: BinaryIO, member: archive.Member) -> None:
-        if seen["statement"] is None:
+
+@dataclass
+class _ScanBound:
+    """The `admit` callback of `scan`: remembers the statement and what it lets in."""
+
+    where: str
+    statement: bytes | None = None
+    listed: frozenset[str] = frozenset()
+    signature_files: int = 0
+
+    def __call__(self, f: BinaryIO, member: archive.Member) -> None:
+        if self.statement is None:
             if member.name != archive.STATEMENT:
-                raise VerificationError(f"{where}: the first member is {member.name!r}, not {archive.STATEMENT}: "
-                                        "not an airgap bundle")
-            seen["statement"] = archive.read_member(f, member, cap=MAX_STATEMENT_BYTES)
-            listed.update(_listed_paths(seen["statement"]))
+                raise VerificationError(f"{self.where}: the first member is {member.name!r}, not "
+                                        f"{archive.STATEMENT}: not an airgap bundle")
+            self.statement = archive.read_member(f, member, cap=MAX_STATEMENT_BYTES)
+            self.listed = _listed_paths(self.statement)
         elif member.name.startswith(archive.SIGNATURES_DIR):
-            seen["signatures"] += 1
-            if seen["signatures"] > MAX_SIGNATURE_MEMBERS:
-                raise UnlistedMemberError(f"{where}: more than {MAX_SIGNATURE_MEMBERS} members under "
+            self.signature_files += 1
+            if self.signature_files > MAX_SIGNATURE_MEMBERS:
+                raise UnlistedMemberError(f"{self.where}: more than {MAX_SIGNATURE_MEMBERS} members under "
                                           f"{archive.SIGNATURES_DIR}", hint="refusing the bundle")
-        elif member.name not in listed:
-            raise UnlistedMemberError(f"{where}: member {member.name} is not listed in the statement",
+        elif member.name not in self.listed:
+            raise UnlistedMemberError(f"{self.where}: member {member.name} is not listed in the statement",
                                       hint="a file was added or renamed after signing; refusing the bundle")
 
-    index = archive.read_index(f, admit=admit)
-    if seen["statement"] is None:
-        raise VerificationError(f"{where}: no {archive.STATEMENT}: not an airgap bundle")
-    return index, seen["statement"]
 
-
-def _listed_paths(statement: bytes) -> set[str]:
+def _listed_paths(statement: bytes) -> frozenset[str]:
     """The `predicate.files[].path` strings of an untrusted statement (checked properly in step 5)."""
     try:
         files = _strict_json(statement)["predicate"]["files"]
-        return {entry["path"] for entry in files if isinstance(entry["path"], str)}
+        return frozenset(entry["path"] for entry in files if isinstance(entry["path"], str))
     except (ValueError, UnicodeDecodeError, KeyError, TypeError) as e:
         raise StatementMismatchError(f"{archive.STATEMENT}: no readable predicate.files ({type(e).__name__})",
                                      hint="this is not a bundle statement; refusing the bundle") from e
