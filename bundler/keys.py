@@ -99,6 +99,13 @@ def fingerprint(public_key: PublicKey) -> str:
     return "SHA256:" + hashlib.sha256(public_der(public_key)).hexdigest()
 
 
+def key_hint(public_key: PublicKey) -> str:
+    """The Sigstore bundle `publicKey.hint` as sigstore-go writes it: standard base64 of the sha256 of
+    the DER SubjectPublicKeyInfo, so that verifiers which select keys by hint find ours. (Bundles
+    signed before 0.2 carry the `fingerprint` form; verify accepts both.)"""
+    return base64.b64encode(hashlib.sha256(public_der(public_key)).digest()).decode("ascii")
+
+
 def _ecdsa_hash(curve: ec.EllipticCurve) -> hashes.SHA256 | hashes.SHA384:
     # Sigstore key details: PKIX_ECDSA_P256_SHA_256, PKIX_ECDSA_P384_SHA_384.
     return hashes.SHA384() if isinstance(curve, ec.SECP384R1) else hashes.SHA256()
@@ -141,7 +148,7 @@ class Signer:
     @property
     def hint(self) -> str:
         """The value written to `verificationMaterial.publicKey.hint` when no certificate is carried."""
-        return self.fingerprint
+        return key_hint(self.public_key)
 
 
 def _read_capped(path: Path, cap: int, what: str) -> bytes:

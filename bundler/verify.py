@@ -62,7 +62,15 @@ from .errors import (
     UntrustedKeyError,
     VerificationError,
 )
-from .keys import VENDOR, AuthorityPolicy, TrustPolicy, check_public_key, fingerprint, verify_signature
+from .keys import (
+    VENDOR,
+    AuthorityPolicy,
+    TrustPolicy,
+    check_public_key,
+    fingerprint,
+    key_hint,
+    verify_signature,
+)
 
 log = logging.getLogger(__name__)
 
@@ -369,7 +377,9 @@ def _check_signature(authority: str, data: bytes, statement: bytes, policy: Auth
             candidates = [key]
         elif "publicKey" in material:
             hint = material["publicKey"].get("hint") or ""
-            pinned = [k for k in policy.keys if k.fingerprint == hint] or ([] if hint else list(policy.keys))
+            # sigstore-go's hint form, or the fingerprint form of bundles signed before it; no hint: try all
+            pinned = ([k for k in policy.keys if hint in (key_hint(k.public_key), k.fingerprint)]
+                      or ([] if hint else list(policy.keys)))
             if not pinned:
                 raise UntrustedKeyError(f"{member}: signed by key {hint}, which the policy does not trust "
                                         f"for {authority}", hint="add the key to the policy or ask for a correct signature")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import base64
 import datetime as dt
 import io
 import json
@@ -521,3 +522,29 @@ def test_statement_without_a_files_list_cannot_bound_the_scan(world: dict) -> No
                 info.size = len(data)
             dst.addfile(info, io.BytesIO(data))
     rejects(out, world["trust"], StatementMismatchError, 29, world["tmp"], text="no readable predicate.files")
+
+
+# --- the publicKey hint ---------------------------------------------------------------------------------------
+
+
+def test_pinned_key_hint_is_sigstore_go_form_and_the_earlier_form_still_verifies(tmp_path: Path) -> None:
+    pki = Pki(tmp_path / "pki")
+    signer, pub = pki.signer("vendor", "ecdsa-p256")
+    _, other_pub = pki.signer("other", "ecdsa-p256")
+    trust = keys.load_trust(write_policy(tmp_path / "p.yaml", {"vendor": {"keys": [other_pub, pub]}}))
+    built = build_bundle(tmp_path / "b.tar", {"vendor": signer})
+    with open(built.path, "rb") as f:
+        index = archive.read_index(f)
+        doc = json.loads(archive.read_member(f, index.signatures["vendor"], cap=1 << 20))
+    hint = doc["verificationMaterial"]["publicKey"]["hint"]
+    assert hint == keys.key_hint(signer.public_key) and len(base64.b64decode(hint, validate=True)) == 32
+    assert verify.verify(built.path, trust, now=NOW)
+    # A bundle signed before the change carries `SHA256:<hex>`: it still selects the key and verifies.
+    doc["verificationMaterial"]["publicKey"]["hint"] = signer.fingerprint
+    archive.append_signature(built.path, "vendor", json.dumps(doc).encode(), replace=True)
+    result = verify.verify(built.path, trust, now=NOW)
+    assert result and result.authorities[0].keyid == signer.fingerprint
+    # A hint naming no configured key is refused, in either form.
+    doc["verificationMaterial"]["publicKey"]["hint"] = keys.key_hint(pki.signer("x", "ecdsa-p256")[0].public_key)
+    archive.append_signature(built.path, "vendor", json.dumps(doc).encode(), replace=True)
+    rejects(built.path, trust, UntrustedKeyError, 25, tmp_path, text="which the policy does not trust")
