@@ -144,6 +144,7 @@ class Signer:
     fingerprint: str
     certificate: x509.Certificate | None = None
     source: str = ""
+    intermediates: tuple[x509.Certificate, ...] = ()  # issuing CAs between the leaf and a root, leaf's first
 
     @property
     def hint(self) -> str:
@@ -264,16 +265,49 @@ def load_private_key(data: bytes, *, source: str, password: PasswordFn | None = 
 
 
 def load_certificate(path: Path) -> x509.Certificate:
+    return load_certificates(path)[0]
+
+
+def load_certificates(path: Path) -> tuple[x509.Certificate, ...]:
+    """Every certificate in a PEM file (a leaf followed by its intermediates, as in a fullchain file),
+    or the one certificate of a DER file."""
     data = _read_capped(path, MAX_KEY_FILE_BYTES, "certificate")
     try:
-        return x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data else x509.load_der_x509_certificate(data)
+        if b"-----BEGIN" in data:
+            return tuple(x509.load_pem_x509_certificates(data))
+        return (x509.load_der_x509_certificate(data),)
     except ValueError as e:
         raise InputError(f"{path}: not an X.509 certificate: {e}") from e
 
 
+def is_self_signed(cert: x509.Certificate) -> bool:
+    """Issuer equals subject and the certificate's own key verifies it: a root."""
+    if cert.issuer != cert.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(cert)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _check_chain_file(path: Path, chain: tuple[x509.Certificate, ...]) -> None:
+    # Signers carry the leaf and its intermediates in issuing order, never the root (the Sigstore
+    # bundle's rule: verifiers hold the roots), so a verifier builds the path and trusts nothing here.
+    for i, (cert, issuer) in enumerate(zip(chain, chain[1:], strict=False)):
+        if cert.issuer != issuer.subject:
+            raise InputError(f"{path}: certificate {i + 2} ({issuer.subject.rfc4514_string()}) did not issue "
+                             f"certificate {i + 1} ({cert.subject.rfc4514_string()})",
+                             hint="list the leaf first, then each intermediate CA in issuing order")
+    if len(chain) > 1 and is_self_signed(chain[-1]):
+        raise InputError(f"{path}: the chain ends with a self-signed root ({chain[-1].subject.rfc4514_string()})",
+                         hint="leave the root out: verifiers take it from their policy")
+
+
 def load_signer(key_path: Path | str, *, cert_path: Path | str | None = None,
                 password: PasswordFn | None = None) -> Signer:
-    """Load a signing key and, optionally, the X.509 leaf certificate that names its public key.
+    """Load a signing key and, optionally, the X.509 leaf certificate that names its public key,
+    followed in the same PEM file by the intermediate CAs that issued it (no root).
 
     Raises:
         InputError: unreadable or unsupported key, wrong password, or a certificate for another key.
@@ -282,13 +316,16 @@ def load_signer(key_path: Path | str, *, cert_path: Path | str | None = None,
     key = load_private_key(_read_capped(key_path, MAX_KEY_FILE_BYTES, "private key"),
                            source=str(key_path), password=password)
     public_key = check_public_key(key.public_key(), what=str(key_path))
-    cert = None
+    cert: x509.Certificate | None = None
+    intermediates: tuple[x509.Certificate, ...] = ()
     if cert_path is not None:
-        cert = load_certificate(Path(cert_path))
+        cert, *rest = load_certificates(Path(cert_path))
+        intermediates = tuple(rest)
         if public_der(cert.public_key()) != public_der(public_key):  # type: ignore[arg-type]
             raise InputError(f"{cert_path}: the certificate is for another key than {key_path}",
-                             hint="pass the certificate issued for this signing key")
-    return Signer(key, public_key, fingerprint(public_key), cert, str(key_path))
+                             hint="pass the certificate issued for this signing key (first in the file)")
+        _check_chain_file(Path(cert_path), (cert, *intermediates))
+    return Signer(key, public_key, fingerprint(public_key), cert, str(key_path), intermediates)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -334,11 +371,12 @@ def _signing_hash(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384 | None:
 def issue_certificate(public_key: PublicKey, *, common_name: str, not_after: dt.datetime,
                       not_before: dt.datetime | None = None,
                       issuer_key: PrivateKey, issuer_cert: x509.Certificate | None = None,
-                      ca: bool = False) -> x509.Certificate:
+                      ca: bool = False, path_length: int | None = 0) -> x509.Certificate:
     """Issue an X.509 certificate for `public_key`, self-signed when `issuer_cert` is None.
 
     A CA certificate (`ca=True`) may sign certificates and nothing else; a leaf may sign code
     (digitalSignature, extended key usage codeSigning), as Sigstore signing certificates do.
+    `path_length` is the CA's pathLenConstraint: 0 issues leaves only, 1 also intermediates, None no limit.
     """
     now = dt.datetime.now(dt.UTC)
     not_before = not_before or now - dt.timedelta(minutes=5)
@@ -349,7 +387,7 @@ def issue_certificate(public_key: PublicKey, *, common_name: str, not_after: dt.
         .subject_name(subject).issuer_name(issuer).public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before).not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=path_length if ca else None), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
     )
     if ca:
