@@ -231,16 +231,24 @@ def sign_command(bundle: str, authority: str, key_path: str, cert_path: str | No
               help="Verification policy YAML: authorities, which are required, their roots or keys.")
 @click.option("--extract", "extract_to", type=click.Path(file_okay=False),
               help="After every check passed, extract into this new folder.")
+@click.option("--at", "at_time", metavar="TIME",
+              help="Audit a stored bundle: check validity at TIME (RFC 3339) instead of now. Not with --extract.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def verify_command(bundle: str, policy: str, extract_to: str | None, as_json: bool) -> None:
+def verify_command(bundle: str, policy: str, extract_to: str | None, at_time: str | None, as_json: bool) -> None:
     """Verify a bundle offline: signatures against the policy, then every member; optionally extract.
 
     Nothing is written unless every check passed. Exit codes 20-29 name the rejection (README).
     """
     from . import keys, verify
 
+    if at_time and extract_to:
+        raise UsageError("--at checks validity at another time, for audits; --extract delivers, which requires "
+                         "validity now", hint="drop --at to extract, or --extract to audit")
     trust = keys.load_trust(policy)
-    now = datetime.datetime.now(datetime.UTC)
+    now = keys.parse_time(at_time, "--at") if at_time else datetime.datetime.now(datetime.UTC)
+    when = f"validity checked at {now.isoformat()} (--at: an audit, not an acceptance for delivery)"
+    if at_time and not as_json:
+        click.echo(when)
     try:
         if extract_to:
             result = verify.verify_and_extract(bundle, trust, extract_to, now=now)
@@ -252,7 +260,8 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, as_json: bo
                                                             "message": str(exc)}}))
         raise
     if as_json:
-        click.echo(json.dumps({**result.to_json(), "extractedTo": extract_to}, indent=2))
+        click.echo(json.dumps({**result.to_json(), "extractedTo": extract_to, "validAt": now.isoformat(),
+                               "validAtGiven": bool(at_time)}, indent=2))
         return
     for a in result.authorities:
         if a.ok:
@@ -262,7 +271,7 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, as_json: bo
         else:
             click.echo(f"signature skipped: {a.authority}: {a.reason}")
     click.echo(f"verified {bundle}: {result.members_checked} members match statement sha256:{result.statement_sha256}"
-               + (f"; extracted to {extract_to}" if extract_to else ""))
+               + (f"; extracted to {extract_to}" if extract_to else "") + (f"; {when}" if at_time else ""))
 # --- sweep -------------------------------------------------------------------------------------
 
 @cli.command("sweep")

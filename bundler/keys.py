@@ -480,7 +480,8 @@ class TrustPolicy:
         return frozenset(name for name, a in self.authorities.items() if a.required)
 
 
-def _parse_time(value: Any, where: str) -> dt.datetime:
+def parse_time(value: Any, where: str) -> dt.datetime:
+    """An RFC 3339 time (or a YAML date), as UTC; a time without a zone is taken as UTC."""
     if isinstance(value, dt.datetime):
         t = value
     elif isinstance(value, dt.date):
@@ -564,7 +565,7 @@ def load_trust(path: Path | str) -> TrustPolicy:
             raise InputError(f"{where}: authority {name!r} listed twice")
         roots = tuple(c for r in entry.get("roots", []) for c in load_roots(base / r))
         keys = tuple(
-            load_pinned_key(base / k["path"], not_after=_parse_time(k["notAfter"], where) if "notAfter" in k else None)
+            load_pinned_key(base / k["path"], not_after=parse_time(k["notAfter"], where) if "notAfter" in k else None)
             for k in entry.get("keys", [])
         )
         required = bool(entry.get("required", name == VENDOR))

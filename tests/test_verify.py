@@ -548,3 +548,33 @@ def test_pinned_key_hint_is_sigstore_go_form_and_the_earlier_form_still_verifies
     doc["verificationMaterial"]["publicKey"]["hint"] = keys.key_hint(pki.signer("x", "ecdsa-p256")[0].public_key)
     archive.append_signature(built.path, "vendor", json.dumps(doc).encode(), replace=True)
     rejects(built.path, trust, UntrustedKeyError, 25, tmp_path, text="which the policy does not trust")
+
+
+# --- verify --at: validity at a stated time, for audits ------------------------------------------------------
+
+
+def test_cli_verify_at_a_stated_time_is_labelled_and_never_extracts(world: dict, run_cli) -> None:
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]})
+    policy = str(world["policy"])
+    leaf = world["vendor"].certificate  # valid from NOW - 1 day to NOW + 30 days
+    inside = (NOW + dt.timedelta(days=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    res = run_cli("verify", str(built.path), "--policy", policy, "--at", inside)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[0].startswith(f"validity checked at {inside[:-1]}+00:00 (--at: an audit")
+    assert "not an acceptance for delivery" in res.stdout.splitlines()[-1]
+    doc = json.loads(run_cli("verify", str(built.path), "--policy", policy, "--at", inside, "--json").stdout)
+    assert doc["ok"] and doc["validAtGiven"] is True and doc["validAt"].startswith(inside[:-1])
+    # After the leaf's notAfter: rejected as expired, although it is valid now.
+    after = (leaf.not_valid_after_utc + dt.timedelta(seconds=1)).isoformat()
+    res = run_cli("verify", str(built.path), "--policy", policy, "--at", after)
+    assert res.returncode == 23 and "signing certificate serial" in res.stderr and "expired" in res.stderr
+    # Before its notBefore: not yet valid (same code, its own message).
+    before = (leaf.not_valid_before_utc - dt.timedelta(seconds=1)).isoformat()
+    res = run_cli("verify", str(built.path), "--policy", policy, "--at", before)
+    assert res.returncode == 23 and "is not valid before" in res.stderr
+    # Delivery always checks now: --at with --extract is a usage error and nothing is written.
+    dest = world["tmp"] / "out"
+    res = run_cli("verify", str(built.path), "--policy", policy, "--at", inside, "--extract", str(dest))
+    assert res.returncode == 2 and "requires validity now" in res.stderr and not dest.exists()
+    res = run_cli("verify", str(built.path), "--policy", policy, "--at", "next tuesday")
+    assert res.returncode == 2 and "--at: invalid time 'next tuesday'" in res.stderr
