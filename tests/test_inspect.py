@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from bundler import archive, audit, inspect, sign, verify
+from bundler import archive, audit, inspect, keys, sign, verify
 from bundler.bom import CrossplanePackageEntry, ManifestEntry
 from bundler.errors import (
     ArchiveError,
@@ -39,6 +39,7 @@ from tests.support.bundles import (
     statement_for,
     tar_info,
     tar_with,
+    write_policy,
 )
 from tests.support.bundles import world as make_world
 
@@ -153,7 +154,7 @@ def _signature_doc(world: dict, **change: Any) -> dict[str, Any]:
     ({"verificationMaterial__certificate__rawBytes": base64.b64encode(b"not DER").decode()},
      "unreadable certificate"),
     ({"verificationMaterial__certificate": None, "verificationMaterial__x509CertificateChain": {"certificates": []}},
-     "certificate chain"),
+     "unreadable certificate: no certificate carried"),
 ])
 def test_problems_with_a_signature_file_are_seen_without_a_policy(world: dict, change: dict, problem: str) -> None:
     path = world["built"].path
@@ -165,10 +166,35 @@ def test_problems_with_a_signature_file_are_seen_without_a_policy(world: dict, c
     check_shape(ins.to_json())
 
 
-def test_public_key_without_hint_names_no_key(world: dict) -> None:
-    doc = _signature_doc(world, verificationMaterial__certificate=None, verificationMaterial__publicKey={"hint": ""})
+@pytest.mark.parametrize("hint, keyid", [
+    ("", None),
+    ("SHA256:" + "ab" * 32, "SHA256:" + "ab" * 32),  # the fingerprint form of older bundles
+    (base64.b64encode(bytes(range(32))).decode(), "SHA256:" + bytes(range(32)).hex()),  # sigstore-go's form
+    ("not base64!", "not base64!"), (base64.b64encode(b"short").decode(), base64.b64encode(b"short").decode()),
+])
+def test_public_key_hint_is_shown_as_a_fingerprint_when_it_is_one(world: dict, hint: str, keyid: str | None) -> None:
+    doc = _signature_doc(world, verificationMaterial__certificate=None, verificationMaterial__publicKey={"hint": hint})
     info = inspect.describe_signature("x", json.dumps(doc).encode(), world["built"].statement, NOW)
-    assert info.keyid is None and info.key_from is None and not info.problems
+    assert info.keyid == keyid and info.key_from == ("hint" if hint else None) and not info.problems
+
+
+def test_the_customer_hint_names_the_customer_key(world: dict) -> None:
+    (customer,) = [s for s in inspect.inspect(world["built"].path, now=NOW).signatures if s.authority == "customer"]
+    assert customer.keyid == world["customer"].fingerprint and customer.key_from == "hint"
+
+
+def test_a_certificate_chain_shows_its_leaf_and_how_many_intermediates(world: dict) -> None:
+    pki = world["pki"]
+    root = pki.ca("corp", path_length=1)
+    signer, _ = pki.cert_signer("chained", pki.intermediate("issuing", root))
+    built = build_bundle(world["tmp"] / "c.tar", {"vendor": signer})
+    trust = keys.load_trust(write_policy(world["tmp"] / "corp.yaml", {"vendor": {"roots": [root[2]]}}))
+    ins = inspect.inspect(built.path, now=NOW, trust=trust)
+    (v,) = ins.signatures
+    assert ins.trust == "signed" and v.status == "accepted" and v.intermediates == 1
+    assert v.subject == "CN=chained signing" and v.issuer == "CN=issuing intermediate CA"
+    assert "(+1 intermediate CA carried)" in inspect.render_text(ins)
+    check_shape(ins.to_json())
 
 
 def test_overlays_packages_exemptions_and_narrowed_indexes_are_shown(world: dict) -> None:
@@ -244,7 +270,9 @@ _info = tar_info
      UnsafeArchiveError, 12, "'..'"),
     (lambda w: _append(w, b"hidden"), UnsafeArchiveError, 12, "after the end-of-archive"),
     (lambda w: _only(w, {"readme.txt": b"hi"}), VerificationError, 20, "not an airgap bundle"),
-    (lambda w: _only(w, {archive.STATEMENT: b"{not json"}), StatementMismatchError, 29, "not valid JSON"),
+    (lambda w: _only(w, {archive.STATEMENT: b"{not json"}), StatementMismatchError, 29, "no readable predicate.files"),
+    (lambda w: _only(w, {archive.STATEMENT: b'{ "predicate": {"files": []}}'}), StatementMismatchError, 29,
+     "not in RFC 8785 canonical form"),
 ])
 def test_broken_and_hostile_files_are_refused_like_verify(world: dict, make: Any, error: type, code: int,
                                                           text: str, run_cli: Any) -> None:
