@@ -35,7 +35,7 @@ import jsonschema
 
 from . import __version__
 from .errors import ArchiveError, InputError
-from .keys import TrustPolicy
+from .keys import MAX_POLICY_BYTES, TrustPolicy, read_capped
 from .verify import VerificationResult, require
 
 API_VERSION = "airgap-bundle.dev/v1"
@@ -71,7 +71,8 @@ class RecordedImage:
     """An image of the accepted bundle: its cluster-local name and the digest it is pinned to."""
 
     local: str
-    digest: str
+    digest: str  # the bundled index or manifest
+    platforms: tuple[str, ...] = ()  # each platform manifest's digest (a runtime may report either)
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ class VerificationRecord:
             "authorities": [{"authority": a.authority, "keyid": a.keyid, "serial": a.serial,
                              "notAfter": _rfc3339(a.not_after) if a.not_after else None} for a in self.authorities],
             "imageCount": self.image_count,
-            "images": [{"local": i.local, "digest": i.digest} for i in self.images],
+            "images": [{"local": i.local, "digest": i.digest, "platforms": list(i.platforms)} for i in self.images],
         }
 
     def to_text(self) -> str:
@@ -119,11 +120,12 @@ class VerificationRecord:
         return "\n".join(lines) + "\n"
 
     def names_image(self, query: str) -> bool:
-        """True if this record's bundle carried the image `query`: a digest (sha256:...), a reference
-        pinned by digest (as `kubectl get pods` reports imageID), or a local reference by name."""
+        """True if this record's bundle carried the image `query`: a digest (sha256:..., of the index or
+        of one platform's manifest), a reference pinned by digest (as `kubectl get pods` reports
+        imageID), or a local reference by name."""
         digest = query[query.index("sha256:"):] if "sha256:" in query else None
         for image in self.images:
-            if digest is not None and image.digest == digest:
+            if digest is not None and digest in (image.digest, *image.platforms):
                 return True
             if query in (image.local, image.local.split("@", 1)[0]):
                 return True
@@ -159,7 +161,8 @@ class VerificationRecord:
             tool_version=doc["tool"]["version"], action=doc["action"],
             destination=doc["destination"], image_count=doc["imageCount"],
             bundle_name=bundle.get("name"), bundle_version=bundle.get("version"),
-            images=tuple(RecordedImage(i["local"], i["digest"]) for i in doc.get("images", ())),
+            images=tuple(RecordedImage(i["local"], i["digest"], tuple(i.get("platforms", ())))
+                         for i in doc.get("images", ())),
         )
 
 
@@ -179,7 +182,8 @@ def record_for(result: VerificationResult, *, policy: Path | TrustPolicy, action
     bundle_sha256 = bundle_sha256 or result.bundle_sha256
     if not bundle_sha256 or not result.statement_sha256:
         raise ValueError("record_for needs the bundle's sha256: pass bundle_sha256= or a result from verify()")
-    images = tuple(RecordedImage(i.local, i.bundled_digest) for i in result.bom.images) if result.bom else ()
+    images = tuple(RecordedImage(i.local, i.bundled_digest, tuple(p.digest for p in i.platforms))
+                   for i in result.bom.images) if result.bom else ()
     return VerificationRecord(
         bundle_sha256=bundle_sha256, statement_sha256=result.statement_sha256,
         policy_sha256=policy.sha256 if isinstance(policy, TrustPolicy) else _file_sha256(policy),
@@ -269,13 +273,7 @@ def read_records(path: Path, *, cap: int = MAX_LOG_BYTES) -> list[VerificationRe
     Raises:
         InputError: unreadable, too large, not JSON (names the line), or not a record.
     """
-    try:
-        with open(path, "rb") as f:
-            data = f.read(cap + 1)
-    except OSError as e:
-        raise InputError(f"{path}: cannot read: {e.strerror or e}") from e
-    if len(data) > cap:
-        raise InputError(f"{path}: larger than {cap} bytes", hint="split or rotate the audit log")
+    data = read_capped(path, cap, "verification records")
     records = []
     for number, line in enumerate(data.split(b"\n"), 1):
         if not line.strip():
@@ -293,10 +291,7 @@ def read_records(path: Path, *, cap: int = MAX_LOG_BYTES) -> list[VerificationRe
 
 
 def _file_sha256(path: Path) -> str:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError as e:
-        raise InputError(f"{path}: cannot read the policy: {e.strerror or e}") from e
+    return hashlib.sha256(read_capped(path, MAX_POLICY_BYTES, "policy")).hexdigest()
 
 
 def _rfc3339(t: dt.datetime) -> str:

@@ -21,6 +21,8 @@ Shape of `to_json()`: `schemas/inspection.schema.json` (docs/inspect-and-audit.m
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import hashlib
 from collections.abc import Mapping
@@ -56,6 +58,7 @@ class SignatureInfo:
     not_after: dt.datetime | None = None
     days_left: int | None = None  # whole days until notAfter; negative once expired
     signs_statement: bool | None = None  # the DSSE payload is the statement's bytes
+    intermediates: int = 0  # intermediate CA certificates carried with the leaf (x509CertificateChain)
 
 
 @dataclass(frozen=True)
@@ -152,7 +155,7 @@ class Inspection:
                 "narrowed": i.bundled_digest != i.upstream_digest, "mediaType": i.media_type,
                 "platforms": [{"platform": p.platform, "digest": p.digest, "manifestSize": p.size}
                               for p in i.platforms],
-                "attestations": len(i.attestations),
+                "attestations": list(i.attestations),
                 "exemptions": [{"platform": p, "reason": r} for p, r in i.exemptions],
             } for i in b.images],
             "charts": [{"name": c.name, "version": c.version, "path": c.path, "digest": c.digest,
@@ -214,7 +217,9 @@ def describe_signature(authority: str, data: bytes, statement: bytes, now: dt.da
         fields["signs_statement"] = parsed.payload == statement
         if not fields["signs_statement"]:
             problems.append("signs a different statement than this bundle's")
-        if parsed.material == "certificate":
+        if parsed.material == "publicKey":
+            fields.update(keyid=_hint_fingerprint(parsed.hint), key_from="hint" if parsed.hint else None)
+        else:  # a certificate, or a chain: the leaf first, then its intermediates
             try:
                 cert = parsed.certificate()
                 key = check_public_key(cert.public_key(), what=f"{authority} certificate")
@@ -223,11 +228,8 @@ def describe_signature(authority: str, data: bytes, statement: bytes, now: dt.da
             else:
                 fields.update(keyid=fingerprint(key), key_from="certificate", subject=cert.subject.rfc4514_string(),
                               issuer=cert.issuer.rfc4514_string(), serial=format(cert.serial_number, "x"),
-                              not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc)
-        elif parsed.material == "publicKey":
-            fields.update(keyid=parsed.hint or None, key_from="hint" if parsed.hint else None)
-        else:
-            problems.append("carries a certificate chain, not a leaf certificate")
+                              not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
+                              intermediates=len(parsed.certificates) - 1)
     status: Status = "unchecked"
     reason = None
     if result is not None:
@@ -240,6 +242,18 @@ def describe_signature(authority: str, data: bytes, statement: bytes, now: dt.da
     return SignatureInfo(authority, status, reason, tuple(problems), days_left=days_left, **fields)
 
 
+def _hint_fingerprint(hint: str) -> str | None:
+    """A publicKey hint as a fingerprint (SHA256:<hex>): sigstore-go's form is the base64 of the same
+    sha256 (keys.key_hint); bundles signed before it carry the fingerprint itself."""
+    if not hint or hint.startswith("SHA256:"):
+        return hint or None
+    try:
+        digest = base64.b64decode(hint, validate=True)
+    except binascii.Error:
+        return hint
+    return "SHA256:" + digest.hex() if len(digest) == 32 else hint
+
+
 def _signature_json(s: SignatureInfo) -> dict[str, Any]:
     def t(v: dt.datetime | None) -> str | None:
         return v.strftime("%Y-%m-%dT%H:%M:%SZ") if v else None
@@ -247,7 +261,8 @@ def _signature_json(s: SignatureInfo) -> dict[str, Any]:
     return {"authority": s.authority, "member": archive.signature_name(s.authority), "status": s.status,
             "reason": s.reason, "problems": list(s.problems), "keyid": s.keyid, "keyFrom": s.key_from,
             "subject": s.subject, "issuer": s.issuer, "serial": s.serial, "notBefore": t(s.not_before),
-            "notAfter": t(s.not_after), "daysLeft": s.days_left, "signsStatement": s.signs_statement}
+            "notAfter": t(s.not_after), "daysLeft": s.days_left, "signsStatement": s.signs_statement,
+            "intermediates": s.intermediates}
 
 
 def render_text(ins: Inspection) -> str:
@@ -267,6 +282,8 @@ def render_text(ins: Inspection) -> str:
         lines.append(f"    bundled    {i.bundled_digest} ({same})")
         for p in i.platforms:
             lines.append(f"    platform   {p.platform:<14} {p.digest} (manifest {p.size:,} bytes)")
+        if i.attestations:
+            lines.append(f"    attested   {_n(len(i.attestations), 'attestation manifest')} kept with the index")
         for plat, why in i.exemptions:
             lines.append(f"    exempted   {plat}: {why}")
     lines.append(f"charts ({len(b.charts)})")
@@ -285,17 +302,24 @@ def render_text(ins: Inspection) -> str:
                "policy": " (the policy's pinned key)", None: ""}[s.key_from]
         lines.append(f"  {s.authority:<10} {s.status:<13} key {s.keyid or '-'}{key}")
         if s.subject:
-            lines.append(f"             certificate {s.subject}, issuer {s.issuer}, serial {s.serial}")
+            chain = f" (+{_n(s.intermediates, 'intermediate CA')} carried)" if s.intermediates else ""
+            lines.append(f"             certificate {s.subject}, issuer {s.issuer}, serial {s.serial}{chain}")
         if s.not_after:
-            left = f"{s.days_left} days left" if s.days_left is not None and s.days_left >= 0 else "EXPIRED"
+            left = (f"{_n(s.days_left, 'day')} left" if s.days_left is not None and s.days_left >= 0
+                    else f"EXPIRED {_n((ins.now - s.not_after).days, 'day')} ago")
             lines.append(f"             notAfter {s.not_after.strftime('%Y-%m-%dT%H:%M:%SZ')} ({left})")
         if s.reason:
             lines.append(f"             {s.reason}")
         lines += [f"             problem: {p}" for p in s.problems]
     t = ins.totals()
-    lines += ["", f"totals     {t['images']} images ({t['platforms']} platform manifests), {t['charts']} charts, "
-              f"{t['manifests']} manifests, {t['kustomizeOverlays']} Kustomize overlays, "
-              f"{t['crossplanePackages']} Crossplane packages, {t['signatures']} signatures",
-              f"           {t['files']} payload files, {t['payloadBytes']:,} bytes; {t['imageBlobs']} image blobs, "
-              f"{t['imageBlobBytes']:,} bytes"]
+    lines += ["", f"totals     {_n(t['images'], 'image')} ({_n(t['platforms'], 'platform manifest')}), "
+              f"{_n(t['charts'], 'chart')}, {_n(t['manifests'], 'manifest')}, "
+              f"{_n(t['kustomizeOverlays'], 'Kustomize overlay')}, {_n(t['crossplanePackages'], 'Crossplane package')}, "
+              f"{_n(t['signatures'], 'signature')}",
+              f"           {_n(t['files'], 'payload file')}, {t['payloadBytes']:,} bytes; "
+              f"{_n(t['imageBlobs'], 'image blob')}, {t['imageBlobBytes']:,} bytes"]
     return "\n".join(lines) + "\n"
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"

@@ -160,7 +160,7 @@ def open_verified(path: Path | str, trust: TrustPolicy, *, now: dt.datetime) -> 
         result = verify.require(verify.verify_file(f, str(path), trust, now=now))
         assert result.bom is not None  # an accepted result always carries its statement's predicate
         checked = {name: (size, sha) for name, size, sha in result.verified_files}
-        yield VerifiedBundle(Path(path), f, result, archive.read_index(f), result.bom, checked)
+        yield VerifiedBundle(Path(path), f, result, verify.scan(f, str(path))[0], result.bom, checked)
 
 
 # --------------------------------------------------------------------------------------------------

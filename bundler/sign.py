@@ -4,7 +4,8 @@ Input: the exact bytes of `bundle.intoto.json`, a `keys.Signer`, an authority na
 of `signatures/<authority>.sigstore.json`:
 
     {"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
-     "verificationMaterial": {"certificate": {"rawBytes": <leaf DER>}}   # or "publicKey": {"hint": fp}
+     "verificationMaterial": {"certificate": {"rawBytes": <leaf DER>}}   # or "publicKey": {"hint": ...},
+                             # or "x509CertificateChain": {"certificates": [leaf, intermediates...]}
                              + "tlogEntries": [],
      "dsseEnvelope": {"payload": <statement bytes>, "payloadType": "application/vnd.in-toto+json",
                       "signatures": [{"sig": <sig over PAE>, "keyid": <fingerprint>}]}}
@@ -31,7 +32,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from sigstore_models.bundle.v1 import Bundle, VerificationMaterial
-from sigstore_models.common.v1 import PublicKeyIdentifier, X509Certificate
+from sigstore_models.common.v1 import PublicKeyIdentifier, X509Certificate, X509CertificateChain
 from sigstore_models.intoto import Envelope, Signature
 
 from .attest import PAYLOAD_TYPE, canonical_json, pae, strict_json
@@ -96,7 +97,13 @@ def sign(statement: bytes, signer: Signer, authority: str) -> bytes:
     if not verify_signature(signer.public_key, raw_sig, pae(PAYLOAD_TYPE, statement)):  # pragma: no cover
         raise InputError(f"{signer.source}: the signature just made does not verify")
 
-    if signer.certificate is not None:
+    if signer.certificate is not None and signer.intermediates:
+        # The Sigstore bundle's x509CertificateChain: the leaf, then the issuing intermediates, no root.
+        chain = [X509Certificate(raw_bytes=_b64(c.public_bytes(serialization.Encoding.DER)))
+                 for c in (signer.certificate, *signer.intermediates)]
+        material = VerificationMaterial(x509_certificate_chain=X509CertificateChain(certificates=chain),
+                                        tlog_entries=[])
+    elif signer.certificate is not None:
         der = signer.certificate.public_bytes(serialization.Encoding.DER)
         material = VerificationMaterial(certificate=X509Certificate(raw_bytes=_b64(der)), tlog_entries=[])
     else:
@@ -124,8 +131,8 @@ class SignatureFile:
     payload: bytes  # what was signed: must be the statement's bytes
     signature: bytes
     material: Literal["certificate", "publicKey", "x509CertificateChain"]
-    certificate_der: bytes | None = None  # the leaf, when material == "certificate"
-    hint: str = ""  # the publicKey hint (a key fingerprint; unauthenticated: it only selects a key)
+    certificates: tuple[bytes, ...] = ()  # DER, the leaf first, then any carried intermediates
+    hint: str = ""  # the publicKey hint (unauthenticated: it only selects a configured key)
 
     def certificate(self) -> x509.Certificate:
         """The carried leaf certificate.
@@ -133,9 +140,9 @@ class SignatureFile:
         Raises:
             ValueError: no certificate carried, or not DER X.509.
         """
-        if self.certificate_der is None:
+        if not self.certificates:
             raise ValueError("no certificate carried")
-        return x509.load_der_x509_certificate(self.certificate_der)
+        return x509.load_der_x509_certificate(self.certificates[0])
 
 
 def parse(data: bytes) -> SignatureFile:
@@ -160,13 +167,17 @@ def parse(data: bytes) -> SignatureFile:
         payload, signature = _unb64(envelope.get("payload")), _unb64(sigs[0].get("sig"))
         kinds = [k for k in ("certificate", "publicKey", "x509CertificateChain") if k in material]
         if len(kinds) != 1:
-            raise ValueError("verificationMaterial needs exactly one of certificate or publicKey")
+            raise ValueError("verificationMaterial needs exactly one of certificate, x509CertificateChain or publicKey")
         if kinds[0] == "certificate":
             return SignatureFile(payload, signature, "certificate",
-                                 certificate_der=_unb64(material["certificate"].get("rawBytes")))
+                                 certificates=(_unb64(material["certificate"].get("rawBytes")),))
         if kinds[0] == "publicKey":
             return SignatureFile(payload, signature, "publicKey", hint=str(material["publicKey"].get("hint") or ""))
-        return SignatureFile(payload, signature, "x509CertificateChain")
+        entries = material["x509CertificateChain"].get("certificates")
+        if not isinstance(entries, list):
+            raise ValueError("x509CertificateChain.certificates is not a list")
+        return SignatureFile(payload, signature, "x509CertificateChain",
+                             certificates=tuple(_unb64(e.get("rawBytes")) for e in entries))
     except (KeyError, TypeError, AttributeError, binascii.Error) as e:  # UnicodeDecodeError is a ValueError
         raise ValueError(str(e) or type(e).__name__) from e
 

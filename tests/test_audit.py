@@ -9,28 +9,23 @@ import json
 import os
 from pathlib import Path
 
-import jsonschema
 import pytest
 
 from bundler import archive, audit, keys, verify
 from bundler.errors import ArchiveError, ExpiredKeyError, InputError, UnlistedMemberError
 from tests.conftest import REPO
-from tests.support.bundles import NOW, Pki, build_bundle, sha, small_payload, write_policy
+from tests.support import shape
+from tests.support.bundles import NOW, build_bundle, sha, small_payload
+from tests.support.bundles import world as make_world
 
 SCHEMA = json.loads((REPO / "bundler" / "schemas" / "verification-record.schema.json").read_text())
 
 
 @pytest.fixture
 def world(tmp_path: Path) -> dict:
-    pki = Pki(tmp_path / "pki")
-    ca = pki.ca("vendor")
-    vendor, _ = pki.cert_signer("vendor", ca)
-    customer, customer_pub = pki.signer("customer", "ed25519")
-    policy = write_policy(tmp_path / "policy.yaml", {"vendor": {"roots": [ca[2]]},
-                                                     "customer": {"required": True, "keys": [customer_pub]}})
-    built = build_bundle(tmp_path / "b.tar", {"vendor": vendor, "customer": customer})
-    return {"pki": pki, "ca": ca, "vendor": vendor, "customer": customer, "policy": policy,
-            "trust": keys.load_trust(policy), "tmp": tmp_path, "built": built}
+    w = make_world(tmp_path, customer={"required": True})
+    w["built"] = build_bundle(tmp_path / "b.tar", {"vendor": w["vendor"], "customer": w["customer"]})
+    return w
 
 
 def accepted(world: dict) -> verify.VerificationResult:
@@ -59,7 +54,7 @@ def test_record_names_bundle_policy_and_every_accepted_key(world: dict) -> None:
     assert rec.image_count == 1 and rec.bundle_name == "demo" and rec.bundle_version == "1.0.0"
     assert rec.images[0].digest.startswith("sha256:") and rec.images[0].local.endswith(rec.images[0].digest)
     assert rec.time.tzinfo is not None and rec.time.microsecond == 0 and rec.tool_version
-    jsonschema.Draft202012Validator(SCHEMA).validate(rec.to_json())
+    shape.check_shape(rec.to_json(), SCHEMA)
 
 
 def test_record_round_trips_through_json_and_both_file_forms(world: dict) -> None:
@@ -93,7 +88,7 @@ def test_record_needs_a_bundle_digest() -> None:
     rec = audit.record_for(bare, bundle_sha256="c" * 64, policy=policy, action="push", destination="x", now=NOW)
     assert rec.images == () and rec.image_count == 0 and rec.bundle_name is None
     assert rec.policy_sha256 == sha(policy.read_bytes())
-    with pytest.raises(InputError, match="cannot read the policy"):
+    with pytest.raises(InputError, match="cannot read policy"):
         audit.record_for(bare, bundle_sha256="c" * 64, policy=policy.with_name("absent.yaml"), action="push",
                          destination="x", now=NOW)
 
@@ -110,7 +105,7 @@ def test_audit_log_appended_twice_is_never_truncated(world: dict) -> None:
     assert data.startswith(after_one) and data.count(b"\n") == 2
     assert audit.read_records(log) == [first, second]
     for line in data.splitlines():
-        jsonschema.Draft202012Validator(SCHEMA).validate(json.loads(line))
+        shape.check_shape(json.loads(line), SCHEMA)
 
 
 def test_a_torn_last_line_keeps_the_new_record_on_its_own_line(world: dict) -> None:
@@ -257,3 +252,12 @@ def test_cli_audit_log_needs_extract_and_a_writable_place(world: dict, run_cli) 
     res = run_cli("verify", bundle, "--policy", policy, "--extract", str(dest), "--audit-log", str(blocker / "a"))
     assert res.returncode == 2 and "cannot open the audit log" in res.stderr and "Traceback" not in res.stderr
     assert not dest.exists()
+
+
+def test_record_write_failing_at_the_rename_leaves_no_temp_file(world: dict) -> None:
+    rec = audit.record_for(accepted(world), policy=world["trust"], action="extract", destination="/a", now=NOW)
+    folder = world["tmp"] / "app"
+    (folder / audit.RECORD_PATH / "occupied").mkdir(parents=True)  # a folder where the record goes
+    with pytest.raises(ArchiveError, match="cannot write the verification record"):
+        audit.write_record(rec, folder)
+    assert sorted(p.name for p in (folder / audit.RECORD_DIR).iterdir()) == [audit.RECORD_NAME]

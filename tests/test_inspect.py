@@ -14,7 +14,6 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 
 from bundler import archive, audit, inspect, keys, sign, verify
@@ -30,52 +29,32 @@ from bundler.errors import (
     VerificationError,
 )
 from tests.conftest import REPO
+from tests.support import shape
 from tests.support.bundles import (
     NOW,
-    Pki,
     build_bundle,
     describe,
     sha,
     small_payload,
     statement_for,
+    tar_info,
+    tar_with,
     write_policy,
 )
+from tests.support.bundles import world as make_world
 
 SCHEMA = json.loads((REPO / "bundler" / "schemas" / "inspection.schema.json").read_text())
 
 
-def undocumented(doc: Any, schema: dict[str, Any], where: str = "") -> list[str]:
-    """Keys the output has and the schema does not describe (the documented shape must be the whole shape)."""
-    found: list[str] = []
-    if isinstance(doc, dict) and "properties" in schema:
-        for key, value in doc.items():
-            if key not in schema["properties"]:
-                found.append(f"{where}/{key}")
-            else:
-                found += undocumented(value, schema["properties"][key], f"{where}/{key}")
-    elif isinstance(doc, list) and "items" in schema:
-        for value in doc:
-            found += undocumented(value, schema["items"], f"{where}[]")
-    return found
-
-
 def check_shape(doc: dict[str, Any]) -> None:
-    jsonschema.Draft202012Validator(SCHEMA).validate(doc)
-    assert not undocumented(doc, SCHEMA), undocumented(doc, SCHEMA)
+    shape.check_shape(doc, SCHEMA)
 
 
 @pytest.fixture
 def world(tmp_path: Path) -> dict:
-    pki = Pki(tmp_path / "pki")
-    ca = pki.ca("vendor")
-    vendor, _ = pki.cert_signer("vendor", ca)
-    customer, customer_pub = pki.signer("customer", "ed25519")
-    policy = write_policy(tmp_path / "policy.yaml", {
-        "vendor": {"roots": [ca[2]]},
-        "customer": {"required": False, "keys": [{"path": str(customer_pub), "notAfter": "2099-01-01T00:00:00Z"}]}})
-    built = build_bundle(tmp_path / "b.tar", {"vendor": vendor, "customer": customer})
-    return {"pki": pki, "ca": ca, "vendor": vendor, "customer": customer, "policy": policy,
-            "trust": keys.load_trust(policy), "tmp": tmp_path, "built": built}
+    w = make_world(tmp_path, customer={"notAfter": "2099-01-01T00:00:00Z"})
+    w["built"] = build_bundle(tmp_path / "b.tar", {"vendor": w["vendor"], "customer": w["customer"]})
+    return w
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -143,7 +122,7 @@ def test_expired_and_unknown_signers_are_reported_and_the_rejection_kept(world: 
     assert by["vendor"].days_left is not None and by["vendor"].days_left < 0
     assert by["integrator-x"].status == "not-in-policy"
     text = inspect.render_text(ins)
-    assert "REJECTED by the policy" in text and "EXPIRED" in text
+    assert "REJECTED by the policy" in text and "(EXPIRED 1 day ago)" in text
     doc = ins.to_json()
     check_shape(doc)
     assert doc["trust"]["failure"]["exitCode"] == 23
@@ -175,7 +154,7 @@ def _signature_doc(world: dict, **change: Any) -> dict[str, Any]:
     ({"verificationMaterial__certificate__rawBytes": base64.b64encode(b"not DER").decode()},
      "unreadable certificate"),
     ({"verificationMaterial__certificate": None, "verificationMaterial__x509CertificateChain": {"certificates": []}},
-     "certificate chain"),
+     "unreadable certificate: no certificate carried"),
 ])
 def test_problems_with_a_signature_file_are_seen_without_a_policy(world: dict, change: dict, problem: str) -> None:
     path = world["built"].path
@@ -187,10 +166,35 @@ def test_problems_with_a_signature_file_are_seen_without_a_policy(world: dict, c
     check_shape(ins.to_json())
 
 
-def test_public_key_without_hint_names_no_key(world: dict) -> None:
-    doc = _signature_doc(world, verificationMaterial__certificate=None, verificationMaterial__publicKey={"hint": ""})
+@pytest.mark.parametrize("hint, keyid", [
+    ("", None),
+    ("SHA256:" + "ab" * 32, "SHA256:" + "ab" * 32),  # the fingerprint form of older bundles
+    (base64.b64encode(bytes(range(32))).decode(), "SHA256:" + bytes(range(32)).hex()),  # sigstore-go's form
+    ("not base64!", "not base64!"), (base64.b64encode(b"short").decode(), base64.b64encode(b"short").decode()),
+])
+def test_public_key_hint_is_shown_as_a_fingerprint_when_it_is_one(world: dict, hint: str, keyid: str | None) -> None:
+    doc = _signature_doc(world, verificationMaterial__certificate=None, verificationMaterial__publicKey={"hint": hint})
     info = inspect.describe_signature("x", json.dumps(doc).encode(), world["built"].statement, NOW)
-    assert info.keyid is None and info.key_from is None and not info.problems
+    assert info.keyid == keyid and info.key_from == ("hint" if hint else None) and not info.problems
+
+
+def test_the_customer_hint_names_the_customer_key(world: dict) -> None:
+    (customer,) = [s for s in inspect.inspect(world["built"].path, now=NOW).signatures if s.authority == "customer"]
+    assert customer.keyid == world["customer"].fingerprint and customer.key_from == "hint"
+
+
+def test_a_certificate_chain_shows_its_leaf_and_how_many_intermediates(world: dict) -> None:
+    pki = world["pki"]
+    root = pki.ca("corp", path_length=1)
+    signer, _ = pki.cert_signer("chained", pki.intermediate("issuing", root))
+    built = build_bundle(world["tmp"] / "c.tar", {"vendor": signer})
+    trust = keys.load_trust(write_policy(world["tmp"] / "corp.yaml", {"vendor": {"roots": [root[2]]}}))
+    ins = inspect.inspect(built.path, now=NOW, trust=trust)
+    (v,) = ins.signatures
+    assert ins.trust == "signed" and v.status == "accepted" and v.intermediates == 1
+    assert v.subject == "CN=chained signing" and v.issuer == "CN=issuing intermediate CA"
+    assert "(+1 intermediate CA carried)" in inspect.render_text(ins)
+    check_shape(ins.to_json())
 
 
 def test_overlays_packages_exemptions_and_narrowed_indexes_are_shown(world: dict) -> None:
@@ -202,7 +206,8 @@ def test_overlays_packages_exemptions_and_narrowed_indexes_are_shown(world: dict
     files["charts/demo-1.0.0.values-airgap.yaml"] = b"image: {}\n"
     bom = describe(files, index)
     image = dataclasses.replace(bom.images[0], upstream_digest="sha256:" + "e" * 64,
-                                exemptions=(("linux/s390x", "not built upstream"),))
+                                exemptions=(("linux/s390x", "not built upstream"),),
+                                attestations=("sha256:" + "a" * 64,))
     bom = dataclasses.replace(
         bom, images=(image,), charts=(dataclasses.replace(bom.charts[0],
                                                           values_override="charts/demo-1.0.0.values-airgap.yaml"),),
@@ -218,13 +223,15 @@ def test_overlays_packages_exemptions_and_narrowed_indexes_are_shown(world: dict
     doc = ins.to_json()
     check_shape(doc)
     assert doc["images"][0]["narrowed"] and doc["images"][0]["exemptions"][0]["platform"] == "linux/s390x"
+    assert doc["images"][0]["attestations"] == ["sha256:" + "a" * 64]
     assert [m["size"] for m in doc["manifests"]] == [len(files["manifests/deployment.yaml"]), None]
     assert doc["totals"]["kustomizeOverlays"] == 1 and doc["totals"]["crossplanePackages"] == 2
     text = inspect.render_text(ins)
     for needle in ("kustomize/prod/overlay  (over 2 files in kustomize/prod/tree)", "exempted   linux/s390x",
                    "Provider xpkg.upbound.io/upbound/provider-aws-s3:v2.0.0 -> registry.local:5000/",
                    "Function xpkg.upbound.io/crossplane/function-x:v1\n", "upstream sha256:eeee",
-                   "values override charts/demo-1.0.0.values-airgap.yaml"):
+                   "values override charts/demo-1.0.0.values-airgap.yaml",
+                   "attested   1 attestation manifest kept with the index", "1 Kustomize overlay, 2 Crossplane packages"):
         assert needle in text, needle
 
 
@@ -245,20 +252,10 @@ def test_member_contents_are_not_read(world: dict) -> None:
 
 
 def _hostile(tmp: Path, built: Path, bad: tarfile.TarInfo, data: bytes = b"") -> Path:
-    out = tmp / "hostile.tar"
-    with tarfile.open(built) as src, tarfile.open(out, "w", format=tarfile.GNU_FORMAT) as dst:
-        for info in src.getmembers():
-            dst.addfile(info, src.extractfile(info))
-        dst.addfile(bad, io.BytesIO(data) if data else None)
-    return out
+    return tar_with(tmp / "hostile.tar", built, bad, data)
 
 
-def _info(name: str, kind: bytes, **kw: object) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    for k, v in kw.items():
-        setattr(info, k, v)
-    return info
+_info = tar_info
 
 
 @pytest.mark.parametrize("make, error, code, text", [
@@ -273,7 +270,9 @@ def _info(name: str, kind: bytes, **kw: object) -> tarfile.TarInfo:
      UnsafeArchiveError, 12, "'..'"),
     (lambda w: _append(w, b"hidden"), UnsafeArchiveError, 12, "after the end-of-archive"),
     (lambda w: _only(w, {"readme.txt": b"hi"}), VerificationError, 20, "not an airgap bundle"),
-    (lambda w: _only(w, {archive.STATEMENT: b"{not json"}), StatementMismatchError, 29, "not valid JSON"),
+    (lambda w: _only(w, {archive.STATEMENT: b"{not json"}), StatementMismatchError, 29, "no readable predicate.files"),
+    (lambda w: _only(w, {archive.STATEMENT: b'{ "predicate": {"files": []}}'}), StatementMismatchError, 29,
+     "not in RFC 8785 canonical form"),
 ])
 def test_broken_and_hostile_files_are_refused_like_verify(world: dict, make: Any, error: type, code: int,
                                                           text: str, run_cli: Any) -> None:
@@ -373,6 +372,7 @@ def test_record_image_matching(world: dict) -> None:
     image = rec.images[0]
     name = image.local.split("@")[0]
     assert rec.names_image(image.digest) and rec.names_image(name) and rec.names_image(image.local)
-    assert rec.names_image("elsewhere/x@" + image.digest)
+    assert rec.names_image("elsewhere/x@" + image.digest) and len(image.platforms) == 2
+    assert all(rec.names_image(p) for p in image.platforms)
     assert not rec.names_image("registry.local:5000/other:1.0") and not rec.names_image("sha256:" + "1" * 64)
     assert hashlib.sha256(world["built"].path.read_bytes()).hexdigest() == rec.bundle_sha256

@@ -138,14 +138,28 @@ class Pki:
         _, key_path, pub_path = self.key(name, kind)
         return keys.load_signer(key_path), pub_path
 
-    def ca(self, name: str, *, not_after: dt.datetime | None = None,
-           not_before: dt.datetime | None = None) -> tuple[keys.PrivateKey, x509.Certificate, Path]:
+    def ca(self, name: str, *, not_after: dt.datetime | None = None, not_before: dt.datetime | None = None,
+           path_length: int | None = 0) -> tuple[keys.PrivateKey, x509.Certificate, Path]:
         priv, _, _ = self.key(name)
         cert = keys.issue_certificate(priv.public_key(), common_name=f"{name} root CA", ca=True, issuer_key=priv,
                                       not_before=not_before or NOW - dt.timedelta(days=365),
-                                      not_after=not_after or NOW + dt.timedelta(days=3650))
+                                      not_after=not_after or NOW + dt.timedelta(days=3650), path_length=path_length)
         path = self.root / f"{name}-ca.pem"
         path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return priv, cert, path
+
+    def intermediate(self, name: str, issuer: tuple[keys.PrivateKey, x509.Certificate, Path], *,
+                     not_after: dt.datetime | None = None, not_before: dt.datetime | None = None,
+                     path_length: int | None = 0) -> tuple[keys.PrivateKey, x509.Certificate, Path]:
+        """An intermediate CA issued by `issuer`; its PEM file holds it and the issuer's non-root chain."""
+        priv, _, _ = self.key(name)
+        cert = keys.issue_certificate(priv.public_key(), common_name=f"{name} intermediate CA", ca=True,
+                                      issuer_key=issuer[0], issuer_cert=issuer[1], path_length=path_length,
+                                      not_before=not_before or NOW - dt.timedelta(days=30),
+                                      not_after=not_after or NOW + dt.timedelta(days=365))
+        above = [] if keys.is_self_signed(issuer[1]) else [issuer[2].read_bytes()]
+        path = self.root / f"{name}-ca.pem"
+        path.write_bytes(b"".join([cert.public_bytes(serialization.Encoding.PEM), *above]))
         return priv, cert, path
 
     def cert_signer(self, name: str, ca: tuple[keys.PrivateKey, x509.Certificate, Path], *,
@@ -157,7 +171,8 @@ class Pki:
                                       issuer_cert=ca[1], not_before=not_before or NOW - dt.timedelta(days=1),
                                       not_after=not_after or NOW + dt.timedelta(days=30))
         cert_path = self.root / f"{name}.crt"
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        above = [] if keys.is_self_signed(ca[1]) else [ca[2].read_bytes()]  # leaf first, then intermediates
+        cert_path.write_bytes(b"".join([cert.public_bytes(serialization.Encoding.PEM), *above]))
         return keys.load_signer(key_path, cert_path=cert_path), cert_path
 
 
@@ -175,3 +190,43 @@ def write_policy(path: Path, authorities: Mapping[str, Mapping[str, Any]]) -> Pa
         doc["authorities"].append(entry)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
+
+
+def world(tmp: Path, *, customer: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The usual parties: a vendor root CA and a short-lived vendor signing certificate, a customer pinned
+    Ed25519 key, and a policy trusting both (`customer` adds policy fields for the customer, e.g.
+    `required` or a key `notAfter`; by default the customer is optional)."""
+    pki = Pki(tmp / "pki")
+    ca = pki.ca("vendor")
+    vendor, _ = pki.cert_signer("vendor", ca)
+    cust, customer_pub = pki.signer("customer", "ed25519")
+    spec = dict(customer or {})
+    key: Any = {"path": str(customer_pub), "notAfter": spec.pop("notAfter")} if "notAfter" in spec else customer_pub
+    policy = write_policy(tmp / "policy.yaml", {"vendor": {"roots": [ca[2]]},
+                                                "customer": {"required": False, **spec, "keys": [key]}})
+    return {"pki": pki, "ca": ca, "vendor": vendor, "customer": cust, "customer_pub": customer_pub,
+            "policy": policy, "trust": keys.load_trust(policy), "tmp": tmp}
+
+
+def tar_with(out: Path, bundle: Path, bad: Any, data: bytes = b"") -> Path:
+    """A valid bundle's members plus one hostile entry (`bad`, a tarfile.TarInfo), written by Python's
+    tarfile in GNU format, as an attacker's tool would."""
+    import io
+    import tarfile
+
+    with tarfile.open(bundle) as src, tarfile.open(out, "w", format=tarfile.GNU_FORMAT) as dst:
+        for info in src.getmembers():
+            dst.addfile(info, src.extractfile(info))
+        dst.addfile(bad, io.BytesIO(data) if data else None)
+    return out
+
+
+def tar_info(name: str, kind: bytes, **fields: object) -> Any:
+    """A tarfile.TarInfo of any type, for hostile entries."""
+    import tarfile
+
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    for k, v in fields.items():
+        setattr(info, k, v)
+    return info

@@ -183,9 +183,11 @@ class _TokenIssuer:
 
 
 def start_registry(directory: Path, *, variant: str = "anonymous", username: str = "tester",
-                   password: str = "s3cret-Pa55", s3_endpoint: str | None = None) -> TestRegistry:
+                   password: str = "s3cret-Pa55", proxy_url: str | None = None,
+                   s3_endpoint: str | None = None) -> TestRegistry:
     """Start docker-registry in `directory` (config, storage, certs). variant: anonymous|basic|tls|token|s3.
 
+    `proxy_url` runs it as a pull-through cache of that registry (distribution's `proxy.remoteurl`).
     `s3`: the registry's S3 storage driver on an S3-compatible server at `s3_endpoint` (bucket
     `registry`, which must exist), with redirects off so clients never talk to S3 themselves.
     """
@@ -201,6 +203,8 @@ def start_registry(directory: Path, *, variant: str = "anonymous", username: str
              "storage:", *driver, "  delete:", "    enabled: true",
              "http:", f"  addr: 127.0.0.1:{port}", f"  secret: test-{port}"]
     scheme, ca_file, extra = "http", None, {}
+    if proxy_url:
+        lines += ["proxy:", f"  remoteurl: {proxy_url}"]
     if variant == "tls":
         ca_file, cert, key = make_ca(directory / "tls")
         lines += ["  tls:", f"    certificate: {cert}", f"    key: {key}"]
@@ -248,7 +252,7 @@ def start_registry(directory: Path, *, variant: str = "anonymous", username: str
 
 
 @contextmanager
-def running_registry(directory: Path, **kwargs: str) -> Iterator[TestRegistry]:
+def running_registry(directory: Path, **kwargs: str | None) -> Iterator[TestRegistry]:
     reg = start_registry(directory, **kwargs)
     try:
         yield reg
