@@ -376,8 +376,8 @@ class _Run:
 
     def _record(self, outcomes: Sequence[BlobOutcome | ManifestOutcome]) -> None:
         with self.lock:
-            for o in outcomes:
-                (self.blob_outcomes if isinstance(o, BlobOutcome) else self.manifest_outcomes).append(o)  # type: ignore[arg-type]
+            self.blob_outcomes += [o for o in outcomes if isinstance(o, BlobOutcome)]
+            self.manifest_outcomes += [o for o in outcomes if isinstance(o, ManifestOutcome)]
 
     def manifests(self, plans: Sequence[ImagePlan]) -> list[ImageOutcome]:
         with ThreadPoolExecutor(self.jobs, thread_name_prefix="push-manifest") as pool:
