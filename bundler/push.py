@@ -67,6 +67,7 @@ log = logging.getLogger(__name__)
 BLOBS = "images/blobs/sha256/"
 MAX_MANIFEST_BYTES = 4 << 20
 DEFAULT_JOBS = 8
+RESUME_HINT = "fix the cause and run the same command again: it resumes, skipping what is already there"
 BlobState = Literal["present", "uploaded", "mounted", "missing"]  # "missing": dry run, would be pushed
 ManifestState = Literal["present", "pushed", "missing"]
 
@@ -335,6 +336,7 @@ class _Run:
                 if all(r.path != p.target.path for r in repos):
                     repos.append(p.target)
         total = len(needed)
+        # Executor.map cancels the tasks not yet started when one fails or on Ctrl-C.
         with ThreadPoolExecutor(self.jobs, thread_name_prefix="push-blob") as pool:
             for n, outcomes in enumerate(pool.map(lambda item: self._blob(*item), needed.values()), 1):
                 self.progress.step("blobs", n, total, outcomes[0].digest[:19])
@@ -432,9 +434,10 @@ def push(bundle: VerifiedBundle, target: Target, client: RegistryClient, *, jobs
     except RegistryError as exc:
         # Nothing half-pushed without saying so: a blob exists only once complete, a tag only after its
         # manifests, and a rerun skips what is there.
-        raise type(exc)(f"{exc.message}; {run.so_far(len(plans))}",
-                        hint="fix the cause and run the same command again: it resumes, skipping what is "
-                             "already there") from exc
+        raise type(exc)(f"{exc.message}; {run.so_far(len(plans))}", hint=RESUME_HINT) from exc
+    except KeyboardInterrupt:
+        log.warning("push interrupted: %s (%s)", run.so_far(len(plans)), RESUME_HINT)
+        raise
     endpoint = next(iter(client.routes.values()))[0].url
     result = PushResult(endpoint, dry_run, tuple(images),
                         tuple(sorted(run.blob_outcomes, key=lambda b: (b.repository, b.digest))),

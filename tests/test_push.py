@@ -354,3 +354,27 @@ def test_not_found_is_not_a_readback_problem_for_a_missing_tag(shipped: Shipped,
         assert client.manifest_digest(ref, "1.0") is None
         with pytest.raises(NotFoundError):
             client.get_manifest(ref, "1.0")
+
+
+def test_ctrl_c_stops_queued_uploads_and_says_what_is_in_place(shipped: Shipped, tmp_path: Path) -> None:
+    with running_registry(tmp_path / "target") as target:
+        proxy = start_proxy(target.url)
+        hold = proxy.add(Fault("hold", match="/blobs/uploads/", methods=("POST",), skip=1))
+        args = [sys.executable, "-m", "bundler", "push", str(shipped.bundle), "--policy", str(shipped.policy),
+                "--registry", proxy.host, "--insecure-registry", proxy.host, "--jobs", "1",
+                "--audit-log", str(tmp_path / "audit.jsonl")]
+        run = subprocess.Popen(args, cwd=shipped.work, env={**os.environ, "PYTHONPATH": str(REPO)},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert hold.reached.wait(120), "the second upload never started"
+            os.kill(run.pid, signal.SIGINT)
+        finally:
+            hold.release.set()  # the upload under way finishes; the queued ones never start
+            _, stderr = run.communicate(timeout=120)
+            proxy.stop()
+        assert run.returncode != 0
+        # the first digest (the shared base: uploaded once, mounted twice) and the second one, held
+        assert "push interrupted: stopped with 4 blob(s) in place (4 sent by this run" in stderr, stderr
+        assert "run the same command again" in stderr and "Traceback" not in stderr
+        uploads = [r for r in proxy.log if r.method == "POST" and "mount=" not in r.path]
+        assert len(uploads) == 2  # the queued uploads never started (Executor.map cancels them)
