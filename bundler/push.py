@@ -429,6 +429,7 @@ def push(bundle: VerifiedBundle, target: Target, client: RegistryClient, *, jobs
     plans = plan(bundle.bom, bundle.blob, target)
     run = _Run(bundle, client, jobs=jobs, chunk_size=chunk_size, dry_run=dry_run, progress=progress)
     try:
+        client.ping(target.host)
         run.blobs(plans)
         images = run.manifests(plans)
     except RegistryError as exc:

@@ -373,6 +373,20 @@ class RegistryClient:
         raise self._pick(errors, f"{ref.name}@{digest}")
 
     # pushing (one endpoint: the target registry; mirrors are for reading)
+    def ping(self, host: str) -> None:
+        """`GET /v2/` on `host`'s first endpoint: it is reachable and speaks the distribution API (200, or
+        401 before authentication). One request, so an unreachable target fails once, not per blob.
+
+        Raises:
+            RegistryError: unreachable, TLS failure, or not a registry.
+        """
+        ep = self.routes[host][0]
+        resp = self._http(ep, "GET", f"{ep.url}/v2/", {}, stream=False, what=f"registry {ep.url}")
+        resp.close()
+        if resp.status_code not in (200, 401):
+            raise RegistryError(f"{ep.url}/v2/ answered HTTP {resp.status_code}: not a container registry",
+                                hint="check the host and port (the registry's API, not its web UI)")
+
     def blob_exists(self, ref: ImageRef, digest: str) -> bool:
         """HEAD the blob in `ref`'s repository.
 

@@ -266,3 +266,21 @@ def test_read_range_refuses_ranges_outside_the_member_and_short_files(tmp_path: 
     os.truncate(path, member.data_offset + 4)
     with open(path, "rb") as f, pytest.raises(ArchiveError, match="unexpected end of file"):
         list(archive.read_range(f.fileno(), member, 0, 10))
+
+
+def test_an_unreachable_target_or_not_a_registry_fails_once(edges: tuple[Path, Path], registry: Any) -> None:
+    bundle, policy = edges
+    proxy = start_proxy(registry.url)
+    try:
+        proxy.add(Fault("status", match="/v2/", status=404))
+        with push.open_verified(bundle, load_trust(policy), now=NOW) as opened:
+            with pytest.raises(RegistryError, match="not a container registry") as failed:
+                push.push(opened, push.Target(proxy.host, insecure=True), _client(proxy.host))
+        assert "0 blob(s) in place" in failed.value.message
+        assert [r.path for r in proxy.log] == ["/v2/"]  # one request, then nothing
+    finally:
+        proxy.stop()
+    port = proxy.host.rsplit(":", 1)[1]  # stopped: nothing listens there now
+    with push.open_verified(bundle, load_trust(policy), now=NOW) as opened:
+        with pytest.raises(RegistryError, match="unreachable after 2 attempt"):
+            push.push(opened, push.Target(f"127.0.0.1:{port}", insecure=True), _client(f"127.0.0.1:{port}"))
