@@ -59,3 +59,27 @@ def test_every_exit_code_is_documented(repo_root: Path) -> None:
     codes = {cls.exit_code for cls in vars(errors).values()
              if isinstance(cls, type) and issubclass(cls, errors.BundlerError)}
     assert codes <= documented, f"exit codes missing from README: {sorted(codes - documented)}"
+
+
+def test_packaging_lists_every_folder_and_data_file(repo_root: Path) -> None:
+    """`pip install` warns about a folder setuptools' configuration does not list (bundler.schemas was one):
+    every folder under bundler/ that holds files is a discovered package, and every file that is not
+    Python is matched by package-data, so the wheel carries it and setuptools has nothing to say."""
+    import fnmatch
+    import tomllib
+
+    from setuptools import find_namespace_packages
+
+    config = tomllib.loads((repo_root / "pyproject.toml").read_text())
+    assert isinstance(config["project"]["license"], str), "license as an SPDX string (a table is deprecated)"
+    find = config["tool"]["setuptools"]["packages"]["find"]
+    packages = set(find_namespace_packages(str(repo_root), include=find["include"], exclude=find["exclude"]))
+    data: dict[str, list[str]] = config["tool"]["setuptools"]["package-data"]
+    for path in sorted((repo_root / "bundler").rglob("*")):
+        if not path.is_file() or "__pycache__" in path.parts:
+            continue
+        package = ".".join(path.parent.relative_to(repo_root).parts)
+        assert package in packages, f"{package} is not a discovered package"
+        if path.suffix != ".py":
+            assert any(fnmatch.fnmatch(path.name, pattern) for pattern in data.get(package, ())), \
+                f"{path.relative_to(repo_root)} is matched by no package-data pattern"
