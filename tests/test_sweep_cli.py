@@ -360,3 +360,19 @@ def test_huge_manifest_is_refused(cli: RunCli, tmp_path: Path) -> None:
         handle.truncate(64 * 1024 * 1024 + 1)
     done = cli("sweep", "--manifests", str(huge))
     assert done.returncode == 2 and "larger than" in _one_clean_line(done)
+
+
+def test_installed_copy_without_helm_exits_15_with_an_install_hint(run_cli: RunCli, repo_root: Path,
+                                                                   tmp_path: Path) -> None:
+    """What a pip-installed tool prints without helm: the package alone (as a wheel lays it out, with no
+    scripts/ beside it), an empty PATH: exit 15 "missing tool" and how to install helm, not scripts/setup.sh."""
+    import shutil
+
+    site = tmp_path / "site-packages"
+    shutil.copytree(repo_root / "bundler", site / "bundler", ignore=shutil.ignore_patterns("__pycache__"))
+    done = run_cli("sweep", "--chart", str(repo_root / PLATFORM), cwd=tmp_path,
+                   env={"PYTHONPATH": str(site), "PATH": str(tmp_path)})
+    assert done.returncode == 15, done.stderr
+    line = _one_clean_line(done)
+    assert "helm not found (looked at $AIRGAP_BUNDLE_HELM or PATH)" in line and "install helm v4" in line
+    assert "setup.sh" not in line and ".tools" not in line
