@@ -592,7 +592,8 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
     unsigned bundle unless --unsigned is given.
 
     \b
-    Example:
+    Example (examples/bundle.yaml pulls through a mirror on 127.0.0.1:5000: scripts/demo.sh starts
+    one with the images, and runs these steps and the rest of the flow end to end):
       airgap-bundle keys generate --out vendor --cert
       airgap-bundle build examples/bundle.yaml --output demo.bundle.tar --key vendor.key --cert vendor.crt
     """

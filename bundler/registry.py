@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import ipaddress
 import json
 import logging
 import os
@@ -111,6 +112,11 @@ class Manifest:
         if not isinstance(obj, dict):
             raise RegistryError(f"manifest {self.digest} from {self.endpoint} is not a JSON object")
         return obj
+
+
+def spelled(name: str, reference: str) -> str:
+    """`name:tag` or `name@sha256:...`: how a reference is written (a tag never holds a colon)."""
+    return f"{name}@{reference}" if ":" in reference else f"{name}:{reference}"
 
 
 def _api_host(host: str) -> str:
@@ -252,6 +258,7 @@ class RegistryClient:
         self._tokens: dict[tuple[str, str], str] = {}
         self._challenges: dict[str, tuple[str, dict[str, str]]] = {}
         self.stats: dict[str, int] = {"requests": 0, "retries": 0, "resumes": 0}
+        self._retry_logged: set[str] = set()
 
     def describe(self) -> list[str]:
         """Every endpoint the client may contact (token realms and blob redirects are named by them)."""
@@ -277,29 +284,29 @@ class RegistryClient:
                 if len(self.routes[ref.domain]) > 1:
                     log.info("%s: %s; trying the next endpoint", ep.url, exc.message)
                 errors.append(exc)
-        raise self._pick(errors, f"{ref.name}:{reference}" if ":" not in reference else f"{ref.name}@{reference}")
+        raise self._pick(errors, spelled(ref.name, reference))
 
     def _get_manifest(self, ep: Endpoint, ref: ImageRef, reference: str) -> Manifest:
         repo = ep.repository(ref)
+        name = spelled(ref.name, reference)
         resp = self._send(ep, "GET", f"/v2/{repo}/manifests/{reference}", repo, headers={"Accept": ACCEPT_MANIFESTS},
-                          what=f"manifest {ref.name}:{reference}")
+                          what=f"manifest {name}")
         try:
             declared = resp.headers.get("Content-Length")
             if declared and int(declared) > MAX_MANIFEST_BYTES:
-                raise RegistryError(f"manifest {ref.name}:{reference} from {ep.url} is larger than 4 MiB")
-            data = self._read_capped(resp, MAX_MANIFEST_BYTES, what=f"manifest {ref.name}:{reference}")
+                raise RegistryError(f"manifest {name} from {ep.url} is larger than 4 MiB")
+            data = self._read_capped(resp, MAX_MANIFEST_BYTES, what=f"manifest {name}")
         finally:
             resp.close()
         digest = sha256_digest(data)
         if reference.startswith("sha256:") and digest != reference:
-            raise DigestMismatchError(f"manifest {ref.name}@{reference} from {ep.url} hashes to {digest}",
+            raise DigestMismatchError(f"manifest {name} from {ep.url} hashes to {digest}",
                                       hint="the registry or a proxy served other bytes; nothing was kept")
         header = resp.headers.get("Docker-Content-Digest", "")
         if header.startswith("sha256:") and header != digest:
-            raise DigestMismatchError(f"manifest {ref.name}:{reference} from {ep.url}: bytes hash to {digest}, "
+            raise DigestMismatchError(f"manifest {name} from {ep.url}: bytes hash to {digest}, "
                                       f"Docker-Content-Digest says {header}")
-        return Manifest(data, media_type_of(data, resp.headers.get("Content-Type", ""), f"{ref.name}:{reference}"),
-                        digest, ep.url)
+        return Manifest(data, media_type_of(data, resp.headers.get("Content-Type", ""), name), digest, ep.url)
 
     # blobs
     def blob_chunks(self, ref: ImageRef, digest: str, offset: int = 0) -> Iterator[bytes]:
@@ -341,8 +348,8 @@ class RegistryClient:
                                         hint="check the network; a rerun resumes where this one stopped") from None
                 with self._lock:
                     self.stats["resumes"] += 1
-                log.info("blob %s: connection dropped at byte %d (%s); resuming", digest[:19], position,
-                         type(exc).__name__)
+                self._log_once(ep, f"blob {digest[:19]}: connection dropped at byte {position} "
+                                   f"({type(exc).__name__}); resuming (logged once per endpoint)")
                 self._sleep(self._delay(drops - 1, None))
             finally:
                 resp.close()
@@ -424,6 +431,11 @@ class RegistryClient:
                 raise RegistryError(f"{what}: TLS verification failed for {ep.url}: {self._redact(str(exc), ep)}",
                                     hint="give the registry's CA with caFile in the spec or --ca-file") from None
             except (requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError) as exc:
+                if _refused(exc) and _literal_or_loopback(urllib.parse.urlsplit(target).hostname or ""):
+                    # Nothing listens there, and no name resolution or balancer can change that by retrying.
+                    raise RegistryError(f"{what}: connection refused by {target}",
+                                        hint="start the registry, or fix the host and port in the spec's "
+                                             "registries") from None
                 last = f"{type(exc).__name__}: {self._redact(str(exc), ep)}"
                 resp = None
             else:
@@ -436,10 +448,19 @@ class RegistryClient:
                 with self._lock:
                     self.stats["retries"] += 1
                 delay = self._delay(attempt, resp)
-                log.info("%s: %s from %s; retrying in %.1fs", what, last, ep.url, delay)
+                self._log_once(ep, f"{what}: {last}; retrying (up to {self.retries} times per request, "
+                                   f"with backoff; logged once per endpoint)")
                 self._sleep(delay)
         raise RegistryError(f"{what}: {ep.url} unreachable after {self.retries + 1} attempts ({last})",
                             hint="check the address, the network, or the registry's health")
+
+    def _log_once(self, ep: Endpoint, message: str) -> None:
+        """The first retry on an endpoint is news; the rest are in `stats` (a flaky mirror would flood)."""
+        with self._lock:
+            if ep.url in self._retry_logged:
+                return
+            self._retry_logged.add(ep.url)
+        log.info("%s: %s", ep.url, message)
 
     def _auth_header(self, ep: Endpoint, scope: str) -> str | None:
         with self._lock:
@@ -485,7 +506,7 @@ class RegistryClient:
             raise AuthError(f"{what}: {ep.url} refused access (HTTP {status}) with {source}",
                             hint="log in (docker login / podman login) or name usernameEnv/passwordEnv in the spec")
         if status == 404:
-            raise NotFoundError(f"{what}: not found on {ep.url}", hint="check the repository, tag or digest")
+            raise NotFoundError(f"{what}: not found at {ep.url}{path}", hint="check the repository, tag or digest")
         if status == 429:
             raise RateLimitedError(f"{what}: {ep.url} kept answering 429 Too Many Requests",
                                    hint="wait, authenticate, or configure a mirror")
@@ -538,6 +559,31 @@ class RegistryClient:
         for secret in secrets:
             text = text.replace(secret, "***")
         return re.sub(r"(Authorization['\"]?:\s*['\"]?)(Basic|Bearer)\s+[^'\",\s]+", r"\1\2 ***", text)
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a connection error was a refused TCP connection (requests wraps urllib3 wraps the OSError)."""
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        err = stack.pop()
+        if isinstance(err, ConnectionRefusedError):
+            return True
+        seen.add(id(err))
+        nested = (err.__cause__, err.__context__, getattr(err, "reason", None), *err.args)
+        stack.extend(e for e in nested if isinstance(e, BaseException) and id(e) not in seen)
+    return False
+
+
+def _literal_or_loopback(host: str) -> bool:
+    """An IP address literal or a loopback name: a refusal there is final, there is no other address to try."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:

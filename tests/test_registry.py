@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,11 @@ import pytest
 from bundler.errors import AuthError, DigestMismatchError, NotFoundError, RegistryError, UsageError
 from bundler.oci import DOCKER_LIST, OCI_INDEX, sha256_digest
 from bundler.reference import ImageRef
-from bundler.registry import RegistryClient, load_credentials, plan_routes
+from bundler.registry import RegistryClient, _literal_or_loopback, load_credentials, plan_routes
 from bundler.spec import RegistryConfig
 from tests.support.faultproxy import Fault, FaultProxy, start_proxy
 from tests.support.images import Pusher, make_layer, multi_platform, single_platform
-from tests.support.registry import running_registry
+from tests.support.registry import free_port, running_registry
 
 INDEX = multi_platform("reg-test", seed=11)
 BIG = single_platform("reg-big", layer_size=3 << 20)
@@ -172,7 +173,9 @@ def proxied(proxy: FaultProxy, ref: str) -> ImageRef:
     return ImageRef(proxy.host, parsed.path, parsed.tag)
 
 
-def test_retries_500_and_429_with_retry_after(proxy: FaultProxy, pushed: dict[str, str]) -> None:
+def test_retries_500_and_429_with_retry_after(proxy: FaultProxy, pushed: dict[str, str],
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="bundler.registry")
     slept: list[float] = []
     routes = plan_routes([proxy.host], [RegistryConfig(proxy.host, insecure=True)], environ={})
     client = RegistryClient(routes, backoff=0.01, sleep=slept.append)
@@ -185,6 +188,46 @@ def test_retries_500_and_429_with_retry_after(proxy: FaultProxy, pushed: dict[st
     with pytest.raises(RegistryError) as info:
         client.get_manifest(proxied(proxy, pushed["app"]))
     assert "HTTP 503" in str(info.value) and info.value.exit_code == 4
+    # 2 + 5 retries over two requests: one log line for the endpoint, not one per attempt
+    retry_lines = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert client.stats["retries"] == 7 and len(retry_lines) == 1, retry_lines
+    assert retry_lines[0].startswith(f"http://{proxy.host}: manifest {proxy.host}/rt/app:v1: HTTP 500; retrying")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_refused_connection_on_loopback_is_reported_at_once(host: str) -> None:
+    """Nothing listens on the port: the first refusal is the answer (no 5 retries with backoff), naming the URL."""
+    slept: list[float] = []
+    address = f"{host}:{free_port()}"
+    client = RegistryClient(plan_routes([address], [RegistryConfig(address, insecure=True)], environ={}),
+                            sleep=slept.append)
+    with pytest.raises(RegistryError) as info:
+        client.get_manifest(ImageRef.parse(f"{address}/rt/app@sha256:{'a' * 64}"))
+    assert str(info.value) == (f"manifest {address}/rt/app@sha256:{'a' * 64}: connection refused by "
+                               f"http://{address}/v2/rt/app/manifests/sha256:{'a' * 64} (start the registry, or "
+                               "fix the host and port in the spec's registries)")
+    assert info.value.exit_code == 4 and slept == [] and client.stats["requests"] == 1
+
+
+def test_only_literal_addresses_and_loopback_names_refuse_for_good() -> None:
+    assert _literal_or_loopback("10.1.2.3") and _literal_or_loopback("::1") and _literal_or_loopback("a.localhost")
+    assert not _literal_or_loopback("registry.example.com")  # a name may resolve elsewhere next time
+
+
+def test_not_found_names_the_digest_reference_and_the_full_url(registry: Any, pushed: dict[str, str],
+                                                               tmp_path: Path) -> None:
+    """`name@sha256:...`, never `name:sha256:...`; the URL requested, with the mirror's path prefix."""
+    missing = "sha256:" + "b" * 64
+    ref = ImageRef.parse(f"{registry.host}/rt/app@{missing}")
+    with running_registry(tmp_path / "mirror") as mirror:
+        client = RegistryClient(plan_routes([registry.host], [
+            RegistryConfig(registry.host, mirrors=(f"{mirror.host}/hub",), skip_upstream=True),
+            RegistryConfig(mirror.host, insecure=True)], environ={}))
+        with pytest.raises(NotFoundError) as info:
+            client.get_manifest(ref)
+    assert str(info.value).startswith(f"manifest {registry.host}/rt/app@{missing}: not found at "
+                                      f"{mirror.url}/v2/hub/rt/app/manifests/{missing} (")
+    assert ":sha256:" not in str(info.value)
 
 
 def test_dropped_blob_resumes_with_range(proxy: FaultProxy, pushed: dict[str, str]) -> None:

@@ -129,3 +129,25 @@ def test_a_corrupted_cache_blob_is_caught_before_it_is_bundled(workspace: Path, 
     finally:
         blob.write_bytes(original)
         os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_build_without_its_registry_fails_at_once_naming_the_url(repo_root: Path, tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    """The --help example when its mirror is not running: one error line naming the URL, no retry storm."""
+    import time
+
+    from tests.support.registry import free_port
+
+    shutil.copytree(repo_root / "examples", tmp_path / "examples")
+    spec = tmp_path / "examples" / "bundle.yaml"
+    host = f"127.0.0.1:{free_port()}"
+    spec.write_text(spec.read_text().replace("127.0.0.1:5000", host))
+    start = time.monotonic()
+    done = run_cli("build", "examples/bundle.yaml", "--output", "demo.bundle.tar", "--unsigned",
+                   "--cache", str(tmp_path / "cache"), cwd=tmp_path)
+    took = time.monotonic() - start
+    assert done.returncode == 4, done.stderr
+    errors = [ln for ln in done.stderr.splitlines() if ln.startswith("airgap-bundle: error:")]
+    assert len(errors) == 1 and f"connection refused by http://{host}/v2/" in errors[0], done.stderr
+    assert "retrying" not in done.stderr and "Traceback" not in done.stderr
+    assert took < 20, took  # was 23 s of retries; rendering with helm takes the rest
+    assert not (tmp_path / "demo.bundle.tar").exists()
