@@ -9,6 +9,7 @@ Does not render, pull or read the files the spec names; it only checks that they
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from collections.abc import Mapping
@@ -192,7 +193,15 @@ def load(path: str | Path) -> Spec:
     errors = sorted(_validator().iter_errors(plain), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
         err = errors[0]
-        where = list(err.absolute_path)
+        where: list[str | int] = list(err.absolute_path)
+        unknown = _unknown_key(err)
+        if unknown is not None:  # name the key at its own line, not the mapping that holds it
+            key, allowed = unknown
+            close = difflib.get_close_matches(key, allowed, n=1)
+            message = (f"{_field(where)}: " if where else "") + f"unknown key `{key}`; " + (
+                f"did you mean `{close[0]}`?" if close else f"expected one of {', '.join(sorted(allowed))}")
+            raise SpecError(f"{spec_path}:{_line(data, [*where, key])}: {message}",
+                            hint="see schemas/bundle.schema.json and examples/bundle.yaml")
         raise SpecError(f"{spec_path}:{_line(data, where)}: {_field(where)}: {err.message}",
                         hint="see schemas/bundle.schema.json and examples/bundle.yaml")
     return _build(spec_path, raw, data, plain)
@@ -205,6 +214,15 @@ def _validator() -> Any:
 
     schema = json.loads(resources.files("bundler").joinpath("schemas/bundle.schema.json").read_text())
     return jsonschema.Draft202012Validator(schema)
+
+
+def _unknown_key(err: Any) -> tuple[str, list[str]] | None:
+    """For an `additionalProperties: false` violation: the first key the schema does not know, and the
+    keys it does."""
+    if err.validator != "additionalProperties" or not isinstance(err.instance, dict):
+        return None
+    allowed = list(err.schema.get("properties") or {})
+    return next(((str(k), allowed) for k in err.instance if k not in allowed), None)
 
 
 def _line(data: Any, path: list[str | int]) -> int:
