@@ -190,7 +190,8 @@ def _require_clean_sweep(found: sweep.Sweep) -> None:
         raise UnvendoredImageError(
             f"{where.origin.file}:{where.line}: {image.written} looks like an image ({where.rule}) but the spec "
             f"neither confirms nor excludes it ({len(found.candidates)} such)",
-            hint="add it to the spec's images: with confirm: true, or exclude: <reason>")
+            hint="add it to the spec's images: with confirm: true, or exclude: <reason>; "
+                 "`airgap-bundle sweep SPEC --emit-images` prints the entries")
 
 
 def _crossplane_gate(spec: Spec, options: BuildOptions, docs: list[Document], packages: list[sweep.Image],

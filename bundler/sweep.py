@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 from . import catalogue as catalogue_mod
@@ -189,6 +189,13 @@ class Sweep:
     invalid: tuple[Invalid, ...]
     skipped: tuple[Skipped, ...]
     documents: int
+    review: bool = False  # a spec reviews the candidates: each must be confirmed or excluded there
+
+    @property
+    def unresolved(self) -> tuple[Image, ...]:
+        """Candidates a spec neither confirms nor excludes: the review is not done (a bundle would not
+        carry them, and nothing says they are not needed). Empty when no spec reviews the sweep."""
+        return self.candidates if self.review else ()
 
     @property
     def images(self) -> tuple[Image, ...]:
@@ -253,6 +260,7 @@ def sweep(
     options: Sequence[ImageOptionLike] = (),
     spec_file: str = "bundle.yaml",
     catalogue: Catalogue | None = None,
+    review: bool = False,
 ) -> Sweep:
     """Find every image in `docs`, the chart annotations and the spec's extra images.
 
@@ -264,6 +272,8 @@ def sweep(
         spec_file: the spec's path, for the origin of extra images.
         catalogue: operator knowledge; the built-in catalogue when None (add the spec's
             `discovery.rules` with `catalogue.builtin().extend(spec.discovery_rules)`).
+        review: a spec's `images:` is where candidates are reviewed, so unconfirmed ones are
+            `Sweep.unresolved` (False when there is no spec to record a review in).
     """
     known = catalogue if catalogue is not None else catalogue_mod.builtin()
     findings: list[Finding] = []
@@ -309,7 +319,7 @@ def sweep(
             invalid,
             form="spec",
         )
-    return _group(findings, invalid, options, count)
+    return replace(_group(findings, invalid, options, count), review=review)
 
 
 def sweep_document(doc: Document, catalogue: Catalogue | None = None) -> list[Finding | Invalid]:
