@@ -41,8 +41,8 @@ import urllib3
 
 from .errors import AuthError, DigestMismatchError, NotFoundError, RateLimitedError, RegistryError, UsageError
 from .oci import ACCEPT_MANIFESTS, INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST, sha256_digest
-from .reference import DEFAULT_DOMAIN, ImageRef
-from .spec import RegistryConfig
+from .reference import DEFAULT_DOMAIN, REPOSITORY_PATH_RE, ImageRef
+from .spec import WILDCARD, MirrorConfig, RegistryConfig, registry_for
 
 log = logging.getLogger(__name__)
 
@@ -201,12 +201,17 @@ def plan_routes(hosts: Sequence[str], configs: Sequence[RegistryConfig], *, inse
     insecure = set(insecure_hosts) | {c.host for c in configs if c.insecure}
     routes: dict[str, tuple[Endpoint, ...]] = {}
     for host in hosts:
-        config = by_host.get(host)
+        config = registry_for(configs, host)
         if config is None:
             raise UsageError(f"registry {host} is not allowed: the spec's registries list {sorted(by_host) or 'none'}",
                              hint=f"add `- host: {host}` under registries: in the spec (never a public registry by default)")
         eps: list[Endpoint] = []
-        for target in [*config.mirrors, *([] if config.skip_upstream else [host])]:
+        if config.mirror is not None:
+            eps.append(_mirror_endpoint(host, config.mirror, by_host.get(config.mirror.host), insecure,
+                                        ca_file=ca_file, keep_alive=config.keep_alive, environ=environ))
+        # A WILDCARD entry names no upstream: it reaches its mirror and nothing else.
+        upstream = [] if config.skip_upstream or config.host == WILDCARD else [host]
+        for target in [*config.mirrors, *upstream]:
             target_host, _, prefix = target.partition("/")
             own = by_host.get(target_host, config)
             ca = own.ca_file or config.ca_file or ca_file
@@ -226,6 +231,30 @@ def plan_routes(hosts: Sequence[str], configs: Sequence[RegistryConfig], *, inse
             raise UsageError(f"registry {host}: skipUpstream is set and no mirrors are listed")
         routes[host] = tuple(eps)
     return routes
+
+
+def _mirror_endpoint(serves: str, mirror: MirrorConfig, own: RegistryConfig | None, insecure: set[str], *,
+                     ca_file: Path | None, keep_alive: bool, environ: Mapping[str, str] | None) -> Endpoint:
+    """A `mirror:` object's endpoint: its own settings first, then an entry of the mirror host's own."""
+    prefix = mirror.prefix_for(serves)
+    if prefix and not REPOSITORY_PATH_RE.match(prefix):
+        raise UsageError(f"registry {serves}: the mirror prefix {mirror.prefix!r} becomes {prefix!r}, "
+                         "which is not a repository path (lowercase letters, digits, . _ - and /; no port)",
+                         hint=f"give {serves} an entry of its own, or pull it from the mirror by its own name")
+    ca = mirror.ca_file or (own.ca_file if own else None) or ca_file
+    named = mirror if mirror.username_env or mirror.password_env or own is None else own
+    credentials = load_credentials(mirror.host, docker_config=named.docker_config, username_env=named.username_env,
+                                   password_env=named.password_env, environ=environ)
+    return Endpoint(
+        serves=serves,
+        host=mirror.host,
+        scheme="http" if mirror.insecure or mirror.host in insecure else "https",
+        prefix=prefix,
+        verify=str(ca) if ca else _default_ca(environ),
+        custom_ca=ca is not None,
+        keep_alive=keep_alive and (own.keep_alive if own else True),
+        credentials=credentials,
+    )
 
 
 def _default_ca(environ: Mapping[str, str] | None) -> str | bool:

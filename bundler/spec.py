@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -86,9 +86,29 @@ class ImageOptions:
         return self.ref.digest is None or self.ref.digest == ref.digest
 
 
+WILDCARD = "*"  # a registries entry for every host no other entry names (through its mirror only)
+
+
+@dataclass(frozen=True)
+class MirrorConfig:
+    """A mirror with its own connection settings, in the registries entry that routes through it."""
+
+    host: str
+    prefix: str = ""  # repository prefix on the mirror; `{host}` is the source registry's host
+    insecure: bool = False
+    ca_file: Path | None = None
+    docker_config: bool = True
+    username_env: str | None = None
+    password_env: str | None = None
+
+    def prefix_for(self, source_host: str) -> str:
+        """The prefix for one source registry: `{host}` -> `docker.io`, as pull-through caches lay it out."""
+        return self.prefix.replace("{host}", source_host).strip("/")
+
+
 @dataclass(frozen=True)
 class RegistryConfig:
-    host: str
+    host: str  # as in references, or WILDCARD
     mirrors: tuple[str, ...] = ()
     skip_upstream: bool = False
     insecure: bool = False
@@ -97,6 +117,7 @@ class RegistryConfig:
     username_env: str | None = None
     password_env: str | None = None
     keep_alive: bool = True
+    mirror: MirrorConfig | None = None  # tried before `mirrors`; the only endpoint of a WILDCARD entry
 
 
 @dataclass(frozen=True)
@@ -158,7 +179,13 @@ class Spec:
         return max(hits, key=lambda o: (o.ref.digest is not None, o.ref.tag is not None), default=None)
 
     def registry(self, host: str) -> RegistryConfig | None:
-        return next((r for r in self.registries if r.host == host), None)
+        return registry_for(self.registries, host)
+
+
+def registry_for(configs: Sequence[RegistryConfig], host: str) -> RegistryConfig | None:
+    """The registries entry for `host`: its own, else the WILDCARD entry, else None (not allowed)."""
+    exact = next((r for r in configs if r.host == host), None)
+    return exact or next((r for r in configs if r.host == WILDCARD), None)
 
 
 def load(path: str | Path) -> Spec:
@@ -214,6 +241,19 @@ def _validator() -> Any:
 
     schema = json.loads(resources.files("bundler").joinpath("schemas/bundle.schema.json").read_text())
     return jsonschema.Draft202012Validator(schema)
+
+
+def _mirror(m: Mapping[str, Any], rel: Callable[[str], Path]) -> MirrorConfig:
+    credentials = m.get("credentials") or {}
+    return MirrorConfig(
+        host=str(m["host"]),
+        prefix=str(m.get("prefix") or ""),
+        insecure=bool(m.get("insecure", False)),
+        ca_file=rel(m["caFile"]) if m.get("caFile") else None,
+        docker_config=bool(credentials.get("dockerConfig", True)),
+        username_env=credentials.get("usernameEnv"),
+        password_env=credentials.get("passwordEnv"),
+    )
 
 
 def _unknown_key(err: Any) -> tuple[str, list[str]] | None:
@@ -305,6 +345,7 @@ def _build(path: Path, raw: bytes, d: CommentedMap, plain: dict[str, Any]) -> Sp
             username_env=(r.get("credentials") or {}).get("usernameEnv"),
             password_env=(r.get("credentials") or {}).get("passwordEnv"),
             keep_alive=bool(r.get("keepAlive", True)),
+            mirror=_mirror(r["mirror"], rel) if r.get("mirror") else None,
         )
         for r in d.get("registries") or ()
     )

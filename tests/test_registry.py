@@ -14,7 +14,7 @@ from bundler.errors import AuthError, DigestMismatchError, NotFoundError, Regist
 from bundler.oci import DOCKER_LIST, OCI_INDEX, sha256_digest
 from bundler.reference import ImageRef
 from bundler.registry import RegistryClient, _literal_or_loopback, load_credentials, plan_routes
-from bundler.spec import RegistryConfig
+from bundler.spec import MirrorConfig, RegistryConfig
 from tests.support.faultproxy import Fault, FaultProxy, start_proxy
 from tests.support.images import Pusher, make_layer, multi_platform, single_platform
 from tests.support.registry import free_port, running_registry
@@ -159,6 +159,48 @@ def test_mirrors_first_then_upstream(registry: Any, pushed: dict[str, str], tmp_
         only = RegistryClient(plan_routes([registry.host], [skip, mirrored], environ={}))
         with pytest.raises(NotFoundError):
             only.get_manifest(ImageRef.parse(pushed["big"]))
+
+
+def test_one_wildcard_entry_routes_every_host_through_a_prefixed_mirror(registry: Any, tmp_path: Path) -> None:
+    """`host: "*"` with `mirror: {host, prefix: "{host}", insecure}`: docker.io/library/app is fetched as
+    MIRROR/docker.io/library/app, quay.io/team/app as MIRROR/quay.io/team/app; no upstream is contacted."""
+    hub, quay = multi_platform("wild-hub", seed=31), multi_platform("wild-quay", seed=32)
+    Pusher.to(registry).push("docker.io/library/wildapp", hub, "v1")
+    Pusher.to(registry).push("quay.io/team/wildapp", quay, "v1")
+    wildcard = RegistryConfig("*", mirror=MirrorConfig(registry.host, prefix="{host}", insecure=True))
+    routes = plan_routes(["docker.io", "quay.io"], [wildcard], environ={})
+    assert {h: [(e.url, e.prefix) for e in eps] for h, eps in routes.items()} == {
+        "docker.io": [(registry.url, "docker.io")], "quay.io": [(registry.url, "quay.io")]}
+    client = RegistryClient(routes)
+    assert client.describe() == [f"{registry.url}/docker.io (mirror of docker.io, plain HTTP)",
+                                 f"{registry.url}/quay.io (mirror of quay.io, plain HTTP)"]
+    assert client.get_manifest(ImageRef.parse("wildapp:v1")).digest == hub.digest
+    assert client.get_manifest(ImageRef.parse("quay.io/team/wildapp:v1")).digest == quay.digest
+    # an entry of the host's own wins over the wildcard: here it allows only its upstream, which lacks the image
+    own = RegistryConfig(registry.host, insecure=True)
+    mixed = RegistryClient(plan_routes(["docker.io", registry.host], [wildcard, own], environ={}))
+    assert [e.prefix for e in mixed.routes[registry.host]] == [""]
+    # a prefix that does not make a repository path (a port in the source host) is refused before any request
+    with pytest.raises(UsageError, match=r"becomes '127.0.0.1:\d+', which is not a repository path"):
+        plan_routes(["127.0.0.1:5999"], [wildcard], environ={})
+
+
+def test_a_mirror_carries_its_own_tls_ca_in_the_same_entry(tls_registry: Any, registry: Any) -> None:
+    """`mirror: {host, prefix, caFile}` on the upstream's entry: the mirror is tried first over TLS with
+    its own CA; the upstream (plain HTTP here) stays the fallback."""
+    image = multi_platform("tls-mirror", seed=33)
+    Pusher.to(tls_registry).push(f"cache/{registry.host.split(':')[0]}/tlsmirror/app", image, "v1")
+    config = RegistryConfig(registry.host, insecure=True, mirror=MirrorConfig(
+        tls_registry.host, prefix=f"cache/{registry.host.split(':')[0]}", ca_file=tls_registry.ca_file))
+    routes = plan_routes([registry.host], [config], environ={})
+    assert [(e.scheme, e.custom_ca) for e in routes[registry.host]] == [("https", True), ("http", False)]
+    got = RegistryClient(routes).get_manifest(ImageRef.parse(f"{registry.host}/tlsmirror/app:v1"))
+    assert got.digest == image.digest and got.endpoint == tls_registry.url
+    without_ca = RegistryConfig(registry.host, insecure=True, skip_upstream=True,
+                                mirror=MirrorConfig(tls_registry.host, prefix="cache"))
+    with pytest.raises(RegistryError, match="TLS verification failed"):
+        RegistryClient(plan_routes([registry.host], [without_ca], environ={}), retries=0).get_manifest(
+            ImageRef.parse(f"{registry.host}/tlsmirror/app:v1"))
 
 
 @pytest.fixture

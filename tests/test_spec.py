@@ -101,6 +101,37 @@ def test_misspelled_key_in_the_example_spec_is_named_at_its_line(repo_root: Path
                               "(see schemas/bundle.schema.json and examples/bundle.yaml)")
 
 
+def test_wildcard_registry_entry_with_a_mirror_of_its_own(tmp_path: Path) -> None:
+    s = spec.load(write(tmp_path, MINIMAL + """registries:
+  - host: quay.io
+  - host: "*"
+    mirror:
+      host: mirror.corp.example:5000
+      prefix: "cache/{host}"
+      caFile: certs/corp-ca.pem
+      credentials: {usernameEnv: MIRROR_USER, passwordEnv: MIRROR_PASSWORD}
+"""))
+    wildcard = s.registry("docker.io")
+    assert wildcard is not None and wildcard.host == "*" and wildcard.mirror == spec.MirrorConfig(
+        "mirror.corp.example:5000", "cache/{host}", insecure=False, ca_file=tmp_path / "certs" / "corp-ca.pem",
+        username_env="MIRROR_USER", password_env="MIRROR_PASSWORD")
+    assert wildcard.mirror.prefix_for("docker.io") == "cache/docker.io"
+    assert s.registry("quay.io") == spec.RegistryConfig("quay.io")  # its own entry wins
+    assert spec.registry_for((), "quay.io") is None
+
+
+@pytest.mark.parametrize(("entry", "needle"), [
+    ('  - host: "*"\n    mirrors: [m.example]\n', "registries[0]: 'mirror' is a required property"),
+    ('  - host: "*"\n    mirror: {host: m.example, prefix: "{hostname}"}\n', "registries[0].mirror.prefix"),
+    ('  - host: "*"\n    mirror: {host: m.example, insecure: yes-please}\n', "registries[0].mirror.insecure"),
+])
+def test_wildcard_entry_mistakes_name_their_line(tmp_path: Path, entry: str, needle: str) -> None:
+    path = write(tmp_path, MINIMAL + "registries:\n" + entry)
+    with pytest.raises(SpecError) as err:
+        spec.load(path)
+    assert str(err.value).startswith(f"{path}:") and needle in str(err.value), str(err.value)
+
+
 def test_malformed_yaml_names_the_line(tmp_path: Path) -> None:
     path = write(tmp_path, MINIMAL + "platforms: [linux/amd64\n")
     with pytest.raises(SpecError, match=r"bundle.yaml:\d+: malformed YAML"):
