@@ -83,3 +83,22 @@ def test_packaging_lists_every_folder_and_data_file(repo_root: Path) -> None:
         if path.suffix != ".py":
             assert any(fnmatch.fnmatch(path.name, pattern) for pattern in data.get(package, ())), \
                 f"{path.relative_to(repo_root)} is matched by no package-data pattern"
+
+
+def test_container_image_recipe(repo_root: Path) -> None:
+    """No docker engine runs here, so the Dockerfile's promises are checked as text: tools fetched for the
+    image's own architecture, an unprivileged user from the first instruction after the tools on, and a
+    build context without the venv, the tool binaries, git history or node_modules."""
+    dockerfile = (repo_root / "Dockerfile").read_text()
+    instructions = [ln.split(None, 1) for ln in dockerfile.splitlines() if ln and not ln.startswith(("#", " "))]
+    keywords = [i[0] for i in instructions]
+    assert ["ARG", "TARGETARCH"] in instructions
+    assert 'fetch_tools.py --arch "${TARGETARCH}"' in dockerfile
+    user = instructions[keywords.index("USER")][1]
+    assert user.split(":")[0] not in ("root", "0") and keywords.index("USER") < keywords.index("ENTRYPOINT")
+    assert keywords.index("USER") > max(n for n, k in enumerate(keywords) if k == "RUN")  # nothing runs as root after
+    ignored = {ln.strip() for ln in (repo_root / ".dockerignore").read_text().splitlines()
+               if ln.strip() and not ln.startswith("#")}
+    assert {".venv", ".tools", ".git", "tests/interop/node_modules", "**/__pycache__", ".pytest_cache"} <= ignored
+    copied = [i[1].split()[0] for i in instructions if i[0] == "COPY"]
+    assert not any(c.startswith((".venv", ".tools", ".git")) or c == "." for c in copied)
