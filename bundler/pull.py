@@ -339,7 +339,7 @@ def pull(refs: Sequence[str], *, layout: Path | Layout, platforms: Sequence[Plat
     Args:
         refs: references as written (duplicates are pulled once, reported once each).
         layout: the output OCI layout (created if missing; on success a plain OCI layout without this
-            tool's bookkeeping, unless it is a cache layout).
+            tool's bookkeeping, unless it is also the cache).
         platforms: required platforms (Spec.platforms or --platform).
         options_for: per-image options (Spec.options_for): keepUpstreamIndex, platformExemptions.
         sources: allowed registries; default: exactly the hosts of `refs`.
@@ -397,7 +397,7 @@ def pull(refs: Sequence[str], *, layout: Path | Layout, platforms: Sequence[Plat
             store.set_refs({str(ref): Descriptor(plans[ref].top.media_type, plans[ref].top.digest,
                                                  len(plans[ref].top.data))
                             for ref in unique if not ref.digest})
-        if out.record is None:  # an output, not a cache: leave a plain OCI layout (no lock, no .partial)
+        if store is not out or cache is None:  # an output, not also the cache: a plain OCI layout, no bookkeeping
             out.tidy()
     finally:
         puller.close()

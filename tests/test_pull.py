@@ -237,3 +237,15 @@ def test_pull_output_is_a_plain_oci_layout_readable_by_others(cat: Catalog, run_
     assert _listing(tmp_path / "strict" / "out") == {"blobs": 0o750, "blobs/sha256": 0o750, "index.json": 0o640,
                                                      "oci-layout": 0o640}
     layout_complete(out)
+
+
+def test_an_output_that_is_also_the_cache_keeps_its_bookkeeping(cat: Catalog, tmp_path: Path) -> None:
+    """--cache and --output the same folder: it stays a cache, and another run's resumable partial blob
+    in it survives (only a folder that is just an output is tidied)."""
+    shared = tmp_path / "shared"
+    other = shared / "blobs" / "sha256" / ".partial" / ("ab" * 32)
+    other.parent.mkdir(parents=True)
+    other.write_bytes(b"half a layer")
+    pull([cat.refs["multi"]], layout=shared, cache=shared,
+         sources=Sources.for_refs([cat.refs["multi"]], insecure_hosts=(cat.host,)))
+    assert other.read_bytes() == b"half a layer"

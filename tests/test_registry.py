@@ -180,6 +180,11 @@ def test_one_wildcard_entry_routes_every_host_through_a_prefixed_mirror(registry
     own = RegistryConfig(registry.host, insecure=True)
     mixed = RegistryClient(plan_routes(["docker.io", registry.host], [wildcard, own], environ={}))
     assert [e.prefix for e in mixed.routes[registry.host]] == [""]
+    # credentials named in the mirror object are the mirror's, read from the environment it names
+    named = RegistryConfig("*", mirror=MirrorConfig(registry.host, prefix="{host}", insecure=True,
+                                                    username_env="MIRROR_USER", password_env="MIRROR_PASSWORD"))
+    [endpoint] = plan_routes(["quay.io"], [named], environ={"MIRROR_USER": "u", "MIRROR_PASSWORD": "p"})["quay.io"]
+    assert endpoint.credentials is not None and endpoint.credentials.source == "env MIRROR_USER"
     # a prefix that does not make a repository path (a port in the source host) is refused before any request
     with pytest.raises(UsageError, match=r"becomes '127.0.0.1:\d+', which is not a repository path"):
         plan_routes(["127.0.0.1:5999"], [wildcard], environ={})
