@@ -395,13 +395,8 @@ def sweep_command(spec_file: str | None, chart: str | None, values: tuple[str, .
         first = result.invalid[0]
         raise CheckFailedError(f"{first.origin.file}:{first.line}: {len(result.invalid)} invalid image "
                                f"reference(s), first {first.written!r}: {first.error}")
-    if result.unresolved:
-        image = result.unresolved[0]
-        where = image.findings[0]
-        raise CheckFailedError(
-            f"{where.origin.file}:{where.line}: {len(result.unresolved)} unresolved candidate(s), first "
-            f"{image.ref}: the spec neither confirms nor excludes it",
-            hint=f"review them: airgap-bundle sweep {spec_file} --emit-images prints the images: entries to paste")
+    if result.review:
+        sweep_mod.require_reviewed(result, spec_file or "SPEC")
 
 # --- end sweep ---------------------------------------------------------------------------------
 

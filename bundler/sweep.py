@@ -62,7 +62,7 @@ from typing import Any, Literal, Protocol
 from . import catalogue as catalogue_mod
 from .catalogue import Catalogue, Composition
 from .documents import Document, Origin, Path_, format_path, iter_documents
-from .errors import InvalidReferenceError
+from .errors import InvalidReferenceError, UnvendoredImageError
 from .reference import ImageRef
 
 Confidence = Literal["definite", "candidate"]
@@ -779,6 +779,24 @@ def _group(
     return Sweep(tuple(found), tuple(candidates), tuple(hooks), tuple(invalid), tuple(skipped), documents)
 
 
+def require_reviewed(result: Sweep, spec_file: str) -> None:
+    """The strict wrapper for the review (build, and `sweep SPEC`): a candidate the spec neither confirms
+    nor excludes stops here, since nobody has said whether the cluster pulls it.
+
+    Raises:
+        UnvendoredImageError: names the first such candidate's file and line, and how many there are.
+    """
+    if not result.candidates:
+        return
+    image = result.candidates[0]
+    where = image.findings[0]
+    raise UnvendoredImageError(
+        f"{where.origin.file}:{where.line}: {image.ref} looks like an image ({where.rule}) but the spec neither "
+        f"confirms nor excludes it ({len(result.candidates)} unresolved candidate(s))",
+        hint=f"review: `airgap-bundle sweep {spec_file} --emit-images` prints the images: entries to paste "
+             "(confirm: true, or exclude: <reason>)")
+
+
 # --- the vendored check --------------------------------------------------------------------------
 
 VendoredCheck = Callable[[Image], bool]
@@ -838,6 +856,7 @@ __all__ = [
     "find_images",
     "in_list",
     "matches",
+    "require_reviewed",
     "sweep",
     "sweep_document",
     "vendored_status",

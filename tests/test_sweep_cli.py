@@ -267,9 +267,10 @@ def test_spec_alone_fails_while_candidates_are_unresolved(cli: RunCli, tmp_path:
     assert summary["passed"] is False and summary["unvendored"] == []
     assert summary["unresolved"] == ["quay.io/example/cache:2.0", "quay.io/example/helper:1.0"]
     line = done.stderr.splitlines()[-1]  # after the summary line
-    assert line == (f"airgap-bundle: error: {tmp_path / 'cache.yaml'}:5: 2 unresolved candidate(s), first "
-                    "quay.io/example/cache:2.0: the spec neither confirms nor excludes it (review them: "
-                    f"airgap-bundle sweep {spec} --emit-images prints the images: entries to paste)")
+    assert line == (f"airgap-bundle: error: {tmp_path / 'cache.yaml'}:5: quay.io/example/cache:2.0 looks like an "
+                    "image (split-unknown) but the spec neither confirms nor excludes it (2 unresolved candidate(s)) "
+                    f"(review: `airgap-bundle sweep {spec} --emit-images` prints the images: entries to paste "
+                    "(confirm: true, or exclude: <reason>))")
     text = cli("sweep", str(spec))
     assert text.returncode == 1 and "[candidate, UNRESOLVED: confirm or exclude it in the spec]" in text.stdout
     assert ", 2 unresolved" in text.stderr
