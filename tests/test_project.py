@@ -102,3 +102,18 @@ def test_container_image_recipe(repo_root: Path) -> None:
     assert {".venv", ".tools", ".git", "tests/interop/node_modules", "**/__pycache__", ".pytest_cache"} <= ignored
     copied = [i[1].split()[0] for i in instructions if i[0] == "COPY"]
     assert not any(c.startswith((".venv", ".tools", ".git")) or c == "." for c in copied)
+
+
+def test_tracked_symlinks_stay_inside_the_repository(repo_root: Path) -> None:
+    """A worktree's `.tools -> /work/main/.tools` link was once committed (`.tools/` in .gitignore matched only a
+    folder, not a link): in a clone it points at nothing, or at itself. Only relative links within the tree."""
+    import os
+    import subprocess
+
+    listed = subprocess.run(["git", "ls-files", "-s"], cwd=repo_root, capture_output=True, text=True, check=True)
+    links = [line.split("\t", 1)[1] for line in listed.stdout.splitlines() if line.startswith("120000 ")]
+    assert links, "schemas and templates are links into bundler/"
+    for link in links:
+        target = os.readlink(repo_root / link)
+        inside = (repo_root / link).parent.joinpath(target).resolve().is_relative_to(repo_root.resolve())
+        assert not os.path.isabs(target) and inside, f"{link} -> {target} points outside the repository"
