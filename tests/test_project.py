@@ -6,6 +6,8 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
 from bundler import errors
 
 # STYLE.md: a module imports only modules in rows above it (earlier in this list).
@@ -117,3 +119,26 @@ def test_tracked_symlinks_stay_inside_the_repository(repo_root: Path) -> None:
         target = os.readlink(repo_root / link)
         inside = (repo_root / link).parent.joinpath(target).resolve().is_relative_to(repo_root.resolve())
         assert not os.path.isabs(target) and inside, f"{link} -> {target} points outside the repository"
+
+
+@pytest.mark.parametrize("hook", ["build_editable", "build_wheel"])
+def test_packaging_builds_without_a_setuptools_warning(repo_root: Path, tmp_path: Path, hook: str) -> None:
+    """What `pip install -e .` and `pip install .` run (the PEP 517/660 hooks), offline, with every Python
+    warning an error: a deprecated `license` table, a folder missing from the packages, or the import-hook
+    editable mode all warn, and pip prints those warnings even with -q."""
+    import shutil
+    import subprocess
+    import sys
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(repo_root / name, src / name)
+    shutil.copytree(repo_root / "bundler", src / "bundler", ignore=shutil.ignore_patterns("__pycache__"))
+    out = tmp_path / "dist"
+    out.mkdir()
+    done = subprocess.run([sys.executable, "-W", "error", "-c",
+                           f"import setuptools.build_meta as b; print(b.{hook}({str(out)!r}))"],
+                          cwd=src, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1].endswith(".whl")
