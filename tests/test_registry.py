@@ -256,6 +256,38 @@ def test_refused_connection_on_loopback_is_reported_at_once(host: str) -> None:
     assert info.value.exit_code == 4 and slept == [] and client.stats["requests"] == 1
 
 
+def test_a_connection_closed_without_an_answer_is_retried_not_refused(caplog: pytest.LogCaptureFixture) -> None:
+    """Something listens but hangs up before answering (a registry restarting): that is worth retrying,
+    unlike a refusal; the retries are logged once for the endpoint."""
+    import socket
+    import threading
+
+    caplog.set_level(logging.INFO, logger="bundler.registry")
+    server = socket.create_server(("127.0.0.1", 0))
+    address = f"127.0.0.1:{server.getsockname()[1]}"
+
+    def hang_up() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            conn.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    slept: list[float] = []
+    try:
+        client = RegistryClient(plan_routes([address], [RegistryConfig(address, insecure=True)], environ={}),
+                                retries=2, sleep=slept.append)
+        with pytest.raises(RegistryError) as info:
+            client.get_manifest(ImageRef.parse(f"{address}/rt/app:v1"))
+    finally:
+        server.close()
+    assert f"http://{address} unreachable after 3 attempts (ConnectionError" in str(info.value)
+    assert len(slept) == 2 and len([r for r in caplog.records if "retrying" in r.getMessage()]) == 1
+
+
 def test_only_literal_addresses_and_loopback_names_refuse_for_good() -> None:
     assert _literal_or_loopback("10.1.2.3") and _literal_or_loopback("::1") and _literal_or_loopback("a.localhost")
     assert not _literal_or_loopback("registry.example.com")  # a name may resolve elsewhere next time
