@@ -284,6 +284,8 @@ def test_spec_alone_fails_while_candidates_are_unresolved(cli: RunCli, tmp_path:
     # without a spec there is nowhere to review them: reported as candidates (warnings), not failures
     bare = cli("sweep", "--manifests", str(tmp_path / "cache.yaml"), "--format", "json")
     assert bare.returncode == 0 and json.loads(bare.stdout)["summary"]["passed"] is True
+    bare_github = cli("sweep", "--manifests", str(tmp_path / "cache.yaml"), "--format", "github").stdout.splitlines()
+    assert len(bare_github) == 2 and all(ln.startswith("::warning ") for ln in bare_github)
 
 
 def test_emitted_images_entries_pasted_into_the_spec_make_the_sweep_pass(cli: RunCli, tmp_path: Path) -> None:
