@@ -94,11 +94,15 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
 
     # charts by reference, and missing chart dependencies: fetched through the allowlist, verified
     located = fetch_charts(spec, options, staging)
+    # What the BOM names as each chart's source: never the temporary folder a fetched chart sits in.
+    shown = [c.fetched.reference if c.fetched else render.display(original.path)
+             for c, original in zip(located, spec.charts, strict=True)]
     spec = dataclasses.replace(spec, charts=tuple(c.chart for c in located))
 
     # render + sweep
     progress.step("render", 0, len(spec.charts) + len(spec.kustomize) + len(spec.manifests))
     streams = render.render_streams(spec, options.tools)
+    streams[:len(shown)] = [dataclasses.replace(stream, source=source) for stream, source in zip(streams, shown)]
     docs = [doc for stream in streams for doc in stream.documents]
     progress.step("render", len(streams), len(streams), f"{len(docs)} documents")
     chart_images = [image for chart in spec.charts for image in render.chart_images(chart.path)]
