@@ -102,7 +102,7 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
     # render + sweep
     progress.step("render", 0, len(spec.charts) + len(spec.kustomize) + len(spec.manifests))
     streams = render.render_streams(spec, options.tools)
-    streams[:len(shown)] = [dataclasses.replace(stream, source=source) for stream, source in zip(streams, shown)]
+    streams[:len(shown)] = [dataclasses.replace(stream, source=source) for stream, source in zip(streams, shown, strict=False)]
     docs = [doc for stream in streams for doc in stream.documents]
     progress.step("render", len(streams), len(streams), f"{len(docs)} documents")
     chart_images = [image for chart in spec.charts for image in render.chart_images(chart.path)]

@@ -106,3 +106,13 @@ def test_required_provenance_missing_fails_17_and_writes_nothing(work: Path, run
     assert done.returncode == 17, done.stderr
     assert "has no provenance file" in done.stderr and "Traceback" not in done.stderr
     assert not (work / "s.bundle.tar").exists()
+
+
+def test_sweep_takes_remote_charts_from_the_cache_offline(work: Path, registry, run_cli) -> None:  # type: ignore[no-untyped-def]
+    filled = run_cli("sweep", "bundle.yaml", "--cache", "cache", "--format", "json", cwd=work, env=ENV)
+    assert filled.returncode == 0, filled.stderr
+    done = run_cli("sweep", "bundle.yaml", "--cache", "cache", "--offline", "--format", "json", cwd=work)
+    assert done.returncode == 0, done.stderr
+    assert f"{registry.host}/library/nginx:1.0" in done.stdout and f"{registry.host}/library/busybox:1.0" in done.stdout
+    missing = run_cli("sweep", "bundle.yaml", "--cache", "empty-cache", "--offline", cwd=work)
+    assert missing.returncode == 9 and "not in the cache" in missing.stderr
