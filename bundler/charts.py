@@ -170,8 +170,8 @@ def _missing_deps(chart: ChartSource) -> bool:
         return False
     meta = _load_yaml((chart.path / "Chart.yaml").read_bytes(), str(chart.path / "Chart.yaml"))
     vendored = {v.name for v in _vendored(chart.path / "charts")}
-    return any(isinstance(d, dict) and d.get("name") not in vendored and not str(d.get("repository") or "")
-               .startswith("file://") and d.get("repository") for d in meta.get("dependencies") or [])
+    return any(isinstance(d, dict) and d.get("name") not in vendored and d.get("repository")
+               for d in meta.get("dependencies") or [])
 
 
 @dataclass(frozen=True)
@@ -372,16 +372,18 @@ class _Fetcher:
         declared = [d for d in meta.get("dependencies") or [] if isinstance(d, dict)]
         if not declared:
             return ()
-        wants = _wants(root, declared, label)
+        wants, lock = _wants(root, declared, label)
         charts_dir = root / "charts"
         charts_dir.mkdir(exist_ok=True)
+        # vendored at a fitting version: kept, as a packaged chart ships it; no repository: helm assumes
+        # it is in charts/ ("did not declare a repository")
+        todo = [w for w in wants if w.repository and not any(
+            _fits(v.version, w) for v in _vendored(charts_dir) if v.name == w.name)]
+        if todo and lock is not None:
+            self._check_lock(declared, lock, label)
         fetched: list[FetchedChart] = []
-        for want in wants:
+        for want in todo:
             have = [v for v in _vendored(charts_dir) if v.name == want.name]
-            if any(_fits(v.version, want) for v in have):
-                continue  # vendored at a fitting version: keep it, as a packaged chart ships it
-            if not want.repository:
-                continue  # helm: "did not declare a repository; assuming it exists in the charts directory"
             for old in have:  # helm removes outdated archives of a dependency it downloads again
                 shutil.rmtree(old.path) if old.path.is_dir() else old.path.unlink()
             if want.repository.startswith("file://"):
@@ -393,6 +395,15 @@ class _Fetcher:
             fetched.append(dep)
         _check_dependencies(root, self.tools, label)
         return tuple(fetched)
+
+    def _check_lock(self, declared: list[dict[str, Any]], lock: dict[str, Any], label: str) -> None:
+        """helm dependency build: Chart.lock's digest must be helm's hash of Chart.yaml's dependencies."""
+        resolved = [{**d, "repository": self._repository(str(d.get("repository") or ""), str(d.get("name")), label)}
+                    if str(d.get("repository") or "").startswith(("@", "alias:")) else d for d in declared]
+        locked = [d for d in lock.get("dependencies") or [] if isinstance(d, dict)]
+        if lock_digest(resolved, locked) != str(lock.get("digest")):
+            raise InputError(f"{label}: the lock file (Chart.lock) is out of sync with the dependencies file "
+                             "(Chart.yaml)", hint="run helm dependency update on the chart and publish it again")
 
     def _repository(self, repository: str, name: str, label: str) -> str:
         if repository.startswith(("@", "alias:")):
@@ -468,21 +479,49 @@ def _fits(version: str, want: _Want) -> bool:
         return False
 
 
-def _wants(root: Path, declared: list[dict[str, Any]], label: str) -> list[_Want]:
-    """Chart.lock's entries when the chart has one, else Chart.yaml's (helm dependency build/update)."""
+def _wants(root: Path, declared: list[dict[str, Any]], label: str) -> tuple[list[_Want], dict[str, Any] | None]:
+    """Chart.lock's entries when the chart has one, else Chart.yaml's (helm dependency build/update);
+    and the lock itself."""
     lock_file = root / "Chart.lock"
     if not lock_file.is_file():
         return [_Want(str(d.get("name")), str(d.get("version") or ""), str(d.get("repository") or ""), False)
-                for d in declared]
+                for d in declared], None
     lock = _load_yaml(lock_file.read_bytes(), f"{label}: Chart.lock")
     locked = [d for d in lock.get("dependencies") or [] if isinstance(d, dict)]
-    by_name = {str(d.get("name")): d for d in locked}
-    missing = [str(d.get("name")) for d in declared if str(d.get("name")) not in by_name]
-    if missing:
-        raise InputError(f"{label}: Chart.lock is out of sync with Chart.yaml (no entry for {', '.join(missing)})",
-                         hint="run helm dependency update on the chart and publish it again")
     return [_Want(str(d.get("name")), str(d.get("version") or ""), str(d.get("repository") or ""), True)
-            for d in locked]
+            for d in locked], lock
+
+
+def lock_digest(declared: Sequence[Mapping[str, Any]], locked: Sequence[Mapping[str, Any]]) -> str:
+    """helm's `resolver.HashReq`: sha256 of Go's `json.Marshal([2][]*chart.Dependency{req, lock})`.
+
+    Field order and `omitempty` follow helm's chart.Dependency (name, version, repository, condition,
+    tags, enabled, import-values, alias); Go sorts map keys and escapes <, >, & in strings. `declared`
+    must already have `@name` repositories replaced by their URLs (helm's resolveRepoNames).
+    """
+    def go(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {str(k): go(value[k]) for k in sorted(value, key=str)}
+        if isinstance(value, list):
+            return [go(v) for v in value]
+        return value
+
+    def dependency(d: Mapping[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": str(d.get("name") or "")}
+        if d.get("version"):
+            out["version"] = str(d["version"])
+        out["repository"] = str(d.get("repository") or "")
+        for key in ("condition", "tags", "enabled", "import-values", "alias"):
+            if d.get(key):
+                out[key] = [str(t) for t in d[key]] if key == "tags" else go(d[key])
+        return out
+
+    text = json.dumps([[dependency(d) for d in declared], [dependency(d) for d in locked]],
+                      separators=(",", ":"), ensure_ascii=False)
+    for char, escaped in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"), ("\u2028", "\\u2028"),
+                          ("\u2029", "\\u2029")):
+        text = text.replace(char, escaped)
+    return sha256_digest(text.encode())
 
 
 def _vendored(charts_dir: Path) -> list[_Vendored]:

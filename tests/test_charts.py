@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bundler import charts
 from bundler.errors import (
     BundlerError,
     DigestMismatchError,
+    InputError,
     NotFoundError,
     OfflineMissError,
     ProvenanceError,
@@ -28,7 +30,16 @@ from bundler.errors import (
 from bundler.layout import Layout
 from bundler.render import Tools
 from bundler.spec import ChartSource, ProvenancePolicy, RegistryConfig, RemoteChart
-from tests.support.charts import ChartRepo, Keyring, gpg_keyring, make_chart, package, push, serve_repo
+from tests.support.charts import (
+    ChartRepo,
+    Keyring,
+    gpg_keyring,
+    helm_env,
+    make_chart,
+    package,
+    push,
+    serve_repo,
+)
 
 ENV = {"REPO_USER": "charts", "REPO_PASS": "s3cret-repo", "HOME": "/nonexistent"}
 
@@ -89,7 +100,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, registry) -> Iterator[World]
         # An OCI chart whose Chart.lock pins the older lib from a repository named by alias (@tls).
         push(package(make_chart(src / "ociapp", "ociapp", "0.3.0",
                                 dependencies=[{"name": "lib", "version": "~1.0", "repository": "@tls"}],
-                                lock=[{"name": "lib", "version": "1.0.0", "repository": "@tls"}]),
+                                lock=[{"name": "lib", "version": "1.0.0", "repository": tls.url}],
+                                aliases={"tls": tls.url}),
                      root / "oci-out", raw=True), registry, "charts", home)
         yield World(repo, tls, registry, signer, stranger, root)
     finally:
@@ -288,3 +300,30 @@ def test_helm_not_found_for_dependency_list(world: World, tmp_path: Path) -> Non
         charts.localize([ChartSource(local, "mine")], workdir=tmp_path / "w", cache=Layout(tmp_path / "c"),
                         tools=Tools(helm=str(tmp_path / "no-helm")), registries=world.registries(),
                         environ=ENV)
+
+
+def test_lock_digest_is_helms(world: World, tmp_path: Path, helm: str) -> None:
+    # helm dependency update writes Chart.lock with its own digest (resolver.HashReq); ours must agree,
+    # including Go's escaping of < and > and an alias, a condition, tags and import-values.
+    make_chart(tmp_path, "sibling", "0.0.1")
+    deps = [{"name": "common", "version": ">=1.0.0 <2.0.0", "repository": world.oci, "alias": "shared",
+             "condition": "shared.enabled", "tags": ["bitnami-common"],
+             "import-values": [{"parent": "b", "child": "a"}, "data"]},
+            {"name": "sibling", "version": "~0.0.1", "repository": "file://../sibling"}]
+    root = make_chart(tmp_path, "top", "0.1.0", dependencies=deps)
+    subprocess.run([helm, "dependency", "update", str(root), "--plain-http"], check=True, capture_output=True,
+                   env=helm_env(tmp_path / "home"))
+    lock = yaml.safe_load((root / "Chart.lock").read_text())
+    assert [d["version"] for d in lock["dependencies"]] == ["1.1.0", "0.0.1"]
+    assert charts.lock_digest(deps, lock["dependencies"]) == lock["digest"]
+
+
+def test_stale_chart_lock_is_refused(world: World, tmp_path: Path) -> None:
+    local = make_chart(tmp_path / "src", "mine", "0.1.0",
+                       dependencies=[{"name": "lib", "version": "^1.0", "repository": world.tls.url}],
+                       lock=[{"name": "lib", "version": "1.0.0", "repository": world.tls.url}])
+    meta = yaml.safe_load((local / "Chart.yaml").read_text())
+    meta["dependencies"][0]["version"] = "^1.1"  # Chart.yaml changed after helm dependency update
+    (local / "Chart.yaml").write_text(yaml.safe_dump(meta))
+    with pytest.raises(InputError, match=r"Chart.lock\) is out of sync"):
+        _localize(world, ChartSource(local, "mine"), cache=tmp_path / "cache")
