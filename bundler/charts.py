@@ -165,13 +165,23 @@ def localize(charts: Sequence[ChartSource], *, workdir: Path, cache: Layout, too
 
 
 def _missing_deps(chart: ChartSource) -> bool:
-    """A local chart directory whose Chart.yaml declares dependencies it does not vendor (cheap check)."""
+    """A local chart directory that does not vendor a dependency it declares (at a fitting version)."""
     if chart.remote is not None or not chart.path.is_dir() or not (chart.path / "Chart.yaml").is_file():
         return False
-    meta = _load_yaml((chart.path / "Chart.yaml").read_bytes(), str(chart.path / "Chart.yaml"))
-    vendored = {v.name for v in _vendored(chart.path / "charts")}
-    return any(isinstance(d, dict) and d.get("name") not in vendored and d.get("repository")
-               for d in meta.get("dependencies") or [])
+    return bool(_plan(chart.path, str(chart.path))[2])
+
+
+def _plan(root: Path, label: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None, list[_Want]]:
+    """Chart.yaml's dependencies, Chart.lock, and the dependencies to fetch: those with a repository
+    and no fitting chart in charts/ (helm assumes one without a repository "exists in the charts directory")."""
+    meta = _load_yaml((root / "Chart.yaml").read_bytes(), f"{label}: Chart.yaml")
+    declared = [d for d in meta.get("dependencies") or [] if isinstance(d, dict)]
+    if not declared:
+        return [], None, []
+    wants, lock = _wants(root, declared, label)
+    vendored = _vendored(root / "charts")
+    todo = [w for w in wants if w.repository and not any(_fits(v.version, w) for v in vendored if v.name == w.name)]
+    return declared, lock, todo
 
 
 @dataclass(frozen=True)
@@ -368,17 +378,11 @@ class _Fetcher:
     def dependencies(self, root: Path, local_dir: Path | None, policy: ProvenancePolicy | None, *,
                      label: str) -> tuple[FetchedChart, ...]:
         """Fill `root/charts/` as `helm dependency build` would; the archives fetched, in Chart.yaml order."""
-        meta = _load_yaml((root / "Chart.yaml").read_bytes(), f"{label}: Chart.yaml")
-        declared = [d for d in meta.get("dependencies") or [] if isinstance(d, dict)]
+        declared, lock, todo = _plan(root, label)
         if not declared:
             return ()
-        wants, lock = _wants(root, declared, label)
         charts_dir = root / "charts"
         charts_dir.mkdir(exist_ok=True)
-        # vendored at a fitting version: kept, as a packaged chart ships it; no repository: helm assumes
-        # it is in charts/ ("did not declare a repository")
-        todo = [w for w in wants if w.repository and not any(
-            _fits(v.version, w) for v in _vendored(charts_dir) if v.name == w.name)]
         if todo and lock is not None:
             self._check_lock(declared, lock, label)
         fetched: list[FetchedChart] = []
@@ -461,8 +465,17 @@ class _SortKey:
 
 
 def helm_constraint(text: str) -> str:
-    """Masterminds/semver v3 (helm) also reads a space as AND (`>=1.0 <2.0`); semver.py reads commas."""
-    return re.sub(r"(?<=[0-9A-Za-z*])\s+(?=[<>=!~^])", ", ", text.strip())
+    """A Masterminds/semver v3 (helm) constraint in the syntax semver.py (v1) reads: a space also means
+    AND (`>=1.0 <2.0`), and a caret below 1.0 stays within the minor (`^0.2.3` is `>=0.2.3 <0.3.0`) or,
+    below 0.1, the patch (`^0.0.3` is `>=0.0.3 <0.0.4`)."""
+    def caret(m: re.Match[str]) -> str:
+        minor, patch, rest = m.group(1), m.group(3), m.group(4) or ""
+        low = f">=0.{minor}.{patch or 0}{rest}"
+        if minor != "0":
+            return f"{low}, <0.{int(minor) + 1}.0"
+        return f"{low}, <0.0.{int(patch) + 1}" if patch is not None else f"{low}, <0.1.0"
+    text = re.sub(r"\^\s*v?0\.(\d+)(\.(\d+))?(-[0-9A-Za-z.-]+)?(?![\d.])", caret, text.strip())
+    return re.sub(r"(?<=[0-9A-Za-z*])\s+(?=[<>=!~^])", ", ", text)
 
 
 def _is_exact(version: str) -> bool:
@@ -598,7 +611,7 @@ def _load_yaml(data: bytes, what: str) -> dict[str, Any]:
 def _check_dependencies(root: Path, tools: Tools, label: str) -> None:
     """`helm dependency list` (offline) must call every dependency `ok` (or `unpacked`) now."""
     done = _helm(tools, ["dependency", "list", str(root)], "helm dependency list")
-    if done.returncode != 0:
+    if done.returncode != 0:  # pragma: no cover - helm loads what charts.py already read; kept for helm's own rules
         raise RenderError(f"{label}: helm dependency list failed: {condense(done.stderr)}")
     bad = []
     for row in done.stdout.splitlines()[1:]:
