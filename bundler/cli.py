@@ -655,7 +655,10 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
             "images": [{"source": i.source, "local": i.local, "upstreamDigest": i.upstream_digest,
                         "bundledDigest": i.bundled_digest, "platforms": [p.platform for p in i.platforms]}
                        for i in result.images],
-            "charts": [{"name": c.name, "version": c.version, "path": c.path} for c in result.charts],
+            "charts": [{"name": c.name, "version": c.version, "path": c.path,
+                        **({"source": c.fetched.to_dict()} if c.fetched else {}),
+                        **({"dependencies": [d.to_dict() for d in c.dependencies]} if c.dependencies else {})}
+                       for c in result.charts],
         }, indent=2))
         return
     for line in result.coverage:

@@ -63,8 +63,11 @@ def work(tmp_path_factory: pytest.TempPathFactory, registry) -> Path:  # type: i
 
 
 def test_build_records_chart_sources_and_rebuilds_offline(work: Path, registry, run_cli) -> None:  # type: ignore[no-untyped-def]
-    first = run_cli("build", "bundle.yaml", "-o", "a.bundle.tar", "--unsigned", "--cache", "cache", cwd=work, env=ENV)
+    first = run_cli("build", "bundle.yaml", "-o", "a.bundle.tar", "--unsigned", "--cache", "cache", "--json",
+                    cwd=work, env=ENV)
     assert first.returncode == 0, first.stderr
+    (reported,) = json.loads(first.stdout)["charts"]
+    assert reported["source"]["version"] == "0.5.1" and reported["dependencies"][0]["name"] == "common"
     assert "charts: endpoints:" in first.stderr
     offline = run_cli("build", "bundle.yaml", "-o", "b.bundle.tar", "--unsigned", "--cache", "cache", "--offline",
                       cwd=work, env={"REPO_USER": "", "REPO_PASS": ""})
