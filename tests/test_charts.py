@@ -660,3 +660,35 @@ def test_an_unreadable_names_record_says_what_to_do(tmp_path: Path) -> None:
     (tmp_path / "cache" / "names.json").write_text("{")
     with pytest.raises(LayoutError, match="delete names.json"):
         cache.names()
+
+
+def test_build_wiring_cache_and_offline(world: World, tmp_path: Path) -> None:
+    import dataclasses
+
+    from bundler import pipeline
+    from bundler.spec import Spec
+
+    remote = RemoteChart(world.tls.url, "lib", "1.0.0")
+    spec = Spec(tmp_path / "bundle.yaml", "sha256:" + "0" * 64, {}, "x", "1", "r.local",
+                charts=(ChartSource(Path(f"<{remote}>"), "lib", remote=remote),),
+                registries=tuple(world.registries(repo=False, oci=False)))
+    options = pipeline.BuildOptions(output=tmp_path / "x.bundle.tar", signer=None, unsigned=True)
+    (staging := tmp_path / "staging").mkdir()
+    (got,) = pipeline.fetch_charts(spec, options, staging)  # no --cache: a cache inside the staging folder
+    assert got.fetched is not None and (staging / "chart-cache" / "blobs").is_dir()
+    with pytest.raises(UsageError, match="--offline needs a cache"):
+        pipeline.fetch_charts(spec, dataclasses.replace(options, offline=True), staging)
+
+
+def test_slsa_dependencies_as_pairs_or_descriptors() -> None:
+    from bundler import attest
+
+    digest = "sha256:" + "1" * 64
+    body = json.loads(attest.provenance(
+        subjects=[attest.Subject("a", "2" * 64)], spec={}, spec_digest=digest, builder_version="0", epoch=0,
+        dependencies=[("oci://r/a:1", digest),
+                      attest.Dependency("https://c/x-1.0.0.tgz", digest, "x", (("version", "1.0.0"),))]))
+    resolved = body["predicate"]["buildDefinition"]["resolvedDependencies"]
+    assert resolved == [{"uri": "https://c/x-1.0.0.tgz", "digest": {"sha256": "1" * 64}, "name": "x",
+                         "annotations": {"version": "1.0.0"}},
+                        {"uri": "oci://r/a:1", "digest": {"sha256": "1" * 64}}]
