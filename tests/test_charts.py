@@ -692,3 +692,17 @@ def test_slsa_dependencies_as_pairs_or_descriptors() -> None:
     assert resolved == [{"uri": "https://c/x-1.0.0.tgz", "digest": {"sha256": "1" * 64}, "name": "x",
                          "annotations": {"version": "1.0.0"}},
                         {"uri": "oci://r/a:1", "digest": {"sha256": "1" * 64}}]
+
+
+def test_index_parse_leaves_the_gc_as_it_found_it() -> None:
+    import gc
+
+    data = b"entries:\n  app:\n  - {version: 1.0.0}\n"
+    assert gc.isenabled()
+    assert set(charts._index_entries(data, "u", "app")) == {"1.0.0"} and gc.isenabled()
+    gc.disable()
+    try:
+        charts._index_entries(data, "u", "app")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
