@@ -714,7 +714,7 @@ class RegistryClient:
                 self._log_once(ep, f"{what}: {last}; retrying (up to {self.retries} times per request, "
                                    f"with backoff; logged once per endpoint)")
                 self._sleep(delay)
-        raise RegistryError(f"{what}: {ep.url} unreachable after {retries + 1} attempt(s) ({last})",
+        raise RegistryError(f"{what}: {ep.url} unreachable after {retries + 1} attempts ({last})",
                             hint="check the address, the network, or the registry's health")
 
     def _log_once(self, ep: Endpoint, message: str) -> None:
