@@ -16,8 +16,13 @@ check passed. The steps follow DESIGN.md "Verify" and are labelled below:
    certificate valid now, signature over the DSSE PAE; log each accepted one
 4. policy: a valid vendor signature always, others where required; an invalid signature claiming a
    configured authority fails the bundle
-5. only now check the statement's form and content; stream every listed member through sha256
-6. (verify_and_extract) extract into a staging folder, hashing again, then rename into place
+5. only now check the statement's form and content; stream the whole file once, every listed member
+   through sha256 and the file itself too (`VerificationResult.bundle_sha256`, for the audit record)
+6. (verify_and_extract) extract into a staging folder, hashing again, then rename into place; the
+   caller's `extra` files (the verification record) go into the same staging folder
+
+Steps 1-2 (`read_signed`), 3-4 (`check_signatures`) and the statement's check (`check_listing`) are
+public so `inspect` reads and judges a bundle exactly as verify does, without hashing its members.
 
 Specs: Sigstore bundle v0.3, DSSE v1, in-toto Statement v1, RFC 5280 (validity, issuance).
 

@@ -178,6 +178,22 @@ def test_malformed_signature_file(world: dict) -> None:
     rejects(built.path, world["trust"], BadSignatureError, 24, world["tmp"], text="malformed")
 
 
+@pytest.mark.parametrize("count", [0, 7])
+def test_certificate_chain_of_impossible_length_is_refused(world: dict, count: int) -> None:
+    statement = statement_for(*_payload_and_index())
+    doc = json.loads(sign.sign(statement, world["vendor"], "vendor"))
+    leaf = doc["verificationMaterial"].pop("certificate")
+    doc["verificationMaterial"]["x509CertificateChain"] = {"certificates": [leaf] * count}
+    built = build_bundle(world["tmp"] / "b.tar", {}, statement=statement,
+                         extra={"signatures/vendor.sigstore.json": json.dumps(doc).encode()})
+    rejects(built.path, world["trust"], BadSignatureError, 24, world["tmp"], text="must hold 1 to 6 certificates")
+
+
+def _payload_and_index() -> tuple[dict[str, bytes], bytes]:
+    files = small_payload()
+    return files, files.pop("_index")
+
+
 def test_expired_certificate_says_resign(world: dict) -> None:
     vendor, _ = world["pki"].cert_signer("old", world["ca"], not_before=NOW - dt.timedelta(days=60),
                                          not_after=NOW - dt.timedelta(days=1))
