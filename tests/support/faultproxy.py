@@ -7,10 +7,17 @@ rules matched against the request path, each firing a given number of times:
     proxy.add(Fault("status", match="/manifests/", status=500))     # answer 500
     proxy.add(Fault("status", status=429, retry_after="1"))         # 429 with Retry-After
     proxy.add(Fault("corrupt", match="/blobs/sha256:ab..."))        # flip one byte of the body
+    proxy.add(Fault("header", match="/manifests/v1",                 # rewrite a response header
+                    header=("Docker-Content-Digest", "sha256:00...")))
+    proxy.add(Fault("redirect", match="/blobs/", location="http://127.0.0.1:PORT"))  # 307 elsewhere
+    pause = proxy.add(Fault("pause", match="/blobs/sha256:ab...", after=2_000_000))
+    pause.reached.wait(60)   # set once `after` body bytes were sent; the response then blocks ...
+    pause.release.set()      # ... until released (stop() and clear() release every pause)
     proxy.throttle = 2_000_000                                      # bytes per second, per response
 
-Every request is recorded (`proxy.log`: method, path, Range header, status sent) so tests can count
-requests and check that Range was used. Test support only.
+Every request is recorded (`proxy.log`: method, path, Range and Authorization headers, status sent) so
+tests can count requests, check that Range was used and which credentials reached which host. Tests wait
+on the events a fault sets, never on the clock. Test support only.
 """
 
 from __future__ import annotations
@@ -27,14 +34,18 @@ HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-encodin
 
 @dataclass
 class Fault:
-    kind: str                    # drop | status | corrupt
+    kind: str                    # drop | status | corrupt | header | redirect | pause
     match: str = "/v2/"
     times: int = 1
-    after: int = 0               # drop: bytes of body sent before closing
+    after: int = 0               # drop, pause: bytes of body sent before closing or pausing
     status: int = 500
     retry_after: str | None = None
     methods: tuple[str, ...] = ("GET",)
+    header: tuple[str, str] | None = None  # header: (name, value) sent instead of the upstream's
+    location: str = ""           # redirect: base URL; the request path is appended
     fired: int = 0
+    reached: threading.Event = field(default_factory=threading.Event)  # pause: `after` bytes were sent
+    release: threading.Event = field(default_factory=threading.Event)  # pause: let the response go on
 
 
 @dataclass
@@ -45,6 +56,7 @@ class Request:
     status: int
     sent: int = 0
     connection: str | None = None
+    authorization: str | None = None
 
 
 @dataclass
@@ -64,6 +76,8 @@ class FaultProxy:
 
     def clear(self) -> None:
         with self._lock:
+            for fault in self.faults:
+                fault.release.set()
             self.faults.clear()
             self.log.clear()
 
@@ -94,7 +108,8 @@ class FaultProxy:
                 method = self.command
                 fault = proxy._take(method, self.path)
                 record = Request(method, self.path, self.headers.get("Range"), 0,
-                                 connection=self.headers.get("Connection"))
+                                 connection=self.headers.get("Connection"),
+                                 authorization=self.headers.get("Authorization"))
                 with proxy._lock:
                     proxy.log.append(record)
                 if fault is not None and fault.kind == "status":
@@ -105,6 +120,13 @@ class FaultProxy:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
+                if fault is not None and fault.kind == "redirect":
+                    record.status = 307
+                    self.send_response(307)
+                    self.send_header("Location", fault.location + self.path)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_HEADERS | {"host"}}
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
@@ -112,9 +134,10 @@ class FaultProxy:
                                            stream=True, allow_redirects=False, timeout=60)
                 record.status = upstream.status_code
                 self.send_response(upstream.status_code)
+                replaced = fault.header if fault is not None and fault.kind == "header" else None
                 for key, value in upstream.headers.items():
                     if key.lower() not in HOP_HEADERS:
-                        self.send_header(key, value)
+                        self.send_header(key, replaced[1] if replaced and key.lower() == replaced[0].lower() else value)
                 self.end_headers()
                 if method == "HEAD":
                     upstream.close()
@@ -129,6 +152,15 @@ class FaultProxy:
                             self.close_connection = True
                             self.connection.shutdown(2)
                             return
+                        if fault is not None and fault.kind == "pause" and sent + len(chunk) >= fault.after:
+                            head, chunk = chunk[: max(0, fault.after - sent)], chunk[max(0, fault.after - sent):]
+                            self.wfile.write(head)
+                            self.wfile.flush()
+                            sent += len(head)
+                            record.sent = sent
+                            fault.reached.set()
+                            fault.release.wait()
+                            fault = None
                         if fault is not None and fault.kind == "corrupt" and sent == 0 and chunk:
                             chunk = bytes([chunk[0] ^ 0xFF]) + chunk[1:]
                         self.wfile.write(chunk)
@@ -152,6 +184,9 @@ class FaultProxy:
         return self
 
     def stop(self) -> None:
+        with self._lock:
+            for fault in self.faults:
+                fault.release.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
