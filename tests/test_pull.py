@@ -258,7 +258,7 @@ def test_cli_unwritable_layout_is_exit_11(cat: Catalog, run_cli: Any, tmp_path: 
     # Running as root, permissions cannot make a folder unwritable: a file where a folder must go can.
     (tmp_path / "file").write_text("not a folder")
     res = run_cli("pull", "--insecure-registry", cat.host, "--output", str(tmp_path / "file" / "layout"),
-                  cat.refs["multi"])
+                  "--cache", str(tmp_path / "cache"), cat.refs["multi"])
     assert res.returncode == 11, res.stderr
     assert f"cannot create the OCI layout {tmp_path / 'file' / 'layout'}: Not a directory" in res.stderr
     assert "Traceback" not in res.stderr and (tmp_path / "file").read_text() == "not a folder"
@@ -273,7 +273,8 @@ def test_cli_docker_content_digest_mismatch_on_a_tag_is_exit_7(cat: Catalog, run
         lie = "sha256:" + "0" * 64
         proxy.add(Fault("header", match="/manifests/v1", header=("Docker-Content-Digest", lie)))
         ref = f"{proxy.host}/pull/multi:v1"
-        res = run_cli("pull", "--insecure-registry", proxy.host, "--output", str(tmp_path / "out"), ref)
+        res = run_cli("pull", "--insecure-registry", proxy.host, "--output", str(tmp_path / "out"), "--cache",
+                      str(tmp_path / "cache"), ref)
     finally:
         proxy.stop()
     assert res.returncode == 7, res.stderr
