@@ -133,7 +133,7 @@ def test_an_unreviewed_candidate_stops_the_build(mirror: str, run_cli, tmp_path:
     write_spec(work, mirror, APP)  # the env images are candidates: nobody confirmed or excluded them
     refused(build(run_cli, work), work, 1,
             "app.yaml:16: quay.io/acme/helper:2.1 looks like an image (env) but the spec neither confirms nor "
-            "excludes it (2 such) (add it to the spec's images: with confirm: true, or exclude: <reason>)")
+            "excludes it (2 unresolved candidate(s)) (review: `airgap-bundle sweep bundle.yaml --emit-images`")
 
 
 def test_an_invalid_reference_stops_the_build(mirror: str, run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
