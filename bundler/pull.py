@@ -31,6 +31,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
@@ -114,6 +115,9 @@ class Sources:
     retries: int = 5
     backoff: float = 0.5
     timeout: float = 60.0
+    # How the client waits between retries (Retry-After, backoff): a seam, so tests record the waits
+    # instead of spending them.
+    sleep: Callable[[float], None] = field(default=time.sleep, compare=False, repr=False)
 
     @classmethod
     def for_refs(cls, refs: Sequence[str], **kwargs: Any) -> Sources:
@@ -374,7 +378,7 @@ def pull(refs: Sequence[str], *, layout: Path | Layout, platforms: Sequence[Plat
         routes = plan_routes(sorted({r.domain for _, r in parsed if r not in local}), sources.registries,
                              insecure_hosts=sources.insecure_hosts, ca_file=sources.ca_file, environ=environ)
         client = RegistryClient(routes, retries=sources.retries, backoff=sources.backoff, timeout=sources.timeout,
-                                pool_size=max(1, jobs))
+                                pool_size=max(1, jobs), sleep=sources.sleep)
         # One line, before the first request: every endpoint this run may contact.
         log.info("pull: endpoints: %s; cache: %s", "; ".join(client.describe()) or "none",
                  store.path if store is not out else "none")

@@ -452,8 +452,8 @@ def _check_chain(authority: str, member: str, leaf: x509.Certificate, intermedia
             f"{member}: certificate {leaf.subject.rfc4514_string()} (issuer {leaf.issuer.rfc4514_string()}) "
             f"does not chain{carried} to a root the policy trusts for {authority}",
             hint="configure that authority's root CA in the policy, or ask for a certificate it issued")
-    if len(path) > 1:
-        _check_leaf_usage(member, leaf)
+    # Also for a pinned certificate (a path of one): a root CA's own key signing directly is not a leaf.
+    _check_leaf_usage(member, leaf)
     for below, ca in enumerate(path[1:]):
         _check_ca_usage(member, ca, below)
     for i, cert in enumerate(path):
