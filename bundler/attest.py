@@ -2,7 +2,7 @@
 
 Input: subjects and a predicate (plain JSON values built by `bom.py`). Output: bytes, serialised
 once as RFC 8785 canonical JSON. Those exact bytes are stored in the bundle, hashed, signed and
-verified; nothing downstream re-serialises them (STYLE rule 7).
+verified; nothing downstream re-serialises them: sign bytes, not objects.
 
 Specs:
 - in-toto Statement v1: https://github.com/in-toto/attestation/blob/main/spec/v1/statement.md

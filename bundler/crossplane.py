@@ -6,7 +6,7 @@ Output: a `Report` (verdict "pass"/"fail", findings with rule id, severity, mess
 resource and field path). `require(report)` is the strict wrapper a build calls: it raises
 `CrossplaneError` (exit 10) on "fail". The verdict is "fail" iff any finding has severity "error".
 
-Rules (catalogue in `shared/crossplane.md` section 4, README "Crossplane gate"):
+Rules (catalogue in docs/crossplane.md "Rules"):
 XP2-001..XP2-009 in `crossplane_rules.py`; PV-001..PV-011 and PKG-001..PKG-003 in `crossplane_pv.py`.
 Fail closed: an unknown or opaque template, a missing schema, an unparsable constraint or a
 dependency the bundle lacks is an error, never a skip.

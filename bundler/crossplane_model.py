@@ -2,7 +2,7 @@
 
 Input: documents (`bundler.documents.Document`) and packages (`bundler.xpkg.Package`). Output:
 `Bundle`, an index the rules read: the bundle's XRDs, Compositions (with their composed templates,
-section 3 of `shared/crossplane.md`), Functions, CRD owners, and which core Crossplane API versions
+see docs/crossplane.md), Functions, CRD owners, and which core Crossplane API versions
 the target serves. Also the value types the gate returns: `Finding`, `Report`, `Target`, `Waiver`.
 
 Sources: crossplane/crossplane v1.20.0 and v2.0.0 `cluster/crds/*` (core APIs per target), v2.0.0

@@ -1,7 +1,7 @@
 """Crossplane gate rules PV-001..PV-011 and PKG-001..PKG-003: providers, functions and packages.
 
-Input: a `Bundle` index (`crossplane_model.py`). Output: `Finding`s. Implements section 3 of
-`shared/crossplane.md` ("the Provider version disagrees with the Composition's API group"): every
+Input: a `Bundle` index (`crossplane_model.py`). Output: `Finding`s. Implements the PV rules of
+docs/crossplane.md ("the Provider version disagrees with the Composition's API group"): every
 composed apiVersion/kind must be a built-in Kubernetes kind, a core Crossplane kind the target serves,
 an XR of a bundled XRD at a served version, or served by exactly one bundled package at its pinned
 version; otherwise it is (a) an unknown group/kind, (b) a version not served, or (c) two owners.
@@ -355,7 +355,7 @@ def pv_010(b: Bundle) -> Iterator[Finding]:
         return
     mraps = [d for d in b.docs if (group_of(d.api_version), d.kind) == (XP_APIEXT, "ManagedResourceActivationPolicy")]
     if not mraps:
-        return  # the Crossplane chart's MRAP 'default' activates '*' (README: what this cannot see)
+        return  # the Crossplane chart's MRAP 'default' activates '*' (docs/crossplane.md: what cannot be checked statically)
     patterns = [str(p) for d in mraps for p in ((d.obj.get("spec") or {}).get("activate") or [])]
     for comp in b.compositions:
         for t in comp.templates:

@@ -1,7 +1,7 @@
 """Crossplane gate rules XP2-001..XP2-009: the v2 breaking changes and target API validity.
 
 Input: a `Bundle` index (`crossplane_model.py`). Output: `Finding`s. Each rule is a generator named
-after its id; `XP2_RULES` lists them in order. Detection follows `shared/crossplane.md` section 1 and
+after its id; `XP2_RULES` lists them in order. Detection follows the Crossplane v2 upgrade notes and
 the upstream upgrade check (crossplane/crossplane@v1.20.11 `cmd/crank/beta/upgrade/check/*.go`):
 `native_pnt.go` (XP2-001), `controller_config.go` (XP2-002), `secret_stores.go` (XP2-003),
 `connection_details.go` (XP2-004), `package_source.go` (XP2-005).

@@ -1,9 +1,9 @@
 """Kubernetes documents with the place each came from: the type every reading stage consumes.
 
 `load_stream(text, origin)` parses a YAML stream with libyaml (`CSafeLoader`: the composed nodes
-carry line numbers, and it is ~10x faster than pure-Python PyYAML or ruamel; see DESIGN.md
-"Performance"). Each `Document` keeps its composed node so a stage can ask for the line of any field
-path (`doc.line_of(("spec", "template", "spec", "containers", 0, "image"))`).
+carry line numbers, and it is ~10x faster than pure-Python PyYAML or ruamel; figures in
+docs/performance.md "Sweep"). Each `Document` keeps its composed node so a stage can ask for the line
+of any field path (`doc.line_of(("spec", "template", "spec", "containers", 0, "image"))`).
 
 Guards: aliases are refused past a small budget (a "billion laughs" stream is an error, not a hang),
 and a stream larger than `MAX_STREAM_BYTES` is refused before parsing.

@@ -10,7 +10,7 @@ files (scrypt + NaCl secretbox, format of go-securesystemslib `encrypted`, used 
 sigstore/sigstore pkg/cryptoutils). The password never comes from a command-line flag: callers pass
 a function that returns it (the CLI reads `AIRGAP_BUNDLE_KEY_PASSWORD` or prompts).
 
-Key fingerprint: `SHA256:<hex sha256 of the DER SubjectPublicKeyInfo>` (DESIGN "Bundle file").
+Key fingerprint: `SHA256:<hex sha256 of the DER SubjectPublicKeyInfo>` (docs/bundle-format.md).
 
 Does not sign or verify bundles (`sign.py`, `verify.py`) and never touches the network; the only
 I/O is reading the files it is given (and `write_new_file` writing new key files atomically).

@@ -10,7 +10,7 @@ read as an OCI image layout:
 
 Spec: OCI image-spec v1.1 image-layout.md.
 
-Rules (STYLE.md 6): bytes are hashed while they stream (`oci.verified`), and a blob gets its final name
+Rules: bytes are hashed while they stream (`oci.verified`), and a blob gets its final name
 (`os.replace`) only once size and digest match. A blob already present is trusted only after its digest
 is recomputed (never its size); the result is remembered for the rest of the run (per inode, so a blob
 hard-linked between the cache and the output is hashed once), and a cache keeps it across runs in

@@ -5,7 +5,7 @@ allowed sources (`Sources`: the spec's registries and mirrors, plain-HTTP hosts,
 layout, a cache layout, a job count and a `Progress`. Output: `list[PulledImage]` (what later stages pin
 and record) and the layout on disk.
 
-Steps, per DESIGN.md "Pull":
+Steps, per docs/design.md "Pull" (the user's view: docs/release-engineer.md):
 1. Resolve each reference (tag or digest) to its index or manifest, stored as served: media types are
    never converted. Digest-pinned references are checked against the bytes (registry.get_manifest).
 2. Choose platforms (`select_platforms`, pure): every required platform, matched as containerd does
@@ -420,7 +420,7 @@ def _import_local(ref: ImageRef, opts: ImageOptions, store: Layout, platforms: S
     """An image from `docker save` / `podman save` files, or the local Docker daemon, into `store`."""
     with tempfile.TemporaryDirectory(prefix="airgap-daemon-") as tmp:
         files = list(opts.archives)
-        if opts.docker_daemon:  # pragma: no cover - needs a Docker engine (README "Images from local files")
+        if opts.docker_daemon:  # pragma: no cover - needs a Docker engine (docs/release-engineer.md "Images that were never in a registry")
             files.append(archives.save_from_daemon(ref, Path(tmp) / "daemon.tar"))
         return archives.import_image(ref, files, store, required=platforms, exemptions=opts.platform_exemptions)
 

@@ -6,7 +6,7 @@ Pure functions (sweep result in, `str` out); `cli.py` prints what they return. A
 Formats:
 - `json`: `{"images": [{"ref", "normalized", "canonical", "confidence", "hook", "vendored",
   "locations": [{"file", "line", "chart", "template", "kind", "namespace", "name", "path"}]}],
-  "summary": {...}}` (the README documents `summary`).
+  "summary": {...}}` (docs/ci.md documents `summary`).
 - `sarif`: SARIF 2.1.0 (https://docs.oasis-open.org/sarif/sarif/v2.1.0/sarif-v2.1.0.html), one result
   per unvendored image (first location, the others as `relatedLocations`) and one per invalid reference,
   so GitHub code scanning shows them on the pull request.

@@ -5,7 +5,7 @@ the spec's `extraImages` and `images:` options. Output: a `Sweep` of `Image`s, e
 `Finding`s (every place the image is named) under its canonical reference, plus the invalid
 references and the images the spec excludes, each with its reason.
 
-What is found, and how sure (DESIGN.md "Sweep"):
+What is found, and how sure (docs/design.md "Sweep", docs/ci.md):
 
 definite (vendored by default)
   - whatever the operator catalogue (`catalogue.py`, the built-in `bundler/catalogue/*.yaml` plus the

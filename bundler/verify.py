@@ -3,7 +3,7 @@
 Input: a bundle path, a `keys.TrustPolicy` (trust comes only from local files) and `now`. Output: a
 `VerificationResult` (one `AuthorityResult` per signature file, and the first failure if any);
 `require(result)` raises that failure; `verify_and_extract(...)` also extracts, only after every
-check passed. The steps follow DESIGN.md "Verify" and are labelled below:
+check passed. The steps follow docs/bundle-format.md section 6 (docs/design.md "Verify") and are labelled below:
 
 0. trust from local files only; no vendor anchor means refuse (NoTrustAnchorError)
 1. scan the tar headers only (archive.read_index refuses links, devices, `..`, duplicates, ...), with

@@ -1,7 +1,7 @@
 """The Crossplane gate's rule catalogue: for each rule a passing and a failing case.
 
 Packages are the fixtures under tests/fixtures/crossplane/packages, modelled on what the real
-providers serve at the named tags (shared/crossplane.md section 3, "Concrete version deltas").
+providers serve at the named tags (their published CRDs; the rules: docs/crossplane.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Project-wide rules: the module import order of STYLE.md, and exit codes documented in the README."""
+"""Project-wide rules: the module import order (docs/design.md), and exit codes documented in the README."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from bundler import errors
 
-# STYLE.md: a module imports only modules in rows above it (earlier in this list).
+# docs/design.md: a module imports only modules in rows above it (earlier in this list).
 ORDER = [
     "errors", "reference", "oci", "documents", "progress", "catalogue", "spec", "render", "sweep", "report",
     "registry", "layout", "archives", "pull", "semver", "charts", "xpkg", "crossplane_model", "crossplane_rules", "crossplane_pv", "crossplane", "relocate", "bom",

@@ -172,7 +172,7 @@ def test_fail_closed_for_unlisted_registry(cat: Catalog, tmp_path: Path) -> None
 
 def test_skopeo_reads_the_layout_and_copies_it_unchanged(cat: Catalog, tmp_path: Path) -> None:
     # skopeo 1.9 finds only OCI-typed index.json entries by name, so the Docker list is checked apart:
-    # its entry keeps its true media type (README "Pull").
+    # its entry keeps its true media type (docs/release-engineer.md "pull").
     images = run([cat.refs["multi"], cat.refs["attested"]], tmp_path, cat.host)
     [docker] = run([cat.refs["dockerlist"]], tmp_path, cat.host)
     assert Layout(tmp_path / "out").resolve(docker.name).media_type == DOCKER_LIST  # type: ignore[union-attr]

@@ -58,7 +58,7 @@ KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization
 IMAGES_TRANSFORMER_LISTS = frozenset({"containers", "initContainers"})
 VENDOR_HINT = "vendor the remote base into the tree as a local folder and reference it by relative path"
 
-try:  # libyaml keeps line marks on composed nodes and is much faster (DESIGN.md "Performance")
+try:  # libyaml keeps line marks on composed nodes and is much faster (docs/performance.md "Sweep")
     _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
 except AttributeError:  # pragma: no cover
     _Loader = yaml.SafeLoader
