@@ -59,13 +59,14 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     """Build signed, multi-architecture bundles for air-gapped Kubernetes clusters.
 
     \b
-    Typical flow:
+    Examples (the typical flow; scripts/demo.sh runs it end to end on a local registry):
       airgap-bundle sweep bundle.yaml --fail-on-unvendored   # CI: every image accounted for
-      airgap-bundle build bundle.yaml --output app.bundle.tar --key vendor.key
+      airgap-bundle build bundle.yaml --output app.bundle.tar --key vendor.key --cert vendor.crt
       airgap-bundle sign app.bundle.tar --authority customer --key customer.key
       airgap-bundle verify app.bundle.tar --policy policy.yaml --extract ./out
 
-    Exit codes are listed in the README ("Exit codes").
+    Each command's --help has its own examples. Exit codes: README.md ("Exit codes"); the guides
+    for release engineers, CI, vendors and customers: docs/ (README.md links each page).
     """
     ctx.ensure_object(dict)
     ctx.obj["verbose"] = verbose
@@ -73,7 +74,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 
 # --- ref ---------------------------------------------------------------------------------------
 
-@cli.command("ref")
+@cli.command("ref", short_help="Parse and normalise image references.")
 @click.argument("refs", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def ref_command(refs: tuple[str, ...], as_json: bool) -> None:
@@ -127,12 +128,13 @@ def _key_password(*, confirm: bool = False) -> bytes:
     return str(click.prompt("Private key password", hide_input=True, confirmation_prompt=confirm)).encode()
 
 
-@cli.group("keys")
+@cli.group("keys", short_help="Make signing keys and certificates.")
 def keys_group() -> None:
-    """Make signing keys and certificates.
+    """Make signing keys and certificates (docs/vendor.md).
 
     \b
-    Recommended set-up: a vendor root CA kept offline, issuing short-lived signing certificates:
+    Example: the recommended set-up, a vendor root CA kept offline that issues short-lived
+    signing certificates:
       airgap-bundle keys generate --out vendor-root --ca --cert --valid-days 3650
       airgap-bundle keys generate --out signing --cert --ca-key vendor-root.key \\
           --ca-cert vendor-root.crt --valid-days 30
@@ -140,7 +142,7 @@ def keys_group() -> None:
     """
 
 
-@keys_group.command("generate")
+@keys_group.command("generate", short_help="Generate a key pair and, optionally, a certificate.")
 @click.option("--out", "prefix", required=True, type=click.Path(dir_okay=False),
               help="Write PREFIX.key (private), PREFIX.pub and, with --cert, PREFIX.crt.")
 @click.option("--type", "kind", type=click.Choice(["ecdsa-p256", "ecdsa-p384", "ed25519", "rsa-3072", "rsa-4096"]),
@@ -165,12 +167,16 @@ def keys_generate_command(prefix: str, kind: str, make_cert: bool, is_ca: bool, 
     """Generate a key pair and, optionally, a certificate (self-signed or issued by a CA key).
 
     \b
-    A vendor root, an intermediate CA, and a signing certificate it issues:
+    Example: a vendor root, an intermediate CA, and a signing certificate it issues:
       airgap-bundle keys generate --out root --ca --path-length 1 --valid-days 3650
       airgap-bundle keys generate --out issuing --ca --ca-key root.key --ca-cert root.crt --valid-days 730
       airgap-bundle keys generate --out signing --ca-key issuing.key --ca-cert issuing.crt --valid-days 30
     signing.crt then holds the signing certificate followed by issuing.crt (never the root): `sign
     --cert signing.crt` carries that chain, and the policy names root.crt only.
+
+    \b
+    Example: a customer's co-signing key (a pinned public key is enough for a policy):
+      airgap-bundle keys generate --out customer --type ed25519 --encrypt
     """
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
@@ -212,7 +218,7 @@ def keys_generate_command(prefix: str, kind: str, make_cert: bool, is_ca: bool, 
                    f"{cert.not_valid_after_utc.isoformat()}{' (CA)' if is_ca else ''}")
 
 
-@cli.command("sign")
+@cli.command("sign", short_help="Co-sign or re-sign a bundle.")
 @click.argument("bundle", type=click.Path(exists=True, dir_okay=False))
 @click.option("--authority", required=True, help="Who signs: vendor, customer, integrator-NAME, ...")
 @click.option("--key", "key_path", required=True, type=click.Path(exists=True, dir_okay=False),
@@ -221,7 +227,17 @@ def keys_generate_command(prefix: str, kind: str, make_cert: bool, is_ca: bool, 
               help="The signing certificate for the key (recommended: it carries notAfter).")
 @click.option("--replace", is_flag=True, help="Replace this authority's existing signature (re-signing).")
 def sign_command(bundle: str, authority: str, key_path: str, cert_path: str | None, replace: bool) -> None:
-    """Co-sign a bundle: append signatures/AUTHORITY.sigstore.json; payload bytes never change."""
+    """Co-sign a bundle: append signatures/AUTHORITY.sigstore.json; payload bytes never change.
+
+    A second signature by the same authority is refused (exit 11) unless --replace is given: that
+    re-signs, for example with a renewed certificate, and keeps every other signature. Key password:
+    $AIRGAP_BUNDLE_KEY_PASSWORD, else a prompt. Keys and certificates: docs/vendor.md.
+
+    \b
+    Examples (app.bundle.tar from `build`, keys from `keys generate`):
+      airgap-bundle sign app.bundle.tar --authority customer --key customer.key
+      airgap-bundle sign app.bundle.tar --authority vendor --key signing.key --cert signing.crt --replace
+    """
     from . import archive, keys, sign
 
     signer = keys.load_signer(key_path, cert_path=cert_path, password=_key_password)
@@ -231,7 +247,7 @@ def sign_command(bundle: str, authority: str, key_path: str, cert_path: str | No
                + (f" (certificate serial {signer.certificate.serial_number:x})" if signer.certificate else ""))
 
 
-@cli.command("verify")
+@cli.command("verify", short_help="Verify a bundle offline; optionally extract it.")
 @click.argument("bundle", type=click.Path(dir_okay=False))
 @click.option("--policy", required=True, type=click.Path(dir_okay=False),
               help="Verification policy YAML: authorities, which are required, their roots or keys.")
@@ -248,11 +264,26 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, audit_log: 
 
     Nothing is written unless every check passed. With --extract, the folder also gets
     .airgap-bundle/verification.json: the bundle's sha256, the policy's, and every accepted key
-    (docs/inspect-and-audit.md). Exit codes 20-29 name the rejection (README).
+    (docs/inspect-and-audit.md). Exit codes 20-29 name the rejection (README.md "Exit codes").
 
     \b
-    Example:
+    The policy (paths relative to it; docs/customer-runbook.md "Verifying a bundle"):
+      apiVersion: airgap-bundle.dev/v1
+      kind: VerificationPolicy
+      authorities:
+        - name: vendor               # always required
+          roots: [vendor-root.crt]   # CA certificates that issue the vendor's signing certificates
+        - name: customer
+          required: true
+          keys:                      # pinned public keys, with an optional end of validity
+            - path: customer.pub
+              notAfter: 2027-01-01T00:00:00Z
+
+    \b
+    Examples:
+      airgap-bundle verify app.bundle.tar --policy policy.yaml
       airgap-bundle verify app.bundle.tar --policy policy.yaml --extract ./app --audit-log audit.jsonl
+      airgap-bundle verify app.bundle.tar --policy policy.yaml --at 2027-03-01T00:00:00Z   # an audit
     """
     from . import audit, keys, verify
 
@@ -315,7 +346,7 @@ def _echo_verified(bundle: str, result: Any, *, extract_to: str | None = None, n
 # --- inspect (issue 10) -------------------------------------------------------------------------
 
 
-@cli.command("inspect")
+@cli.command("inspect", short_help="Show what a bundle holds and who signed it.")
 @click.argument("bundle", required=False, type=click.Path(dir_okay=False))
 @click.option("--policy", type=click.Path(dir_okay=False),
               help="Also judge the signatures against this policy, exactly as verify does (members are not hashed).")
@@ -375,7 +406,7 @@ def inspect_command(bundle: str | None, policy: str | None, record_path: str | N
 
 # --- sweep -------------------------------------------------------------------------------------
 
-@cli.command("sweep")
+@cli.command("sweep", short_help="Find every image a deployment pulls, with evidence.")
 @click.argument("spec_file", metavar="[SPEC]", required=False, type=click.Path(dir_okay=False))
 @click.option("--chart", "chart", metavar="PATH", help="A Helm chart (directory or .tgz) to render.")
 @click.option("--values", "values", metavar="F", multiple=True, help="Values file for --chart (repeatable).")
@@ -431,7 +462,8 @@ def sweep_command(spec_file: str | None, chart: str | None, values: tuple[str, .
     invalid references, 2 bad input or usage, 3 helm or kustomize failed, 15 helm or kubectl missing.
 
     \b
-    Examples:
+    Examples (docs/ci.md has a GitHub Actions job):
+      airgap-bundle sweep examples/bundle.yaml                     # in a clone of this repository
       airgap-bundle sweep bundle.yaml --fail-on-unvendored --format sarif > sweep.sarif
       airgap-bundle sweep --chart ./chart --values prod.yaml --format json
       airgap-bundle sweep --manifests out/manifests --fail-on-unvendored --local-registry registry.local:5000
@@ -533,12 +565,18 @@ def sweep_command(spec_file: str | None, chart: str | None, values: tuple[str, .
 # --- crossplane (the Crossplane gate) ---------------------------------------------------------------
 
 
-@cli.group("crossplane")
+@cli.group("crossplane", short_help="Check Crossplane packages and Compositions.")
 def crossplane_group() -> None:
-    """Crossplane packages and Compositions: the gate that fails closed."""
+    """Crossplane packages and Compositions: the gate that fails closed (docs/crossplane.md).
+
+    \b
+    Example: a spec's Crossplane packages and plain manifests (a spec with charts: render them first,
+    or run build, which runs the gate itself):
+      airgap-bundle crossplane check bundle.yaml --format json
+    """
 
 
-@crossplane_group.command("check")
+@crossplane_group.command("check", short_help="Check against a target Crossplane version.")
 @click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))  # a missing file: our own one-line error
 @click.option("--target", "target_text", metavar="VERSION",
               help="Crossplane version the bundle is for (2.0, v2.0.0, 1.20). Default: the spec's, else 2.0.")
@@ -557,7 +595,12 @@ def crossplane_check_command(inputs: tuple[Path, ...], target_text: str | None, 
     rendered manifest files and directories. Exit 0 on pass, 1 on fail (any error finding), 2 on bad input.
 
     \b
-    Example:
+    Examples (the rules: docs/crossplane.md). Two packages of this repository's test fixtures, run
+    in a clone; then a render of your own with your built package in ./provider-aws-s3:
+      airgap-bundle crossplane check --target 2.0 \\
+        --package xpkg.upbound.io/upbound/provider-family-aws:v2.0.0=tests/fixtures/crossplane/packages/provider-family-aws-v2.0.0 \\
+        --package xpkg.upbound.io/upbound/provider-aws-s3:v2.0.0=tests/fixtures/crossplane/packages/provider-aws-s3-v2.0.0
+      helm template x ./chart > rendered.yaml
       airgap-bundle crossplane check --target 2.0 \\
         --package xpkg.upbound.io/upbound/provider-aws-s3:v2.0.0=./provider-aws-s3 rendered.yaml
     """
@@ -640,7 +683,7 @@ class _Progress:
         self._draw(final=True)
 
 
-@cli.command("pull")
+@cli.command("pull", short_help="Pull images, every platform, into a verified OCI layout.")
 @click.argument("sources", nargs=-1, required=True, metavar="(SPEC | REF...)")
 @click.option("--output", "-o", "output", required=True, type=click.Path(file_okay=False),
               help="OCI image layout folder to write (created if missing; existing blobs are re-verified).")
@@ -665,11 +708,14 @@ def pull_command(sources: tuple[str, ...], output: str, platform_texts: tuple[st
     SPEC (a bundle.yaml): pulls its extraImages and the images: entries that name a tag or digest,
     from the registries (and mirrors) it lists. REF...: pulls those references, from their own
     registries only. Exit codes: 4 registry unreachable or refusing, 5 authentication, 6 not found,
-    7 digest mismatch, 8 missing platform, 9 --offline and not cached, 2 bad input (README "Pull").
+    7 digest mismatch, 8 missing platform, 9 --offline and not cached, 2 bad input
+    (docs/release-engineer.md "pull").
 
     \b
-    Example:
-      airgap-bundle pull --output ./images quay.io/prometheus/node-exporter:v1.8.2
+    Examples:
+      airgap-bundle pull --output ./images quay.io/prometheus/node-exporter:v1.8.2   # from quay.io
+      airgap-bundle pull --output ./images --platform linux/amd64 --json bundle.yaml
+      airgap-bundle pull --output ./images --offline quay.io/prometheus/node-exporter:v1.8.2   # cache only
     """
     from . import spec as spec_mod
     from .oci import DEFAULT_PLATFORMS, Platform
@@ -714,7 +760,7 @@ def pull_command(sources: tuple[str, ...], output: str, platform_texts: tuple[st
 # --- push (issue 10) ---------------------------------------------------------------------------
 
 
-@cli.command("push")
+@cli.command("push", short_help="Verify a bundle, push its images, read them back.")
 @click.argument("bundle", type=click.Path(dir_okay=False))
 @click.option("--policy", required=True, type=click.Path(dir_okay=False),
               help="Verification policy YAML: the bundle is verified with it first, exactly as `verify` does.")
@@ -729,7 +775,8 @@ def pull_command(sources: tuple[str, ...], output: str, platform_texts: tuple[st
               help="Upload blobs larger than this in chunks of this many MiB (0: one request per blob).")
 @click.option("--dry-run", is_flag=True, help="Verify, then list what would be pushed and what is already there.")
 @click.option("--audit-log", type=click.Path(dir_okay=False),
-              help="Append the verification record to this JSON-lines file [default: see README].")
+              help="Append the verification record to this JSON-lines file "
+                   "[default: $XDG_STATE_HOME/airgap-bundle/audit.jsonl].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (progress lines go to stderr).")
 def push_command(bundle: str, policy: str, registry_host: str | None, insecure: tuple[str, ...], ca_file: str | None,
                  jobs: int, chunk_mib: int, dry_run: bool, audit_log: str | None, as_json: bool) -> None:
@@ -743,7 +790,8 @@ def push_command(bundle: str, policy: str, registry_host: str | None, insecure: 
     Exit codes: 20-29 and 11-12 the bundle is not accepted; 4-7 the registry; 30 readback failed.
 
     \b
-    Example:
+    Examples (the registry must be running; the policy format: verify --help):
+      airgap-bundle push app.bundle.tar --policy policy.yaml --dry-run
       airgap-bundle push app.bundle.tar --policy policy.yaml --registry 127.0.0.1:5000 \\
           --insecure-registry 127.0.0.1:5000
     """
@@ -801,7 +849,7 @@ def push_command(bundle: str, policy: str, registry_host: str | None, insecure: 
 # --- build -------------------------------------------------------------------------------------
 
 
-@cli.command("build")
+@cli.command("build", short_help="Build a signed bundle from a bundle.yaml.")
 @click.argument("spec_file", metavar="SPEC", type=click.Path(dir_okay=False))
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
               help="The bundle file to write (NAME.bundle.tar). Written under a temporary name, renamed at the end.")
@@ -825,7 +873,7 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
     """Build a signed bundle: render, sweep, pull, Crossplane gate, rewrite, BOM, archive, sign.
 
     \b
-    Stops at the first stage that fails, with that stage's message and exit code (README "Exit
+    Stops at the first stage that fails, with that stage's message and exit code (README.md "Exit
     codes"), and leaves nothing at OUTPUT (a previous bundle there is untouched). Refuses to write an
     unsigned bundle unless --unsigned is given.
 

@@ -518,7 +518,7 @@ def _validate_policy(doc: Any, source: str) -> None:
         e = errors[0]
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.absolute_path).lstrip(".")
         raise InputError(f"{source}: {where or 'top level'}: {e.message}",
-                         hint="see README 'Verifying a bundle' for the policy format")
+                         hint="the policy format: airgap-bundle verify --help, or docs/customer-runbook.md")
 
 
 def load_pinned_key(path: Path, *, not_after: dt.datetime | None = None) -> PinnedKey:
