@@ -56,3 +56,13 @@ def test_cyclonedx_is_valid_1_6_and_reproducible() -> None:
     assert containers[0]["hashes"] == [{"alg": "SHA-256", "content": "b" * 64}]
     assert containers[0]["purl"].startswith("pkg:oci/nginx@sha256")
     assert cyclonedx(BOM) == sbom
+
+
+def test_attestations_round_trip_and_a_digest_only_image_has_no_tag_in_its_purl() -> None:
+    from dataclasses import replace
+    image = replace(IMAGE, normalized=f"docker.io/library/nginx@{D['c']}", attestations=(D["a"],))
+    bom = replace(BOM, images=(image,))
+    data = bom.to_dict()
+    assert data["images"][0]["attestations"] == [D["a"]]
+    assert Bom.from_dict(data) == bom
+    assert purl(image) == f"pkg:oci/nginx@{D['b']}?repository_url=docker.io/library/nginx"
