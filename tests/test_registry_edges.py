@@ -14,7 +14,7 @@ import pytest
 
 from bundler.errors import AuthError, RateLimitedError, RegistryError, UsageError
 from bundler.reference import ImageRef
-from bundler.registry import RegistryClient, load_credentials, plan_routes
+from bundler.registry import Manifest, RegistryClient, load_credentials, media_type_of, plan_routes
 from bundler.spec import RegistryConfig
 from tests.support.faultproxy import Fault, FaultProxy, start_proxy
 from tests.support.images import Pusher, single_platform
@@ -108,3 +108,29 @@ def test_a_blob_dropped_more_often_than_retries_allow(proxy: FaultProxy, pushed:
     proxy.add(Fault("drop", match=LAYER.digest, after=1000, times=10))
     with pytest.raises(RegistryError, match=r"connection to .* failed 3 times mid-transfer"):
         b"".join(_client(proxy, []).blob_chunks(ImageRef.parse(f"{proxy.host}/{pushed}"), LAYER.digest))
+
+
+@pytest.mark.parametrize(("data", "content_type", "expected"), [
+    (b'{"schemaVersion": 2, "manifests": []}', "application/vnd.docker.distribution.manifest.list.v2+json; x=1",
+     "application/vnd.docker.distribution.manifest.list.v2+json"),
+    (b'{"schemaVersion": 2, "manifests": []}', "application/json", "application/vnd.oci.image.index.v1+json"),
+    (b'{"schemaVersion": 2, "config": {}, "layers": []}', "", "application/vnd.oci.image.manifest.v1+json"),
+])
+def test_media_type_from_the_header_or_the_shape(data: bytes, content_type: str, expected: str) -> None:
+    assert media_type_of(data, content_type, "x:1") == expected
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (b"<html>", "manifest x:1 is not JSON"),
+    (b"[]", "manifest x:1 is not a JSON object"),
+    (b'{"schemaVersion": 1, "fsLayers": []}', "manifest x:1 is Docker schema 1, which is deprecated"),
+    (b'{"schemaVersion": 2, "blobs": []}', "manifest x:1 has unsupported media type 'text/plain'"),
+])
+def test_manifests_that_are_not_ones(data: bytes, message: str) -> None:
+    with pytest.raises(RegistryError, match=message):
+        media_type_of(data, "text/plain", "x:1")
+
+
+def test_manifest_json_must_be_an_object() -> None:
+    with pytest.raises(RegistryError, match="manifest sha256:x from http://r is not a JSON object"):
+        Manifest(b"[1]", "application/vnd.oci.image.manifest.v1+json", "sha256:x", "http://r").json()
