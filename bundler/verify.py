@@ -182,7 +182,7 @@ def _utc(now: dt.datetime) -> dt.datetime:
 def _check_trust(trust: TrustPolicy) -> None:
     # 0: trust comes only from the policy the caller loaded from local files; no vendor anchor, no go.
     vendor = trust.authorities.get(VENDOR)
-    if vendor is None or not vendor.has_anchor:
+    if vendor is None or not vendor.has_anchor:  # pragma: no cover - TrustPolicy refuses this on construction
         raise NoTrustAnchorError("the verification policy has no vendor trust anchor",
                                  hint="configure the vendor root CA or public key in the policy")
 
