@@ -164,7 +164,7 @@ def test_a_root_without_basic_constraints_is_no_ca(world: dict) -> None:
 def test_a_pinned_self_signed_leaf_is_its_own_anchor(world: dict) -> None:
     priv, key_path, _ = world["pki"].key("self")
     leaf = keys.issue_certificate(priv.public_key(), common_name="self-signed vendor", issuer_key=priv,
-                                  not_after=NOW + dt.timedelta(days=30))
+                                  not_before=NOW - dt.timedelta(days=1), not_after=NOW + dt.timedelta(days=30))
     path, trust = _signed_with(world, leaf, key_path, [leaf])
     result = verify.verify(path, trust, now=NOW)
     assert result and result.authorities[0].serial == format(leaf.serial_number, "x")
