@@ -539,7 +539,7 @@ def _check_members(f: BinaryIO, index: archive.BundleIndex, statement: bytes, wh
 
     try:
         doc = _strict_json(statement)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError) as e:  # pragma: no cover - scan() parsed it with the same parser
         raise mismatch(f"not valid JSON: {e}") from e
     if canonical_json(doc) != statement:
         raise mismatch("not in RFC 8785 canonical form")
@@ -573,7 +573,7 @@ def _check_members(f: BinaryIO, index: archive.BundleIndex, statement: bytes, wh
             raise UnlistedMemberError(f"{where}: {m.name} is not signatures/<authority>.sigstore.json")
     payload = {m.name: m for m in index.payload}
     extra = sorted(set(payload) - set(listed))
-    if extra:
+    if extra:  # pragma: no cover - scan() stops at the first unlisted member; kept as the step-5 rule
         raise UnlistedMemberError(f"{where}: member {extra[0]} is not listed in the statement"
                                   + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""),
                                   hint="a file was added or renamed after signing; refusing the bundle")

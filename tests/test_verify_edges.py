@@ -66,9 +66,10 @@ def _key_and_cert(doc: dict) -> dict:
     return doc
 
 
-def _chain_only(doc: dict) -> dict:
+def _empty_chain(doc: dict) -> dict:
     material = doc["verificationMaterial"]
-    material["x509CertificateChain"] = {"certificates": [material.pop("certificate")]}
+    material.pop("certificate")
+    material["x509CertificateChain"] = {"certificates": []}
     return doc
 
 
@@ -87,8 +88,10 @@ def _garbage_cert(doc: dict) -> dict:
     (_two_sigs, BadSignatureError, 24, "malformed signature file: the envelope must carry exactly one signature"),
     (_payload_number, BadSignatureError, 24, "malformed signature file: expected a base64 string"),
     (_key_and_cert, BadSignatureError, 24,
-     "malformed signature file: verificationMaterial needs exactly one of certificate or publicKey"),
-    (_chain_only, UntrustedKeyError, 25, "a certificate chain is not accepted; carry the leaf certificate"),
+     "malformed signature file: verificationMaterial needs exactly one of certificate, x509CertificateChain or "
+     "publicKey"),
+    (_empty_chain, BadSignatureError, 24, "unreadable key material: x509CertificateChain must hold 1 to 6 "
+                                          "certificates"),
     (_garbage_cert, BadSignatureError, 24, "unreadable key material"),
 ], ids=["duplicate-key", "extra-field", "payload-type", "two-signatures", "payload-not-text", "key-and-cert",
         "chain", "garbage-cert"])
@@ -161,6 +164,28 @@ def test_a_root_without_basic_constraints_is_no_ca(world: dict) -> None:
     rejects(path, trust, UntrustedKeyError, 25, world["tmp"], text="does not chain to a root the policy trusts")
 
 
+def test_a_chain_longer_than_the_bound_does_not_chain_and_a_ca_without_key_usage_may_issue(world: dict) -> None:
+    pki = world["pki"]
+    root = pki.ca("long-root", path_length=None)
+    chain = [root]
+    for n in range(verify.MAX_INTERMEDIATES + 1):
+        chain.append(pki.intermediate(f"long-{n}", chain[-1], path_length=None))
+    trust = keys.load_trust(write_policy(world["tmp"] / "long.yaml", {"vendor": {"roots": [root[2]]}}))
+    at_bound, _ = pki.cert_signer("bound-leaf", chain[-2])  # MAX_INTERMEDIATES between leaf and root: fine
+    assert verify.verify(build_bundle(world["tmp"] / "bound.tar", {"vendor": at_bound}).path, trust, now=NOW)
+    signer, _ = pki.cert_signer("long-leaf", chain[-1])
+    built = build_bundle(world["tmp"] / "long.tar", {"vendor": signer})
+    rejects(built.path, trust, UntrustedKeyError, 25, world["tmp"],
+            text=f"does not chain through {verify.MAX_INTERMEDIATES + 1} carried intermediate certificate(s) to a root")
+    # a root CA certificate without a keyUsage extension (older PKIs) still issues
+    root_key, _, _ = pki.key("ku-less-root")
+    ku_less = _cert(root_key.public_key(), root_key, None, ca=True, key_usage=None, eku=None, name="ku-less root")
+    priv, key_path, _ = pki.key("ku-less-leaf")
+    leaf = _cert(priv.public_key(), root_key, ku_less.subject, ca=False, key_usage=True, eku=SIGNING, name="ku-less")
+    path, trust = _signed_with(world, leaf, key_path, [ku_less])
+    assert verify.verify(path, trust, now=NOW)
+
+
 def test_a_pinned_self_signed_leaf_is_its_own_anchor(world: dict) -> None:
     priv, key_path, _ = world["pki"].key("self")
     leaf = keys.issue_certificate(priv.public_key(), common_name="self-signed vendor", issuer_key=priv,
@@ -197,8 +222,13 @@ def _files(doc: dict) -> list[dict]:
 
 @pytest.mark.parametrize(("make", "error", "code", "text"), [
     (lambda w: _signed(w, _statement_dict()[0], b"not json at all"), StatementMismatchError, 29,
-     "bundle.intoto.json: not valid JSON"),
-    (_edit(lambda d, p: d["predicate"].pop("files")), StatementMismatchError, 29, "predicate.files is missing"),
+     "bundle.intoto.json: no readable predicate.files (JSONDecodeError)"),
+    (_edit(lambda d, p: d["predicate"].pop("files")), StatementMismatchError, 29,
+     "bundle.intoto.json: no readable predicate.files (KeyError)"),
+    (_edit(lambda d, p: (d["predicate"].update(files={}), p.clear())), StatementMismatchError, 29,
+     "predicate.files is missing"),  # a mapping lets the header scan pass (nothing listed, nothing there)
+    (_edit(lambda d, p: _files(d)[0].update(size=_files(d)[0]["size"] + 1)), UnlistedMemberError, 26,
+     "bytes, the statement says"),
     (_edit(lambda d, p: _files(d)[0].update(size=-1)), StatementMismatchError, 29,
      "predicate.files[0] is not {path, size, sha256}"),
     (_edit(lambda d, p: _files(d).append({"path": "signatures/x.sigstore.json", "size": 1, "sha256": "0" * 64})),
@@ -213,7 +243,7 @@ def _files(doc: dict) -> list[dict]:
      "chart demo 1.0.0: charts/other.tgz is not a listed member"),
     (_edit(lambda d, p: d["predicate"].update(charts=[])), StatementMismatchError, 29,
      "charts/demo-1.0.0.tgz@sha256:"),
-], ids=["not-json", "no-files", "bad-file-entry", "lists-a-signature", "no-subject", "bad-subject",
+], ids=["not-json", "no-files", "files-a-mapping", "wrong-size", "bad-file-entry", "lists-a-signature", "no-subject", "bad-subject",
         "image-pinned-elsewhere", "chart-not-listed", "subject-not-in-predicate"])
 def test_signed_statements_that_do_not_describe_the_bundle(world: dict, make: Any, error: type, code: int,
                                                             text: str) -> None:
@@ -245,7 +275,10 @@ def _raw_tar(path: Path, members: dict[str, bytes]) -> Path:
 
 def test_a_tar_without_statement_is_not_a_bundle(world: dict) -> None:
     path = _raw_tar(world["tmp"] / "n.tar", {"manifests/x.yaml": b"x", SIG: b"{}"})
-    rejects(path, world["trust"], VerificationError, 20, world["tmp"], text="no bundle.intoto.json: not an airgap bundle")
+    rejects(path, world["trust"], VerificationError, 20, world["tmp"],
+            text="the first member is 'manifests/x.yaml', not bundle.intoto.json: not an airgap bundle")
+    empty = _raw_tar(world["tmp"] / "e.tar", {})
+    rejects(empty, world["trust"], VerificationError, 20, world["tmp"], text="no bundle.intoto.json: not an airgap bundle")
 
 
 def test_an_oversized_signature_file_is_refused_unread(world: dict) -> None:
