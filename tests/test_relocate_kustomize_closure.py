@@ -39,6 +39,12 @@ def test_a_base_two_branches_share_is_visited_once(tmp_path: Path) -> None:
                                        "base/kustomization.yaml", "top/kustomization.yaml"]
 
 
+def test_a_cycle_of_kustomizations_ends(tmp_path: Path) -> None:
+    # kubectl refuses the cycle itself; the closure, which runs before kubectl, must still end
+    _tree(tmp_path, {"a/kustomization.yaml": "resources: [../b]\n", "b/kustomization.yaml": "resources: [../a]\n"})
+    assert _files(tmp_path, "a") == ["a/kustomization.yaml", "b/kustomization.yaml"]
+
+
 def test_crds_configurations_patches_and_transformer_configs_are_followed(tmp_path: Path) -> None:
     _tree(tmp_path, {
         "app/kustomization.yaml": (
