@@ -264,10 +264,6 @@ def load_private_key(data: bytes, *, source: str, password: PasswordFn | None = 
     return key  # type: ignore[no-any-return]
 
 
-def load_certificate(path: Path) -> x509.Certificate:
-    return load_certificates(path)[0]
-
-
 def load_certificates(path: Path) -> tuple[x509.Certificate, ...]:
     """Every certificate in a PEM file (a leaf followed by its intermediates, as in a fullchain file),
     or the one certificate of a DER file."""

@@ -72,3 +72,11 @@ def test_registry_lookup_by_host(tmp_path: Path) -> None:
     found = s.registry("docker.io")
     assert found is not None and found.mirrors == ("mirror.local:5000",)
     assert s.registry("quay.io") is None
+
+
+def test_an_invalid_exemption_platform_names_its_line(tmp_path: Path) -> None:
+    text = MINIMAL + ("images:\n- ref: busybox:1.36\n  platformExemptions:\n"
+                      "  - {platform: linux, reason: not built for arm}\n")
+    with pytest.raises(SpecError, match=r"bundle.yaml:11: images\[0\].platformExemptions\[0\].platform: invalid "
+                                        r"platform 'linux': expected os/arch\[/variant\]"):
+        spec.load(write(tmp_path, text))

@@ -96,3 +96,12 @@ def test_malformed_policy_yaml(tmp_path: Path) -> None:
     policy.write_text("authorities: [\n")
     with pytest.raises(InputError, match="p.yaml: malformed YAML"):
         keys.load_trust(policy)
+
+
+def test_a_certificate_naming_itself_as_issuer_but_signed_by_another_key_is_not_self_signed() -> None:
+    own, other = keys.generate_private_key(), keys.generate_private_key()
+    real = keys.issue_certificate(own.public_key(), common_name="root", ca=True, issuer_key=own,
+                                  not_after=NOW + dt.timedelta(days=1))
+    forged = keys.issue_certificate(own.public_key(), common_name="root", ca=True, issuer_key=other,
+                                    not_after=NOW + dt.timedelta(days=1))
+    assert keys.is_self_signed(real) and not keys.is_self_signed(forged)

@@ -91,6 +91,12 @@ def test_link_from_another_file_system_copies_and_resumes_a_partial(tmp_path: Pa
         target.partial_path(DIGEST).write_bytes(DATA[:100_000])  # an earlier copy stopped here
         assert target.link_from(source, DIGEST)
         assert target.read_blob(DIGEST) == DATA
+        # a partial longer than the first 1 MiB chunk: whole chunks are skipped, the rest resumes mid-chunk
+        big = os.urandom(2 * (1 << 20) + 4321)
+        big_digest = source.put_bytes(big)
+        target.partial_path(big_digest).write_bytes(big[: (1 << 20) + 999])
+        assert target.link_from(source, big_digest)
+        assert target.read_blob(big_digest, max_size=len(big)) == big
         assert os.stat(target.blob_path(DIGEST)).st_ino != os.stat(source.blob_path(DIGEST)).st_ino
         assert not target.link_from(Layout(tmp_path / "empty"), DIGEST)
     finally:

@@ -13,7 +13,7 @@ import pytest
 
 from bundler.errors import DigestMismatchError, OfflineMissError, RegistryError, UsageError
 from bundler.layout import Layout
-from bundler.oci import Platform
+from bundler.oci import Descriptor, Platform
 from bundler.pull import Sources, pull
 from tests.support.images import OCI_INDEX, Blob, Pusher, dumps, make_index, multi_platform, single_platform
 
@@ -77,3 +77,15 @@ def test_offline_needs_a_cache_and_names_what_it_lacks(pushed: dict[str, str], t
     with pytest.raises(OfflineMissError, match=f"blob {layer} is not in the cache"):
         pull([pushed["plain"]], layout=tmp_path / "out2", cache=tmp_path / "cache", offline=True,
              platforms=AMD64)
+
+
+def test_a_malformed_manifest_in_the_cache_is_a_registry_error(tmp_path: Path) -> None:
+    manifest = dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                      "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": 2},
+                      "layers": []})
+    cache = Layout(tmp_path / "cache", remember_checks=True)
+    digest = cache.put_bytes(manifest)
+    cache.set_refs({"reg.example/org/app:1": Descriptor("application/vnd.oci.image.manifest.v1+json", digest,
+                                                        len(manifest))})
+    with pytest.raises(RegistryError, match=f"manifest {digest} from cache is malformed: 'digest'"):
+        pull(["reg.example/org/app:1"], layout=tmp_path / "out", cache=cache, offline=True, platforms=AMD64)

@@ -46,3 +46,11 @@ def test_matches_and_the_vendored_list_by_tag_and_digest() -> None:
     assert not by_digest(image("quay.io/org/app:1"))
     by_tag = sweep.in_list([ImageRef.parse("quay.io/org/app:1")])
     assert by_tag(image(f"quay.io/org/app:1@{D}")) and not by_tag(image("quay.io/org/other:1"))
+
+
+def test_an_unknown_split_shape_that_joins_to_no_reference_is_not_a_candidate() -> None:
+    obj = {"apiVersion": "example.org/v1", "kind": "Thing", "metadata": {"name": "t"},
+           "spec": {"agentImage": {"repository": "Not A Repo!", "tag": "1.0"},
+                    "sidecarImage": {"repository": "quay.io/org/sidecar", "tag": "2.0"}}}
+    found = [f for f in sweep.sweep_document(Document(obj, Origin("t.yaml", 1))) if isinstance(f, sweep.Finding)]
+    assert [(str(f.ref), f.path) for f in found] == [("quay.io/org/sidecar:2.0", ("spec", "sidecarImage"))]
