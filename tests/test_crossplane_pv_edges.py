@@ -140,6 +140,10 @@ spec:
             properties:
               size: {x-kubernetes-int-or-string: true}
               note: {type: string, nullable: true}
+              a: {type: string}
+              b: {type: string}
+              c: {type: string}
+              d: {type: string}
 """
 
 
@@ -156,3 +160,55 @@ def test_schemaless_versions_and_int_or_string_and_nullable_fields() -> None:
         "('colour' was unexpected)",
         "widgets.widgets.example.org v1alpha1 carries no openAPIV3Schema; the template cannot be validated",
     ]
+
+
+# --- crossplane_rules.py: XR instances, package strings, core kinds ------------------------------------------
+
+
+def test_an_xr_of_a_namespaced_xrd_with_a_connection_secret_ref_warns() -> None:
+    xr = ("apiVersion: example.org/v1alpha1\nkind: XBucket\nmetadata: {name: mine, namespace: team}\n"
+          "spec: {writeConnectionSecretToRef: {name: creds}}")
+    report = run(docs(xrd(scope="Namespaced"), comp(M_BUCKET), xr), V2_AWS)
+    assert _messages(report, "XP2-004", "warn") == [
+        "XBucket mine is a Namespaced XR; spec.writeConnectionSecretToRef is not supported"]
+
+
+def test_provider_packages_that_are_missing_or_not_references() -> None:
+    providers = ("apiVersion: pkg.crossplane.io/v1\nkind: Provider\nmetadata: {name: empty}\nspec: {}\n---\n"
+                 "apiVersion: pkg.crossplane.io/v1\nkind: Provider\nmetadata: {name: odd}\n"
+                 "spec: {package: 'Not A Ref!'}\n")
+    messages = " | ".join(f.message for f in run(providers, V2_AWS).findings if f.rule == "XP2-005")
+    assert "spec.package is missing" in messages and "'Not A Ref!' is not a valid image reference" in messages
+
+
+def test_a_core_kind_the_target_does_not_have() -> None:
+    report = run("apiVersion: pkg.crossplane.io/v1\nkind: Gadget\nmetadata: {name: g}\n", V2_AWS)
+    assert _messages(report, "XP2-007") == ["pkg.crossplane.io/v1 Gadget is not a Crossplane 2.0.0 core API"]
+
+
+def test_schema_errors_of_one_template_are_capped_at_five() -> None:
+    widgets = _package("xpkg.upbound.io/acme/provider-widgets:v1.0.0", PROVIDER)
+    bad = "{apiVersion: widgets.example.org/v1beta1, kind: Widget, spec: {size: [1], note: 2, a: 1, b: 2, c: 3, d: 4}}"
+    report = run(docs(xrd(), comp(bad)), [*V2_AWS, widgets])
+    assert len([m for m in _messages(report, "PV-011") if "v1beta1 Widget" in m]) == 5
+
+
+MRAP = """apiVersion: apiextensions.crossplane.io/v1alpha1
+kind: ManagedResourceActivationPolicy
+metadata: {{name: default}}
+spec:
+  activate: [{pattern}]
+"""
+
+
+def test_activation_policies_concern_only_resources_of_safe_start_providers() -> None:
+    widgets = _package("xpkg.upbound.io/acme/provider-widgets:v1.0.0", PROVIDER)  # no safe-start capability
+    composed = comp(M_BUCKET, "{apiVersion: v1, kind: ConfigMap}", "{apiVersion: widgets.example.org/v1beta1, "
+                    "kind: Widget, spec: {size: 1}}")
+    none = run(docs(xrd(), composed, MRAP.format(pattern="nothing.example.org")), [*V2_AWS, widgets])
+    assert _messages(none, "PV-010") == [
+        "Composition xbuckets: buckets.s3.aws.m.upbound.io comes from safe-start provider "
+        "xpkg.upbound.io/upbound/provider-aws-s3:v2.0.0 and no bundled ManagedResourceActivationPolicy activates it "
+        "(patterns: nothing.example.org)"]
+    every = run(docs(xrd(), composed, MRAP.format(pattern="'*'")), [*V2_AWS, widgets])
+    assert _messages(every, "PV-010") == []
