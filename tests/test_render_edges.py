@@ -17,7 +17,7 @@ import yaml
 
 from bundler import render
 from bundler.documents import MAX_ALIASES, MAX_STREAM_BYTES, Origin, load_stream
-from bundler.errors import InputError, RenderError
+from bundler.errors import InputError, ToolMissingError
 from bundler.render import Sources, Tools, chart_images, find_tool, materialize_chart, read_text
 from bundler.spec import ChartSource
 
@@ -36,16 +36,16 @@ def _script(path: Path, body: str) -> str:
     return str(path)
 
 
-def test_find_tool_falls_back_to_the_tools_folder_then_fails(helm: str, tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("AIRGAP_BUNDLE_HELM", raising=False)
-    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    (tmp_path / "repo" / ".tools" / "bin").mkdir(parents=True)
-    monkeypatch.setattr(render, "REPO_ROOT", tmp_path / "repo")  # where scripts/setup.sh puts the tools
-    with pytest.raises(RenderError, match=r"helm not found on PATH or in .*repo/.tools/bin"):
-        find_tool("helm")
-    shutil.copy(helm, tmp_path / "repo" / ".tools" / "bin" / "helm")
-    assert find_tool("helm") == str(tmp_path / "repo" / ".tools" / "bin" / "helm")
+def test_find_tool_falls_back_to_the_tools_folder_then_fails(helm: str, tmp_path: Path) -> None:
+    root = tmp_path / "repo"  # a checkout: scripts/setup.sh beside the package, tools in .tools/bin
+    (root / ".tools" / "bin").mkdir(parents=True)
+    (root / "scripts").mkdir()
+    (root / "scripts" / "setup.sh").write_text("")
+    env = {"PATH": str(tmp_path / "empty")}
+    with pytest.raises(ToolMissingError, match=r"helm not found \(looked at \$AIRGAP_BUNDLE_HELM, PATH or .*repo/.tools/bin\)"):
+        find_tool("helm", root=root, environ=env)
+    shutil.copy(helm, root / ".tools" / "bin" / "helm")
+    assert find_tool("helm", root=root, environ=env) == str(root / ".tools" / "bin" / "helm")
 
 
 def test_a_folder_without_chart_yaml_is_not_a_chart(tmp_path: Path, helm: str) -> None:
@@ -124,8 +124,9 @@ def test_broken_chart_archives_and_chart_yaml_files(tmp_path: Path) -> None:
 
 def test_a_tool_that_cannot_run_or_prints_non_utf8(tmp_path: Path) -> None:
     chart = ChartSource(path=PLATFORM, release="r")
-    with pytest.raises(RenderError, match="cannot run .*/missing-helm: No such file or directory"):
+    with pytest.raises(ToolMissingError, match="cannot run .*/missing-helm: No such file or directory") as info:
         render.render(Sources(charts=(chart,)), Tools(helm=str(tmp_path / "missing-helm")))
+    assert info.value.exit_code == 15
     odd = _script(tmp_path / "helm", r"printf 'kind: ConfigMap\nname: \377\n'")
     with pytest.raises(InputError, match=r"helm template tests/fixtures/charts/platform: output is not UTF-8 \(byte 22\)"):
         render.render(Sources(charts=(chart,)), Tools(helm=odd))

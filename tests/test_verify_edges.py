@@ -27,6 +27,7 @@ from bundler.errors import (
     StatementMismatchError,
     UnlistedMemberError,
     UntrustedKeyError,
+    UsageError,
     VerificationError,
 )
 from tests import test_verify
@@ -302,5 +303,5 @@ def test_a_missing_bundle_or_an_existing_destination_are_input_errors(world: dic
     with pytest.raises(InputError, match="nope.tar: cannot open the bundle"):
         verify.verify_and_extract(world["tmp"] / "nope.tar", world["trust"], world["tmp"] / "new", now=NOW)
     (world["tmp"] / "taken").mkdir()
-    with pytest.raises(ArchiveError, match="taken already exists"):
+    with pytest.raises(UsageError, match="taken already exists: a bundle is extracted only into a new folder"):
         verify.verify_and_extract(world["tmp"] / "nope.tar", world["trust"], world["tmp"] / "taken", now=NOW)
