@@ -7,13 +7,17 @@ from __future__ import annotations
 import io
 import logging
 import os
+import pty
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from bundler import cli
+from bundler import cli, keys
+from bundler.errors import InputError
 from tests.conftest import REPO
 from tests.support.bundles import Pki, build_bundle, write_policy
 
@@ -48,6 +52,36 @@ def test_an_encrypted_key_without_password_or_terminal_is_refused(tmp_path: Path
     assert res.returncode == 2, res.stderr
     assert "the private key needs a password and there is no terminal to ask for it" in res.stderr
     assert not list(tmp_path.glob("j*"))
+
+
+def test_on_a_terminal_the_key_password_is_prompted_twice_and_encrypts_the_key(tmp_path: Path) -> None:
+    master, terminal = pty.openpty()  # a real pseudo-terminal: click prompts only on one
+    env = {k: v for k, v in os.environ.items() if k != "AIRGAP_BUNDLE_KEY_PASSWORD"}
+    child = subprocess.Popen([sys.executable, "-m", "bundler", "keys", "generate", "--out", str(tmp_path / "k"),
+                              "--encrypt"], stdin=terminal, stdout=terminal, stderr=terminal,
+                             env={**env, "PYTHONPATH": str(REPO)}, start_new_session=True)
+    os.close(terminal)
+    seen = b""
+
+    def read_until(token: bytes) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + 120
+        while token not in seen and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.5)[0]:
+                seen += os.read(master, 1024)
+
+    try:
+        read_until(b"Private key password:")
+        os.write(master, b"s3cret-pw\n")
+        read_until(b"Repeat for confirmation:")
+        os.write(master, b"s3cret-pw\n")
+        assert child.wait(120) == 0, seen
+    finally:
+        os.close(master)
+    assert b"s3cret-pw" not in seen  # hidden input
+    assert keys.load_signer(tmp_path / "k.key", password=lambda: b"s3cret-pw").fingerprint
+    with pytest.raises(InputError, match="wrong password"):
+        keys.load_signer(tmp_path / "k.key", password=lambda: b"other")
 
 
 def test_option_pairs(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
