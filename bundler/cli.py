@@ -10,13 +10,16 @@ registry client (nothing that can open a connection), and `ref` starts in a tent
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -30,6 +33,9 @@ from .errors import (
     UsageError,
 )
 from .reference import ImageRef
+
+if TYPE_CHECKING:
+    from .spec import ChartSource, Spec
 
 
 class _Group(click.Group):
@@ -294,11 +300,14 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, at_time: st
 @click.option("--local-registry", metavar="HOST", help="Vendored = already points at HOST (or HOST/prefix).")
 @click.option("--emit-images", is_flag=True,
               help="Print the images: entries that resolve every unreviewed candidate, as YAML to paste into SPEC.")
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False),
+              help="Cache for the SPEC's charts by reference [default: $XDG_CACHE_HOME/airgap-bundle].")
+@click.option("--offline", is_flag=True, help="Take the SPEC's charts by reference from the cache alone.")
 def sweep_command(spec_file: str | None, chart: str | None, values: tuple[str, ...], sets: tuple[str, ...],
                   release: str | None, namespace: str | None, kube_version: str | None,
                   kustomize: tuple[str, ...], manifests: tuple[str, ...], fmt: str, why: str | None,
                   fail_on_unvendored: bool, vendored_file: str | None, local_registry: str | None,
-                  emit_images: bool) -> None:
+                  emit_images: bool, cache_dir: str | None, offline: bool) -> None:
     """Find every image the charts, Kustomize bases and manifests make a cluster pull.
 
     \b
@@ -348,7 +357,7 @@ def sweep_command(spec_file: str | None, chart: str | None, values: tuple[str, .
     if (values or sets or release or namespace or kube_version) and not chart:
         raise UsageError("--values, --set, --release, --namespace and --kube-version need --chart")
     spec = spec_mod.load(spec_file) if spec_file else None
-    charts = list(spec.charts) if spec else []
+    charts = _local_charts(spec, cache_dir, offline) if spec else []
     if chart:
         chart_path = Path(chart)
         charts.append(spec_mod.ChartSource(
@@ -665,7 +674,10 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
             "images": [{"source": i.source, "local": i.local, "upstreamDigest": i.upstream_digest,
                         "bundledDigest": i.bundled_digest, "platforms": [p.platform for p in i.platforms]}
                        for i in result.images],
-            "charts": [{"name": c.name, "version": c.version, "path": c.path} for c in result.charts],
+            "charts": [{"name": c.name, "version": c.version, "path": c.path,
+                        **({"source": c.fetched.to_dict()} if c.fetched else {}),
+                        **({"dependencies": [d.to_dict() for d in c.dependencies]} if c.dependencies else {})}
+                       for c in result.charts],
         }, indent=2))
         return
     for line in result.coverage:
@@ -677,6 +689,24 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
 
 
 # --- end build ---------------------------------------------------------------------------------
+
+
+def _local_charts(spec: Spec, cache_dir: str | None, offline: bool) -> list[ChartSource]:
+    """The SPEC's charts, those named by reference fetched (through its registries) into a folder
+    removed at exit."""
+    from . import charts as charts_mod
+    from .layout import Layout
+    from .pull import default_cache_dir
+
+    _log_to_stderr()
+    work = Path(tempfile.mkdtemp(prefix="airgap-sweep-charts-"))
+    atexit.register(shutil.rmtree, work, True)
+    cache = Layout(Path(cache_dir) if cache_dir else default_cache_dir(), remember_checks=True)
+    from .render import Tools
+
+    located = charts_mod.localize(spec.charts, workdir=work, cache=cache, tools=Tools(),
+                                  registries=spec.registries, repositories=spec.chart_repositories, offline=offline)
+    return [c.chart for c in located]
 
 
 def _log_to_stderr() -> None:

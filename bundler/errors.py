@@ -128,6 +128,13 @@ class UnsafeArchiveError(ArchiveError):
     exit_code = 12
 
 
+# 17: Helm chart provenance.
+class ProvenanceError(BundlerError):
+    """A chart's provenance (.prov) is required but missing, or does not verify against the spec's keyring."""
+
+    exit_code = 17
+
+
 # 20-29: verification. Each rejection has its own code so scripts can tell them apart.
 class VerificationError(BundlerError):
     exit_code = 20

@@ -41,7 +41,37 @@ class AcceptedImage:
 
 
 @dataclass(frozen=True)
+class ProvenancePolicy:
+    """Verify Helm provenance (`.prov`) against an OpenPGP public keyring; `required`: a missing one fails."""
+
+    keyring: Path
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class RemoteChart:
+    """A chart named by where it lives: a Helm repository (`repo` https://...) or an OCI repository
+    (`repo` oci://host/path holding `name`, or `chart` oci://host/path/name). `version` may be a constraint."""
+
+    repo: str        # https://charts.example.com/stable, or oci://host/path (the chart's parent)
+    name: str
+    version: str
+    provenance: ProvenancePolicy | None = None
+    line: int = 0    # of the entry in the spec, for messages
+
+    @property
+    def is_oci(self) -> bool:
+        return self.repo.startswith("oci://")
+
+    def __str__(self) -> str:
+        if self.is_oci:
+            return f"{self.repo.rstrip('/')}/{self.name}:{self.version}"
+        return f"{self.name} {self.version} from {self.repo}"
+
+
+@dataclass(frozen=True)
 class ChartSource:
+    # A remote chart's `path` is a placeholder until `charts.localize` fetches it (render never sees it).
     path: Path
     release: str
     namespace: str | None = None
@@ -53,6 +83,7 @@ class ChartSource:
     stamp_version: str | None = None
     stamp_app_version: str | None = None
     accept_hardcoded: tuple[AcceptedImage, ...] = ()
+    remote: RemoteChart | None = None
 
 
 @dataclass(frozen=True)
@@ -174,6 +205,7 @@ class Spec:
     crossplane: CrossplaneConfig = field(default_factory=CrossplaneConfig)
     authorities: tuple[Authority, ...] = (Authority("vendor", True),)
     discovery_rules: tuple[catalogue.Entry, ...] = ()  # `discovery.rules`: the user's catalogue entries
+    chart_repositories: tuple[tuple[str, str], ...] = ()  # `sources.chartRepositories`: (name, url)
 
     @property
     def catalogue(self) -> catalogue.Catalogue:
@@ -303,13 +335,15 @@ def _build(path: Path, raw: bytes, d: CommentedMap, plain: dict[str, Any]) -> Sp
         except InvalidReferenceError as exc:
             raise SpecError(f"{path}:{_line(d, where)}: {_field(where)}: {exc.message}") from None
 
+    for n, c in enumerate(sources_of(d).get("charts") or ()):
+        _check_chart_form(c, f"{path}:{_line(d, ['sources', 'charts', n])}: sources.charts[{n}]")
     meta = d["metadata"]
     local = d["localRegistry"]
     sources = d.get("sources") or {}
     charts = tuple(
         ChartSource(
-            path=rel(c["path"]),
-            release=str(c.get("release") or Path(c["path"]).name.removesuffix(".tgz")),
+            path=rel(c["path"]) if "path" in c else Path(f"<{remote}>"),
+            release=str(c.get("release") or (remote.name if remote else Path(c["path"]).name.removesuffix(".tgz"))),
             namespace=c.get("namespace"),
             values=tuple(rel(v) for v in c.get("values") or ()),
             set=tuple(str(s) for s in c.get("set") or ()),
@@ -322,8 +356,10 @@ def _build(path: Path, raw: bytes, d: CommentedMap, plain: dict[str, Any]) -> Sp
                 AcceptedImage(ref(str(a["ref"]), ["sources", "charts", n, "acceptHardcoded", k, "ref"]),
                               str(a["reason"]))
                 for k, a in enumerate(c.get("acceptHardcoded") or ())),
+            remote=remote,
         )
         for n, c in enumerate(sources.get("charts") or ())
+        for remote in [_remote_chart(c, rel, _line(d, ["sources", "charts", n]))]
     )
     images = tuple(
         ImageOptions(
@@ -403,4 +439,41 @@ def _build(path: Path, raw: bytes, d: CommentedMap, plain: dict[str, Any]) -> Sp
         crossplane=crossplane,
         authorities=authorities,
         discovery_rules=rules,
+        chart_repositories=tuple((str(r["name"]), str(r["url"]).rstrip("/"))
+                                 for r in sources.get("chartRepositories") or ()),
     )
+
+
+def sources_of(d: Mapping[str, Any]) -> Mapping[str, Any]:
+    return d.get("sources") or {}
+
+
+def _check_chart_form(entry: Mapping[str, Any], where: str) -> None:
+    """Exactly one of: `path`; `repo` + `name` + `version`; `chart` (oci://) + `version`."""
+    forms = [k for k in ("path", "repo", "chart") if k in entry]
+    hint = "give path:, or repo: + name: + version:, or chart: oci://... + version:"
+    if not forms:
+        raise SpecError(f"{where}: 'path' is a required property (or repo:, or chart:)", hint=hint)
+    if len(forms) > 1:
+        raise SpecError(f"{where}: {' and '.join(forms)} exclude each other", hint=hint)
+    needed = {"path": (), "repo": ("name", "version"), "chart": ("version",)}[forms[0]]
+    missing = [k for k in needed if k not in entry]
+    extra = [k for k in ("name", "version", "provenance") if k in entry and forms[0] == "path"]
+    extra += ["name"] if forms[0] == "chart" and "name" in entry else []
+    if missing:
+        raise SpecError(f"{where}: {forms[0]}: needs {' and '.join(missing)}", hint=hint)
+    if extra:
+        raise SpecError(f"{where}: {', '.join(extra)} only go with a chart by reference (repo: or chart:)", hint=hint)
+
+
+def _remote_chart(entry: Mapping[str, Any], rel: Any, line: int) -> RemoteChart | None:
+    """`repo` + `name` + `version`, or `chart: oci://host/path/name` + `version`; None for a `path` entry."""
+    if "path" in entry:
+        return None
+    prov = entry.get("provenance")
+    policy = ProvenancePolicy(rel(prov["keyring"]), bool(prov.get("required", True))) if prov else None
+    if "chart" in entry:
+        repo, _, name = str(entry["chart"]).rstrip("/").rpartition("/")
+    else:
+        repo, name = str(entry["repo"]).rstrip("/"), str(entry["name"])
+    return RemoteChart(repo, name, str(entry["version"]), policy, line)

@@ -66,3 +66,24 @@ def test_attestations_round_trip_and_a_digest_only_image_has_no_tag_in_its_purl(
     assert data["images"][0]["attestations"] == [D["a"]]
     assert Bom.from_dict(data) == bom
     assert purl(image) == f"pkg:oci/nginx@{D['b']}?repository_url=docker.io/library/nginx"
+
+
+def test_a_chart_fetched_by_reference_records_source_version_and_digest() -> None:
+    from dataclasses import replace
+
+    from bundler.bom import ChartSourceEntry
+
+    fetched = ChartSourceEntry("https://charts.example.com/stable", "demo", "0.3.0", D["c"],
+                               "https://charts.example.com/stable/demo-0.3.0.tgz", "verified: Vendor <v@example.com>")
+    dep = ChartSourceEntry("oci://reg.example.com/charts/common", "common", "2.29.1", D["d"],
+                           f"oci://reg.example.com/charts/common@{D['e']}")
+    bom = replace(BOM, charts=(replace(BOM.charts[0], fetched=fetched, dependencies=(dep,)),))
+    data = bom.to_dict()
+    assert data["charts"][0]["source"]["provenance"] == "verified: Vendor <v@example.com>"
+    assert "provenance" not in data["charts"][0]["dependencies"][0]
+    assert Bom.from_dict(json.loads(json.dumps(data))) == bom
+    sbom = cyclonedx(bom)
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(sbom.decode()) is None
+    props = {p["value"] for c in json.loads(sbom)["components"] for p in c.get("properties", [])}
+    assert f"https://charts.example.com/stable demo 0.3.0 {D['c']}" in props
+    assert f"oci://reg.example.com/charts/common common 2.29.1 {D['d']}" in props
