@@ -50,7 +50,8 @@ def test_matches_and_the_vendored_list_by_tag_and_digest() -> None:
 
 def test_an_unknown_split_shape_that_joins_to_no_reference_is_not_a_candidate() -> None:
     obj = {"apiVersion": "example.org/v1", "kind": "Thing", "metadata": {"name": "t"},
-           "spec": {"agentImage": {"repository": "Not A Repo!", "tag": "1.0"},
+           "spec": {"agentImage": {"repository": "Not A Repo!", "tag": "1.0"},  # a common shape, no reference
+                    "helperImage": {"path": "Not A Path!", "imageTag": "1.0"},  # an unknown shape, no reference
                     "sidecarImage": {"repository": "quay.io/org/sidecar", "tag": "2.0"}}}
     found = [f for f in sweep.sweep_document(Document(obj, Origin("t.yaml", 1))) if isinstance(f, sweep.Finding)]
     assert [(str(f.ref), f.path) for f in found] == [("quay.io/org/sidecar:2.0", ("spec", "sidecarImage"))]
