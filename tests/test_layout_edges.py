@@ -82,7 +82,7 @@ SHM = Path("/dev/shm")
 
 @pytest.mark.skipif(not SHM.is_dir(), reason="needs a second file system for a cross-device link")
 def test_link_from_another_file_system_copies_and_resumes_a_partial(tmp_path: Path) -> None:
-    src_root = Path(os.environ.get("TMPDIR_SHM", SHM)) / f"layout-{os.getpid()}-{threading.get_ident()}"
+    src_root = SHM / f"layout-{os.getpid()}-{threading.get_ident()}"
     try:
         source = Layout(src_root)
         source.put_bytes(DATA)
