@@ -55,6 +55,7 @@ from .oci import (
     MANIFEST_TYPES,
     Descriptor,
     Platform,
+    blob_descriptors,
     sha256_digest,
 )
 from .progress import NullProgress, Progress
@@ -326,9 +327,8 @@ class _Puller:
 
 def _blobs_of(manifest: Manifest) -> list[tuple[str, int]]:
     obj = manifest.json()
-    descs = [obj.get("config") or {}, *(obj.get("layers") or [])]
     try:
-        return [(Descriptor.from_json(d).digest, Descriptor.from_json(d).size) for d in descs]
+        return [(d.digest, d.size) for d in blob_descriptors(obj)]
     except (KeyError, TypeError, ValueError) as exc:
         raise RegistryError(f"manifest {manifest.digest} from {manifest.endpoint} is malformed: {exc}") from None
 

@@ -8,9 +8,12 @@ rules matched against the request path, each firing a given number of times:
     proxy.add(Fault("status", status=429, retry_after="1"))         # 429 with Retry-After
     proxy.add(Fault("corrupt", match="/blobs/sha256:ab..."))        # flip one byte of the body
     proxy.throttle = 2_000_000                                      # bytes per second, per response
+    hold = proxy.add(Fault("hold", match="/blobs/uploads/", methods=("POST",), skip=2))
+    hold.reached.wait(); ...; hold.release.set()                    # park the third upload until released
 
-Every request is recorded (`proxy.log`: method, path, Range header, status sent) so tests can count
-requests and check that Range was used. Test support only.
+Every request is recorded (`proxy.log`: method, path, Range and Content-Range headers, body size, status
+sent) so tests can count requests and check that Range was used. `Location` headers that name the
+registry are rewritten to the proxy, so an upload's later requests come through it too. Test support only.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-encodin
 
 @dataclass
 class Fault:
-    kind: str                    # drop | status | corrupt
+    kind: str                    # drop | status | corrupt | hold
     match: str = "/v2/"
     times: int = 1
     after: int = 0               # drop: bytes of body sent before closing
@@ -35,6 +38,9 @@ class Fault:
     retry_after: str | None = None
     methods: tuple[str, ...] = ("GET",)
     fired: int = 0
+    skip: int = 0                # let this many matching requests through before firing
+    reached: threading.Event = field(default_factory=threading.Event)   # hold: a request is parked
+    release: threading.Event = field(default_factory=threading.Event)   # hold: let it go on
 
 
 @dataclass
@@ -45,6 +51,8 @@ class Request:
     status: int
     sent: int = 0
     connection: str | None = None
+    content_range: str | None = None
+    received: int = 0
 
 
 @dataclass
@@ -71,6 +79,9 @@ class FaultProxy:
         with self._lock:
             for fault in self.faults:
                 if fault.fired < fault.times and fault.match in path and method in fault.methods:
+                    if fault.skip:
+                        fault.skip -= 1
+                        continue
                     fault.fired += 1
                     return fault
         return None
@@ -94,9 +105,14 @@ class FaultProxy:
                 method = self.command
                 fault = proxy._take(method, self.path)
                 record = Request(method, self.path, self.headers.get("Range"), 0,
-                                 connection=self.headers.get("Connection"))
+                                 connection=self.headers.get("Connection"),
+                                 content_range=self.headers.get("Content-Range"),
+                                 received=int(self.headers.get("Content-Length") or 0))
                 with proxy._lock:
                     proxy.log.append(record)
+                if fault is not None and fault.kind == "hold":
+                    fault.reached.set()
+                    fault.release.wait(60)
                 if fault is not None and fault.kind == "status":
                     record.status = fault.status
                     self.send_response(fault.status)
@@ -116,6 +132,8 @@ class FaultProxy:
                 record.status = upstream.status_code
                 self.send_response(upstream.status_code)
                 for key, value in upstream.headers.items():
+                    if key.lower() == "location":
+                        value = value.replace(proxy.upstream, f"http://{proxy.host}")
                     if key.lower() not in HOP_HEADERS:
                         self.send_header(key, value)
                 self.end_headers()
