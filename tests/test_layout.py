@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bundler.errors import DigestMismatchError
+from bundler.errors import DigestMismatchError, InvalidReferenceError
 from bundler.layout import Layout
-from bundler.oci import ANNOTATION_REF_NAME, OCI_MANIFEST, Descriptor, sha256_digest
+from bundler.oci import ANNOTATION_REF_NAME, OCI_MANIFEST, Descriptor, Platform, sha256_digest
 
 DATA = os.urandom(3 * (1 << 20) + 17)
 DIGEST = sha256_digest(DATA)
@@ -177,3 +177,62 @@ def test_an_output_layout_keeps_no_record_and_tidies_to_a_plain_layout(tmp_path:
     files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
     assert files == ["blobs", "blobs/sha256", f"blobs/sha256/{DIGEST.removeprefix('sha256:')}",
                      "index.json", "oci-layout"]
+
+
+# --- oci.py: the platform and descriptor model the layout stores ------------------------------------
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("linux/amd64", ("linux", "amd64", None)),
+    (" linux/arm64 ", ("linux", "arm64", None)),
+    ("linux/arm64/v8", ("linux", "arm64", None)),
+    ("linux/arm64/8", ("linux", "arm64", None)),
+    ("linux/aarch64/v8", ("linux", "arm64", None)),
+    ("linux/arm64/v9", ("linux", "arm64", "v9")),
+    ("linux/arm", ("linux", "arm", "v7")),
+    ("linux/arm/7", ("linux", "arm", "v7")),
+    ("linux/arm/v6", ("linux", "arm", "v6")),
+    ("linux/x86_64", ("linux", "amd64", None)),
+    ("linux/x86-64/v1", ("linux", "amd64", None)),
+    ("linux/amd64/v2", ("linux", "amd64", "v2")),
+    ("windows/386", ("windows", "386", None)),
+])
+def test_platform_parse_normalises_as_containerd(text: str, expected: tuple[str, str, str | None]) -> None:
+    assert Platform.parse(text) == Platform(*expected)
+
+
+@pytest.mark.parametrize("text", ["linux", "linux/", "/amd64", "linux/arm/", "linux/arm/v7/extra", ""])
+def test_platform_parse_refuses_what_is_not_os_arch_variant(text: str) -> None:
+    with pytest.raises(InvalidReferenceError) as err:
+        Platform.parse(text)
+    assert err.value.message == f"invalid platform {text!r}: expected os/arch[/variant], e.g. linux/arm64"
+
+
+def test_platform_from_json_str_and_unknown() -> None:
+    assert Platform.from_json({"os": "linux", "architecture": "arm64", "variant": "v8"}) == Platform("linux", "arm64", "v8")
+    assert Platform.from_json({"os": "linux", "architecture": "amd64", "variant": ""}).variant is None
+    assert Platform.from_json({}) == Platform("", "")
+    assert [str(Platform.parse(p)) for p in ("linux/arm", "linux/amd64")] == ["linux/arm/v7", "linux/amd64"]
+    assert Platform("unknown", "unknown").is_unknown
+    assert not Platform("unknown", "amd64").is_unknown and not Platform("linux", "unknown").is_unknown
+    assert Platform.parse("linux/arm64/v8").matches(Platform("linux", "aarch64"))
+    assert not Platform.parse("linux/arm/v6").matches(Platform("linux", "arm"))
+
+
+def test_platforms_and_descriptors_are_values() -> None:
+    # Sets and dict keys of platforms and descriptors (pull and layout use both), and a stable order.
+    assert sorted({Platform("linux", "arm64"), Platform("linux", "amd64"), Platform("linux", "amd64")}) == [
+        Platform("linux", "amd64"), Platform("linux", "arm64")]
+    one = Descriptor(OCI_MANIFEST, DIGEST, 3, Platform("linux", "arm", "v7"), ((ANNOTATION_REF_NAME, "a"),))
+    assert len({one, Descriptor.from_json(one.to_json())}) == 1
+
+
+def test_descriptor_json_round_trip_keeps_only_what_is_set() -> None:
+    arm = Descriptor(OCI_MANIFEST, DIGEST, 3, Platform("linux", "arm", "v7"), ((ANNOTATION_REF_NAME, "a"),))
+    assert arm.to_json() == {"mediaType": OCI_MANIFEST, "digest": DIGEST, "size": 3,
+                             "platform": {"architecture": "arm", "os": "linux", "variant": "v7"},
+                             "annotations": {ANNOTATION_REF_NAME: "a"}}
+    plain = Descriptor(OCI_MANIFEST, DIGEST, 3, Platform("linux", "amd64"))
+    assert plain.to_json() == {"mediaType": OCI_MANIFEST, "digest": DIGEST, "size": 3,
+                               "platform": {"architecture": "amd64", "os": "linux"}}
+    assert Descriptor.from_json(arm.to_json()) == arm and Descriptor.from_json(plain.to_json()) == plain
+    assert arm.annotation(ANNOTATION_REF_NAME) == "a" and plain.annotation(ANNOTATION_REF_NAME) is None
