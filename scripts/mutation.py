@@ -80,12 +80,18 @@ def _inside(pos: tuple[int, int], span: Span) -> bool:
 
 
 def _annotations(tree: ast.Module) -> list[Span]:
+    """Annotations, and the bare `*` of keyword-only parameters (its `/` twin changes no call here)."""
     spans = []
     for node in ast.walk(tree):
         if isinstance(node, ast.arg) and node.annotation is not None:
             spans.append(_span(node.annotation))
-        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.returns is not None:
-            spans.append(_span(node.returns))
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            if node.returns is not None:
+                spans.append(_span(node.returns))
+            if node.args.kwonlyargs and node.args.vararg is None:
+                before, after = node.args.kwonlyargs[0], [*node.args.posonlyargs, *node.args.args, *node.args.defaults]
+                start = max(_span(n)[2:] for n in after) if after else (node.lineno, node.col_offset)
+                spans.append((*start, before.lineno, before.col_offset))
         elif isinstance(node, ast.AnnAssign):
             spans.append(_span(node.annotation))
     return spans
@@ -189,11 +195,15 @@ def _test(name: str, target: Target, work: Path, session: Path, items: list[Work
 def _report(name: str, target: Target, work: Path, session: Path, seconds: float,
             equivalents: set[tuple[str, int, str]]) -> tuple[Score, list[str], int]:
     """The module's score from its session; survivors as `module:line operator (function): source`."""
-    lines = (work / target.path).read_text().splitlines()
+    source = (work / target.path).read_text()
+    lines, tree = source.splitlines(), ast.parse(source)
+    annotations = _annotations(tree)
+    selected = _selected(tree, target.only) if target.only else None
     score, survivors, unexplained = Score(name, seconds=seconds), [], 0
     with use_db(str(session), WorkDB.Mode.open) as db:
         for item, result in db.completed_work_items:
-            if result.worker_outcome in (WorkerOutcome.SKIPPED, WorkerOutcome.NO_TEST):
+            if result.worker_outcome in (WorkerOutcome.SKIPPED, WorkerOutcome.NO_TEST) \
+                    or _skip_reason(item, annotations, selected):
                 continue
             (mutation,) = item.mutations
             line, operator = mutation.start_pos[0], mutation.operator_name.removeprefix("core/")
