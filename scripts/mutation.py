@@ -7,8 +7,8 @@ touched), and for each mutant only the fast tests that exercise that module run,
 start `python -m bundler` in a subprocess see the mutant too: the copy is first on their PYTHONPATH.
 
 Mutants are cosmic-ray's core operators, with three cuts that only remove noise:
-- annotations are not mutated: every module has `from __future__ import annotations`, so they are
-  strings that never run;
+- annotations and typing.Protocol stubs are not mutated: every module has `from __future__ import
+  annotations`, so annotations are strings that never run, and a Protocol's body is never called;
 - a binary or comparison operator becomes one neighbour (`+`->`-`, `<`->`<=`, `==`->`!=`, ...), not
   all eleven or seven others (selective mutation: the other swaps are killed by the same tests);
 - in pipeline.py only the gates are mutated (GATES below), not the wiring between stages.
@@ -94,6 +94,8 @@ def _annotations(tree: ast.Module) -> list[Span]:
                 spans.append((*start, before.lineno, before.col_offset))
         elif isinstance(node, ast.AnnAssign):
             spans.append(_span(node.annotation))
+        elif isinstance(node, ast.ClassDef) and any(getattr(base, "id", "") == "Protocol" for base in node.bases):
+            spans.append(_span(node))  # a typing.Protocol: stubs that never run
     return spans
 
 

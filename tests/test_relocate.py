@@ -3,6 +3,7 @@ values override (real helm), each swept again."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +104,19 @@ def test_local_reference_refuses_a_bad_template(template: str, error: str) -> No
 def test_local_reference_of_a_digest_only_source_has_no_tag() -> None:
     digest_only = ImageRef.parse(f"quay.io/a/b@{D}")
     assert local_reference(digest_only, D, host=HOST) == f"{HOST}/quay.io/a/b@{D}"
+
+
+def test_local_reference_name_placeholder_is_the_last_path_component() -> None:
+    for source, name in (("reg.example/tool:1", "tool"), ("quay.io/org/team/tool:1", "tool")):
+        assert local_reference(ImageRef.parse(source), D, host=HOST, template="{host}/flat/{name}") == \
+            f"{HOST}/flat/{name}:1@{D}"
+
+
+def test_the_rewrite_hands_on_immutable_values() -> None:
+    out = _rewrite(MANIFEST)
+    for value, attribute in ((out, "changes"), (out.streams[0], "text"), (out.changes[0], "after"), (LOCAL, "by_source")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(value, attribute, None)
 
 
 UNTOUCHED = """# layout as kubectl and helm write it; nothing here is an image, so the bytes must come back unchanged
@@ -232,9 +246,12 @@ def test_split_objects_are_rewritten_field_by_field_with_the_digest_where_the_fo
 
 
 def test_a_split_object_without_a_digest_form_needs_a_tag() -> None:
-    # A local reference pinned by digest alone cannot go into {registry}/{repository}:{tag}.
-    local = LocalRefs({"docker.io/library/nginx:1.27": f"{HOST}/docker.io/library/nginx@{D}"})
-    out = _rewrite(SPLITS.split("---")[0], local)
-    assert out.unmapped == (("m.yaml", "spec.app.image", "quay.io/a/b:1"),
-                            ("m.yaml", "spec.sidecar.image", "docker.io/library/nginx:1.27"))
-    assert not out.changes
+    # A local reference pinned by digest alone cannot go into {registry}/{repository}:{tag}; the one with
+    # a digest field takes it and keeps its tag; the first failure does not stop the next object.
+    local = LocalRefs({"docker.io/library/nginx:1.27": f"{HOST}/docker.io/library/nginx@{D}",
+                       "quay.io/a/b:1": f"{HOST}/quay.io/a/b@{D}"})
+    app, sidecar = SPLITS.split("---")[0].split("  sidecar:\n")
+    out = _rewrite(app.replace("  app:\n", "  sidecar:\n" + sidecar + "  app:\n"), local)
+    assert out.unmapped == (("m.yaml", "spec.sidecar.image", "docker.io/library/nginx:1.27"),)
+    assert [(c.path, c.after) for c in out.changes] == [
+        ("spec.app.image", f"registry={HOST} repository=quay.io/a/b tag=1 digest={D}")]
