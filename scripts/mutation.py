@@ -236,6 +236,7 @@ def _run(names: list[str], survivors_only: bool) -> int:
         _copy_checkout(work)
         os.chdir(work)  # cosmic-ray resolves module paths against the working directory
         os.environ["PYTHONPATH"] = str(work)  # the copy first, for subprocesses too
+        os.environ["PYTHONDONTWRITEBYTECODE"] = "1"  # no .pyc of one mutant may serve the next
         for name in names:
             target = TRUST_PATH[name]
             session, meta = state / f"{name}.sqlite", state / f"{name}.json"
