@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
+import tempfile
 from pathlib import Path
 
 import pytest
 
+from bundler import layout as layout_module
 from bundler.errors import DigestMismatchError, InvalidReferenceError
-from bundler.layout import Layout
+from bundler.layout import Layout, LayoutError
 from bundler.oci import ANNOTATION_REF_NAME, OCI_MANIFEST, Descriptor, Platform, sha256_digest
 
 DATA = os.urandom(3 * (1 << 20) + 17)
@@ -177,6 +181,88 @@ def test_an_output_layout_keeps_no_record_and_tidies_to_a_plain_layout(tmp_path:
     files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
     assert files == ["blobs", "blobs/sha256", f"blobs/sha256/{DIGEST.removeprefix('sha256:')}",
                      "index.json", "oci-layout"]
+
+
+def test_a_complete_partial_is_kept_without_fetching(tmp_path: Path) -> None:
+    # A run that died after the last byte but before the rename: nothing is fetched again.
+    layout = Layout(tmp_path)
+    layout.partial_path(DIGEST).write_bytes(DATA)
+    offsets: list[int] = []
+    layout.write_blob(DIGEST, len(DATA), lambda o: (offsets.append(o), chunks_from(DATA, o))[1])
+    assert offsets == [] and layout.blob_path(DIGEST).read_bytes() == DATA
+
+
+def test_blobs_are_plain_readable_files(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    layout.write_blob(DIGEST, len(DATA), lambda o: chunks_from(DATA, o))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(layout.blob_path(DIGEST).stat().st_mode) == 0o644 & ~umask
+
+
+def test_read_blob_caps_the_size_before_reading(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    digest = layout.put_bytes(b"12345")
+    assert layout.read_blob(digest, max_size=5) == b"12345"
+    with pytest.raises(LayoutError, match=r"blob sha256:\w+ is larger than 4 bytes$"):
+        layout.read_blob(digest, max_size=4)
+    big = b"m" * (16 << 20)  # the default cap: 16 MiB, no more
+    assert layout.read_blob(layout.put_bytes(big)) == big
+    with pytest.raises(LayoutError, match=r"is larger than 16777216 bytes$"):
+        layout.read_blob(layout.put_bytes(big + b"m"))
+    with pytest.raises(LayoutError, match=r"blob sha256:0+ is missing$"):
+        layout.read_blob("sha256:" + "0" * 64)
+
+
+def test_a_record_line_that_is_not_hex_and_four_numbers_is_ignored(tmp_path: Path) -> None:
+    cache = Layout(tmp_path, remember_checks=True)
+    cache.put_bytes(DATA)
+    st = cache.blob_path(DIGEST).stat()
+    good = (tmp_path / ".verified").read_text()
+    hexd = DIGEST.removeprefix("sha256:")
+    bad = [f"{hexd} {st.st_dev} {st.st_ino} {st.st_mtime_ns}",  # four fields
+           f"{hexd[:-1]} {st.st_dev} {st.st_ino} {st.st_mtime_ns} {st.st_size}",  # 63 hex digits
+           f"{hexd}0 {st.st_dev} {st.st_ino} {st.st_mtime_ns} {st.st_size}",  # 65
+           f"{hexd} x{st.st_dev} {st.st_ino} {st.st_mtime_ns} {st.st_size}",  # not a number
+           f"{hexd} {st.st_dev} {st.st_ino} {st.st_mtime_ns} {st.st_size}x", "", "garbage"]
+    (tmp_path / ".verified").write_text("\n".join(bad) + "\n")
+    _forget_checks()
+    Layout(tmp_path, remember_checks=True)
+    assert layout_module._checked == {}
+    (tmp_path / ".verified").write_text("\n".join(bad) + "\n" + good)
+    Layout(tmp_path, remember_checks=True)
+    assert layout_module._checked == {(st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size): DIGEST}
+
+
+def test_link_across_file_systems_falls_back_to_a_checked_copy(tmp_path: Path) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on another file system than the test folder")
+    with tempfile.TemporaryDirectory(dir=shm) as other:
+        cache, out = Layout(other), Layout(tmp_path / "out")
+        cache.put_bytes(DATA)
+        out.partial_path(DIGEST).write_bytes(DATA[:1_500_000])  # and resumes a partial copy
+        assert out.link_from(cache, DIGEST)
+        assert out.blob_path(DIGEST).read_bytes() == DATA
+        assert out.blob_path(DIGEST).stat().st_ino != cache.blob_path(DIGEST).stat().st_ino
+        out2 = Layout(tmp_path / "out2")
+        assert out2.link_from(cache, DIGEST) and out2.blob_path(DIGEST).read_bytes() == DATA
+
+
+def test_an_unreadable_index_is_a_layout_error(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    (tmp_path / "index.json").write_text("{not json")
+    with pytest.raises(LayoutError, match="index.json is unreadable"):
+        layout.entries()
+
+
+def test_a_failed_atomic_write_leaves_no_temp_file(tmp_path: Path) -> None:
+    (tmp_path / "index.json").mkdir()
+    (tmp_path / "index.json" / "x").write_text("keeps the folder non-empty")
+    with pytest.raises(OSError) as err:
+        layout_module._atomic_write(tmp_path / "index.json", b"{}")
+    assert err.value.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.json"]
 
 
 # --- oci.py: the platform and descriptor model the layout stores ------------------------------------
