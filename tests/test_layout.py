@@ -265,6 +265,38 @@ def test_a_failed_atomic_write_leaves_no_temp_file(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index.json"]
 
 
+def test_a_good_blob_found_on_disk_is_hashed_once_then_trusted(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    layout.blob_path(DIGEST).write_bytes(DATA)  # e.g. a layout another tool wrote
+    _forget_checks()
+    assert layout.has_blob(DIGEST)
+    st = layout.blob_path(DIGEST).stat()
+    assert layout_module._checked == {(st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size): DIGEST}
+
+
+def test_a_layout_that_cannot_be_created_is_a_layout_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(LayoutError, match=r"^cannot create the OCI layout .*/file/out: ") as err:
+        Layout(tmp_path / "file" / "out")
+    assert err.value.exit_code == 11 and err.value.hint == "choose a writable folder"
+
+
+def test_tidy_can_run_twice(tmp_path: Path) -> None:
+    layout = Layout(tmp_path, remember_checks=True)
+    layout.put_bytes(b"x")
+    layout.tidy()
+    layout.tidy()
+    assert not layout.partial.exists() and not (tmp_path / ".verified").exists()
+
+
+def test_set_refs_keeps_entries_other_tools_wrote_without_a_name(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    foreign = {"mediaType": OCI_MANIFEST, "digest": sha256_digest(b"f"), "size": 1}
+    (tmp_path / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [foreign]}))
+    layout.set_refs({"reg/x:1": Descriptor(OCI_MANIFEST, sha256_digest(b"a"), 1)})
+    assert [e.get("annotations") for e in layout.entries()] == [None, {ANNOTATION_REF_NAME: "reg/x:1"}]
+
+
 # --- oci.py: the platform and descriptor model the layout stores ------------------------------------
 
 @pytest.mark.parametrize(("text", "expected"), [
