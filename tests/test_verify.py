@@ -435,3 +435,48 @@ def test_cli_verify_rejections_exit_with_their_code(world: dict, run_cli) -> Non
     empty = write_policy(world["tmp"] / "none.yaml", {"customer": {"keys": [world["customer_pub"]]}})
     res = run_cli("verify", str(expired.path), "--policy", str(empty))
     assert res.returncode == 27
+
+
+# --- exact refusals: each message names the member and both values (mutation testing, docs/testing.md) -------
+
+
+def test_a_refused_bundle_reports_its_failure_and_no_member_checked(world: dict) -> None:
+    built = build_bundle(world["tmp"] / "b.tar", {})
+    result = verify.verify(built.path, world["trust"], now=NOW)
+    assert result.members_checked == 0 and result.statement_sha256 is None and result.verified_files == ()
+    assert result.to_json() == {
+        "ok": False, "required": ["vendor"], "authorities": [], "statementSha256": None, "membersChecked": 0,
+        "failure": {"error": "UnsignedBundleError", "exitCode": 21,
+                    "message": f"{built.path}: the bundle carries no signature (the vendor signs at build time; "
+                               "ask for a signed bundle)"}}
+
+
+def _with_files(payload: dict[str, bytes], index: bytes, change: dict[str, FileEntry]) -> bytes:
+    bom = describe(payload, index)
+    files = tuple(change.get(f.path, f) for f in bom.files)
+    return statement_for(payload, index, bom=type(bom)(**{**bom.__dict__, "files": files}))
+
+
+def test_a_member_size_the_statement_disagrees_with_is_named_with_both_sizes(world: dict) -> None:
+    payload = small_payload()
+    index = payload.pop("_index")
+    sbom = payload["sbom.cdx.json"]
+    statement = _with_files(payload, index, {"sbom.cdx.json": FileEntry("sbom.cdx.json", len(sbom) + 1, sha(sbom))})
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]}, files=payload, statement=statement)
+    result = verify.verify(built.path, world["trust"], now=NOW)
+    assert type(result.failure) is UnlistedMemberError
+    assert result.failure.message == f"{built.path}: sbom.cdx.json has {len(sbom)} bytes, the statement says {len(sbom) + 1}"
+
+
+def test_a_chart_subject_with_another_digest_names_both_digests(world: dict) -> None:
+    payload = small_payload()
+    index = payload.pop("_index")
+    bom = describe(payload, index)
+    chart = bom.charts[0]
+    wrong = type(bom)(**{**bom.__dict__, "charts": (type(chart)(chart.name, chart.version, chart.path, "sha256:" + "0" * 64),)})
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]}, files=payload,
+                         statement=statement_for(payload, index, bom=wrong))
+    result = verify.verify(built.path, world["trust"], now=NOW)
+    assert type(result.failure) is StatementMismatchError
+    assert result.failure.message == (f"bundle.intoto.json: subject charts/demo-1.0.0.tgz has sha256:{'0' * 64}, "
+                                      f"the member has sha256:{sha(payload['charts/demo-1.0.0.tgz'])}")
