@@ -480,3 +480,89 @@ def test_a_chart_subject_with_another_digest_names_both_digests(world: dict) -> 
     assert type(result.failure) is StatementMismatchError
     assert result.failure.message == (f"bundle.intoto.json: subject charts/demo-1.0.0.tgz has sha256:{'0' * 64}, "
                                       f"the member has sha256:{sha(payload['charts/demo-1.0.0.tgz'])}")
+
+
+def test_now_without_a_time_zone_is_taken_as_utc(world: dict) -> None:
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]})
+    assert verify.verify(built.path, world["trust"], now=NOW.replace(tzinfo=None))
+    assert verify.verify(built.path, world["trust"], now=NOW.astimezone(dt.timezone(dt.timedelta(hours=5))))
+
+
+def test_a_certificate_is_valid_from_its_first_to_its_last_second(world: dict) -> None:
+    start, end = NOW - dt.timedelta(hours=1), NOW + dt.timedelta(hours=1)
+    vendor, _ = world["pki"].cert_signer("edge", world["ca"], not_before=start, not_after=end)
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": vendor})
+    for now in (start, end):
+        assert verify.verify(built.path, world["trust"], now=now), now
+    early = verify.verify(built.path, world["trust"], now=start - dt.timedelta(seconds=1)).failure
+    late = verify.verify(built.path, world["trust"], now=end + dt.timedelta(seconds=1)).failure
+    assert type(early) is NotYetValidError and type(late) is ExpiredKeyError
+    serial = f"{vendor.certificate.serial_number:x}"
+    assert early.message == (f"signatures/vendor.sigstore.json: signing certificate serial {serial} is not valid "
+                             f"before {start.isoformat()}")
+    assert late.message == (f"signatures/vendor.sigstore.json: signing certificate serial {serial} expired "
+                            f"{end.isoformat()}; re-sign the bundle")
+    assert late.hint == verify.RESIGN_HINT
+
+
+def test_an_expired_pinned_key_is_named_when_the_signature_gives_no_hint(world: dict) -> None:
+    # Without a hint every pinned key of the authority is tried; the error names the first one.
+    signer, pub = world["pki"].signer("pinned")
+    other, other_pub = world["pki"].signer("other")
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": signer})
+    sig = json.loads(built.signatures["vendor"])
+    sig["verificationMaterial"]["publicKey"]["hint"] = ""
+    unhinted = build_bundle(world["tmp"] / "u.tar", {}, files={**built.files, "_index": b""}, statement=built.statement,
+                            extra={"signatures/vendor.sigstore.json": json.dumps(sig).encode()})
+    first, second = NOW - dt.timedelta(days=2), NOW - dt.timedelta(days=1)
+    keys_ = [{"path": str(pub), "notAfter": first.strftime("%Y-%m-%dT%H:%M:%SZ")},
+             {"path": str(other_pub), "notAfter": second.strftime("%Y-%m-%dT%H:%M:%SZ")}]
+    trust = keys.load_trust(write_policy(world["tmp"] / "p.yaml", {"vendor": {"keys": keys_}}))
+    result = verify.verify(unhinted.path, trust, now=NOW)
+    assert type(result.failure) is ExpiredKeyError
+    assert result.failure.message == (f"signatures/vendor.sigstore.json: the pinned key {signer.fingerprint} for vendor "
+                                      f"expired {first.isoformat()}; re-sign")
+    assert result.authorities[0].not_after == first
+    # one of them still valid: it is the one that verifies
+    keys_[0]["notAfter"] = (NOW + dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    trust = keys.load_trust(write_policy(world["tmp"] / "p.yaml", {"vendor": {"keys": keys_}}))
+    assert verify.verify(unhinted.path, trust, now=NOW).authorities[0].keyid == signer.fingerprint
+
+
+@pytest.mark.parametrize("entry", [
+    "not an object", {"size": 1, "sha256": "0" * 64}, {"path": 1, "size": 1, "sha256": "0" * 64},
+    {"path": "a", "size": "1", "sha256": "0" * 64}, {"path": "a", "size": True, "sha256": "0" * 64},
+    {"path": "a", "size": -1, "sha256": "0" * 64}, {"path": "a", "size": 1}, {"path": "a", "size": 1, "sha256": 1},
+    {"path": "a", "size": 1, "sha256": "0" * 63}, {"path": "a", "size": 1, "sha256": "A" * 64},
+])
+def test_a_files_entry_that_is_not_path_size_sha256_is_refused(world: dict, entry: object) -> None:
+    from bundler import attest
+    payload = small_payload()
+    payload.pop("_index")
+    chart = payload["charts/demo-1.0.0.tgz"]
+    listing = [{"path": p, "size": len(b), "sha256": sha(b)} for p, b in payload.items()]
+    statement = attest.statement([attest.Subject("charts/demo-1.0.0.tgz", sha(chart))],
+                                 "https://airgap-bundle.dev/bom/v1", {"files": [*listing, entry]})
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]}, files=payload, statement=statement)
+    result = verify.verify(built.path, world["trust"], now=NOW)
+    assert type(result.failure) is StatementMismatchError
+    assert result.failure.message == f"bundle.intoto.json: predicate.files[{len(listing)}] is not {{path, size, sha256}}"
+
+
+def test_missing_and_unlisted_members_are_counted(world: dict) -> None:
+    payload = small_payload()
+    index = payload.pop("_index")
+    statement = statement_for(payload, index)
+    one = {k: v for k, v in payload.items() if k != "sbom.cdx.json"}
+    two = {k: v for k, v in one.items() if k != "provenance.intoto.json"}
+    for files, suffix in ((one, ""), (two, " (and 1 more)")):
+        built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]}, files=files, statement=statement)
+        failure = verify.verify(built.path, world["trust"], now=NOW).failure
+        assert type(failure) is UnlistedMemberError
+        first = "provenance.intoto.json" if suffix else "sbom.cdx.json"
+        assert failure.message == f"{built.path}: {first} is listed in the statement but not in the bundle{suffix}"
+    for extra, suffix in (({"x/a": b"1"}, ""), ({"x/a": b"1", "x/b": b"2"}, " (and 1 more)")):
+        built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]}, extra=extra)
+        failure = verify.verify(built.path, world["trust"], now=NOW).failure
+        assert type(failure) is UnlistedMemberError
+        assert failure.message == f"{built.path}: member x/a is not listed in the statement{suffix}"
