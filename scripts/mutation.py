@@ -148,7 +148,8 @@ class Score:
     timeout: int = 0
     survived: int = 0
     errors: int = 0
-    seconds: float = 0.0  # of the last full run
+    seconds: float = 0.0  # spent testing this module's mutants, over the last full run and its --survivors runs
+    pending: int = 0  # not tested yet (an interrupted run)
 
     @property
     def percent(self) -> float:
@@ -203,6 +204,7 @@ def _report(name: str, target: Target, work: Path, session: Path, seconds: float
     selected = _selected(tree, target.only) if target.only else None
     score, survivors, unexplained = Score(name, seconds=seconds), [], 0
     with use_db(str(session), WorkDB.Mode.open) as db:
+        score.pending = sum(1 for item in db.pending_work_items if not _skip_reason(item, annotations, selected))
         for item, result in db.completed_work_items:
             if result.worker_outcome in (WorkerOutcome.SKIPPED, WorkerOutcome.NO_TEST) \
                     or _skip_reason(item, annotations, selected):
@@ -245,30 +247,34 @@ def _run(names: list[str], survivors_only: bool) -> int:
                 if not meta.exists() or json.loads(meta.read_text())["sha256"] != digest:
                     sys.exit(f"mutation: {target.path} changed since the last full run (or none ran): "
                              f"run scripts/mutation {name}")
-                with use_db(str(session), WorkDB.Mode.open) as db:
+                tree = ast.parse((work / target.path).read_text())
+                annotations, selected = _annotations(tree), _selected(tree, target.only) if target.only else None
+                with use_db(str(session), WorkDB.Mode.open) as db:  # survivors, and what an interrupted run left
                     items = [item for item, result in db.completed_work_items
                              if result.test_outcome == TestOutcome.SURVIVED]
-                _test(name, target, work, session, items)
-                seconds = json.loads(meta.read_text())["seconds"]
+                    items += [item for item in db.pending_work_items if not _skip_reason(item, annotations, selected)]
+                seconds = json.loads(meta.read_text())["seconds"] + _test(name, target, work, session, items)
             else:
                 _init(name, target, work, session)
+                meta.write_text(json.dumps({"sha256": digest, "seconds": 0}))
                 with use_db(str(session), WorkDB.Mode.open) as db:
                     items = list(db.pending_work_items)
                 seconds = _test(name, target, work, session, items)
-                meta.write_text(json.dumps({"sha256": digest, "seconds": round(seconds)}))
+            meta.write_text(json.dumps({"sha256": digest, "seconds": round(seconds)}))
             score, lines, unknown = _report(name, target, work, session, seconds, equivalents)
             scores.append(score)
             unexplained += unknown
             print(f"{name}: {score.killed}/{score.total} killed ({score.timeout} by timeout), {score.survived} "
-                  f"survived, {score.errors} errors: {score.percent:.1f}% (full run {score.seconds / 60:.1f} min)")
+                  f"survived, {score.errors} errors: {score.percent:.1f}% ({score.seconds / 60:.1f} min)"
+                  + (f"; {score.pending} not tested yet: scripts/mutation --survivors {name}" if score.pending else ""))
             for line in lines:
                 print(f"  {line}")
     total = Score("overall", *(sum(getattr(s, f) for s in scores)
-                               for f in ("total", "killed", "timeout", "survived", "errors", "seconds")))
+                               for f in ("total", "killed", "timeout", "survived", "errors", "seconds", "pending")))
     print(f"overall: {total.killed}/{total.total} killed, {total.survived} survived, {total.errors} errors: "
-          f"{total.percent:.1f}% (full run {total.seconds / 60:.1f} min); "
-          f"{unexplained} survivors not listed as equivalent")
-    return 0 if total.percent >= GOAL and not unexplained and not total.errors else 1
+          f"{total.percent:.1f}% ({total.seconds / 60:.1f} min); {unexplained} survivors not listed as equivalent"
+          + (f"; {total.pending} mutants not tested yet" if total.pending else ""))
+    return 0 if total.percent >= GOAL and not unexplained and not total.errors and not total.pending else 1
 
 
 def main() -> int:
@@ -276,7 +282,7 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("modules", nargs="*", metavar="MODULE", help=f"any of {', '.join(TRUST_PATH)} (default: all)")
     parser.add_argument("--survivors", action="store_true",
-                        help="test again only the survivors of the last full run (after adding tests)")
+                        help="test again only the survivors of the last run, and what an interrupted run left")
     args = parser.parse_args()
     names = args.modules or list(TRUST_PATH)
     if unknown := [name for name in names if name not in TRUST_PATH]:
