@@ -566,3 +566,31 @@ def test_missing_and_unlisted_members_are_counted(world: dict) -> None:
         failure = verify.verify(built.path, world["trust"], now=NOW).failure
         assert type(failure) is UnlistedMemberError
         assert failure.message == f"{built.path}: member x/a is not listed in the statement{suffix}"
+
+
+def test_plain_verify_hashes_every_member_itself(world: dict) -> None:
+    # verify() without extraction: a changed byte in the first, a middle or the last payload member is refused.
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]})
+    pristine = built.path.read_bytes()
+    payload = archive.read_index(built.path).payload
+    for member in (payload[0], payload[len(payload) // 2], payload[-1]):
+        built.path.write_bytes(pristine)
+        _flip(built.path, member.data_offset)
+        failure = verify.verify(built.path, world["trust"], now=NOW).failure
+        assert type(failure) is UnlistedMemberError, member.name
+        assert failure.message.startswith(f"{built.path}: {member.name} hashes to sha256:")
+        assert failure.message.endswith(f", the statement says sha256:{sha(built.files[member.name])}")
+
+
+def test_subjects_the_predicate_does_not_describe_are_named_first_in_order(world: dict) -> None:
+    from bundler import attest
+    payload = small_payload()
+    index = payload.pop("_index")
+    bom = describe(payload, index)
+    extra = [attest.Subject(name, sha(payload[name])) for name in ("sbom.cdx.json", "manifests/deployment.yaml")]
+    statement = attest.statement([*bom.subjects(), *extra], "https://airgap-bundle.dev/bom/v1", bom.to_dict())
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]}, files=payload, statement=statement)
+    failure = verify.verify(built.path, world["trust"], now=NOW).failure
+    assert type(failure) is StatementMismatchError
+    assert failure.message == (f"bundle.intoto.json: manifests/deployment.yaml@sha256:"
+                               f"{sha(payload['manifests/deployment.yaml'])} is a subject but not in the predicate")
