@@ -594,3 +594,90 @@ def test_subjects_the_predicate_does_not_describe_are_named_first_in_order(world
     assert type(failure) is StatementMismatchError
     assert failure.message == (f"bundle.intoto.json: manifests/deployment.yaml@sha256:"
                                f"{sha(payload['manifests/deployment.yaml'])} is a subject but not in the predicate")
+
+
+def _resigned(world: dict, edit, *, signer=None, statement: bytes | None = None) -> verify.VerificationResult:  # type: ignore[no-untyped-def]
+    """Verify a bundle whose vendor signature file was changed by `edit(doc) -> doc | bytes`."""
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": signer or world["vendor"]}, statement=statement)
+    changed = edit(json.loads(built.signatures["vendor"]))
+    data = changed if isinstance(changed, bytes) else json.dumps(changed).encode()
+    bad = build_bundle(world["tmp"] / "bad.tar", {}, files={**built.files, "_index": b""}, statement=built.statement,
+                       extra={"signatures/vendor.sigstore.json": data})
+    return verify.verify(bad.path, world["trust"], now=NOW)
+
+
+def _set(path: str, value: object):  # type: ignore[no-untyped-def]
+    def edit(doc: dict) -> dict:
+        *parents, last = path.split(".")
+        node = doc
+        for key in parents:
+            node = node[key]
+        if value is KeyError:
+            del node[last]
+        else:
+            node[last] = value
+        return doc
+    return edit
+
+
+MALFORMED = "signatures/vendor.sigstore.json: malformed signature file: "
+
+
+@pytest.mark.parametrize(("edit", "reason"), [
+    (lambda d: b"[]", "mediaType is not application/vnd.dev.sigstore.bundle.v0.3+json"),
+    (_set("mediaType", "application/vnd.dev.sigstore.bundle+json;version=0.2"), "mediaType is not"),
+    (lambda d: {**d, "messageSignature": {}}, "unexpected fields (only dsseEnvelope bundles are accepted)"),
+    (_set("dsseEnvelope.payloadType", "application/json"), "payloadType is not application/vnd.in-toto+json"),
+    (_set("dsseEnvelope.signatures", []), "the envelope must carry exactly one signature"),
+    (lambda d: _set("dsseEnvelope.signatures", d["dsseEnvelope"]["signatures"] * 2)(d),
+     "the envelope must carry exactly one signature"),
+    (_set("dsseEnvelope.signatures", {"sig": "x"}), "the envelope must carry exactly one signature"),
+    (_set("dsseEnvelope.payload", 5), "expected a base64 string"),
+    (_set("dsseEnvelope.payload", "not base64!"), ""),
+    (_set("verificationMaterial.publicKey", {"hint": ""}), "verificationMaterial needs exactly one of certificate or publicKey"),
+    (_set("verificationMaterial.certificate", KeyError), "verificationMaterial needs exactly one of certificate or publicKey"),
+    (_set("dsseEnvelope", KeyError), "'dsseEnvelope'"),
+    (lambda d: b'{"mediaType": "x", ' + json.dumps(d).encode()[1:], "duplicate key in JSON object"),
+    (lambda d: b"\xff" + json.dumps(d).encode(), "'utf-8' codec can't decode"),
+])
+def test_each_malformed_signature_file_is_refused_with_its_reason(world: dict, edit, reason: str) -> None:  # type: ignore[no-untyped-def]
+    result = _resigned(world, edit)
+    assert type(result.failure) is BadSignatureError and result.failure.exit_code == 24
+    assert result.failure.message.startswith(MALFORMED + reason)
+    assert result.failure.hint == "not a Sigstore bundle v0.3 with a DSSE envelope"
+    (vendor,) = result.authorities
+    assert (vendor.authority, vendor.ok, vendor.reason) == ("vendor", False, result.failure.message)
+
+
+def test_a_signature_over_another_statement_is_refused(world: dict) -> None:
+    other = json.loads(sign.sign(b'{"other":true}', world["vendor"], "vendor"))
+    result = _resigned(world, lambda d: other)
+    assert type(result.failure) is BadSignatureError
+    assert result.failure.message == ("signatures/vendor.sigstore.json: signs a different statement than the "
+                                      "bundle's bundle.intoto.json")
+
+
+def test_key_material_the_policy_cannot_use_is_refused(world: dict) -> None:
+    chain = _resigned(world, lambda d: {**d, "verificationMaterial": {"x509CertificateChain": {"certificates": []}}})
+    assert type(chain.failure) is UntrustedKeyError
+    assert chain.failure.message == ("signatures/vendor.sigstore.json: a certificate chain is not accepted; "
+                                     "carry the leaf certificate")
+    junk = _resigned(world, _set("verificationMaterial.certificate.rawBytes", "AAAA"))
+    assert type(junk.failure) is BadSignatureError
+    assert junk.failure.message.startswith("signatures/vendor.sigstore.json: unreadable key material: ")
+    signer, _ = world["pki"].signer("stranger")
+    unknown = _resigned(world, lambda d: d, signer=signer)
+    assert type(unknown.failure) is UntrustedKeyError
+    assert unknown.failure.message == (f"signatures/vendor.sigstore.json: signed by key {signer.fingerprint}, which the "
+                                       "policy does not trust for vendor")
+
+
+def test_accepted_signatures_are_logged_with_key_serial_and_not_after(world: dict, caplog) -> None:  # type: ignore[no-untyped-def]
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"], "customer": world["customer"]})
+    with caplog.at_level("INFO", logger="bundler.verify"):
+        assert verify.verify(built.path, world["trust"], now=NOW)
+    cert = world["vendor"].certificate
+    assert caplog.messages == [
+        f"accepted signature: authority=customer key={world['customer'].fingerprint} serial=- notAfter=-",
+        f"accepted signature: authority=vendor key={world['vendor'].fingerprint} serial={cert.serial_number:x} "
+        f"notAfter={cert.not_valid_after_utc.isoformat()}"]
