@@ -681,3 +681,104 @@ def test_accepted_signatures_are_logged_with_key_serial_and_not_after(world: dic
         f"accepted signature: authority=customer key={world['customer'].fingerprint} serial=- notAfter=-",
         f"accepted signature: authority=vendor key={world['vendor'].fingerprint} serial={cert.serial_number:x} "
         f"notAfter={cert.not_valid_after_utc.isoformat()}"]
+
+
+def _leaf_signer(world: dict, *, ca: bool = False, digital_signature: bool | None = True,
+                 eku: list | None = None, issuer: tuple | None = None) -> keys.Signer:  # type: ignore[type-arg]
+    """A vendor signer whose certificate has exactly the given extensions (None: extension absent)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    priv = keys.generate_private_key()
+    issuer_key, issuer_cert, _ = issuer or world["ca"]
+    builder = (x509.CertificateBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vendor signing")]))
+               .issuer_name(issuer_cert.subject).public_key(priv.public_key())
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=1))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if digital_signature is not None:
+        builder = builder.add_extension(x509.KeyUsage(
+            digital_signature=digital_signature, content_commitment=False, key_encipherment=False,
+            data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=False,
+            encipher_only=False, decipher_only=False), critical=True)
+    if eku is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(eku), critical=False)
+    cert = builder.sign(issuer_key, hashes.SHA256())
+    return keys.Signer(priv, priv.public_key(), keys.fingerprint(priv.public_key()), cert)
+
+
+def _verify_signed_by(world: dict, signer: keys.Signer, trust: keys.TrustPolicy | None = None) -> verify.VerificationResult:
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": signer})
+    return verify.verify(built.path, trust or world["trust"], now=NOW)
+
+
+def test_leaf_certificate_usage_is_checked(world: dict) -> None:
+    from cryptography.x509.oid import ExtendedKeyUsageOID as Eku
+    member = "signatures/vendor.sigstore.json"
+    for kw, message in (
+            ({"ca": True}, "the signing certificate is a CA certificate"),
+            ({"digital_signature": False}, "the certificate's key usage does not allow signatures"),
+            ({"eku": [Eku.SERVER_AUTH]}, "the certificate's extended key usage does not include codeSigning")):
+        failure = _verify_signed_by(world, _leaf_signer(world, **kw)).failure  # type: ignore[arg-type]
+        assert type(failure) is UntrustedKeyError and failure.message == f"{member}: {message}", kw
+    assert failure.exit_code == 25
+    for kw in ({"digital_signature": None}, {"eku": None}, {"eku": [Eku.ANY_EXTENDED_KEY_USAGE]},
+               {"eku": [Eku.SERVER_AUTH, Eku.CODE_SIGNING]}):
+        assert _verify_signed_by(world, _leaf_signer(world, **kw)), kw  # type: ignore[arg-type]
+
+
+def test_the_anchor_is_found_among_several_roots(world: dict) -> None:
+    # Roots that are not the issuer (other subject, not a CA, same subject but another key) are skipped.
+    pki = world["pki"]
+    other = pki.ca("other")
+    not_ca_priv, _, _ = pki.key("not-ca")
+    not_ca = keys.issue_certificate(not_ca_priv.public_key(), common_name="vendor root CA", issuer_key=not_ca_priv,
+                                    not_after=NOW + dt.timedelta(days=9), ca=False)
+    same_name = pki.ca("vendor")  # "vendor root CA" again, another key
+    from cryptography.hazmat.primitives import serialization
+    bundle_pem = world["tmp"] / "roots.pem"
+    bundle_pem.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM)
+                                    for c in (other[1], not_ca, same_name[1], world["ca"][1])))
+    trust = keys.load_trust(write_policy(world["tmp"] / "p.yaml", {"vendor": {"roots": [bundle_pem]}}))
+    result = _verify_signed_by(world, world["vendor"], trust)
+    assert result and result.authorities[0].serial == f"{world['vendor'].certificate.serial_number:x}"
+    # without the real root: none of them is the anchor
+    bundle_pem.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (other[1], not_ca, same_name[1])))
+    trust = keys.load_trust(write_policy(world["tmp"] / "p.yaml", {"vendor": {"roots": [bundle_pem]}}))
+    failure = _verify_signed_by(world, world["vendor"], trust).failure
+    assert type(failure) is UntrustedKeyError
+    assert failure.message == ("signatures/vendor.sigstore.json: certificate CN=vendor signing (issuer CN=vendor root CA) "
+                               "does not chain to a root the policy trusts for vendor")
+
+
+def test_a_pinned_self_signed_leaf_is_its_own_anchor(world: dict) -> None:
+    priv, _, _ = world["pki"].key("self")
+    cert = keys.issue_certificate(priv.public_key(), common_name="self", issuer_key=priv,
+                                  not_after=NOW + dt.timedelta(days=9))
+    from cryptography.hazmat.primitives import serialization
+    (world["tmp"] / "self.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    trust = keys.load_trust(write_policy(world["tmp"] / "p.yaml", {"vendor": {"roots": [world["tmp"] / "self.pem"]}}))
+    signer = keys.Signer(priv, priv.public_key(), keys.fingerprint(priv.public_key()), cert)
+    assert _verify_signed_by(world, signer, trust)
+
+
+def test_an_expired_or_future_root_is_named(world: dict) -> None:
+    pki = world["pki"]
+    for name, kw, error, text, hint in (
+            ("old-root", {"not_before": NOW - dt.timedelta(days=9), "not_after": NOW - dt.timedelta(seconds=1)},
+             ExpiredKeyError, "root CA certificate serial {serial} expired {when}; re-sign the bundle",
+             "the policy's root has expired; update the policy"),
+            ("new-root", {"not_before": NOW + dt.timedelta(seconds=1), "not_after": NOW + dt.timedelta(days=9)},
+             NotYetValidError, "root CA certificate serial {serial} is not valid before {when}",
+             "check this machine's clock, or wait until the certificate is valid")):
+        root = pki.ca(name, **kw)  # type: ignore[arg-type]
+        signer = _leaf_signer(world, issuer=root)
+        trust = keys.load_trust(write_policy(world["tmp"] / "p.yaml", {"vendor": {"roots": [root[2]]}}))
+        failure = _verify_signed_by(world, signer, trust).failure
+        when = (root[1].not_valid_after_utc if error is ExpiredKeyError else root[1].not_valid_before_utc).isoformat()
+        assert type(failure) is error
+        assert failure.message == "signatures/vendor.sigstore.json: " + text.format(serial=f"{root[1].serial_number:x}",
+                                                                                   when=when)
+        assert failure.hint == hint
