@@ -29,6 +29,7 @@ from bundler.errors import (
 )
 from tests.conftest import REPO
 from tests.support.bundles import (
+    LOCAL,
     NOW,
     Pki,
     build_bundle,
@@ -782,3 +783,97 @@ def test_an_expired_or_future_root_is_named(world: dict) -> None:
         assert failure.message == "signatures/vendor.sigstore.json: " + text.format(serial=f"{root[1].serial_number:x}",
                                                                                    when=when)
         assert failure.hint == hint
+
+
+def _statement_edited(world: dict, edit, *, raw: bytes | None = None, extra=None):  # type: ignore[no-untyped-def]
+    """Verify a bundle whose (signed) statement is the standard one changed by `edit(doc)`, or `raw`."""
+    from bundler.attest import canonical_json
+    payload = small_payload()
+    index = payload.pop("_index")
+    doc = json.loads(statement_for(payload, index))
+    if raw is None:
+        edit(doc)
+        raw = canonical_json(doc)
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]}, files=payload, statement=raw, extra=extra)
+    return verify.verify(built.path, world["trust"], now=NOW).failure, payload
+
+
+def _files(doc: dict) -> list:  # type: ignore[type-arg]
+    return doc["predicate"]["files"]  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(("edit", "raw", "message"), [
+    (None, b"not json", "not valid JSON: "),
+    (None, b'{"_type": "https://in-toto.io/Statement/v1"}', "not in RFC 8785 canonical form"),
+    (None, b"[]", "_type is not https://in-toto.io/Statement/v1"),
+    (lambda d: d.update(_type="https://in-toto.io/Statement/v0.1"), None, "_type is not https://in-toto.io/Statement/v1"),
+    (lambda d: d.update(predicateType="x"), None, "predicateType 'x' is not https://airgap-bundle.dev/bom/v1"),
+    (lambda d: d.update(predicate=[]), None, "predicate.files is missing"),
+    (lambda d: d["predicate"].update(files={}), None, "predicate.files is missing"),
+    (lambda d: _files(d).append({"path": "bundle.intoto.json", "size": 1, "sha256": "0" * 64}), None,
+     "predicate.files lists 'bundle.intoto.json', which is never a payload member"),
+    (lambda d: _files(d).append({"path": "signatures/x.sigstore.json", "size": 1, "sha256": "0" * 64}), None,
+     "predicate.files lists 'signatures/x.sigstore.json', which is never a payload member"),
+    (lambda d: d.update(subject=[]), None, "no subject"),
+    (lambda d: d.update(subject={}), None, "no subject"),
+    (lambda d: d["subject"].append("x"), None, "subject[2] is not {name, digest: {sha256}}"),
+    (lambda d: d["subject"].append({"name": 1, "digest": {"sha256": "0" * 64}}), None,
+     "subject[2] is not {name, digest: {sha256}}"),
+    (lambda d: d["subject"].append({"name": "x", "digest": {"sha512": "0" * 64}}), None,
+     "subject[2] is not {name, digest: {sha256}}"),
+    (lambda d: d["subject"].append({"name": "x", "digest": {"sha256": "0" * 63}}), None,
+     "subject[2] is not {name, digest: {sha256}}"),
+    (lambda d: d["subject"].append({"name": "x", "digest": "0" * 64}), None, "subject[2] is not {name, digest: {sha256}}"),
+])
+def test_each_statement_the_members_cannot_trust_is_refused(world: dict, edit, raw: bytes | None, message: str) -> None:  # type: ignore[no-untyped-def]
+    failure, _ = _statement_edited(world, edit, raw=raw)
+    assert type(failure) is StatementMismatchError and failure.exit_code == 29
+    assert failure.message.startswith(f"bundle.intoto.json: {message}")
+    assert failure.hint == "the statement does not describe this bundle; rebuild it"
+
+
+def test_an_unsafe_listed_path_is_refused_before_anything_is_read(world: dict) -> None:
+    failure, _ = _statement_edited(world, lambda d: _files(d).append({"path": "../x", "size": 1, "sha256": "0" * 64}))
+    assert type(failure) is UnsafeArchiveError
+    assert failure.message == "bundle.intoto.json: member '../x' has a '..', '.' or empty path component"
+
+
+def test_a_stray_file_under_signatures_is_refused(world: dict) -> None:
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]})
+    stray = _tar_with(world["tmp"], built.path, _info("signatures/notes.txt", tarfile.REGTYPE, size=2), b"hi")
+    failure = verify.verify(stray, world["trust"], now=NOW).failure
+    assert type(failure) is UnlistedMemberError
+    assert failure.message == f"{stray}: signatures/notes.txt is not signatures/<authority>.sigstore.json"
+
+
+def test_predicate_and_subjects_must_agree(world: dict) -> None:
+    def image(d: dict) -> dict:  # type: ignore[type-arg]
+        return d["predicate"]["images"][0]  # type: ignore[no-any-return]
+
+    def repin(d: dict) -> None:  # type: ignore[type-arg]
+        image(d)["local"] = image(d)["local"].split("@")[0] + "@sha256:" + "e" * 64
+
+    failure, payload = _statement_edited(world, repin)
+    assert type(failure) is StatementMismatchError
+    assert failure.message.startswith(f"bundle.intoto.json: image {LOCAL_DEMO}@sha256:{'e' * 64} is pinned to another digest")
+    failure, _ = _statement_edited(world, lambda d: d["predicate"]["charts"][0].update(path="charts/other.tgz"))
+    assert failure.message == ("bundle.intoto.json: chart demo 1.0.0: charts/other.tgz is not a listed member")
+    failure, _ = _statement_edited(world, lambda d: d.update(subject=[s for s in d["subject"] if "chart" not in s["name"]]))
+    chart = sha(payload["charts/demo-1.0.0.tgz"])
+    assert failure.message == (f"bundle.intoto.json: charts/demo-1.0.0.tgz@sha256:{chart} is in the predicate but "
+                               "not a subject")
+    # an image listed without its digest in its local reference is fine: the subject carries the digest
+    assert _statement_edited(world, lambda d: image(d).update(local=LOCAL_DEMO))[0] is None
+
+
+def test_a_blob_listed_under_another_digest_is_refused(world: dict) -> None:
+    def rename(d: dict) -> None:  # type: ignore[type-arg]
+        entry = next(f for f in _files(d) if f["path"].startswith("images/blobs/sha256/"))
+        entry["sha256"] = "f" * 64
+
+    failure, _ = _statement_edited(world, rename)
+    assert type(failure) is StatementMismatchError
+    assert failure.message.endswith(f"is listed with sha256:{'f' * 64}, not the digest its name states")
+
+
+LOCAL_DEMO = f"{LOCAL}/docker.io/library/demo:1.0"
