@@ -877,3 +877,42 @@ def test_a_blob_listed_under_another_digest_is_refused(world: dict) -> None:
 
 
 LOCAL_DEMO = f"{LOCAL}/docker.io/library/demo:1.0"
+
+
+def test_inputs_that_are_not_a_bundle(world: dict) -> None:
+    from bundler.errors import ArchiveError, InputError, VerificationError
+    missing = world["tmp"] / "missing.tar"
+    for call in (lambda: verify.verify(missing, world["trust"], now=NOW),
+                 lambda: verify.verify_and_extract(missing, world["trust"], world["tmp"] / "x", now=NOW)):
+        with pytest.raises(InputError, match=f"^{missing}: cannot open the bundle: No such file"):
+            call()
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]})
+    (world["tmp"] / "taken").mkdir()
+    (world["tmp"] / "dangling").symlink_to(world["tmp"] / "nowhere")
+    for dest in ("taken", "dangling"):
+        with pytest.raises(ArchiveError, match="already exists"):
+            verify.verify_and_extract(built.path, world["trust"], world["tmp"] / dest, now=NOW)
+    with tarfile.open(world["tmp"] / "n.tar", "w") as tar:  # a tar, but no statement
+        tar.addfile(_info("x", tarfile.REGTYPE, size=1), io.BytesIO(b"x"))
+    failure = verify.verify(world["tmp"] / "n.tar", world["trust"], now=NOW).failure
+    assert type(failure) is VerificationError
+    assert failure.message == f"{world['tmp'] / 'n.tar'}: no bundle.intoto.json: not an airgap bundle"
+
+
+def test_a_signature_file_over_one_mib_is_not_read(world: dict) -> None:
+    from bundler.errors import ArchiveError
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]})
+    doc = json.loads(built.signatures["vendor"])
+    for size, ok in ((verify.MAX_SIGNATURE_BYTES, True), (verify.MAX_SIGNATURE_BYTES + 1, False)):
+        padded = json.dumps(doc).encode()
+        padded = padded[:-1] + b" " * (size - len(padded)) + b"}"
+        assert len(padded) == size
+        big = build_bundle(world["tmp"] / "big.tar", {}, files={**built.files, "_index": b""}, statement=built.statement,
+                           extra={"signatures/vendor.sigstore.json": padded})
+        result = verify.verify(big.path, world["trust"], now=NOW)
+        if ok:
+            assert result
+        else:
+            assert type(result.failure) is ArchiveError
+            assert result.failure.message == (f"signatures/vendor.sigstore.json: {size} bytes, more than the "
+                                              f"{1024 * 1024} allowed")
