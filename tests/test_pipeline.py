@@ -247,3 +247,24 @@ def test_build_with_crossplane_objects_runs_the_gate(tmp_path: Path, helm: str) 
         _offline_build(tmp_path, helm, XRD)
     assert not (tmp_path / "out.tar").exists()
     assert _offline_build(tmp_path, helm, XRD, crossplane="crossplane: {target: \"2.0\"}\n").output.is_file()
+
+
+def test_every_image_of_an_output_is_checked_not_only_the_first(tmp_path: Path) -> None:
+    # An upstream reference (not this check's business) or a split pinned by tag sorts first; a later
+    # local reference by tag alone is still refused.
+    later = f"{HOST}/quay.io/z/late:1"
+    for first in (_pod("docker.io/library/busybox:1"), SPLIT):
+        again = _sweep(first + "---\n" + _pod(later))
+        assert str(again.images[-1].ref) == later
+        with pytest.raises(UnrelocatedImageError, match=f"{later} is not pinned by digest"):
+            pipeline._require_pinned(_spec(tmp_path), "out", again, _local_refs())
+
+
+def test_a_candidate_found_twice_is_named_where_it_is_first_found() -> None:
+    found = _sweep(CANDIDATES.replace('  other: "ghcr.io/org/helper:2.0"\n', "")
+                   + '  again: "quay.io/team/tool:1.2"\n')
+    (candidate,) = found.candidates
+    assert [f.line for f in candidate.findings] == [5, 6]
+    with pytest.raises(UnvendoredImageError) as err:
+        pipeline._require_clean_sweep(found)
+    assert err.value.message.startswith("m.yaml:5: quay.io/team/tool:1.2 looks like an image")
