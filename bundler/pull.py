@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from . import archives
 from .errors import (
     BundlerError,
     DigestMismatchError,
@@ -201,8 +203,9 @@ class _Plan:
 
 class _Puller:
     def __init__(self, out: Layout, store: Layout, client: RegistryClient | None, *, jobs: int,
-                 progress: Progress) -> None:
+                 progress: Progress, local: frozenset[ImageRef] = frozenset()) -> None:
         self.out, self.store, self.client = out, store, client
+        self.local = local  # imported from archives or the daemon into `store`: never asked of a registry
         self.progress = progress
         self.pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="blob")
         self.lock = threading.Lock()
@@ -221,13 +224,14 @@ class _Puller:
             if self.client is None:
                 raise OfflineMissError(f"{ref.name}@{reference}: not in the cache {self.store.path}",
                                        hint="run once online to fill the cache, or drop --offline")
-        elif self.client is None:
+        elif self.client is None or ref in self.local:
             desc = self.store.resolve(str(ref))
             if desc is None or not self.store.has_blob(desc.digest):
                 raise OfflineMissError(f"{ref}: not in the cache {self.store.path}",
                                        hint="run once online to fill the cache, or drop --offline")
             data = self.store.read_blob(desc.digest)
-            return Manifest(data, media_type_of(data, desc.media_type, str(ref)), desc.digest, "cache")
+            origin = "archive" if ref in self.local else "cache"
+            return Manifest(data, media_type_of(data, desc.media_type, str(ref)), desc.digest, origin)
         assert self.client is not None
         return self.client.get_manifest(ref, reference)
 
@@ -301,7 +305,7 @@ class _Puller:
         self.progress.step("blobs", done, total, digest[:19])
 
     def _download(self, ref: ImageRef, digest: str, size: int) -> None:
-        client = self.client
+        client = None if ref in self.local else self.client
         if client is None:
             raise OfflineMissError(f"{ref}: blob {digest} is not in the cache {self.store.path}",
                                    hint="run once online to fill the cache, or drop --offline")
@@ -352,6 +356,7 @@ def pull(refs: Sequence[str], *, layout: Path | Layout, platforms: Sequence[Plat
     """
     progress = progress or NullProgress()
     parsed = [(text, ImageRef.parse(text).with_default_tag()) for text in refs]
+    local = {ref: opts for _, ref in parsed if (opts := options_for(ref)) is not None and opts.local}
     out = layout if isinstance(layout, Layout) else Layout(layout)
     store = out
     if cache is not None:
@@ -365,14 +370,17 @@ def pull(refs: Sequence[str], *, layout: Path | Layout, platforms: Sequence[Plat
         log.info("pull: offline; reading only the cache %s", store.path)
     else:
         sources = sources or Sources.for_refs(refs)
-        routes = plan_routes(sorted({r.domain for _, r in parsed}), sources.registries,
+        routes = plan_routes(sorted({r.domain for _, r in parsed if r not in local}), sources.registries,
                              insecure_hosts=sources.insecure_hosts, ca_file=sources.ca_file, environ=environ)
         client = RegistryClient(routes, retries=sources.retries, backoff=sources.backoff, timeout=sources.timeout,
                                 pool_size=max(1, jobs))
         # One line, before the first request: every endpoint this run may contact.
         log.info("pull: endpoints: %s; cache: %s", "; ".join(client.describe()) or "none",
                  store.path if store is not out else "none")
-    puller = _Puller(out, store, client, jobs=jobs, progress=progress)
+    for ref, opts in local.items():
+        store.set_refs({str(ref): _import_local(ref, opts, store, platforms)})
+        log.info("pull: %s imported from %s", ref, ", ".join(map(str, opts.archives)) or "the Docker daemon")
+    puller = _Puller(out, store, client, jobs=jobs, progress=progress, local=frozenset(local))
     try:
         unique = list(dict.fromkeys(r for _, r in parsed))
         plans: dict[ImageRef, _Plan] = {}
@@ -399,6 +407,15 @@ def pull(refs: Sequence[str], *, layout: Path | Layout, platforms: Sequence[Plat
     finally:
         puller.close()
     return [_as_written(results[r], text) for text, r in parsed]
+
+
+def _import_local(ref: ImageRef, opts: ImageOptions, store: Layout, platforms: Sequence[Platform]) -> Descriptor:
+    """An image from `docker save` / `podman save` files, or the local Docker daemon, into `store`."""
+    with tempfile.TemporaryDirectory(prefix="airgap-daemon-") as tmp:
+        files = list(opts.archives)
+        if opts.docker_daemon:  # pragma: no cover - needs a Docker engine (README "Images from local files")
+            files.append(archives.save_from_daemon(ref, Path(tmp) / "daemon.tar"))
+        return archives.import_image(ref, files, store, required=platforms, exemptions=opts.platform_exemptions)
 
 
 def _result(fut: Future[_Plan], all_futures: list[Future[_Plan]]) -> _Plan:

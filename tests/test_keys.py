@@ -320,12 +320,12 @@ def test_new_files_get_the_default_mode(tmp_path: Path) -> None:
 
 def test_policy_times_and_defaults(tmp_path: Path) -> None:
     where = "p"
-    assert keys._parse_time("2027-01-01T00:00:00Z", where) == dt.datetime(2027, 1, 1, tzinfo=dt.UTC)
-    assert keys._parse_time("2027-01-01T02:00:00+02:00", where) == dt.datetime(2027, 1, 1, tzinfo=dt.UTC)
-    assert keys._parse_time(dt.date(2027, 1, 2), where) == dt.datetime(2027, 1, 2, tzinfo=dt.UTC)
-    assert keys._parse_time(dt.datetime(2027, 1, 3), where) == dt.datetime(2027, 1, 3, tzinfo=dt.UTC)
+    assert keys.parse_time("2027-01-01T00:00:00Z", where) == dt.datetime(2027, 1, 1, tzinfo=dt.UTC)
+    assert keys.parse_time("2027-01-01T02:00:00+02:00", where) == dt.datetime(2027, 1, 1, tzinfo=dt.UTC)
+    assert keys.parse_time(dt.date(2027, 1, 2), where) == dt.datetime(2027, 1, 2, tzinfo=dt.UTC)
+    assert keys.parse_time(dt.datetime(2027, 1, 3), where) == dt.datetime(2027, 1, 3, tzinfo=dt.UTC)
     with pytest.raises(InputError) as err:
-        keys._parse_time("next tuesday", where)
+        keys.parse_time("next tuesday", where)
     assert err.value.message == "p: invalid time 'next tuesday'"
     pki = Pki(tmp_path)
     ca = pki.ca("vendor")

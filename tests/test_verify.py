@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import base64
 import datetime as dt
 import io
 import json
@@ -26,6 +27,7 @@ from bundler.errors import (
     UnsafeArchiveError,
     UnsignedBundleError,
     UntrustedKeyError,
+    VerificationError,
 )
 from tests.conftest import REPO
 from tests.support.bundles import (
@@ -531,7 +533,7 @@ def test_an_expired_pinned_key_is_named_when_the_signature_gives_no_hint(world: 
 
 
 @pytest.mark.parametrize("entry", [
-    "not an object", {"size": 1, "sha256": "0" * 64}, {"path": 1, "size": 1, "sha256": "0" * 64},
+    {"path": 1, "size": 1, "sha256": "0" * 64},
     {"path": "a", "size": "1", "sha256": "0" * 64}, {"path": "a", "size": True, "sha256": "0" * 64},
     {"path": "a", "size": -1, "sha256": "0" * 64}, {"path": "a", "size": 1}, {"path": "a", "size": 1, "sha256": 1},
     {"path": "a", "size": 1, "sha256": "0" * 63}, {"path": "a", "size": 1, "sha256": "A" * 64},
@@ -550,6 +552,20 @@ def test_a_files_entry_that_is_not_path_size_sha256_is_refused(world: dict, entr
     assert result.failure.message == f"bundle.intoto.json: predicate.files[{len(listing)}] is not {{path, size, sha256}}"
 
 
+@pytest.mark.parametrize(("entry", "error"), [("not an object", "TypeError"), ({"size": 1}, "KeyError")])
+def test_a_files_entry_without_a_path_stops_the_scan(world: dict, entry: object, error: str) -> None:
+    from bundler import attest
+    payload = small_payload()
+    payload.pop("_index")
+    listing = [{"path": p, "size": len(b), "sha256": sha(b)} for p, b in payload.items()]
+    statement = attest.statement([attest.Subject("charts/demo-1.0.0.tgz", sha(payload["charts/demo-1.0.0.tgz"]))],
+                                 "https://airgap-bundle.dev/bom/v1", {"files": [*listing, entry]})
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]}, files=payload, statement=statement)
+    failure = verify.verify(built.path, world["trust"], now=NOW).failure
+    assert type(failure) is StatementMismatchError
+    assert failure.message == f"bundle.intoto.json: no readable predicate.files ({error})"
+
+
 def test_missing_and_unlisted_members_are_counted(world: dict) -> None:
     payload = small_payload()
     index = payload.pop("_index")
@@ -562,11 +578,11 @@ def test_missing_and_unlisted_members_are_counted(world: dict) -> None:
         assert type(failure) is UnlistedMemberError
         first = "provenance.intoto.json" if suffix else "sbom.cdx.json"
         assert failure.message == f"{built.path}: {first} is listed in the statement but not in the bundle{suffix}"
-    for extra, suffix in (({"x/a": b"1"}, ""), ({"x/a": b"1", "x/b": b"2"}, " (and 1 more)")):
+    for extra in ({"x/a": b"1"}, {"x/a": b"1", "x/b": b"2"}):  # the scan stops at the first
         built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]}, extra=extra)
         failure = verify.verify(built.path, world["trust"], now=NOW).failure
         assert type(failure) is UnlistedMemberError
-        assert failure.message == f"{built.path}: member x/a is not listed in the statement{suffix}"
+        assert failure.message == f"{built.path}: member x/a is not listed in the statement"
 
 
 def test_plain_verify_hashes_every_member_itself(world: dict) -> None:
@@ -635,8 +651,10 @@ MALFORMED = "signatures/vendor.sigstore.json: malformed signature file: "
     (_set("dsseEnvelope.signatures", {"sig": "x"}), "the envelope must carry exactly one signature"),
     (_set("dsseEnvelope.payload", 5), "expected a base64 string"),
     (_set("dsseEnvelope.payload", "not base64!"), ""),
-    (_set("verificationMaterial.publicKey", {"hint": ""}), "verificationMaterial needs exactly one of certificate or publicKey"),
-    (_set("verificationMaterial.certificate", KeyError), "verificationMaterial needs exactly one of certificate or publicKey"),
+    (_set("verificationMaterial.publicKey", {"hint": ""}),
+     "verificationMaterial needs exactly one of certificate, x509CertificateChain or publicKey"),
+    (_set("verificationMaterial.certificate", KeyError),
+     "verificationMaterial needs exactly one of certificate, x509CertificateChain or publicKey"),
     (_set("dsseEnvelope", KeyError), "'dsseEnvelope'"),
     (lambda d: b'{"mediaType": "x", ' + json.dumps(d).encode()[1:], "duplicate key in JSON object"),
     (lambda d: b"\xff" + json.dumps(d).encode(), "'utf-8' codec can't decode"),
@@ -660,16 +678,15 @@ def test_a_signature_over_another_statement_is_refused(world: dict) -> None:
 
 def test_key_material_the_policy_cannot_use_is_refused(world: dict) -> None:
     chain = _resigned(world, lambda d: {**d, "verificationMaterial": {"x509CertificateChain": {"certificates": []}}})
-    assert type(chain.failure) is UntrustedKeyError
-    assert chain.failure.message == ("signatures/vendor.sigstore.json: a certificate chain is not accepted; "
-                                     "carry the leaf certificate")
+    assert type(chain.failure) is BadSignatureError
+    assert "x509CertificateChain must hold 1 to " in chain.failure.message
     junk = _resigned(world, _set("verificationMaterial.certificate.rawBytes", "AAAA"))
     assert type(junk.failure) is BadSignatureError
     assert junk.failure.message.startswith("signatures/vendor.sigstore.json: unreadable key material: ")
     signer, _ = world["pki"].signer("stranger")
     unknown = _resigned(world, lambda d: d, signer=signer)
     assert type(unknown.failure) is UntrustedKeyError
-    assert unknown.failure.message == (f"signatures/vendor.sigstore.json: signed by key {signer.fingerprint}, which the "
+    assert unknown.failure.message == (f"signatures/vendor.sigstore.json: signed by key {signer.hint}, which the "
                                        "policy does not trust for vendor")
 
 
@@ -791,7 +808,9 @@ def _statement_edited(world: dict, edit, *, raw: bytes | None = None, extra=None
     payload = small_payload()
     index = payload.pop("_index")
     doc = json.loads(statement_for(payload, index))
-    if raw is None:
+    if raw == "indented":  # the same statement, not in canonical form
+        raw = json.dumps(doc, indent=1).encode()
+    elif raw is None:
         edit(doc)
         raw = canonical_json(doc)
     built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]}, files=payload, statement=raw, extra=extra)
@@ -803,13 +822,14 @@ def _files(doc: dict) -> list:  # type: ignore[type-arg]
 
 
 @pytest.mark.parametrize(("edit", "raw", "message"), [
-    (None, b"not json", "not valid JSON: "),
-    (None, b'{"_type": "https://in-toto.io/Statement/v1"}', "not in RFC 8785 canonical form"),
-    (None, b"[]", "_type is not https://in-toto.io/Statement/v1"),
+    (None, b"not json", "no readable predicate.files (JSONDecodeError)"),
+    (None, b'{"_type": "https://in-toto.io/Statement/v1"}', "no readable predicate.files (KeyError)"),
+    (None, b"[]", "no readable predicate.files (TypeError)"),
+    (None, "indented", "not in RFC 8785 canonical form"),
     (lambda d: d.update(_type="https://in-toto.io/Statement/v0.1"), None, "_type is not https://in-toto.io/Statement/v1"),
     (lambda d: d.update(predicateType="x"), None, "predicateType 'x' is not https://airgap-bundle.dev/bom/v1"),
-    (lambda d: d.update(predicate=[]), None, "predicate.files is missing"),
-    (lambda d: d["predicate"].update(files={}), None, "predicate.files is missing"),
+    (lambda d: d.update(predicate=[]), None, "no readable predicate.files (TypeError)"),
+    (lambda d: d["predicate"].pop("files"), None, "no readable predicate.files (KeyError)"),
     (lambda d: _files(d).append({"path": "bundle.intoto.json", "size": 1, "sha256": "0" * 64}), None,
      "predicate.files lists 'bundle.intoto.json', which is never a payload member"),
     (lambda d: _files(d).append({"path": "signatures/x.sigstore.json", "size": 1, "sha256": "0" * 64}), None,
@@ -825,11 +845,12 @@ def _files(doc: dict) -> list:  # type: ignore[type-arg]
      "subject[2] is not {name, digest: {sha256}}"),
     (lambda d: d["subject"].append({"name": "x", "digest": "0" * 64}), None, "subject[2] is not {name, digest: {sha256}}"),
 ])
-def test_each_statement_the_members_cannot_trust_is_refused(world: dict, edit, raw: bytes | None, message: str) -> None:  # type: ignore[no-untyped-def]
+def test_each_statement_the_members_cannot_trust_is_refused(world: dict, edit, raw: bytes | str | None, message: str) -> None:  # type: ignore[no-untyped-def]
     failure, _ = _statement_edited(world, edit, raw=raw)
     assert type(failure) is StatementMismatchError and failure.exit_code == 29
     assert failure.message.startswith(f"bundle.intoto.json: {message}")
-    assert failure.hint == "the statement does not describe this bundle; rebuild it"
+    assert failure.hint == ("this is not a bundle statement; refusing the bundle" if "no readable" in message
+                            else "the statement does not describe this bundle; rebuild it")
 
 
 def test_an_unsafe_listed_path_is_refused_before_anything_is_read(world: dict) -> None:
@@ -896,7 +917,7 @@ def test_inputs_that_are_not_a_bundle(world: dict) -> None:
         tar.addfile(_info("x", tarfile.REGTYPE, size=1), io.BytesIO(b"x"))
     failure = verify.verify(world["tmp"] / "n.tar", world["trust"], now=NOW).failure
     assert type(failure) is VerificationError
-    assert failure.message == f"{world['tmp'] / 'n.tar'}: no bundle.intoto.json: not an airgap bundle"
+    assert failure.message == f"{world['tmp'] / 'n.tar'}: the first member is 'x', not bundle.intoto.json: not an airgap bundle"
 
 
 def test_a_signature_file_over_one_mib_is_not_read(world: dict) -> None:
@@ -916,3 +937,144 @@ def test_a_signature_file_over_one_mib_is_not_read(world: dict) -> None:
             assert type(result.failure) is ArchiveError
             assert result.failure.message == (f"signatures/vendor.sigstore.json: {size} bytes, more than the "
                                               f"{1024 * 1024} allowed")
+
+
+# --- bounded work on hostile bundles ------------------------------------------------------------------------
+
+
+class _CountingReader(io.RawIOBase):
+    """A read-only file that counts the bytes handed out: proof of how much of a bundle a scan touched."""
+
+    def __init__(self, path: Path) -> None:
+        self._f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def readinto(self, b) -> int:  # type: ignore[no-untyped-def]
+        n = self._f.readinto(b)
+        self.bytes_read += n or 0
+        return n  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
+
+
+def test_appended_members_stop_the_scan_at_the_first_unlisted_one(world: dict) -> None:
+    # 20,000 one-byte members appended after the signatures, as `tar -rf` would: the statement (read
+    # first) does not list them, so the first one dooms the bundle and no further header is read.
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]})
+    with tarfile.open(built.path, "a", format=tarfile.PAX_FORMAT) as tf:
+        for i in range(20_000):
+            info = tarfile.TarInfo(f"zz/junk-{i:05d}")
+            info.size = 1
+            tf.addfile(info, io.BytesIO(b"j"))
+    size = built.path.stat().st_size
+    assert size > 15 * 1024 * 1024
+    reader = _CountingReader(built.path)
+    with pytest.raises(UnlistedMemberError, match="zz/junk-00000 is not listed"):
+        verify.scan(reader, "b.tar")  # type: ignore[arg-type]
+    reader.close()
+    assert reader.bytes_read < 2 * 1024 * 1024, f"read {reader.bytes_read} of {size} bytes"
+    rejects(built.path, world["trust"], UnlistedMemberError, 26, world["tmp"], text="zz/junk-00000 is not listed")
+
+
+def test_signature_files_beyond_the_bound_are_refused(world: dict) -> None:
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]})
+    with tarfile.open(built.path, "a", format=tarfile.PAX_FORMAT) as tf:
+        for i in range(verify.MAX_SIGNATURE_MEMBERS):
+            info = tarfile.TarInfo(f"signatures/x{i}.sigstore.json")
+            info.size = 2
+            tf.addfile(info, io.BytesIO(b"{}"))
+    rejects(built.path, world["trust"], UnlistedMemberError, 26, world["tmp"],
+            text=f"more than {verify.MAX_SIGNATURE_MEMBERS} members under signatures/")
+
+
+def test_statement_not_first_is_not_a_bundle(world: dict) -> None:
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]})
+    out = world["tmp"] / "reordered.tar"
+    with tarfile.open(built.path) as src, tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as dst:
+        infos = src.getmembers()
+        for info in infos[1:] + infos[:1]:
+            dst.addfile(info, src.extractfile(info))
+    rejects(out, world["trust"], VerificationError, 20, world["tmp"], text="not bundle.intoto.json")
+
+
+def test_statement_without_a_files_list_cannot_bound_the_scan(world: dict) -> None:
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]})
+    out = world["tmp"] / "nofiles.tar"
+    with tarfile.open(built.path) as src, tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as dst:
+        for info in src.getmembers():
+            data = src.extractfile(info).read()  # type: ignore[union-attr]
+            if info.name == archive.STATEMENT:
+                data = b'{"predicate": {}}'
+                info.size = len(data)
+            dst.addfile(info, io.BytesIO(data))
+    rejects(out, world["trust"], StatementMismatchError, 29, world["tmp"], text="no readable predicate.files")
+
+
+# --- the publicKey hint ---------------------------------------------------------------------------------------
+
+
+def test_pinned_key_hint_is_sigstore_go_form_and_the_earlier_form_still_verifies(tmp_path: Path) -> None:
+    pki = Pki(tmp_path / "pki")
+    signer, pub = pki.signer("vendor", "ecdsa-p256")
+    _, other_pub = pki.signer("other", "ecdsa-p256")
+    trust = keys.load_trust(write_policy(tmp_path / "p.yaml", {"vendor": {"keys": [other_pub, pub]}}))
+    built = build_bundle(tmp_path / "b.tar", {"vendor": signer})
+    with open(built.path, "rb") as f:
+        index = archive.read_index(f)
+        doc = json.loads(archive.read_member(f, index.signatures["vendor"], cap=1 << 20))
+    hint = doc["verificationMaterial"]["publicKey"]["hint"]
+    assert hint == keys.key_hint(signer.public_key) and len(base64.b64decode(hint, validate=True)) == 32
+    assert verify.verify(built.path, trust, now=NOW)
+    # A bundle signed before the change carries `SHA256:<hex>`: it still selects the key and verifies.
+    doc["verificationMaterial"]["publicKey"]["hint"] = signer.fingerprint
+    archive.append_signature(built.path, "vendor", json.dumps(doc).encode(), replace=True)
+    result = verify.verify(built.path, trust, now=NOW)
+    assert result and result.authorities[0].keyid == signer.fingerprint
+    # A hint naming no configured key is refused, in either form.
+    doc["verificationMaterial"]["publicKey"]["hint"] = keys.key_hint(pki.signer("x", "ecdsa-p256")[0].public_key)
+    archive.append_signature(built.path, "vendor", json.dumps(doc).encode(), replace=True)
+    rejects(built.path, trust, UntrustedKeyError, 25, tmp_path, text="which the policy does not trust")
+
+
+# --- verify --at: validity at a stated time, for audits ------------------------------------------------------
+
+
+def test_cli_verify_at_a_stated_time_is_labelled_and_never_extracts(world: dict, run_cli) -> None:
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]})
+    policy = str(world["policy"])
+    leaf = world["vendor"].certificate  # valid from NOW - 1 day to NOW + 30 days
+    inside = (NOW + dt.timedelta(days=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    res = run_cli("verify", str(built.path), "--policy", policy, "--at", inside)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[0].startswith(f"validity checked at {inside[:-1]}+00:00 (--at: an audit")
+    assert "not an acceptance for delivery" in res.stdout.splitlines()[-1]
+    doc = json.loads(run_cli("verify", str(built.path), "--policy", policy, "--at", inside, "--json").stdout)
+    assert doc["ok"] and doc["validAtGiven"] is True and doc["validAt"].startswith(inside[:-1])
+    # After the leaf's notAfter: rejected as expired, although it is valid now.
+    after = (leaf.not_valid_after_utc + dt.timedelta(seconds=1)).isoformat()
+    res = run_cli("verify", str(built.path), "--policy", policy, "--at", after)
+    assert res.returncode == 23 and "signing certificate serial" in res.stderr and "expired" in res.stderr
+    # Before its notBefore: not yet valid (same code, its own message).
+    before = (leaf.not_valid_before_utc - dt.timedelta(seconds=1)).isoformat()
+    res = run_cli("verify", str(built.path), "--policy", policy, "--at", before)
+    assert res.returncode == 23 and "is not valid before" in res.stderr
+    # Delivery always checks now: --at with --extract is a usage error and nothing is written.
+    dest = world["tmp"] / "out"
+    res = run_cli("verify", str(built.path), "--policy", policy, "--at", inside, "--extract", str(dest))
+    assert res.returncode == 2 and "requires validity now" in res.stderr and not dest.exists()
+    res = run_cli("verify", str(built.path), "--policy", policy, "--at", "next tuesday")
+    assert res.returncode == 2 and "--at: invalid time 'next tuesday'" in res.stderr
