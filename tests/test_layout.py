@@ -354,3 +354,32 @@ def test_descriptor_json_round_trip_keeps_only_what_is_set() -> None:
                                "platform": {"architecture": "amd64", "os": "linux"}}
     assert Descriptor.from_json(arm.to_json()) == arm and Descriptor.from_json(plain.to_json()) == plain
     assert arm.annotation(ANNOTATION_REF_NAME) == "a" and plain.annotation(ANNOTATION_REF_NAME) is None
+
+
+def test_a_full_disk_is_named_and_the_partial_blob_kept(tmp_path: Path) -> None:
+    # /dev/full answers every write with ENOSPC: a real disk-full, no mock.
+    layout = Layout(tmp_path)
+    layout.partial_path(DIGEST).symlink_to("/dev/full")
+    with pytest.raises(LayoutError) as err:
+        layout.write_blob(DIGEST, len(DATA), lambda o: chunks_from(DATA, o))
+    assert err.value.message == f"{tmp_path}: disk full while writing blob {DIGEST}"
+    assert err.value.hint == "free space; a rerun resumes where this one stopped"
+    assert not layout.blob_path(DIGEST).exists()
+
+
+def test_a_write_that_fails_midway_closes_and_removes_its_temp_file(tmp_path: Path) -> None:
+    import resource
+    import signal
+    before = sorted(os.listdir("/proc/self/fd"))
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (10, hard))  # a file may not grow past 10 bytes: EFBIG
+    try:
+        with pytest.raises(OSError) as err:
+            layout_module._atomic_write(tmp_path / "index.json", b"x" * 100)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+    assert err.value.errno == errno.EFBIG
+    assert list(tmp_path.iterdir()) == []
+    assert sorted(os.listdir("/proc/self/fd")) == before  # the descriptor was closed

@@ -255,3 +255,13 @@ def test_a_split_object_without_a_digest_form_needs_a_tag() -> None:
     assert out.unmapped == (("m.yaml", "spec.sidecar.image", "docker.io/library/nginx:1.27"),)
     assert [(c.path, c.after) for c in out.changes] == [
         ("spec.app.image", f"registry={HOST} repository=quay.io/a/b tag=1 digest={D}")]
+
+
+def test_a_numeric_tag_field_takes_the_new_tag_as_a_string() -> None:
+    text = "apiVersion: example.org/v1\nkind: Thing\nmetadata: {name: t}\nspec:\n  image:\n    registry: quay.io\n" \
+           "    repository: a/b\n    tag: 1\n    digest: ''\n"
+    local = LocalRefs({"quay.io/a/b:1": f"{HOST}/quay.io/a/b:1-airgap@{D}"})
+    out = _rewrite(text, local)
+    assert out.streams[0].text == text.replace("registry: quay.io", f"registry: {HOST}").replace(
+        "repository: a/b", "repository: quay.io/a/b").replace("tag: 1", "tag: 1-airgap").replace("digest: ''",
+                                                                                                 f"digest: '{D}'")
