@@ -7,14 +7,16 @@ touched), and for each mutant only the fast tests that exercise that module run,
 start `python -m bundler` in a subprocess see the mutant too: the copy is first on their PYTHONPATH.
 
 Mutants are cosmic-ray's core operators, with three cuts that only remove noise:
-- annotations and typing.Protocol stubs are not mutated: every module has `from __future__ import
+- annotations, typing.Protocol stubs and the bare `*` of keyword-only parameters are not mutated: every module has `from __future__ import
   annotations`, so annotations are strings that never run, and a Protocol's body is never called;
 - a binary or comparison operator becomes one neighbour (`+`->`-`, `<`->`<=`, `==`->`!=`, ...), not
   all eleven or seven others (selective mutation: the other swaps are killed by the same tests);
 - in pipeline.py only the gates are mutated (GATES below), not the wiring between stages.
 
-Prints the score per module and overall and every survivor; exits 1 when the score is below 90% or a
-survivor is not listed as equivalent in docs/testing.md (or docs/testing-mutation.md).
+Prints per module and overall the mutants killed and survived and the score (killed among the mutants
+that are not documented equivalents), and every survivor; exits 1 when the score is below 90%, a
+survivor is not listed as equivalent in docs/testing.md (or docs/testing-mutation.md), or mutants are
+left untested.
 """
 
 from __future__ import annotations
@@ -150,10 +152,13 @@ class Score:
     errors: int = 0
     seconds: float = 0.0  # spent testing this module's mutants, over the last full run and its --survivors runs
     pending: int = 0  # not tested yet (an interrupted run)
+    equivalent: int = 0  # survivors the docs list as equivalent
 
     @property
     def percent(self) -> float:
-        return 100.0 * self.killed / self.total if self.total else 100.0
+        """The mutation score: killed among the mutants that are not documented equivalents."""
+        real = self.total - self.equivalent
+        return 100.0 * self.killed / real if real else 100.0
 
 
 def _command(target: Target) -> str:
@@ -221,6 +226,7 @@ def _report(name: str, target: Target, work: Path, session: Path, seconds: float
                 score.survived += 1
                 known = (name, line, operator) in equivalents
                 unexplained += not known
+                score.equivalent += known
                 survivors.append(f"{'equivalent (docs)' if known else 'survived'} {name}:{line} {operator} "
                                  f"({mutation.definition_name}): {lines[line - 1].strip()}")
             else:
@@ -271,13 +277,16 @@ def _run(names: list[str], survivors_only: bool, report_only: bool, state: Path)
             scores.append(score)
             unexplained += unknown
             print(f"{name}: {score.killed}/{score.total} killed ({score.timeout} by timeout), {score.survived} "
-                  f"survived, {score.errors} errors: {score.percent:.1f}% ({score.seconds / 60:.1f} min)"
+                  f"survived ({score.equivalent} equivalent), {score.errors} errors: score {score.percent:.1f}% "
+                  f"({score.seconds / 60:.1f} min)"
                   + (f"; {score.pending} not tested yet: scripts/mutation --survivors {name}" if score.pending else ""))
             for line in lines:
                 print(f"  {line}")
     total = Score("overall", *(sum(getattr(s, f) for s in scores)
-                               for f in ("total", "killed", "timeout", "survived", "errors", "seconds", "pending")))
-    print(f"overall: {total.killed}/{total.total} killed, {total.survived} survived, {total.errors} errors: "
+                               for f in ("total", "killed", "timeout", "survived", "errors", "seconds", "pending",
+                                         "equivalent")))
+    print(f"overall: {total.killed}/{total.total} killed, {total.survived} survived ({total.equivalent} equivalent), "
+          f"{total.errors} errors: score "
           f"{total.percent:.1f}% ({total.seconds / 60:.1f} min); {unexplained} survivors not listed as equivalent"
           + (f"; {total.pending} mutants not tested yet" if total.pending else ""))
     return 0 if total.percent >= GOAL and not unexplained and not total.errors and not total.pending else 1
