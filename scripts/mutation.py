@@ -53,10 +53,10 @@ class Target:
 
 # The fast tests that exercise each module (no e2e build): a mutant killed only by e2e is not counted.
 TRUST_PATH = {
-    "verify": Target("bundler/verify.py", ("tests/test_verify.py",)),
+    "verify": Target("bundler/verify.py", ("tests/test_verify.py", "tests/test_chains.py")),
     "archive": Target("bundler/archive.py", ("tests/test_archive.py",)),
-    "keys": Target("bundler/keys.py", ("tests/test_keys.py",)),
-    "sign": Target("bundler/sign.py", ("tests/test_sign.py",)),
+    "keys": Target("bundler/keys.py", ("tests/test_keys.py", "tests/test_chains.py")),
+    "sign": Target("bundler/sign.py", ("tests/test_sign.py", "tests/test_chains.py")),
     "layout": Target("bundler/layout.py", ("tests/test_layout.py",)),
     "oci": Target("bundler/oci.py", ("tests/test_layout.py",)),
     "pipeline": Target("bundler/pipeline.py", ("tests/test_pipeline.py",), GATES),
