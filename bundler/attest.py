@@ -16,6 +16,7 @@ no I/O. Importable by `verify.py`: nothing here can open a connection.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -44,6 +45,23 @@ class Subject:
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "digest": {"sha256": self.sha256}}
+
+
+def strict_json(data: bytes) -> Any:
+    """Parse JSON bytes, refusing duplicate keys in any object (a reader must not pick one of two
+    values another reader would pick differently).
+
+    Raises:
+        ValueError (json.JSONDecodeError, UnicodeDecodeError, or a duplicate key).
+    """
+    return json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("duplicate key in JSON object")
+    return dict(pairs)
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -100,23 +118,40 @@ BUILD_TYPE = "https://airgap-bundle.dev/build/v1"
 BUILDER_ID = "https://airgap-bundle.dev/builder/cli"
 
 
+@dataclass(frozen=True, order=True)
+class Dependency:
+    """A SLSA resolved dependency (in-toto ResourceDescriptor): uri, sha256, optional name and annotations."""
+
+    uri: str
+    digest: str  # sha256:<hex>
+    name: str | None = None
+    annotations: tuple[tuple[str, str], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"uri": self.uri, "digest": {"sha256": self.digest.removeprefix("sha256:")}}
+        if self.name:
+            out["name"] = self.name
+        if self.annotations:
+            out["annotations"] = dict(self.annotations)
+        return out
+
+
 def provenance(*, subjects: Iterable[Subject | Mapping[str, Any]], spec: Mapping[str, Any], spec_digest: str,
-               dependencies: Iterable[tuple[str, str]], builder_version: str, epoch: int) -> bytes:
+               dependencies: Iterable[tuple[str, str] | Dependency], builder_version: str, epoch: int) -> bytes:
     """`provenance.intoto.json`: an in-toto Statement v1 with a SLSA provenance v1 predicate.
 
     The spec is the external parameters; every pulled image and chart, pinned by digest, is a resolved
-    dependency (`(uri, "sha256:<hex>")`). Times are the build's SOURCE_DATE_EPOCH, so the bytes are
-    reproducible. Spec: https://slsa.dev/spec/v1.0/provenance
+    dependency (`(uri, "sha256:<hex>")`, or a `Dependency` with a name and annotations: a chart fetched
+    by reference names its source and version). Times are the build's SOURCE_DATE_EPOCH, so the bytes
+    are reproducible. Spec: https://slsa.dev/spec/v1.0/provenance
     """
+    resolved = {d if isinstance(d, Dependency) else Dependency(*d) for d in dependencies}
     created = dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     predicate = {
         "buildDefinition": {
             "buildType": BUILD_TYPE,
             "externalParameters": {"spec": dict(spec), "specDigest": spec_digest},
-            "resolvedDependencies": [
-                {"uri": uri, "digest": {"sha256": digest.removeprefix("sha256:")}}
-                for uri, digest in sorted(set(dependencies))
-            ],
+            "resolvedDependencies": [d.to_json() for d in sorted(resolved)],
         },
         "runDetails": {
             "builder": {"id": BUILDER_ID, "version": {"airgap-bundle": builder_version}},

@@ -10,13 +10,16 @@ registry client (nothing that can open a connection), and `ref` starts in a tent
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -30,6 +33,9 @@ from .errors import (
     UsageError,
 )
 from .reference import ImageRef
+
+if TYPE_CHECKING:
+    from .spec import ChartSource, Spec
 
 
 class _Group(click.Group):
@@ -231,27 +237,49 @@ def sign_command(bundle: str, authority: str, key_path: str, cert_path: str | No
               help="Verification policy YAML: authorities, which are required, their roots or keys.")
 @click.option("--extract", "extract_to", type=click.Path(file_okay=False),
               help="After every check passed, extract into this new folder.")
+@click.option("--audit-log", "audit_log", type=click.Path(dir_okay=False),
+              help="With --extract: also append the verification record to this JSON Lines log (never truncated).")
 @click.option("--at", "at_time", metavar="TIME",
               help="Audit a stored bundle: check validity at TIME (RFC 3339) instead of now. Not with --extract.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def verify_command(bundle: str, policy: str, extract_to: str | None, at_time: str | None, as_json: bool) -> None:
+def verify_command(bundle: str, policy: str, extract_to: str | None, audit_log: str | None, at_time: str | None,
+                   as_json: bool) -> None:
     """Verify a bundle offline: signatures against the policy, then every member; optionally extract.
 
-    Nothing is written unless every check passed. Exit codes 20-29 name the rejection (README).
+    Nothing is written unless every check passed. With --extract, the folder also gets
+    .airgap-bundle/verification.json: the bundle's sha256, the policy's, and every accepted key
+    (docs/inspect-and-audit.md). Exit codes 20-29 name the rejection (README).
+
+    \b
+    Example:
+      airgap-bundle verify app.bundle.tar --policy policy.yaml --extract ./app --audit-log audit.jsonl
     """
-    from . import keys, verify
+    from . import audit, keys, verify
 
     if at_time and extract_to:
         raise UsageError("--at checks validity at another time, for audits; --extract delivers, which requires "
                          "validity now", hint="drop --at to extract, or --extract to audit")
+    if audit_log and not extract_to:
+        raise UsageError("--audit-log records an extraction: give --extract too")
     trust = keys.load_trust(policy)
     now = keys.parse_time(at_time, "--at") if at_time else datetime.datetime.now(datetime.UTC)
     when = f"validity checked at {now.isoformat()} (--at: an audit, not an acceptance for delivery)"
     if at_time and not as_json:
         click.echo(when)
+    records: list[audit.VerificationRecord] = []
+
+    def record(result: verify.VerificationResult) -> dict[str, bytes]:
+        records.append(audit.record_for(result, policy=trust, action="extract", now=now,
+                                        destination=str(Path(extract_to or ".").absolute())))
+        return {audit.RECORD_PATH: records[0].to_bytes()}
+
     try:
         if extract_to:
-            result = verify.verify_and_extract(bundle, trust, extract_to, now=now)
+            if audit_log:
+                audit.check_log(Path(audit_log))  # fail before extracting, not after
+            result = verify.verify_and_extract(bundle, trust, extract_to, now=now, extra=record)
+            if audit_log:
+                audit.append_log(records[0], Path(audit_log))
         else:
             result = verify.require(verify.verify(bundle, trust, now=now))
     except BundlerError as exc:
@@ -261,7 +289,8 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, at_time: st
         raise
     if as_json:
         click.echo(json.dumps({**result.to_json(), "extractedTo": extract_to, "validAt": now.isoformat(),
-                               "validAtGiven": bool(at_time)}, indent=2))
+                               "validAtGiven": bool(at_time), "record": records[0].to_json() if records else None,
+                               "auditLog": audit_log}, indent=2))
         return
     for a in result.authorities:
         if a.ok:
@@ -270,8 +299,74 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, at_time: st
             click.echo(f"signature ok: {a.authority} key {a.keyid}{extra}")
         else:
             click.echo(f"signature skipped: {a.authority}: {a.reason}")
-    click.echo(f"verified {bundle}: {result.members_checked} members match statement sha256:{result.statement_sha256}"
-               + (f"; extracted to {extract_to}" if extract_to else "") + (f"; {when}" if at_time else ""))
+    click.echo(f"verified {bundle} (sha256:{result.bundle_sha256}): {result.members_checked} members match "
+               f"statement sha256:{result.statement_sha256}" + (f"; extracted to {extract_to}" if extract_to else "")
+               + (f"; {when}" if at_time else ""))
+    if extract_to:
+        click.echo(f"verification record: {Path(extract_to) / audit.RECORD_PATH}"
+                   + (f", appended to {audit_log}" if audit_log else ""))
+
+# --- inspect (issue 10) -------------------------------------------------------------------------
+
+
+@cli.command("inspect")
+@click.argument("bundle", required=False, type=click.Path(dir_okay=False))
+@click.option("--policy", type=click.Path(dir_okay=False),
+              help="Also judge the signatures against this policy, exactly as verify does (members are not hashed).")
+@click.option("--record", "record_path", type=click.Path(dir_okay=False),
+              help="Instead of a bundle, read verification records: a .airgap-bundle/verification.json or an "
+                   "audit log.")
+@click.option("--image", "image", metavar="DIGEST|REF",
+              help="With --record: only records whose bundle carried this image (answers: which key signed it?).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (schemas/inspection.schema.json; records: "
+                                                      "schemas/verification-record.schema.json).")
+def inspect_command(bundle: str | None, policy: str | None, record_path: str | None, image: str | None,
+                    as_json: bool) -> None:
+    """Show what a bundle holds and who signed it, without extracting it; or read verification records.
+
+    \b
+    Reads only the tar headers (verify's hostile-input scan), the statement and the signature files.
+    Without --policy the signatures are parsed, not verified, and the report says so; with --policy
+    they are judged as verify judges them, the report is printed, and a rejection exits with verify's
+    code (21-29). Member contents are never hashed: verify does that. Exit 11/12 for a truncated or
+    hostile file, 29 for a malformed statement, 26 when the statement does not list the members.
+
+    \b
+    Examples:
+      airgap-bundle inspect app.bundle.tar
+      airgap-bundle inspect app.bundle.tar --policy policy.yaml --json > ticket.json
+      airgap-bundle inspect --record ~/.local/state/airgap-bundle/audit.jsonl --image sha256:3b1f...
+    """
+    from . import audit, keys
+    from . import inspect as inspect_mod
+
+    if record_path is not None:
+        if bundle is not None or policy is not None:
+            raise UsageError("--record reads records only: give no BUNDLE and no --policy with it")
+        records = audit.read_records(Path(record_path))
+        if image is not None:
+            records = [r for r in records if r.names_image(image)]
+            if not records:
+                raise CheckFailedError(f"{record_path}: no record names image {image}",
+                                       hint="no bundle recorded there carried it: it was not loaded by verify or push")
+        if as_json:
+            click.echo(json.dumps({"records": [r.to_json() for r in records]}, indent=2))
+        else:
+            click.echo("\n".join(r.to_text() for r in records), nl=False)
+        return
+    if bundle is None:
+        raise UsageError("give a BUNDLE to inspect, or --record PATH")
+    if image is not None:
+        raise UsageError("--image filters records: use it with --record")
+    trust = keys.load_trust(policy) if policy else None
+    result = inspect_mod.inspect(bundle, trust=trust, now=datetime.datetime.now(datetime.UTC))
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        click.echo(inspect_mod.render_text(result), nl=False)
+    if result.failure is not None:
+        raise result.failure
+
 # --- sweep -------------------------------------------------------------------------------------
 
 @cli.command("sweep")
@@ -292,10 +387,16 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, at_time: st
 @click.option("--vendored", "vendored_file", metavar="FILE", type=click.Path(dir_okay=False),
               help="The images a bundle carries: one reference per line, a JSON list, or an OCI index.json.")
 @click.option("--local-registry", metavar="HOST", help="Vendored = already points at HOST (or HOST/prefix).")
+@click.option("--emit-images", is_flag=True,
+              help="Print the images: entries that resolve every unreviewed candidate, as YAML to paste into SPEC.")
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False),
+              help="Cache for the SPEC's charts by reference [default: $XDG_CACHE_HOME/airgap-bundle].")
+@click.option("--offline", is_flag=True, help="Take the SPEC's charts by reference from the cache alone.")
 def sweep_command(spec_file: str | None, chart: str | None, values: tuple[str, ...], sets: tuple[str, ...],
                   release: str | None, namespace: str | None, kube_version: str | None,
                   kustomize: tuple[str, ...], manifests: tuple[str, ...], fmt: str, why: str | None,
-                  fail_on_unvendored: bool, vendored_file: str | None, local_registry: str | None) -> None:
+                  fail_on_unvendored: bool, vendored_file: str | None, local_registry: str | None,
+                  emit_images: bool, cache_dir: str | None, offline: bool) -> None:
     """Find every image the charts, Kustomize bases and manifests make a cluster pull.
 
     \b
@@ -311,14 +412,17 @@ def sweep_command(spec_file: str | None, chart: str | None, values: tuple[str, .
                               rewritten manifests: anything still pointing elsewhere fails.
       --vendored FILE         vendored = listed in FILE (a bundle's image list, or its OCI index.json).
       SPEC alone              vendored = what a bundle built from SPEC carries: definite images and
-                              confirmed candidates. Unconfirmed candidates fail until confirmed or
-                              excluded. Images the SPEC excludes are reported with their reason, never
-                              checked.
-    Candidates are checked like definite images: a heuristic hit is never silently let through.
+                              confirmed candidates. Images the SPEC excludes are reported with their
+                              reason, never checked.
+    Candidates are checked like definite images: a heuristic hit is never silently let through. With a
+    SPEC (and neither --vendored nor --local-registry), a candidate the SPEC neither confirms nor
+    excludes is unresolved: the sweep fails (exit 1, "passed": false) until it is reviewed, with or
+    without --fail-on-unvendored. --emit-images prints the images: entries to paste (confirm: true, the
+    evidence as comments; change an entry to exclude: <reason> where the value is not an image).
 
     \b
-    Exit codes: 0 all vendored (or no check asked), 1 unvendored images or invalid references,
-    2 bad input or usage, 3 helm or kustomize failed.
+    Exit codes: 0 all vendored (or no check asked), 1 unvendored images, unresolved candidates or
+    invalid references, 2 bad input or usage, 3 helm or kustomize failed, 15 helm or kubectl missing.
 
     \b
     Examples:
@@ -326,6 +430,7 @@ def sweep_command(spec_file: str | None, chart: str | None, values: tuple[str, .
       airgap-bundle sweep --chart ./chart --values prod.yaml --format json
       airgap-bundle sweep --manifests out/manifests --fail-on-unvendored --local-registry registry.local:5000
       helm template x ./chart | airgap-bundle sweep --manifests - --why nginx
+      airgap-bundle sweep bundle.yaml --emit-images >> bundle.yaml   # when bundle.yaml has no images: yet
     """
 
     from . import render as render_mod
@@ -335,10 +440,13 @@ def sweep_command(spec_file: str | None, chart: str | None, values: tuple[str, .
 
     if vendored_file and local_registry:
         raise UsageError("--vendored and --local-registry are exclusive", hint="give one of them")
+    if emit_images and (spec_file is None or why or fmt != "text" or vendored_file or local_registry):
+        raise UsageError("--emit-images needs a SPEC and prints YAML for it",
+                         hint="give a SPEC, without --why, --format, --vendored or --local-registry")
     if (values or sets or release or namespace or kube_version) and not chart:
         raise UsageError("--values, --set, --release, --namespace and --kube-version need --chart")
     spec = spec_mod.load(spec_file) if spec_file else None
-    charts = list(spec.charts) if spec else []
+    charts = _local_charts(spec, cache_dir, offline) if spec else []
     if chart:
         chart_path = Path(chart)
         charts.append(spec_mod.ChartSource(
@@ -362,7 +470,14 @@ def sweep_command(spec_file: str | None, chart: str | None, values: tuple[str, .
         docs, chart_images=chart_images,
         extra_images=spec.extra_images if spec else (), options=spec.images if spec else (),
         spec_file=render_mod.display(spec.path) if spec else "bundle.yaml",
-        catalogue=spec.catalogue if spec else None)
+        catalogue=spec.catalogue if spec else None,
+        review=spec is not None and not (vendored_file or local_registry))
+    if emit_images:
+        assert spec is not None  # checked with the options above
+        click.echo(report_mod.to_images_yaml(result, render_mod.display(spec.path),
+                                             has_images_key="images" in spec.document), nl=False)
+        click.echo(f"airgap-bundle sweep: {report_mod.summary_line(result, {})}", err=True)
+        return
 
     check: sweep_mod.VendoredCheck | None = None
     check_name = "none"
@@ -404,6 +519,8 @@ def sweep_command(spec_file: str | None, chart: str | None, values: tuple[str, .
         first = result.invalid[0]
         raise CheckFailedError(f"{first.origin.file}:{first.line}: {len(result.invalid)} invalid image "
                                f"reference(s), first {first.written!r}: {first.error}")
+    if result.review:
+        sweep_mod.require_reviewed(result, spec_file or "SPEC")
 
 # --- end sweep ---------------------------------------------------------------------------------
 
@@ -618,7 +735,8 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
     unsigned bundle unless --unsigned is given.
 
     \b
-    Example:
+    Example (examples/bundle.yaml pulls through a mirror on 127.0.0.1:5000: scripts/demo.sh starts
+    one with the images, and runs these steps and the rest of the flow end to end):
       airgap-bundle keys generate --out vendor --cert
       airgap-bundle build examples/bundle.yaml --output demo.bundle.tar --key vendor.key --cert vendor.crt
     """
@@ -645,7 +763,10 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
             "images": [{"source": i.source, "local": i.local, "upstreamDigest": i.upstream_digest,
                         "bundledDigest": i.bundled_digest, "platforms": [p.platform for p in i.platforms]}
                        for i in result.images],
-            "charts": [{"name": c.name, "version": c.version, "path": c.path} for c in result.charts],
+            "charts": [{"name": c.name, "version": c.version, "path": c.path,
+                        **({"source": c.fetched.to_dict()} if c.fetched else {}),
+                        **({"dependencies": [d.to_dict() for d in c.dependencies]} if c.dependencies else {})}
+                       for c in result.charts],
         }, indent=2))
         return
     for line in result.coverage:
@@ -657,6 +778,24 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
 
 
 # --- end build ---------------------------------------------------------------------------------
+
+
+def _local_charts(spec: Spec, cache_dir: str | None, offline: bool) -> list[ChartSource]:
+    """The SPEC's charts, those named by reference fetched (through its registries) into a folder
+    removed at exit."""
+    from . import charts as charts_mod
+    from .layout import Layout
+    from .pull import default_cache_dir
+
+    _log_to_stderr()
+    work = Path(tempfile.mkdtemp(prefix="airgap-sweep-charts-"))
+    atexit.register(shutil.rmtree, work, True)
+    cache = Layout(Path(cache_dir) if cache_dir else default_cache_dir(), remember_checks=True)
+    from .render import Tools
+
+    located = charts_mod.localize(spec.charts, workdir=work, cache=cache, tools=Tools(),
+                                  registries=spec.registries, repositories=spec.chart_repositories, offline=offline)
+    return [c.chart for c in located]
 
 
 def _log_to_stderr() -> None:

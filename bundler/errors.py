@@ -70,6 +70,11 @@ class RenderError(BundlerError):
     exit_code = 3
 
 
+# 15: an external tool the command needs (helm, kubectl) is missing or cannot be run.
+class ToolMissingError(BundlerError):
+    exit_code = 15
+
+
 # 4-9: talking to registries and pulling images.
 class RegistryError(BundlerError):
     """A registry could not be reached or refused the request (network, TLS, 5xx after retries)."""
@@ -121,6 +126,13 @@ class UnsafeArchiveError(ArchiveError):
     """Links, devices, absolute paths, `..` or duplicate names in the tar."""
 
     exit_code = 12
+
+
+# 17: Helm chart provenance.
+class ProvenanceError(BundlerError):
+    """A chart's provenance (.prov) is required but missing, or does not verify against the spec's keyring."""
+
+    exit_code = 17
 
 
 # 20-29: verification. Each rejection has its own code so scripts can tell them apart.

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from . import __version__, archive, attest, bom, crossplane, pull, relocate, render, sign, sweep, xpkg
+from . import __version__, archive, attest, bom, charts, crossplane, pull, relocate, render, sign, sweep, xpkg
 from .crossplane_model import Target
 from .documents import Document, Origin, load_stream
 from .errors import ArchiveError, DigestMismatchError, UnrelocatedImageError, UnvendoredImageError, UsageError
@@ -92,15 +92,23 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
     # Kustomize trees first: a remote base or helmCharts fails the build before kubectl could fetch it.
     trees = [relocate.closure(directory) for directory in spec.kustomize]
 
+    # charts by reference, and missing chart dependencies: fetched through the allowlist, verified
+    located = fetch_charts(spec, options, staging)
+    # What the BOM names as each chart's source: never the temporary folder a fetched chart sits in.
+    shown = [c.fetched.reference if c.fetched else render.display(original.path)
+             for c, original in zip(located, spec.charts, strict=True)]
+    spec = dataclasses.replace(spec, charts=tuple(c.chart for c in located))
+
     # render + sweep
     progress.step("render", 0, len(spec.charts) + len(spec.kustomize) + len(spec.manifests))
     streams = render.render_streams(spec, options.tools)
+    streams[:len(shown)] = [dataclasses.replace(stream, source=source) for stream, source in zip(streams, shown, strict=False)]
     docs = [doc for stream in streams for doc in stream.documents]
     progress.step("render", len(streams), len(streams), f"{len(docs)} documents")
     chart_images = [image for chart in spec.charts for image in render.chart_images(chart.path)]
     found = sweep.sweep(docs, chart_images=chart_images, extra_images=spec.extra_images, options=spec.images,
                         spec_file=str(spec.path), catalogue=spec.catalogue)
-    _require_clean_sweep(found)
+    _require_clean_sweep(found, render.display(spec.path))
     carried = [image for image in found.images if image.carried]
     progress.step("sweep", 1, 1, f"{len(carried)} images from {found.documents} documents")
 
@@ -133,7 +141,7 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
     for stream in rewritten.streams:
         _write(payload / stream.name, stream.text.encode())
     _require_local(spec, [(s.name, s.text) for s in rewritten.streams], found, "rewritten manifests")
-    charts = _package_charts(spec, payload, local, epoch, options.tools, found, coverage, staging)
+    charts = _package_charts(spec, payload, local, epoch, options.tools, found, coverage, staging, located)
     _write_overlays(spec, trees, streams, payload, local, options.tools, found, coverage)
     progress.step("rewrite", 1, 1, f"{len(rewritten.changes)} references")
 
@@ -148,8 +156,9 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
     _write(payload / "sbom.cdx.json", bom.cyclonedx(partial))
     _write(payload / "provenance.intoto.json", attest.provenance(
         subjects=partial.subjects(), spec=spec.document, spec_digest=spec.digest,
-        dependencies=[(f"oci://{i.normalized}", i.upstream_digest) for i in images]
-        + [(f"file://{c.path}", c.digest) for c in charts],
+        dependencies=[attest.Dependency(f"oci://{i.normalized}", i.upstream_digest) for i in images]
+        + [attest.Dependency(f"file://{c.path}", c.digest) for c in charts]
+        + [_chart_dependency(f) for located_chart in located for f in located_chart.all_fetched],
         builder_version=__version__, epoch=epoch))
     files = tuple(_file_entries(payload))
     full = dataclasses.replace(partial, files=files)
@@ -174,23 +183,39 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
 CROSSPLANE_PACKAGE_KINDS = frozenset({"Provider", "Function", "Configuration"})
 
 
+def fetch_charts(spec: Spec, options: BuildOptions, staging: Path) -> list[charts.Localized]:
+    """The spec's charts made local (charts.localize), with the build's cache and allowlist."""
+    if options.offline and options.cache is None:
+        raise UsageError("--offline needs a cache to read from", hint="pass --cache DIR")
+    cache = Layout(options.cache if options.cache is not None else staging / "chart-cache", remember_checks=True)
+    return charts.localize(spec.charts, workdir=staging / "charts", cache=cache, tools=options.tools,
+                           registries=spec.registries, insecure_hosts=options.insecure_registries,
+                           repositories=spec.chart_repositories, offline=options.offline)
+
+
+def _chart_dependency(fetched: charts.FetchedChart) -> attest.Dependency:
+    """SLSA resolved dependency of a fetched chart: its download URL (or OCI reference), name and version."""
+    uri = fetched.url if not fetched.is_oci else fetched.reference
+    return attest.Dependency(uri, fetched.digest, fetched.name,
+                             (("source", fetched.source), ("version", fetched.version)))
+
+
+def _source_entry(fetched: charts.FetchedChart) -> bom.ChartSourceEntry:
+    return bom.ChartSourceEntry(fetched.source, fetched.name, fetched.version, fetched.digest, fetched.url,
+                                fetched.provenance)
+
+
 def _package_kind(image: sweep.Image) -> str:
     return next(f.kind for f in image.findings if f.kind in CROSSPLANE_PACKAGE_KINDS)
 
 
-def _require_clean_sweep(found: sweep.Sweep) -> None:
+def _require_clean_sweep(found: sweep.Sweep, spec_file: str) -> None:
     """Invalid references and unreviewed candidates stop the build: the bundle would not carry them."""
     if found.invalid:
         bad = found.invalid[0]
         raise UnvendoredImageError(f"{bad.origin.file}:{bad.line}: invalid image reference {bad.written!r}: "
                                    f"{bad.error}", hint="fix the reference in the source")
-    if found.candidates:
-        image = found.candidates[0]
-        where = image.findings[0]
-        raise UnvendoredImageError(
-            f"{where.origin.file}:{where.line}: {image.written} looks like an image ({where.rule}) but the spec "
-            f"neither confirms nor excludes it ({len(found.candidates)} such)",
-            hint="add it to the spec's images: with confirm: true, or exclude: <reason>")
+    sweep.require_reviewed(found, spec_file)
 
 
 def _crossplane_gate(spec: Spec, options: BuildOptions, docs: list[Document], packages: list[sweep.Image],
@@ -262,7 +287,8 @@ def _file_entries(root: Path) -> Iterable[bom.FileEntry]:
 
 
 def _package_charts(spec: Spec, payload: Path, local: relocate.LocalRefs, epoch: int, tools: render.Tools,
-                    found: sweep.Sweep, coverage: list[str], staging: Path) -> tuple[bom.ChartEntry, ...]:
+                    found: sweep.Sweep, coverage: list[str], staging: Path,
+                    located: list[charts.Localized]) -> tuple[bom.ChartEntry, ...]:
     """Each chart as `charts/<name>-<version>.tgz` (a .tgz source as is; a directory, or a chart the
     spec stamps, packed deterministically) plus `charts/<name>-<version>.values-airgap.yaml`, the
     values override found by tracing. `relocate.helm` proves both invariants (only local images;
@@ -283,7 +309,9 @@ def _package_charts(spec: Spec, payload: Path, local: relocate.LocalRefs, epoch:
         _write(payload / override_member, moved.override.encode())
         coverage.append(f"{override_member}: {moved.summary()}")
         entries.append(bom.ChartEntry(name, version, member, "sha256:" + hashlib.sha256(data).hexdigest(),
-                                      override_member))
+                                      override_member,
+                                      _source_entry(fetched) if (fetched := located[n].fetched) else None,
+                                      tuple(_source_entry(d) for d in located[n].dependencies)))
     return tuple(entries)
 
 

@@ -9,9 +9,10 @@ Does not render, pull or read the files the spec names; it only checks that they
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -40,7 +41,37 @@ class AcceptedImage:
 
 
 @dataclass(frozen=True)
+class ProvenancePolicy:
+    """Verify Helm provenance (`.prov`) against an OpenPGP public keyring; `required`: a missing one fails."""
+
+    keyring: Path
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class RemoteChart:
+    """A chart named by where it lives: a Helm repository (`repo` https://...) or an OCI repository
+    (`repo` oci://host/path holding `name`, or `chart` oci://host/path/name). `version` may be a constraint."""
+
+    repo: str        # https://charts.example.com/stable, or oci://host/path (the chart's parent)
+    name: str
+    version: str
+    provenance: ProvenancePolicy | None = None
+    line: int = 0    # of the entry in the spec, for messages
+
+    @property
+    def is_oci(self) -> bool:
+        return self.repo.startswith("oci://")
+
+    def __str__(self) -> str:
+        if self.is_oci:
+            return f"{self.repo.rstrip('/')}/{self.name}:{self.version}"
+        return f"{self.name} {self.version} from {self.repo}"
+
+
+@dataclass(frozen=True)
 class ChartSource:
+    # A remote chart's `path` is a placeholder until `charts.localize` fetches it (render never sees it).
     path: Path
     release: str
     namespace: str | None = None
@@ -52,6 +83,7 @@ class ChartSource:
     stamp_version: str | None = None
     stamp_app_version: str | None = None
     accept_hardcoded: tuple[AcceptedImage, ...] = ()
+    remote: RemoteChart | None = None
 
 
 @dataclass(frozen=True)
@@ -92,9 +124,29 @@ class ImageOptions:
         return self.ref.digest is None or self.ref.digest == ref.digest
 
 
+WILDCARD = "*"  # a registries entry for every host no other entry names (through its mirror only)
+
+
+@dataclass(frozen=True)
+class MirrorConfig:
+    """A mirror with its own connection settings, in the registries entry that routes through it."""
+
+    host: str
+    prefix: str = ""  # repository prefix on the mirror; `{host}` is the source registry's host
+    insecure: bool = False
+    ca_file: Path | None = None
+    docker_config: bool = True
+    username_env: str | None = None
+    password_env: str | None = None
+
+    def prefix_for(self, source_host: str) -> str:
+        """The prefix for one source registry: `{host}` -> `docker.io`, as pull-through caches lay it out."""
+        return self.prefix.replace("{host}", source_host).strip("/")
+
+
 @dataclass(frozen=True)
 class RegistryConfig:
-    host: str
+    host: str  # as in references, or WILDCARD
     mirrors: tuple[str, ...] = ()
     skip_upstream: bool = False
     insecure: bool = False
@@ -103,6 +155,7 @@ class RegistryConfig:
     username_env: str | None = None
     password_env: str | None = None
     keep_alive: bool = True
+    mirror: MirrorConfig | None = None  # tried before `mirrors`; the only endpoint of a WILDCARD entry
 
 
 @dataclass(frozen=True)
@@ -152,6 +205,7 @@ class Spec:
     crossplane: CrossplaneConfig = field(default_factory=CrossplaneConfig)
     authorities: tuple[Authority, ...] = (Authority("vendor", True),)
     discovery_rules: tuple[catalogue.Entry, ...] = ()  # `discovery.rules`: the user's catalogue entries
+    chart_repositories: tuple[tuple[str, str], ...] = ()  # `sources.chartRepositories`: (name, url)
 
     @property
     def catalogue(self) -> catalogue.Catalogue:
@@ -164,7 +218,13 @@ class Spec:
         return max(hits, key=lambda o: (o.ref.digest is not None, o.ref.tag is not None), default=None)
 
     def registry(self, host: str) -> RegistryConfig | None:
-        return next((r for r in self.registries if r.host == host), None)
+        return registry_for(self.registries, host)
+
+
+def registry_for(configs: Sequence[RegistryConfig], host: str) -> RegistryConfig | None:
+    """The registries entry for `host`: its own, else the WILDCARD entry, else None (not allowed)."""
+    exact = next((r for r in configs if r.host == host), None)
+    return exact or next((r for r in configs if r.host == WILDCARD), None)
 
 
 def load(path: str | Path) -> Spec:
@@ -199,7 +259,15 @@ def load(path: str | Path) -> Spec:
     errors = sorted(_validator().iter_errors(plain), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
         err = errors[0]
-        where = list(err.absolute_path)
+        where: list[str | int] = list(err.absolute_path)
+        unknown = _unknown_key(err)
+        if unknown is not None:  # name the key at its own line, not the mapping that holds it
+            key, allowed = unknown
+            close = difflib.get_close_matches(key, allowed, n=1)
+            message = (f"{_field(where)}: " if where else "") + f"unknown key `{key}`; " + (
+                f"did you mean `{close[0]}`?" if close else f"expected one of {', '.join(sorted(allowed))}")
+            raise SpecError(f"{spec_path}:{_line(data, [*where, key])}: {message}",
+                            hint="see schemas/bundle.schema.json and examples/bundle.yaml")
         raise SpecError(f"{spec_path}:{_line(data, where)}: {_field(where)}: {err.message}",
                         hint="see schemas/bundle.schema.json and examples/bundle.yaml")
     return _build(spec_path, raw, data, plain)
@@ -212,6 +280,28 @@ def _validator() -> Any:
 
     schema = json.loads(resources.files("bundler").joinpath("schemas/bundle.schema.json").read_text())
     return jsonschema.Draft202012Validator(schema)
+
+
+def _mirror(m: Mapping[str, Any], rel: Callable[[str], Path]) -> MirrorConfig:
+    credentials = m.get("credentials") or {}
+    return MirrorConfig(
+        host=str(m["host"]),
+        prefix=str(m.get("prefix") or ""),
+        insecure=bool(m.get("insecure", False)),
+        ca_file=rel(m["caFile"]) if m.get("caFile") else None,
+        docker_config=bool(credentials.get("dockerConfig", True)),
+        username_env=credentials.get("usernameEnv"),
+        password_env=credentials.get("passwordEnv"),
+    )
+
+
+def _unknown_key(err: Any) -> tuple[str, list[str]] | None:
+    """For an `additionalProperties: false` violation: the first key the schema does not know, and the
+    keys it does."""
+    if err.validator != "additionalProperties" or not isinstance(err.instance, dict):
+        return None
+    allowed = list(err.schema.get("properties") or {})
+    return next(((str(k), allowed) for k in err.instance if k not in allowed), None)
 
 
 def _line(data: Any, path: list[str | int]) -> int:
@@ -245,13 +335,15 @@ def _build(path: Path, raw: bytes, d: CommentedMap, plain: dict[str, Any]) -> Sp
         except InvalidReferenceError as exc:
             raise SpecError(f"{path}:{_line(d, where)}: {_field(where)}: {exc.message}") from None
 
+    for n, c in enumerate(sources_of(d).get("charts") or ()):
+        _check_chart_form(c, f"{path}:{_line(d, ['sources', 'charts', n])}: sources.charts[{n}]")
     meta = d["metadata"]
     local = d["localRegistry"]
     sources = d.get("sources") or {}
     charts = tuple(
         ChartSource(
-            path=rel(c["path"]),
-            release=str(c.get("release") or Path(c["path"]).name.removesuffix(".tgz")),
+            path=rel(c["path"]) if "path" in c else Path(f"<{remote}>"),
+            release=str(c.get("release") or (remote.name if remote else Path(c["path"]).name.removesuffix(".tgz"))),
             namespace=c.get("namespace"),
             values=tuple(rel(v) for v in c.get("values") or ()),
             set=tuple(str(s) for s in c.get("set") or ()),
@@ -264,8 +356,10 @@ def _build(path: Path, raw: bytes, d: CommentedMap, plain: dict[str, Any]) -> Sp
                 AcceptedImage(ref(str(a["ref"]), ["sources", "charts", n, "acceptHardcoded", k, "ref"]),
                               str(a["reason"]))
                 for k, a in enumerate(c.get("acceptHardcoded") or ())),
+            remote=remote,
         )
         for n, c in enumerate(sources.get("charts") or ())
+        for remote in [_remote_chart(c, rel, _line(d, ["sources", "charts", n]))]
     )
     images = tuple(
         ImageOptions(
@@ -296,6 +390,7 @@ def _build(path: Path, raw: bytes, d: CommentedMap, plain: dict[str, Any]) -> Sp
             username_env=(r.get("credentials") or {}).get("usernameEnv"),
             password_env=(r.get("credentials") or {}).get("passwordEnv"),
             keep_alive=bool(r.get("keepAlive", True)),
+            mirror=_mirror(r["mirror"], rel) if r.get("mirror") else None,
         )
         for r in d.get("registries") or ()
     )
@@ -344,4 +439,41 @@ def _build(path: Path, raw: bytes, d: CommentedMap, plain: dict[str, Any]) -> Sp
         crossplane=crossplane,
         authorities=authorities,
         discovery_rules=rules,
+        chart_repositories=tuple((str(r["name"]), str(r["url"]).rstrip("/"))
+                                 for r in sources.get("chartRepositories") or ()),
     )
+
+
+def sources_of(d: Mapping[str, Any]) -> Mapping[str, Any]:
+    return d.get("sources") or {}
+
+
+def _check_chart_form(entry: Mapping[str, Any], where: str) -> None:
+    """Exactly one of: `path`; `repo` + `name` + `version`; `chart` (oci://) + `version`."""
+    forms = [k for k in ("path", "repo", "chart") if k in entry]
+    hint = "give path:, or repo: + name: + version:, or chart: oci://... + version:"
+    if not forms:
+        raise SpecError(f"{where}: 'path' is a required property (or repo:, or chart:)", hint=hint)
+    if len(forms) > 1:
+        raise SpecError(f"{where}: {' and '.join(forms)} exclude each other", hint=hint)
+    needed = {"path": (), "repo": ("name", "version"), "chart": ("version",)}[forms[0]]
+    missing = [k for k in needed if k not in entry]
+    extra = [k for k in ("name", "version", "provenance") if k in entry and forms[0] == "path"]
+    extra += ["name"] if forms[0] == "chart" and "name" in entry else []
+    if missing:
+        raise SpecError(f"{where}: {forms[0]}: needs {' and '.join(missing)}", hint=hint)
+    if extra:
+        raise SpecError(f"{where}: {', '.join(extra)} only go with a chart by reference (repo: or chart:)", hint=hint)
+
+
+def _remote_chart(entry: Mapping[str, Any], rel: Any, line: int) -> RemoteChart | None:
+    """`repo` + `name` + `version`, or `chart: oci://host/path/name` + `version`; None for a `path` entry."""
+    if "path" in entry:
+        return None
+    prov = entry.get("provenance")
+    policy = ProvenancePolicy(rel(prov["keyring"]), bool(prov.get("required", True))) if prov else None
+    if "chart" in entry:
+        repo, _, name = str(entry["chart"]).rstrip("/").rpartition("/")
+    else:
+        repo, name = str(entry["repo"]).rstrip("/"), str(entry["name"])
+    return RemoteChart(repo, name, str(entry["version"]), policy, line)
