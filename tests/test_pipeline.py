@@ -46,13 +46,13 @@ def _pod(*images: str) -> str:
 # --- _require_clean_sweep --------------------------------------------------------------------------
 
 def test_clean_sweep_passes() -> None:
-    assert pipeline._require_clean_sweep(_sweep(_pod("nginx:1.27"))) is None
+    assert pipeline._require_clean_sweep(_sweep(_pod("nginx:1.27")), "bundle.yaml") is None
 
 
 def test_first_invalid_reference_stops_the_build_with_its_line() -> None:
     found = _sweep(_pod("Bad Ref!", "also:bad:ref"))
     with pytest.raises(UnvendoredImageError) as err:
-        pipeline._require_clean_sweep(found)
+        pipeline._require_clean_sweep(found, "bundle.yaml")
     assert err.value.message.startswith("m.yaml:7: invalid image reference 'Bad Ref!': invalid reference format")
     assert err.value.hint == "fix the reference in the source"
 
@@ -70,16 +70,17 @@ def test_unreviewed_candidate_stops_the_build_and_counts_the_others() -> None:
     found = _sweep(CANDIDATES)
     assert [c.written for c in found.candidates] == ["ghcr.io/org/helper:2.0", "quay.io/team/tool:1.2"]
     with pytest.raises(UnvendoredImageError) as err:
-        pipeline._require_clean_sweep(found)
+        pipeline._require_clean_sweep(found, "bundle.yaml")
     assert err.value.message == ("m.yaml:6: ghcr.io/org/helper:2.0 looks like an image (cr-string) but the spec neither "
-                              "confirms nor excludes it (2 such)")
-    assert err.value.hint == "add it to the spec's images: with confirm: true, or exclude: <reason>"
+                                 "confirms nor excludes it (2 unresolved candidate(s))")
+    assert err.value.hint == ("review: `airgap-bundle sweep bundle.yaml --emit-images` prints the images: entries to "
+                              "paste (confirm: true, or exclude: <reason>)")
 
 
 def test_confirmed_or_excluded_candidates_pass() -> None:
     options = [ImageOptions(ImageRef.parse("ghcr.io/org/helper:2.0"), confirm=True),
                ImageOptions(ImageRef.parse("quay.io/team/tool:1.2"), exclude="documentation only")]
-    pipeline._require_clean_sweep(_sweep(CANDIDATES, options=options))
+    pipeline._require_clean_sweep(_sweep(CANDIDATES, options=options), "bundle.yaml")
 
 
 # --- _require_local: the closed loop ---------------------------------------------------------------
@@ -266,5 +267,5 @@ def test_a_candidate_found_twice_is_named_where_it_is_first_found() -> None:
     (candidate,) = found.candidates
     assert [f.line for f in candidate.findings] == [5, 6]
     with pytest.raises(UnvendoredImageError) as err:
-        pipeline._require_clean_sweep(found)
+        pipeline._require_clean_sweep(found, "bundle.yaml")
     assert err.value.message.startswith("m.yaml:5: quay.io/team/tool:1.2 looks like an image")
