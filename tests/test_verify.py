@@ -464,6 +464,7 @@ def test_a_refused_bundle_reports_its_failure_and_no_member_checked(world: dict)
     assert result.members_checked == 0 and result.statement_sha256 is None and result.verified_files == ()
     assert result.to_json() == {
         "ok": False, "required": ["vendor"], "authorities": [], "statementSha256": None, "membersChecked": 0,
+        "bundleSha256": None,
         "failure": {"error": "UnsignedBundleError", "exitCode": 21,
                     "message": f"{built.path}: the bundle carries no signature (the vendor signs at build time; "
                                "ask for a signed bundle)"}}
@@ -916,7 +917,7 @@ LOCAL_DEMO = f"{LOCAL}/docker.io/library/demo:1.0"
 
 
 def test_inputs_that_are_not_a_bundle(world: dict) -> None:
-    from bundler.errors import ArchiveError, InputError, VerificationError
+    from bundler.errors import InputError, UsageError, VerificationError
     missing = world["tmp"] / "missing.tar"
     for call in (lambda: verify.verify(missing, world["trust"], now=NOW),
                  lambda: verify.verify_and_extract(missing, world["trust"], world["tmp"] / "x", now=NOW)):
@@ -926,7 +927,7 @@ def test_inputs_that_are_not_a_bundle(world: dict) -> None:
     (world["tmp"] / "taken").mkdir()
     (world["tmp"] / "dangling").symlink_to(world["tmp"] / "nowhere")
     for dest in ("taken", "dangling"):
-        with pytest.raises(ArchiveError, match="already exists"):
+        with pytest.raises(UsageError, match="already exists: a bundle is extracted only into a new folder"):
             verify.verify_and_extract(built.path, world["trust"], world["tmp"] / dest, now=NOW)
     with tarfile.open(world["tmp"] / "n.tar", "w") as tar:  # a tar, but no statement
         tar.addfile(_info("x", tarfile.REGTYPE, size=1), io.BytesIO(b"x"))
