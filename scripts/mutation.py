@@ -200,10 +200,10 @@ def _test(name: str, target: Target, work: Path, session: Path, items: list[Work
     return time.monotonic() - started
 
 
-def _report(name: str, target: Target, work: Path, session: Path, seconds: float,
+def _report(name: str, target: Target, session: Path, seconds: float,
             equivalents: set[tuple[str, int, str]]) -> tuple[Score, list[str], int]:
     """The module's score from its session; survivors as `module:line operator (function): source`."""
-    source = (work / target.path).read_text()
+    source = session.with_suffix(".py").read_text()  # the module as it was mutated
     lines, tree = source.splitlines(), ast.parse(source)
     annotations = _annotations(tree)
     selected = _selected(tree, target.only) if target.only else None
@@ -267,13 +267,14 @@ def _run(names: list[str], survivors_only: bool, report_only: bool, state: Path)
                 seconds = json.loads(meta.read_text())["seconds"] + _test(name, target, work, session, items)
             else:
                 _init(name, target, work, session)
+                session.with_suffix(".py").write_bytes((work / target.path).read_bytes())
                 meta.write_text(json.dumps({"sha256": digest, "seconds": 0}))
                 with use_db(str(session), WorkDB.Mode.open) as db:
                     items = list(db.pending_work_items)
                 seconds = _test(name, target, work, session, items)
             if not report_only:
                 meta.write_text(json.dumps({"sha256": digest, "seconds": round(seconds)}))
-            score, lines, unknown = _report(name, target, work, session, seconds, equivalents)
+            score, lines, unknown = _report(name, target, session, seconds, equivalents)
             scores.append(score)
             unexplained += unknown
             print(f"{name}: {score.killed}/{score.total} killed ({score.timeout} by timeout), {score.survived} "
