@@ -126,13 +126,20 @@ def _skip_reason(item: WorkItem, annotations: list[Span], selected: list[Span] |
     return None
 
 
-def _equivalents() -> set[tuple[str, int, str]]:
-    """(module, line, operator) rows of the equivalent-mutant tables in the docs."""
+Equivalent = tuple[str, str, str]  # module, operator, the mutated line's code (without its comment)
+
+
+def _code(line: str) -> str:
+    return line.split("  #")[0].strip()
+
+
+def _equivalents() -> set[Equivalent]:
+    """The rows `| module | line | operator | `code` | reason |` of the equivalent-mutant tables in the docs."""
     rows = set()
     for doc in (REPO / "docs" / "testing.md", REPO / "docs" / "testing-mutation.md"):
         if doc.exists():
-            for m in re.finditer(r"^\|\s*`?(\w+)`?\s*\|\s*(\d+)\s*\|\s*`?([\w/]+)`?", doc.read_text(), re.M):
-                rows.add((m[1], int(m[2]), m[3]))
+            for m in re.finditer(r"^\|\s*(\w+)\s*\|\s*\d+\s*\|\s*(\w+)\s*\|\s*`([^`]+)`\s*\|", doc.read_text(), re.M):
+                rows.add((m[1], m[2], m[3].strip()))
     return rows
 
 
@@ -201,7 +208,7 @@ def _test(name: str, target: Target, work: Path, session: Path, items: list[Work
 
 
 def _report(name: str, target: Target, session: Path, seconds: float,
-            equivalents: set[tuple[str, int, str]]) -> tuple[Score, list[str], int]:
+            equivalents: set[Equivalent]) -> tuple[Score, list[str], int]:
     """The module's score from its session; survivors as `module:line operator (function): source`."""
     source = session.with_suffix(".py").read_text()  # the module as it was mutated
     lines, tree = source.splitlines(), ast.parse(source)
@@ -224,7 +231,7 @@ def _report(name: str, target: Target, session: Path, seconds: float,
                 survivors.append(f"error {name}:{line} {operator}: {result.worker_outcome} {result.output}")
             elif result.test_outcome == TestOutcome.SURVIVED:
                 score.survived += 1
-                known = (name, line, operator) in equivalents
+                known = (name, operator, _code(lines[line - 1])) in equivalents
                 unexplained += not known
                 score.equivalent += known
                 survivors.append(f"{'equivalent (docs)' if known else 'survived'} {name}:{line} {operator} "
