@@ -1094,3 +1094,43 @@ def test_cli_verify_at_a_stated_time_is_labelled_and_never_extracts(world: dict,
     assert res.returncode == 2 and "requires validity now" in res.stderr and not dest.exists()
     res = run_cli("verify", str(built.path), "--policy", policy, "--at", "next tuesday")
     assert res.returncode == 2 and "--at: invalid time 'next tuesday'" in res.stderr
+
+
+def test_an_empty_member_is_a_valid_member(world: dict) -> None:
+    payload = small_payload()
+    payload["manifests/empty.yaml"] = b""
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]}, files=payload)
+    assert verify.verify(built.path, world["trust"], now=NOW)
+
+
+def test_results_are_values(world: dict) -> None:
+    built = build_bundle(world["tmp"] / "b.tar", {})
+    first, second = (verify.verify(built.path, world["trust"], now=NOW) for _ in range(2))
+    assert first == second and first.failure is not second.failure  # compared by their data, not the exception
+    ok = verify.verify(build_bundle(world["tmp"] / "c.tar", {"vendor": world["vendor"]}).path, world["trust"], now=NOW)
+    import dataclasses
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ok.authorities[0].ok = False  # type: ignore[misc]
+    assert len({ok.authorities[0], ok.authorities[0]}) == 1
+
+
+def test_at_most_64_signature_files_are_scanned(world: dict) -> None:
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]})
+    for count, refused in ((verify.MAX_SIGNATURE_MEMBERS - 1, False), (verify.MAX_SIGNATURE_MEMBERS, True)):
+        extra = {f"signatures/x{n}.sigstore.json": b"{}" for n in range(count)}  # plus the vendor's
+        many = build_bundle(world["tmp"] / "m.tar", {}, files={**built.files, "_index": b""}, statement=built.statement,
+                            extra={**extra, "signatures/vendor.sigstore.json": built.signatures["vendor"]})
+        failure = verify.verify(many.path, world["trust"], now=NOW).failure
+        message = f"{many.path}: more than 64 members under signatures/"
+        assert (failure is not None and failure.message == message) is refused, count
+
+
+def test_a_statement_over_64_mib_is_not_read(world: dict) -> None:
+    from bundler.errors import ArchiveError
+    for size, refused in ((verify.MAX_STATEMENT_BYTES, False), (verify.MAX_STATEMENT_BYTES + 1, True)):
+        built = build_bundle(world["tmp"] / "b.tar", {}, files={"_index": b""}, statement=b" " * size)
+        failure = verify.verify(built.path, world["trust"], now=NOW).failure
+        assert (type(failure) is ArchiveError) is refused, size
+        if refused:
+            assert failure.message == f"bundle.intoto.json: {size} bytes, more than the {64 * 1024 * 1024} allowed"
+        built.path.unlink()
