@@ -789,8 +789,8 @@ def test_the_anchor_is_found_among_several_roots(world: dict) -> None:
 
 def test_a_pinned_self_signed_leaf_is_its_own_anchor(world: dict) -> None:
     priv, _, _ = world["pki"].key("self")
-    cert = keys.issue_certificate(priv.public_key(), common_name="self", issuer_key=priv,
-                                  not_after=NOW + dt.timedelta(days=9))
+    cert = keys.issue_certificate(priv.public_key(), common_name="self", issuer_key=priv,  # valid around NOW, not the clock
+                                  not_before=NOW - dt.timedelta(days=1), not_after=NOW + dt.timedelta(days=9))
     from cryptography.hazmat.primitives import serialization
     (world["tmp"] / "self.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     trust = keys.load_trust(write_policy(world["tmp"] / "p.yaml", {"vendor": {"roots": [world["tmp"] / "self.pem"]}}))
