@@ -163,3 +163,14 @@ def test_a_parsed_signature_file_is_a_value(tmp_path: Path) -> None:
     assert (parsed.payload, parsed.material, parsed.hint) == (STATEMENT, "publicKey", keys.key_hint(signer.public_key))
     with pytest.raises(dataclasses.FrozenInstanceError):
         parsed.payload = b"other"  # type: ignore[misc]
+
+
+def test_the_carried_leaf_is_the_first_certificate(tmp_path: Path) -> None:
+    pki = Pki(tmp_path)
+    root = pki.ca("root")
+    leaf, _ = pki.cert_signer("leaf", root)
+    der = [c.public_bytes(serialization.Encoding.DER) for c in (leaf.certificate, root[1])]  # type: ignore[union-attr]
+    carried = sign.SignatureFile(STATEMENT, b"sig", "x509CertificateChain", certificates=tuple(der))
+    assert carried.certificate() == leaf.certificate
+    with pytest.raises(ValueError, match="no certificate carried"):
+        sign.SignatureFile(STATEMENT, b"sig", "publicKey").certificate()
