@@ -1134,3 +1134,21 @@ def test_a_statement_over_64_mib_is_not_read(world: dict) -> None:
         if refused:
             assert failure.message == f"bundle.intoto.json: {size} bytes, more than the {64 * 1024 * 1024} allowed"
         built.path.unlink()
+
+
+def test_a_root_without_key_usage_may_issue(world: dict) -> None:
+    # RFC 5280 4.2.1.3: keyUsage is checked only where the certificate carries it.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+    key = keys.generate_private_key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bare root")])
+    root = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=9))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    (world["tmp"] / "bare.pem").write_bytes(root.public_bytes(serialization.Encoding.PEM))
+    trust = keys.load_trust(write_policy(world["tmp"] / "p.yaml", {"vendor": {"roots": [world["tmp"] / "bare.pem"]}}))
+    signer = _leaf_signer(world, issuer=(key, root, world["tmp"] / "bare.pem"))
+    assert _verify_signed_by(world, signer, trust)
