@@ -139,7 +139,7 @@ def _equivalents() -> set[Equivalent]:
     for doc in (REPO / "docs" / "testing.md", REPO / "docs" / "testing-mutation.md"):
         if doc.exists():
             for m in re.finditer(r"^\|\s*(\w+)\s*\|\s*\d+\s*\|\s*(\w+)\s*\|\s*`([^`]+)`\s*\|", doc.read_text(), re.M):
-                rows.add((m[1], m[2], m[3].strip()))
+                rows.add((m[1], m[2], m[3].replace("\\|", "|").strip()))  # a table cell escapes `|`
     return rows
 
 
