@@ -31,6 +31,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
@@ -55,6 +56,7 @@ from .oci import (
     MANIFEST_TYPES,
     Descriptor,
     Platform,
+    blob_descriptors,
     sha256_digest,
 )
 from .progress import NullProgress, Progress
@@ -113,6 +115,9 @@ class Sources:
     retries: int = 5
     backoff: float = 0.5
     timeout: float = 60.0
+    # How the client waits between retries (Retry-After, backoff): a seam, so tests record the waits
+    # instead of spending them.
+    sleep: Callable[[float], None] = field(default=time.sleep, compare=False, repr=False)
 
     @classmethod
     def for_refs(cls, refs: Sequence[str], **kwargs: Any) -> Sources:
@@ -264,8 +269,8 @@ class _Puller:
                                                            desc.digest, desc.size, child.media_type))
             return plan
         # A single manifest: acceptable only as the one platform still required.
-        config = top.json().get("config") or {}
-        config_desc = Descriptor.from_json(config)
+        blobs = _blobs_of(top)  # a malformed manifest is refused here, before its config is fetched
+        config_desc = Descriptor.from_json(top.json().get("config") or {})
         self.fetch_blob(ref, config_desc.digest, config_desc.size).result()
         cfg = json.loads(self.store.read_blob(config_desc.digest))
         have = Platform.from_json(cfg if isinstance(cfg, dict) else {})
@@ -280,7 +285,7 @@ class _Puller:
         exempted = tuple(x for x in exemptions if not x.platform.matches(have))
         return _Plan(source, ref, top, top.data, top.media_type,
                      [PlatformManifest(have, top.digest, len(top.data), top.media_type)], [], exempted, keep,
-                     [], _blobs_of(top))
+                     [], blobs)
 
     # blobs -------------------------------------------------------------------------------------------
     def fetch_blob(self, ref: ImageRef, digest: str, size: int) -> Future[None]:
@@ -326,9 +331,8 @@ class _Puller:
 
 def _blobs_of(manifest: Manifest) -> list[tuple[str, int]]:
     obj = manifest.json()
-    descs = [obj.get("config") or {}, *(obj.get("layers") or [])]
     try:
-        return [(Descriptor.from_json(d).digest, Descriptor.from_json(d).size) for d in descs]
+        return [(d.digest, d.size) for d in blob_descriptors(obj)]
     except (KeyError, TypeError, ValueError) as exc:
         raise RegistryError(f"manifest {manifest.digest} from {manifest.endpoint} is malformed: {exc}") from None
 
@@ -374,7 +378,7 @@ def pull(refs: Sequence[str], *, layout: Path | Layout, platforms: Sequence[Plat
         routes = plan_routes(sorted({r.domain for _, r in parsed if r not in local}), sources.registries,
                              insecure_hosts=sources.insecure_hosts, ca_file=sources.ca_file, environ=environ)
         client = RegistryClient(routes, retries=sources.retries, backoff=sources.backoff, timeout=sources.timeout,
-                                pool_size=max(1, jobs))
+                                pool_size=max(1, jobs), sleep=sources.sleep)
         # One line, before the first request: every endpoint this run may contact.
         log.info("pull: endpoints: %s; cache: %s", "; ".join(client.describe()) or "none",
                  store.path if store is not out else "none")
