@@ -286,10 +286,10 @@ def test_certificates_load_from_pem_or_der(tmp_path: Path) -> None:
     pki = Pki(tmp_path)
     _, cert, pem = pki.ca("root")
     (tmp_path / "root.der").write_bytes(cert.public_bytes(serialization.Encoding.DER))
-    assert keys.load_certificate(pem) == keys.load_certificate(tmp_path / "root.der") == cert
+    assert keys.load_certificates(pem) == keys.load_certificates(tmp_path / "root.der") == (cert,)
     (tmp_path / "junk.crt").write_bytes(b"junk")
     with pytest.raises(InputError, match=f"^{tmp_path / 'junk.crt'}: not an X.509 certificate"):
-        keys.load_certificate(tmp_path / "junk.crt")
+        keys.load_certificates(tmp_path / "junk.crt")
 
 
 def test_generated_keys_and_certificates(tmp_path: Path) -> None:
