@@ -53,12 +53,12 @@ class Target:
 
 # The fast tests that exercise each module (no e2e build): a mutant killed only by e2e is not counted.
 TRUST_PATH = {
-    "verify": Target("bundler/verify.py", ("tests/test_verify.py", "tests/test_chains.py")),
-    "archive": Target("bundler/archive.py", ("tests/test_archive.py",)),
-    "keys": Target("bundler/keys.py", ("tests/test_keys.py", "tests/test_chains.py")),
+    "verify": Target("bundler/verify.py", ("tests/test_verify.py", "tests/test_verify_edges.py", "tests/test_chains.py")),
+    "archive": Target("bundler/archive.py", ("tests/test_archive.py", "tests/test_archive_edges.py")),
+    "keys": Target("bundler/keys.py", ("tests/test_keys.py", "tests/test_keys_edges.py", "tests/test_chains.py")),
     "sign": Target("bundler/sign.py", ("tests/test_sign.py", "tests/test_chains.py")),
-    "layout": Target("bundler/layout.py", ("tests/test_layout.py",)),
-    "oci": Target("bundler/oci.py", ("tests/test_layout.py",)),
+    "layout": Target("bundler/layout.py", ("tests/test_layout.py", "tests/test_layout_edges.py")),
+    "oci": Target("bundler/oci.py", ("tests/test_layout.py", "tests/test_layout_edges.py")),
     "pipeline": Target("bundler/pipeline.py", ("tests/test_pipeline.py",), GATES),
     "manifests": Target("bundler/relocate/manifests.py", ("tests/test_relocate.py",)),
 }
