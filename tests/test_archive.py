@@ -181,3 +181,211 @@ def test_extract_writes_everything_or_nothing(tmp_path: Path) -> None:
     with pytest.raises(UnlistedMemberError):
         archive.extract(path, tmp_path / "out3", fewer)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tar", "out", "src"]
+
+
+# --- each refusal with its exact reason (mutation testing, docs/testing.md) -----------------------------------
+
+@pytest.mark.parametrize(("name", "bad"), [
+    ("", "an empty name"),
+    ("a/" + "n" * 4095, "a name longer than 4096 bytes"),
+    ("/etc/passwd", "an absolute path"),
+    ("a\\b", "a backslash or control character"),
+    ("a\x1fb", "a backslash or control character"),
+    ("a\x7fb", "a backslash or control character"),
+    ("a/../b", "a '..', '.' or empty path component"),
+    ("..", "a '..', '.' or empty path component"),
+    ("a//b", "an empty or '.' component"),
+    ("./a", "an empty or '.' component"),
+    ("a/", "an empty or '.' component"),
+])
+def test_unsafe_member_names_are_refused_with_the_reason(name: str, bad: str) -> None:
+    with pytest.raises(UnsafeArchiveError) as err:
+        archive.check_name(name, where="b.tar")
+    assert err.value.message == f"b.tar: member {name!r} has {bad}"
+    assert err.value.hint == "bundle members are plain relative paths; this file was not made by airgap-bundle"
+
+
+def test_safe_member_names_pass() -> None:
+    for name in ("a", "a/b.c", "n" * 4096, "a/..b/c..", "é/ü", "a b"):
+        assert archive.check_name(name) == name
+
+
+def test_signature_names_follow_the_authority_rule() -> None:
+    for authority in ("a", "vendor", "integrator-acme", "x" * 63, "a1"):
+        assert archive.signature_name(authority) == f"signatures/{authority}.sigstore.json"
+    for authority in ("", "x" * 64, "-a", "a-", "A", "a_b", "a.b"):
+        with pytest.raises(InputError, match="invalid authority name"):
+            archive.signature_name(authority)
+
+
+def test_write_refuses_a_file_under_a_file_and_odd_signature_members(tmp_path: Path) -> None:
+    out = tmp_path / "a.tar"
+    for names, message in ((["a", "a/b"], "member 'a/b' lies under the file 'a'"),
+                           (["x/y", "x/y/z/w"], "member 'x/y/z/w' lies under the file 'x/y'")):
+        with pytest.raises(UnsafeArchiveError) as err:
+            archive.write([(archive.STATEMENT, b"{}"), *((n, b"") for n in names)], out, EPOCH)
+        assert err.value.message == f"{out}: {message}"
+    archive.write([(archive.STATEMENT, b"{}"), ("x/y", b""), ("x/yz", b""), ("x/z/y", b"")], out, EPOCH)
+    with pytest.raises(ArchiveError) as err:
+        archive.write([(archive.STATEMENT, b"{}"), ("signatures/Vendor.sigstore.json", b"")], out, EPOCH)
+    assert err.value.message == f"{out}: signatures/Vendor.sigstore.json is not signatures/<authority>.sigstore.json"
+    with pytest.raises(ArchiveError, match=r"^/dev/null: not a regular file \(bundle members"):
+        archive.write([(archive.STATEMENT, b"{}"), ("d", Path("/dev/null"))], out, EPOCH)
+    with pytest.raises(UnsafeArchiveError, match="duplicate member 'x'"):
+        archive.write([(archive.STATEMENT, b"{}"), ("x", b""), ("x", b"")], out, EPOCH)
+
+
+@pytest.mark.parametrize(("size", "blocks"), [(0, 0), (1, 1), (511, 1), (512, 1), (513, 2), (2048, 4)])
+def test_member_data_is_padded_to_whole_blocks(tmp_path: Path, size: int, blocks: int) -> None:
+    archive.write([(archive.STATEMENT, b"s" * size), ("z", b"z")], tmp_path / "a.tar", EPOCH)
+    index = archive.read_index(tmp_path / "a.tar")
+    statement, z = index.members
+    assert (statement.offset, statement.data_offset, statement.size) == (0, 512, size)
+    assert statement.end == 512 + blocks * 512 == z.offset
+    assert index.end == z.end == z.data_offset + 512
+    assert index.file_size == (tmp_path / "a.tar").stat().st_size == archive.RECORD
+
+
+def test_the_end_marker_fills_the_last_record(tmp_path: Path) -> None:
+    # 2 zero blocks after the last member, then zeros to a multiple of 10240 bytes.
+    for data, size in ((b"x" * (archive.RECORD - 3 * 512), archive.RECORD),
+                       (b"x" * (archive.RECORD - 3 * 512 + 1), 2 * archive.RECORD)):
+        archive.write([(archive.STATEMENT, data)], tmp_path / "a.tar", EPOCH)
+        assert (tmp_path / "a.tar").stat().st_size == size
+
+
+def test_index_lookups(tmp_path: Path) -> None:
+    archive.write([(archive.STATEMENT, b"{}"), ("signatures/v.sigstore.json", b"1"), ("z", b"")],
+                  tmp_path / "a.tar", EPOCH)
+    index = archive.read_index(tmp_path / "a.tar")
+    assert index.get("z") is index.members[1] and index.get("nope") is None
+    assert [m.name for m in index.payload] == ["z"] and list(index.signatures) == ["v"]
+
+
+def _tar(tmp_path: Path, *infos: tuple[tarfile.TarInfo, bytes]) -> Path:
+    out = tmp_path / "t.tar"
+    with tarfile.open(out, "w", format=tarfile.GNU_FORMAT) as tf:
+        for info, data in infos:
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data) if data else None)
+    return out
+
+
+def _typed(name: str, kind: bytes, **kw: object) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    for k, v in kw.items():
+        setattr(info, k, v)
+    return info, b""
+
+
+@pytest.mark.parametrize(("entry", "kind"), [
+    (_typed("l", tarfile.SYMTYPE, linkname="/etc/passwd"), "a symbolic link"),
+    (_typed("h", tarfile.LNKTYPE, linkname=archive.STATEMENT), "a hard link"),
+    (_typed("c", tarfile.CHRTYPE), "a device file"),
+    (_typed("b", tarfile.BLKTYPE), "a device file"),
+    (_typed("f", tarfile.FIFOTYPE), "a fifo"),
+    (_typed("k", tarfile.CONTTYPE), "a member of type b'7'"),
+])
+def test_special_members_are_refused_by_kind(tmp_path: Path, entry: tuple[tarfile.TarInfo, bytes], kind: str) -> None:
+    path = _tar(tmp_path, (tarfile.TarInfo(archive.STATEMENT), b"{}"), entry)
+    with pytest.raises(UnsafeArchiveError) as err:
+        archive.read_index(path)
+    assert err.value.message == f"{path}: {entry[0].name!r} is {kind}"
+
+
+def test_directory_entries_are_skipped(tmp_path: Path) -> None:
+    folder = tarfile.TarInfo("manifests/")
+    folder.type = tarfile.DIRTYPE
+    path = _tar(tmp_path, (tarfile.TarInfo(archive.STATEMENT), b"{}"), (folder, b""),
+                (tarfile.TarInfo("manifests/a.yaml"), b"a: 1\n"))
+    assert [m.name for m in archive.read_index(path).members] == [archive.STATEMENT, "manifests/a.yaml"]
+    only = _tar(tmp_path, (tarfile.TarInfo(archive.STATEMENT), b"{}"), (folder, b""))
+    index = archive.read_index(only)
+    assert [m.name for m in index.members] == [archive.STATEMENT] and index.end == 3 * 512
+    bad = tarfile.TarInfo("../up/")
+    bad.type = tarfile.DIRTYPE
+    with pytest.raises(UnsafeArchiveError, match="'..'"):
+        archive.read_index(_tar(tmp_path, (bad, b"")))
+
+
+def test_reading_members_caps_and_chunks(tmp_path: Path) -> None:
+    big = os.urandom(2 * archive.CHUNK + 5)
+    archive.write([(archive.STATEMENT, b"{}"), ("big", big), ("empty", b"")], tmp_path / "a.tar", EPOCH)
+    index = archive.read_index(tmp_path / "a.tar")
+    with open(tmp_path / "a.tar", "rb") as f:
+        chunks = [bytes(c) for c in archive.iter_member(f, index.get("big"))]
+        assert [len(c) for c in chunks] == [archive.CHUNK, archive.CHUNK, 5] and b"".join(chunks) == big
+        assert list(archive.iter_member(f, index.get("empty"))) == []
+        assert archive.read_member(f, index.get("big"), cap=len(big)) == big
+        with pytest.raises(ArchiveError) as err:
+            archive.read_member(f, index.get("big"), cap=len(big) - 1)
+        assert err.value.message == f"big: {len(big)} bytes, more than the {len(big) - 1} allowed"
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes((tmp_path / "a.tar").read_bytes()[: index.get("big").data_offset + 100])
+    with open(cut, "rb") as f:
+        with pytest.raises(ArchiveError, match="^big: unexpected end of file$"):
+            archive.read_member(f, index.get("big"), cap=len(big))
+        with pytest.raises(ArchiveError, match="^big: unexpected end of file$"):
+            list(archive.iter_member(f, index.get("big")))
+
+
+def test_read_statement_needs_a_statement_and_caps_it(tmp_path: Path) -> None:
+    archive.write([(archive.STATEMENT, b"{12345}")], tmp_path / "a.tar", EPOCH)
+    assert archive.read_statement(tmp_path / "a.tar") == b"{12345}"
+    with pytest.raises(ArchiveError, match="more than the 6 allowed"):
+        archive.read_statement(tmp_path / "a.tar", cap=6)
+    path = _tar(tmp_path, (tarfile.TarInfo("other"), b"x"))
+    with pytest.raises(ArchiveError, match="no bundle.intoto.json: not an airgap bundle"):
+        archive.read_statement(path)
+    with pytest.raises(ArchiveError, match="no bundle.intoto.json: not a bundle"):
+        archive.append_signature(path, "vendor", b"{}")
+    with pytest.raises(InputError, match="cannot open the bundle"):
+        archive.read_index(tmp_path / "missing.tar")
+
+
+def test_append_signature_takes_the_statement_mtime_or_the_given_epoch(tmp_path: Path) -> None:
+    path = tmp_path / "a.tar"
+    archive.write([(archive.STATEMENT, b"{}"), ("z", b"z")], path, EPOCH)
+    archive.append_signature(path, "a", b"1")
+    archive.append_signature(path, "b", b"2", epoch=EPOCH + 7)
+    with tarfile.open(path) as tf:
+        assert [(i.name, i.mtime) for i in tf.getmembers()][-2:] == [
+            ("signatures/a.sigstore.json", EPOCH), ("signatures/b.sigstore.json", EPOCH + 7)]
+    # replacing one keeps the other signature and every payload byte
+    archive.append_signature(path, "a", b"11", replace=True)
+    with tarfile.open(path) as tf:
+        assert [(i.name, tf.extractfile(i).read()) for i in tf.getmembers()] == [
+            (archive.STATEMENT, b"{}"), ("z", b"z"), ("signatures/b.sigstore.json", b"2"),
+            ("signatures/a.sigstore.json", b"11")]
+    assert path.stat().st_size % archive.RECORD == 0
+
+
+def test_extract_refuses_an_odd_destination_and_changed_content(tmp_path: Path) -> None:
+    path = tmp_path / "a.tar"
+    members = [(archive.STATEMENT, b"{}"), ("d/e/f", b"deep")]
+    archive.write(members, path, EPOCH)
+    expected = _expected(members)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ArchiveError, match="is not a folder$"):
+        archive.extract(path, tmp_path / "file" / "out", expected)
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(ArchiveError, match="already exists"):
+        archive.extract(path, tmp_path / "link", expected)
+    same_size = {**expected, "d/e/f": (4, "0" * 64)}
+    with pytest.raises(UnlistedMemberError) as err:
+        archive.extract(path, tmp_path / "out", same_size)
+    assert err.value.message == "d/e/f: content changed between verification and extraction"
+    shorter = {**expected, "d/e/f": (3, expected["d/e/f"][1])}
+    with pytest.raises(UnlistedMemberError, match="content changed"):
+        archive.extract(path, tmp_path / "out", shorter)
+    with pytest.raises(UnlistedMemberError) as err:
+        archive.extract(path, tmp_path / "out", {**expected, "more": (1, "0" * 64)})
+    assert err.value.message == f"{tmp_path / 'out'}: archive members differ from the verified list (unexpected: [], missing: ['more'])"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tar", "file", "link"]
+    with open(path, "rb") as f:
+        archive.extract(f, tmp_path / "out", expected)
+    assert (tmp_path / "out" / "d" / "e" / "f").read_bytes() == b"deep"
+    modes = {p.relative_to(tmp_path / "out").as_posix(): p.stat().st_mode & 0o777 for p in (tmp_path / "out").rglob("*")}
+    assert modes == {archive.STATEMENT: 0o644, "d": 0o755, "d/e": 0o755, "d/e/f": 0o644}
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755

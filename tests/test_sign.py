@@ -154,3 +154,23 @@ def test_parse_reads_a_certificate_chain_leaf_first(tmp_path: Path) -> None:
     doc["verificationMaterial"]["x509CertificateChain"]["certificates"] = "x"
     with pytest.raises(ValueError, match="not a list"):
         sign.parse(json.dumps(doc).encode())
+
+
+def test_a_parsed_signature_file_is_a_value(tmp_path: Path) -> None:
+    import dataclasses
+    signer, _ = Pki(tmp_path).signer("vendor")
+    parsed = sign.parse(sign.sign(STATEMENT, signer, "vendor"))
+    assert (parsed.payload, parsed.material, parsed.hint) == (STATEMENT, "publicKey", keys.key_hint(signer.public_key))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        parsed.payload = b"other"  # type: ignore[misc]
+
+
+def test_the_carried_leaf_is_the_first_certificate(tmp_path: Path) -> None:
+    pki = Pki(tmp_path)
+    root = pki.ca("root")
+    leaf, _ = pki.cert_signer("leaf", root)
+    der = [c.public_bytes(serialization.Encoding.DER) for c in (leaf.certificate, root[1])]  # type: ignore[union-attr]
+    carried = sign.SignatureFile(STATEMENT, b"sig", "x509CertificateChain", certificates=tuple(der))
+    assert carried.certificate() == leaf.certificate
+    with pytest.raises(ValueError, match="no certificate carried"):
+        sign.SignatureFile(STATEMENT, b"sig", "publicKey").certificate()

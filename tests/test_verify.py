@@ -34,6 +34,7 @@ from bundler.errors import (
 )
 from tests.conftest import REPO
 from tests.support.bundles import (
+    LOCAL,
     NOW,
     Pki,
     build_bundle,
@@ -553,6 +554,506 @@ def test_cli_verify_rejections_exit_with_their_code(world: dict, run_cli) -> Non
     assert res.returncode == 27
 
 
+# --- exact refusals: each message names the member and both values (mutation testing, docs/testing.md) -------
+
+
+def test_a_refused_bundle_reports_its_failure_and_no_member_checked(world: dict) -> None:
+    built = build_bundle(world["tmp"] / "b.tar", {})
+    result = verify.verify(built.path, world["trust"], now=NOW)
+    assert result.members_checked == 0 and result.statement_sha256 is None and result.verified_files == ()
+    assert result.to_json() == {
+        "ok": False, "required": ["vendor"], "authorities": [], "statementSha256": None, "membersChecked": 0,
+        "bundleSha256": None,
+        "failure": {"error": "UnsignedBundleError", "exitCode": 21,
+                    "message": f"{built.path}: the bundle carries no signature (the vendor signs at build time; "
+                               "ask for a signed bundle)"}}
+
+
+def _with_files(payload: dict[str, bytes], index: bytes, change: dict[str, FileEntry]) -> bytes:
+    bom = describe(payload, index)
+    files = tuple(change.get(f.path, f) for f in bom.files)
+    return statement_for(payload, index, bom=type(bom)(**{**bom.__dict__, "files": files}))
+
+
+def test_a_member_size_the_statement_disagrees_with_is_named_with_both_sizes(world: dict) -> None:
+    payload = small_payload()
+    index = payload.pop("_index")
+    sbom = payload["sbom.cdx.json"]
+    statement = _with_files(payload, index, {"sbom.cdx.json": FileEntry("sbom.cdx.json", len(sbom) + 1, sha(sbom))})
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]}, files=payload, statement=statement)
+    result = verify.verify(built.path, world["trust"], now=NOW)
+    assert type(result.failure) is UnlistedMemberError
+    assert result.failure.message == f"{built.path}: sbom.cdx.json has {len(sbom)} bytes, the statement says {len(sbom) + 1}"
+
+
+def test_a_chart_subject_with_another_digest_names_both_digests(world: dict) -> None:
+    payload = small_payload()
+    index = payload.pop("_index")
+    bom = describe(payload, index)
+    chart = bom.charts[0]
+    wrong = type(bom)(**{**bom.__dict__, "charts": (type(chart)(chart.name, chart.version, chart.path, "sha256:" + "0" * 64),)})
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]}, files=payload,
+                         statement=statement_for(payload, index, bom=wrong))
+    result = verify.verify(built.path, world["trust"], now=NOW)
+    assert type(result.failure) is StatementMismatchError
+    assert result.failure.message == (f"bundle.intoto.json: subject charts/demo-1.0.0.tgz has sha256:{'0' * 64}, "
+                                      f"the member has sha256:{sha(payload['charts/demo-1.0.0.tgz'])}")
+
+
+def test_now_without_a_time_zone_is_taken_as_utc(world: dict) -> None:
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]})
+    assert verify.verify(built.path, world["trust"], now=NOW.replace(tzinfo=None))
+    assert verify.verify(built.path, world["trust"], now=NOW.astimezone(dt.timezone(dt.timedelta(hours=5))))
+
+
+def test_a_certificate_is_valid_from_its_first_to_its_last_second(world: dict) -> None:
+    start, end = NOW - dt.timedelta(hours=1), NOW + dt.timedelta(hours=1)
+    vendor, _ = world["pki"].cert_signer("edge", world["ca"], not_before=start, not_after=end)
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": vendor})
+    for now in (start, end):
+        assert verify.verify(built.path, world["trust"], now=now), now
+    early = verify.verify(built.path, world["trust"], now=start - dt.timedelta(seconds=1)).failure
+    late = verify.verify(built.path, world["trust"], now=end + dt.timedelta(seconds=1)).failure
+    assert type(early) is NotYetValidError and type(late) is ExpiredKeyError
+    serial = f"{vendor.certificate.serial_number:x}"
+    assert early.message == (f"signatures/vendor.sigstore.json: signing certificate serial {serial} is not valid "
+                             f"before {start.isoformat()}")
+    assert late.message == (f"signatures/vendor.sigstore.json: signing certificate serial {serial} expired "
+                            f"{end.isoformat()}; re-sign the bundle")
+    assert late.hint == verify.RESIGN_HINT
+
+
+def test_an_expired_pinned_key_is_named_when_the_signature_gives_no_hint(world: dict) -> None:
+    # Without a hint every pinned key of the authority is tried; the error names the first one.
+    signer, pub = world["pki"].signer("pinned")
+    other, other_pub = world["pki"].signer("other")
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": signer})
+    sig = json.loads(built.signatures["vendor"])
+    sig["verificationMaterial"]["publicKey"]["hint"] = ""
+    unhinted = build_bundle(world["tmp"] / "u.tar", {}, files={**built.files, "_index": b""}, statement=built.statement,
+                            extra={"signatures/vendor.sigstore.json": json.dumps(sig).encode()})
+    first, second = NOW - dt.timedelta(days=2), NOW - dt.timedelta(days=1)
+    keys_ = [{"path": str(pub), "notAfter": first.strftime("%Y-%m-%dT%H:%M:%SZ")},
+             {"path": str(other_pub), "notAfter": second.strftime("%Y-%m-%dT%H:%M:%SZ")}]
+    trust = keys.load_trust(write_policy(world["tmp"] / "p.yaml", {"vendor": {"keys": keys_}}))
+    result = verify.verify(unhinted.path, trust, now=NOW)
+    assert type(result.failure) is ExpiredKeyError
+    assert result.failure.message == (f"signatures/vendor.sigstore.json: the pinned key {signer.fingerprint} for vendor "
+                                      f"expired {first.isoformat()}; re-sign")
+    assert result.authorities[0].not_after == first
+    # one of them still valid: it is the one that verifies
+    keys_[0]["notAfter"] = (NOW + dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    trust = keys.load_trust(write_policy(world["tmp"] / "p.yaml", {"vendor": {"keys": keys_}}))
+    assert verify.verify(unhinted.path, trust, now=NOW).authorities[0].keyid == signer.fingerprint
+
+
+@pytest.mark.parametrize("entry", [
+    {"path": 1, "size": 1, "sha256": "0" * 64},
+    {"path": "a", "size": "1", "sha256": "0" * 64}, {"path": "a", "size": True, "sha256": "0" * 64},
+    {"path": "a", "size": -1, "sha256": "0" * 64}, {"path": "a", "size": 1}, {"path": "a", "size": 1, "sha256": 1},
+    {"path": "a", "size": 1, "sha256": "0" * 63}, {"path": "a", "size": 1, "sha256": "A" * 64},
+])
+def test_a_files_entry_that_is_not_path_size_sha256_is_refused(world: dict, entry: object) -> None:
+    from bundler import attest
+    payload = small_payload()
+    payload.pop("_index")
+    chart = payload["charts/demo-1.0.0.tgz"]
+    listing = [{"path": p, "size": len(b), "sha256": sha(b)} for p, b in payload.items()]
+    statement = attest.statement([attest.Subject("charts/demo-1.0.0.tgz", sha(chart))],
+                                 "https://airgap-bundle.dev/bom/v1", {"files": [*listing, entry]})
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]}, files=payload, statement=statement)
+    result = verify.verify(built.path, world["trust"], now=NOW)
+    assert type(result.failure) is StatementMismatchError
+    assert result.failure.message == f"bundle.intoto.json: predicate.files[{len(listing)}] is not {{path, size, sha256}}"
+
+
+@pytest.mark.parametrize(("entry", "error"), [("not an object", "TypeError"), ({"size": 1}, "KeyError")])
+def test_a_files_entry_without_a_path_stops_the_scan(world: dict, entry: object, error: str) -> None:
+    from bundler import attest
+    payload = small_payload()
+    payload.pop("_index")
+    listing = [{"path": p, "size": len(b), "sha256": sha(b)} for p, b in payload.items()]
+    statement = attest.statement([attest.Subject("charts/demo-1.0.0.tgz", sha(payload["charts/demo-1.0.0.tgz"]))],
+                                 "https://airgap-bundle.dev/bom/v1", {"files": [*listing, entry]})
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]}, files=payload, statement=statement)
+    failure = verify.verify(built.path, world["trust"], now=NOW).failure
+    assert type(failure) is StatementMismatchError
+    assert failure.message == f"bundle.intoto.json: no readable predicate.files ({error})"
+
+
+def test_missing_and_unlisted_members_are_counted(world: dict) -> None:
+    payload = small_payload()
+    index = payload.pop("_index")
+    statement = statement_for(payload, index)
+    one = {k: v for k, v in payload.items() if k != "sbom.cdx.json"}
+    two = {k: v for k, v in one.items() if k != "provenance.intoto.json"}
+    for files, suffix in ((one, ""), (two, " (and 1 more)")):
+        built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]}, files=files, statement=statement)
+        failure = verify.verify(built.path, world["trust"], now=NOW).failure
+        assert type(failure) is UnlistedMemberError
+        first = "provenance.intoto.json" if suffix else "sbom.cdx.json"
+        assert failure.message == f"{built.path}: {first} is listed in the statement but not in the bundle{suffix}"
+    for extra in ({"x/a": b"1"}, {"x/a": b"1", "x/b": b"2"}):  # the scan stops at the first
+        built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]}, extra=extra)
+        failure = verify.verify(built.path, world["trust"], now=NOW).failure
+        assert type(failure) is UnlistedMemberError
+        assert failure.message == f"{built.path}: member x/a is not listed in the statement"
+
+
+def test_plain_verify_hashes_every_member_itself(world: dict) -> None:
+    # verify() without extraction: a changed byte in the first, a middle or the last payload member is refused.
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]})
+    pristine = built.path.read_bytes()
+    payload = archive.read_index(built.path).payload
+    for member in (payload[0], payload[len(payload) // 2], payload[-1]):
+        built.path.write_bytes(pristine)
+        _flip(built.path, member.data_offset)
+        failure = verify.verify(built.path, world["trust"], now=NOW).failure
+        assert type(failure) is UnlistedMemberError, member.name
+        assert failure.message.startswith(f"{built.path}: {member.name} hashes to sha256:")
+        assert failure.message.endswith(f", the statement says sha256:{sha(built.files[member.name])}")
+
+
+def test_subjects_the_predicate_does_not_describe_are_named_first_in_order(world: dict) -> None:
+    from bundler import attest
+    payload = small_payload()
+    index = payload.pop("_index")
+    bom = describe(payload, index)
+    extra = [attest.Subject(name, sha(payload[name])) for name in ("sbom.cdx.json", "manifests/deployment.yaml")]
+    statement = attest.statement([*bom.subjects(), *extra], "https://airgap-bundle.dev/bom/v1", bom.to_dict())
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]}, files=payload, statement=statement)
+    failure = verify.verify(built.path, world["trust"], now=NOW).failure
+    assert type(failure) is StatementMismatchError
+    assert failure.message == (f"bundle.intoto.json: manifests/deployment.yaml@sha256:"
+                               f"{sha(payload['manifests/deployment.yaml'])} is a subject but not in the predicate")
+
+
+def _resigned(world: dict, edit, *, signer=None, statement: bytes | None = None) -> verify.VerificationResult:  # type: ignore[no-untyped-def]
+    """Verify a bundle whose vendor signature file was changed by `edit(doc) -> doc | bytes`."""
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": signer or world["vendor"]}, statement=statement)
+    changed = edit(json.loads(built.signatures["vendor"]))
+    data = changed if isinstance(changed, bytes) else json.dumps(changed).encode()
+    bad = build_bundle(world["tmp"] / "bad.tar", {}, files={**built.files, "_index": b""}, statement=built.statement,
+                       extra={"signatures/vendor.sigstore.json": data})
+    return verify.verify(bad.path, world["trust"], now=NOW)
+
+
+def _set(path: str, value: object):  # type: ignore[no-untyped-def]
+    def edit(doc: dict) -> dict:
+        *parents, last = path.split(".")
+        node = doc
+        for key in parents:
+            node = node[key]
+        if value is KeyError:
+            del node[last]
+        else:
+            node[last] = value
+        return doc
+    return edit
+
+
+MALFORMED = "signatures/vendor.sigstore.json: malformed signature file: "
+
+
+@pytest.mark.parametrize(("edit", "reason"), [
+    (lambda d: b"[]", "mediaType is not application/vnd.dev.sigstore.bundle.v0.3+json"),
+    (_set("mediaType", "application/vnd.dev.sigstore.bundle+json;version=0.2"), "mediaType is not"),
+    (lambda d: {**d, "messageSignature": {}}, "unexpected fields (only dsseEnvelope bundles are accepted)"),
+    (_set("dsseEnvelope.payloadType", "application/json"), "payloadType is not application/vnd.in-toto+json"),
+    (_set("dsseEnvelope.signatures", []), "the envelope must carry exactly one signature"),
+    (lambda d: _set("dsseEnvelope.signatures", d["dsseEnvelope"]["signatures"] * 2)(d),
+     "the envelope must carry exactly one signature"),
+    (_set("dsseEnvelope.signatures", {"sig": "x"}), "the envelope must carry exactly one signature"),
+    (_set("dsseEnvelope.payload", 5), "expected a base64 string"),
+    (_set("dsseEnvelope.payload", "not base64!"), ""),
+    (_set("verificationMaterial.publicKey", {"hint": ""}),
+     "verificationMaterial needs exactly one of certificate, x509CertificateChain or publicKey"),
+    (_set("verificationMaterial.certificate", KeyError),
+     "verificationMaterial needs exactly one of certificate, x509CertificateChain or publicKey"),
+    (_set("dsseEnvelope", KeyError), "'dsseEnvelope'"),
+    (lambda d: b'{"mediaType": "x", ' + json.dumps(d).encode()[1:], "duplicate key in JSON object"),
+    (lambda d: b"\xff" + json.dumps(d).encode(), "'utf-8' codec can't decode"),
+])
+def test_each_malformed_signature_file_is_refused_with_its_reason(world: dict, edit, reason: str) -> None:  # type: ignore[no-untyped-def]
+    result = _resigned(world, edit)
+    assert type(result.failure) is BadSignatureError and result.failure.exit_code == 24
+    assert result.failure.message.startswith(MALFORMED + reason)
+    assert result.failure.hint == "not a Sigstore bundle v0.3 with a DSSE envelope"
+    (vendor,) = result.authorities
+    assert (vendor.authority, vendor.ok, vendor.reason) == ("vendor", False, result.failure.message)
+
+
+def test_a_signature_over_another_statement_is_refused(world: dict) -> None:
+    other = json.loads(sign.sign(b'{"other":true}', world["vendor"], "vendor"))
+    result = _resigned(world, lambda d: other)
+    assert type(result.failure) is BadSignatureError
+    assert result.failure.message == ("signatures/vendor.sigstore.json: signs a different statement than the "
+                                      "bundle's bundle.intoto.json")
+
+
+def test_key_material_the_policy_cannot_use_is_refused(world: dict) -> None:
+    chain = _resigned(world, lambda d: {**d, "verificationMaterial": {"x509CertificateChain": {"certificates": []}}})
+    assert type(chain.failure) is BadSignatureError
+    assert "x509CertificateChain must hold 1 to " in chain.failure.message
+    junk = _resigned(world, _set("verificationMaterial.certificate.rawBytes", "AAAA"))
+    assert type(junk.failure) is BadSignatureError
+    assert junk.failure.message.startswith("signatures/vendor.sigstore.json: unreadable key material: ")
+    signer, _ = world["pki"].signer("stranger")
+    unknown = _resigned(world, lambda d: d, signer=signer)
+    assert type(unknown.failure) is UntrustedKeyError
+    assert unknown.failure.message == (f"signatures/vendor.sigstore.json: signed by key {signer.hint}, which the "
+                                       "policy does not trust for vendor")
+
+
+def test_accepted_signatures_are_logged_with_key_serial_and_not_after(world: dict, caplog) -> None:  # type: ignore[no-untyped-def]
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"], "customer": world["customer"]})
+    with caplog.at_level("INFO", logger="bundler.verify"):
+        assert verify.verify(built.path, world["trust"], now=NOW)
+    cert = world["vendor"].certificate
+    assert caplog.messages == [
+        f"accepted signature: authority=customer key={world['customer'].fingerprint} serial=- notAfter=-",
+        f"accepted signature: authority=vendor key={world['vendor'].fingerprint} serial={cert.serial_number:x} "
+        f"notAfter={cert.not_valid_after_utc.isoformat()}"]
+
+
+def _leaf_signer(world: dict, *, ca: bool = False, digital_signature: bool | None = True,
+                 eku: list | None = None, issuer: tuple | None = None) -> keys.Signer:  # type: ignore[type-arg]
+    """A vendor signer whose certificate has exactly the given extensions (None: extension absent)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    priv = keys.generate_private_key()
+    issuer_key, issuer_cert, _ = issuer or world["ca"]
+    builder = (x509.CertificateBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vendor signing")]))
+               .issuer_name(issuer_cert.subject).public_key(priv.public_key())
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=1))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if digital_signature is not None:
+        builder = builder.add_extension(x509.KeyUsage(
+            digital_signature=digital_signature, content_commitment=False, key_encipherment=False,
+            data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=False,
+            encipher_only=False, decipher_only=False), critical=True)
+    if eku is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(eku), critical=False)
+    cert = builder.sign(issuer_key, hashes.SHA256())
+    return keys.Signer(priv, priv.public_key(), keys.fingerprint(priv.public_key()), cert)
+
+
+def _verify_signed_by(world: dict, signer: keys.Signer, trust: keys.TrustPolicy | None = None) -> verify.VerificationResult:
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": signer})
+    return verify.verify(built.path, trust or world["trust"], now=NOW)
+
+
+def test_leaf_certificate_usage_is_checked(world: dict) -> None:
+    from cryptography.x509.oid import ExtendedKeyUsageOID as Eku
+    member = "signatures/vendor.sigstore.json"
+    for kw, message in (
+            ({"ca": True}, "the signing certificate is a CA certificate"),
+            ({"digital_signature": False}, "the certificate's key usage does not allow signatures"),
+            ({"eku": [Eku.SERVER_AUTH]}, "the certificate's extended key usage does not include codeSigning")):
+        failure = _verify_signed_by(world, _leaf_signer(world, **kw)).failure  # type: ignore[arg-type]
+        assert type(failure) is UntrustedKeyError and failure.message == f"{member}: {message}", kw
+    assert failure.exit_code == 25
+    for kw in ({"digital_signature": None}, {"eku": None}, {"eku": [Eku.ANY_EXTENDED_KEY_USAGE]},
+               {"eku": [Eku.SERVER_AUTH, Eku.CODE_SIGNING]}):
+        assert _verify_signed_by(world, _leaf_signer(world, **kw)), kw  # type: ignore[arg-type]
+
+
+def test_the_anchor_is_found_among_several_roots(world: dict) -> None:
+    # Roots that are not the issuer (other subject, not a CA, same subject but another key) are skipped.
+    pki = world["pki"]
+    other = pki.ca("other")
+    not_ca_priv, _, _ = pki.key("not-ca")
+    not_ca = keys.issue_certificate(not_ca_priv.public_key(), common_name="vendor root CA", issuer_key=not_ca_priv,
+                                    not_after=NOW + dt.timedelta(days=9), ca=False)
+    same_name = pki.ca("vendor")  # "vendor root CA" again, another key
+    from cryptography.hazmat.primitives import serialization
+    bundle_pem = world["tmp"] / "roots.pem"
+    bundle_pem.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM)
+                                    for c in (other[1], not_ca, same_name[1], world["ca"][1])))
+    trust = keys.load_trust(write_policy(world["tmp"] / "p.yaml", {"vendor": {"roots": [bundle_pem]}}))
+    result = _verify_signed_by(world, world["vendor"], trust)
+    assert result and result.authorities[0].serial == f"{world['vendor'].certificate.serial_number:x}"
+    # without the real root: none of them is the anchor
+    bundle_pem.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (other[1], not_ca, same_name[1])))
+    trust = keys.load_trust(write_policy(world["tmp"] / "p.yaml", {"vendor": {"roots": [bundle_pem]}}))
+    failure = _verify_signed_by(world, world["vendor"], trust).failure
+    assert type(failure) is UntrustedKeyError
+    assert failure.message == ("signatures/vendor.sigstore.json: certificate CN=vendor signing (issuer CN=vendor root CA) "
+                               "does not chain to a root the policy trusts for vendor")
+
+
+def test_a_pinned_self_signed_leaf_is_its_own_anchor(world: dict) -> None:
+    priv, _, _ = world["pki"].key("self")
+    cert = keys.issue_certificate(priv.public_key(), common_name="self", issuer_key=priv,  # valid around NOW, not the clock
+                                  not_before=NOW - dt.timedelta(days=1), not_after=NOW + dt.timedelta(days=9))
+    from cryptography.hazmat.primitives import serialization
+    (world["tmp"] / "self.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    trust = keys.load_trust(write_policy(world["tmp"] / "p.yaml", {"vendor": {"roots": [world["tmp"] / "self.pem"]}}))
+    signer = keys.Signer(priv, priv.public_key(), keys.fingerprint(priv.public_key()), cert)
+    assert _verify_signed_by(world, signer, trust)
+
+
+def test_an_expired_or_future_root_is_named(world: dict) -> None:
+    pki = world["pki"]
+    for name, kw, error, text, hint in (
+            ("old-root", {"not_before": NOW - dt.timedelta(days=9), "not_after": NOW - dt.timedelta(seconds=1)},
+             ExpiredKeyError, "root CA certificate serial {serial} expired {when}; re-sign the bundle",
+             "the policy's root has expired; update the policy"),
+            ("new-root", {"not_before": NOW + dt.timedelta(seconds=1), "not_after": NOW + dt.timedelta(days=9)},
+             NotYetValidError, "root CA certificate serial {serial} is not valid before {when}",
+             "check this machine's clock, or wait until the certificate is valid")):
+        root = pki.ca(name, **kw)  # type: ignore[arg-type]
+        signer = _leaf_signer(world, issuer=root)
+        trust = keys.load_trust(write_policy(world["tmp"] / "p.yaml", {"vendor": {"roots": [root[2]]}}))
+        failure = _verify_signed_by(world, signer, trust).failure
+        when = (root[1].not_valid_after_utc if error is ExpiredKeyError else root[1].not_valid_before_utc).isoformat()
+        assert type(failure) is error
+        assert failure.message == "signatures/vendor.sigstore.json: " + text.format(serial=f"{root[1].serial_number:x}",
+                                                                                   when=when)
+        assert failure.hint == hint
+
+
+def _statement_edited(world: dict, edit, *, raw: bytes | None = None, extra=None):  # type: ignore[no-untyped-def]
+    """Verify a bundle whose (signed) statement is the standard one changed by `edit(doc)`, or `raw`."""
+    from bundler.attest import canonical_json
+    payload = small_payload()
+    index = payload.pop("_index")
+    doc = json.loads(statement_for(payload, index))
+    if raw == "indented":  # the same statement, not in canonical form
+        raw = json.dumps(doc, indent=1).encode()
+    elif raw is None:
+        edit(doc)
+        raw = canonical_json(doc)
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]}, files=payload, statement=raw, extra=extra)
+    return verify.verify(built.path, world["trust"], now=NOW).failure, payload
+
+
+def _files(doc: dict) -> list:  # type: ignore[type-arg]
+    return doc["predicate"]["files"]  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(("edit", "raw", "message"), [
+    (None, b"not json", "no readable predicate.files (JSONDecodeError)"),
+    (None, b'{"_type": "https://in-toto.io/Statement/v1"}', "no readable predicate.files (KeyError)"),
+    (None, b"[]", "no readable predicate.files (TypeError)"),
+    (None, "indented", "not in RFC 8785 canonical form"),
+    (lambda d: d.update(_type="https://in-toto.io/Statement/v0.1"), None, "_type is not https://in-toto.io/Statement/v1"),
+    (lambda d: d.update(predicateType="x"), None, "predicateType 'x' is not https://airgap-bundle.dev/bom/v1"),
+    (lambda d: d.update(predicate=[]), None, "no readable predicate.files (TypeError)"),
+    (lambda d: d["predicate"].pop("files"), None, "no readable predicate.files (KeyError)"),
+    (lambda d: _files(d).append({"path": "bundle.intoto.json", "size": 1, "sha256": "0" * 64}), None,
+     "predicate.files lists 'bundle.intoto.json', which is never a payload member"),
+    (lambda d: _files(d).append({"path": "signatures/x.sigstore.json", "size": 1, "sha256": "0" * 64}), None,
+     "predicate.files lists 'signatures/x.sigstore.json', which is never a payload member"),
+    (lambda d: d.update(subject=[]), None, "no subject"),
+    (lambda d: d.update(subject={}), None, "no subject"),
+    (lambda d: d["subject"].append("x"), None, "subject[2] is not {name, digest: {sha256}}"),
+    (lambda d: d["subject"].append({"name": 1, "digest": {"sha256": "0" * 64}}), None,
+     "subject[2] is not {name, digest: {sha256}}"),
+    (lambda d: d["subject"].append({"name": "x", "digest": {"sha512": "0" * 64}}), None,
+     "subject[2] is not {name, digest: {sha256}}"),
+    (lambda d: d["subject"].append({"name": "x", "digest": {"sha256": "0" * 63}}), None,
+     "subject[2] is not {name, digest: {sha256}}"),
+    (lambda d: d["subject"].append({"name": "x", "digest": "0" * 64}), None, "subject[2] is not {name, digest: {sha256}}"),
+])
+def test_each_statement_the_members_cannot_trust_is_refused(world: dict, edit, raw: bytes | str | None, message: str) -> None:  # type: ignore[no-untyped-def]
+    failure, _ = _statement_edited(world, edit, raw=raw)
+    assert type(failure) is StatementMismatchError and failure.exit_code == 29
+    assert failure.message.startswith(f"bundle.intoto.json: {message}")
+    assert failure.hint == ("this is not a bundle statement; refusing the bundle" if "no readable" in message
+                            else "the statement does not describe this bundle; rebuild it")
+
+
+def test_an_unsafe_listed_path_is_refused_before_anything_is_read(world: dict) -> None:
+    failure, _ = _statement_edited(world, lambda d: _files(d).append({"path": "../x", "size": 1, "sha256": "0" * 64}))
+    assert type(failure) is UnsafeArchiveError
+    assert failure.message == "bundle.intoto.json: member '../x' has a '..', '.' or empty path component"
+
+
+def test_a_stray_file_under_signatures_is_refused(world: dict) -> None:
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]})
+    stray = _tar_with(world["tmp"], built.path, _info("signatures/notes.txt", tarfile.REGTYPE, size=2), b"hi")
+    failure = verify.verify(stray, world["trust"], now=NOW).failure
+    assert type(failure) is UnlistedMemberError
+    assert failure.message == f"{stray}: signatures/notes.txt is not signatures/<authority>.sigstore.json"
+
+
+def test_predicate_and_subjects_must_agree(world: dict) -> None:
+    def image(d: dict) -> dict:  # type: ignore[type-arg]
+        return d["predicate"]["images"][0]  # type: ignore[no-any-return]
+
+    def repin(d: dict) -> None:  # type: ignore[type-arg]
+        image(d)["local"] = image(d)["local"].split("@")[0] + "@sha256:" + "e" * 64
+
+    failure, payload = _statement_edited(world, repin)
+    assert type(failure) is StatementMismatchError
+    assert failure.message.startswith(f"bundle.intoto.json: image {LOCAL_DEMO}@sha256:{'e' * 64} is pinned to another digest")
+    failure, _ = _statement_edited(world, lambda d: d["predicate"]["charts"][0].update(path="charts/other.tgz"))
+    assert failure.message == ("bundle.intoto.json: chart demo 1.0.0: charts/other.tgz is not a listed member")
+    failure, _ = _statement_edited(world, lambda d: d.update(subject=[s for s in d["subject"] if "chart" not in s["name"]]))
+    chart = sha(payload["charts/demo-1.0.0.tgz"])
+    assert failure.message == (f"bundle.intoto.json: charts/demo-1.0.0.tgz@sha256:{chart} is in the predicate but "
+                               "not a subject")
+    # an image listed without its digest in its local reference is fine: the subject carries the digest
+    assert _statement_edited(world, lambda d: image(d).update(local=LOCAL_DEMO))[0] is None
+
+
+def test_a_blob_listed_under_another_digest_is_refused(world: dict) -> None:
+    def rename(d: dict) -> None:  # type: ignore[type-arg]
+        entry = next(f for f in _files(d) if f["path"].startswith("images/blobs/sha256/"))
+        entry["sha256"] = "f" * 64
+
+    failure, _ = _statement_edited(world, rename)
+    assert type(failure) is StatementMismatchError
+    assert failure.message.endswith(f"is listed with sha256:{'f' * 64}, not the digest its name states")
+
+
+LOCAL_DEMO = f"{LOCAL}/docker.io/library/demo:1.0"
+
+
+def test_inputs_that_are_not_a_bundle(world: dict) -> None:
+    from bundler.errors import InputError, UsageError, VerificationError
+    missing = world["tmp"] / "missing.tar"
+    for call in (lambda: verify.verify(missing, world["trust"], now=NOW),
+                 lambda: verify.verify_and_extract(missing, world["trust"], world["tmp"] / "x", now=NOW)):
+        with pytest.raises(InputError, match=f"^{missing}: cannot open the bundle: No such file"):
+            call()
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]})
+    (world["tmp"] / "taken").mkdir()
+    (world["tmp"] / "dangling").symlink_to(world["tmp"] / "nowhere")
+    for dest in ("taken", "dangling"):
+        with pytest.raises(UsageError, match="already exists: a bundle is extracted only into a new folder"):
+            verify.verify_and_extract(built.path, world["trust"], world["tmp"] / dest, now=NOW)
+    with tarfile.open(world["tmp"] / "n.tar", "w") as tar:  # a tar, but no statement
+        tar.addfile(_info("x", tarfile.REGTYPE, size=1), io.BytesIO(b"x"))
+    failure = verify.verify(world["tmp"] / "n.tar", world["trust"], now=NOW).failure
+    assert type(failure) is VerificationError
+    assert failure.message == f"{world['tmp'] / 'n.tar'}: the first member is 'x', not bundle.intoto.json: not an airgap bundle"
+
+
+def test_a_signature_file_over_one_mib_is_not_read(world: dict) -> None:
+    from bundler.errors import ArchiveError
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]})
+    doc = json.loads(built.signatures["vendor"])
+    for size, ok in ((verify.MAX_SIGNATURE_BYTES, True), (verify.MAX_SIGNATURE_BYTES + 1, False)):
+        padded = json.dumps(doc).encode()
+        padded = padded[:-1] + b" " * (size - len(padded)) + b"}"
+        assert len(padded) == size
+        big = build_bundle(world["tmp"] / "big.tar", {}, files={**built.files, "_index": b""}, statement=built.statement,
+                           extra={"signatures/vendor.sigstore.json": padded})
+        result = verify.verify(big.path, world["trust"], now=NOW)
+        if ok:
+            assert result
+        else:
+            assert type(result.failure) is ArchiveError
+            assert result.failure.message == (f"signatures/vendor.sigstore.json: {size} bytes, more than the "
+                                              f"{1024 * 1024} allowed")
+
+
 # --- bounded work on hostile bundles ------------------------------------------------------------------------
 
 
@@ -692,3 +1193,61 @@ def test_cli_verify_at_a_stated_time_is_labelled_and_never_extracts(world: dict,
     assert res.returncode == 2 and "requires validity now" in res.stderr and not dest.exists()
     res = run_cli("verify", str(built.path), "--policy", policy, "--at", "next tuesday")
     assert res.returncode == 2 and "--at: invalid time 'next tuesday'" in res.stderr
+
+
+def test_an_empty_member_is_a_valid_member(world: dict) -> None:
+    payload = small_payload()
+    payload["manifests/empty.yaml"] = b""
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]}, files=payload)
+    assert verify.verify(built.path, world["trust"], now=NOW)
+
+
+def test_results_are_values(world: dict) -> None:
+    built = build_bundle(world["tmp"] / "b.tar", {})
+    first, second = (verify.verify(built.path, world["trust"], now=NOW) for _ in range(2))
+    assert first == second and first.failure is not second.failure  # compared by their data, not the exception
+    ok = verify.verify(build_bundle(world["tmp"] / "c.tar", {"vendor": world["vendor"]}).path, world["trust"], now=NOW)
+    import dataclasses
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ok.authorities[0].ok = False  # type: ignore[misc]
+    assert len({ok.authorities[0], ok.authorities[0]}) == 1
+
+
+def test_at_most_64_signature_files_are_scanned(world: dict) -> None:
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]})
+    for count, refused in ((verify.MAX_SIGNATURE_MEMBERS - 1, False), (verify.MAX_SIGNATURE_MEMBERS, True)):
+        extra = {f"signatures/x{n}.sigstore.json": b"{}" for n in range(count)}  # plus the vendor's
+        many = build_bundle(world["tmp"] / "m.tar", {}, files={**built.files, "_index": b""}, statement=built.statement,
+                            extra={**extra, "signatures/vendor.sigstore.json": built.signatures["vendor"]})
+        failure = verify.verify(many.path, world["trust"], now=NOW).failure
+        message = f"{many.path}: more than 64 members under signatures/"
+        assert (failure is not None and failure.message == message) is refused, count
+
+
+def test_a_statement_over_64_mib_is_not_read(world: dict) -> None:
+    from bundler.errors import ArchiveError
+    for size, refused in ((verify.MAX_STATEMENT_BYTES, False), (verify.MAX_STATEMENT_BYTES + 1, True)):
+        built = build_bundle(world["tmp"] / "b.tar", {}, files={"_index": b""}, statement=b" " * size)
+        failure = verify.verify(built.path, world["trust"], now=NOW).failure
+        assert (type(failure) is ArchiveError) is refused, size
+        if refused:
+            assert failure.message == f"bundle.intoto.json: {size} bytes, more than the {64 * 1024 * 1024} allowed"
+        built.path.unlink()
+
+
+def test_a_root_without_key_usage_may_issue(world: dict) -> None:
+    # RFC 5280 4.2.1.3: keyUsage is checked only where the certificate carries it.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+    key = keys.generate_private_key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bare root")])
+    root = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=9))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    (world["tmp"] / "bare.pem").write_bytes(root.public_bytes(serialization.Encoding.PEM))
+    trust = keys.load_trust(write_policy(world["tmp"] / "p.yaml", {"vendor": {"roots": [world["tmp"] / "bare.pem"]}}))
+    signer = _leaf_signer(world, issuer=(key, root, world["tmp"] / "bare.pem"))
+    assert _verify_signed_by(world, signer, trust)
