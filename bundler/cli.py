@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -26,10 +26,14 @@ from .errors import (
     CheckFailedError,
     InputError,
     InvalidReferenceError,
+    LockMismatchError,
     UnvendoredImageError,
     UsageError,
 )
 from .reference import ImageRef
+
+if TYPE_CHECKING:
+    from .pipeline import LockOutcome
 
 
 class _Group(click.Group):
@@ -378,6 +382,19 @@ def sweep_command(spec_file: str | None, chart: str | None, values: tuple[str, .
         first = result.invalid[0]
         raise CheckFailedError(f"{first.origin.file}:{first.line}: {len(result.invalid)} invalid image "
                                f"reference(s), first {first.written!r}: {first.error}")
+    if spec is not None and not (chart or kustomize or manifests):
+        _require_lock_agrees(spec, result)
+
+
+def _require_lock_agrees(spec: Any, found: Any) -> None:
+    """`sweep SPEC` in CI: when SPEC has a lock, the images and charts it carries must be the locked ones."""
+    from . import lock as lockfile
+    from . import pipeline
+
+    path = lockfile.path_for(spec.path)
+    if path.exists():
+        lockfile.require_agrees(lockfile.load(path), pipeline.wanted(spec, found, pipeline.local_charts(spec)))
+        click.echo(f"airgap-bundle sweep: {path.name} agrees with the spec", err=True)
 
 # --- end sweep ---------------------------------------------------------------------------------
 
@@ -580,10 +597,12 @@ def pull_command(sources: tuple[str, ...], output: str, platform_texts: tuple[st
               help="Cache layout consulted first [default: $XDG_CACHE_HOME/airgap-bundle].")
 @click.option("--offline", is_flag=True, help="Build from the cache alone; fail naming what is missing.")
 @click.option("--crossplane-target", metavar="VERSION", help="Crossplane version to check against (else the spec's).")
+@click.option("--update", is_flag=True,
+              help="Re-resolve every tag on purpose and rewrite the lock (prints old -> new digests).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def build_command(spec_file: str, output: str, authority: str, key_path: str | None, cert_path: str | None,
                   unsigned: bool, jobs: int, insecure: tuple[str, ...], cache_dir: str | None, offline: bool,
-                  crossplane_target: str | None, as_json: bool) -> None:
+                  crossplane_target: str | None, update: bool, as_json: bool) -> None:
     """Build a signed bundle: render, sweep, pull, Crossplane gate, rewrite, BOM, archive, sign.
 
     \b
@@ -592,11 +611,18 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
     unsigned bundle unless --unsigned is given.
 
     \b
+    The lock (SPEC with .lock for .yaml, beside it; docs/lock.md): the first build writes it; later
+    builds pull by its digests and resolve no tag, and fail (exit 16) when it disagrees with the spec
+    or a locked digest is gone. --update re-resolves every tag and rewrites it. One line says which.
+
+    \b
     Example:
       airgap-bundle keys generate --out vendor --cert
       airgap-bundle build examples/bundle.yaml --output demo.bundle.tar --key vendor.key --cert vendor.crt
+      airgap-bundle build examples/bundle.yaml --output demo.bundle.tar --unsigned --update
     """
     from . import keys, pipeline
+    from . import lock as lockfile
     from . import spec as spec_mod
     from .pull import default_cache_dir
 
@@ -611,7 +637,9 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
         output=Path(output), signer=signer, authority=authority, unsigned=unsigned,
         cache=Path(cache_dir) if cache_dir else default_cache_dir(), jobs=jobs, offline=offline,
         insecure_registries=insecure, crossplane_target=crossplane_target,
-        source_date_epoch=int(epoch_text) if epoch_text else None), progress)
+        source_date_epoch=int(epoch_text) if epoch_text else None,
+        lock=lockfile.path_for(spec.path), update=update), progress)
+    assert result.lock is not None  # the CLI always passes a lock path
     if as_json:
         click.echo(json.dumps({
             "output": str(result.output), "size": result.size, "statementSha256": result.statement_sha256,
@@ -620,17 +648,94 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
                         "bundledDigest": i.bundled_digest, "platforms": [p.platform for p in i.platforms]}
                        for i in result.images],
             "charts": [{"name": c.name, "version": c.version, "path": c.path} for c in result.charts],
+            "lock": result.lock.to_json(),
         }, indent=2))
         return
     for line in result.coverage:
         click.echo(f"  {line}")
     for image in result.images:
         click.echo(f"  {image.source} -> {image.local}")
+    _echo_lock(result.lock)
     click.echo(f"wrote {result.output} ({result.size:,} bytes, {len(result.images)} images, "
                f"statement sha256:{result.statement_sha256[:16]}..., signed by {', '.join(result.signed_by) or 'nobody'})")
 
 
 # --- end build ---------------------------------------------------------------------------------
+# --- lock --------------------------------------------------------------------------------------
+
+
+def _echo_lock(outcome: LockOutcome) -> None:
+    """The lock line, then each change (old -> new digest) and each difference, indented."""
+    click.echo(outcome.line())
+    if outcome.spec_changed and outcome.action in ("used", "checked") and not outcome.differences:
+        click.echo("  the spec changed since the lock was written, but nothing the lock pins differs")
+    for change in outcome.changes:
+        click.echo(f"  {change}")
+    for difference in outcome.differences:
+        click.echo(f"  {difference.message}")
+
+
+@cli.command("lock")
+@click.argument("spec_file", metavar="SPEC", type=click.Path(dir_okay=False))
+@click.argument("images", nargs=-1, metavar="[IMAGE...]")
+@click.option("--update", is_flag=True,
+              help="Re-resolve on purpose: every tag, or only the IMAGEs named (name, name:tag or name@digest).")
+@click.option("--check", is_flag=True,
+              help="Only compare spec and lock (no registry, nothing written); exit 16 when they disagree.")
+@click.option("--jobs", "-j", default=8, show_default=True, type=click.IntRange(1, 64), help="Concurrent requests.")
+@click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST",
+              help="Plain HTTP for this registry host (repeat); also `insecure: true` in the spec.")
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False),
+              help="Cache layout consulted first [default: $XDG_CACHE_HOME/airgap-bundle].")
+@click.option("--offline", is_flag=True, help="Resolve from the cache alone; fail naming what is missing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def lock_command(spec_file: str, images: tuple[str, ...], update: bool, check: bool, jobs: int,
+                 insecure: tuple[str, ...], cache_dir: str | None, offline: bool, as_json: bool) -> None:
+    """Write, update or check bundle.lock: every image and chart of SPEC pinned by digest.
+
+    \b
+    The lock lives beside SPEC (bundle.yaml -> bundle.lock; format in docs/lock.md). Without options:
+    write it, or make it agree with the spec, keeping every pin of an image the spec still carries,
+    resolving images the spec added and dropping those it removed. --update re-resolves on purpose
+    (all tags, or only the IMAGEs named) and prints each old -> new digest. --check compares only:
+    exit 16 when an image or chart was added or removed, platforms differ, or a local chart changed.
+    Exit 16 also when a locked digest is no longer served (nor cached).
+
+    \b
+    Examples:
+      airgap-bundle lock bundle.yaml                          # write or reconcile bundle.lock
+      airgap-bundle lock bundle.yaml --check                  # CI: spec and lock agree
+      airgap-bundle lock bundle.yaml --update nginx:1.27      # move one tag on purpose
+      airgap-bundle lock bundle.yaml --update --json          # re-resolve everything
+    """
+    from . import lock as lockfile
+    from . import pipeline
+    from . import spec as spec_mod
+    from .pull import default_cache_dir
+    from .render import display as render_display
+
+    if images and not update:
+        raise UsageError("IMAGE arguments go with --update", hint="airgap-bundle lock SPEC --update IMAGE...")
+    if check and update:
+        raise UsageError("--check and --update are exclusive")
+    _log_to_stderr()
+    spec = spec_mod.load(spec_file)
+    progress = _Progress(sys.stderr.isatty())
+    outcome = pipeline.lock(spec, pipeline.LockOptions(
+        lock=lockfile.path_for(spec.path), update=images if update else None, check=check,
+        cache=Path(cache_dir) if cache_dir else default_cache_dir(), jobs=jobs, offline=offline,
+        insecure_registries=insecure), progress)
+    if as_json:
+        click.echo(json.dumps({"ok": not outcome.differences, **outcome.to_json()}, indent=2))
+    else:
+        _echo_lock(outcome)
+    if outcome.differences:
+        first = outcome.differences[0]
+        raise LockMismatchError(f"{render_display(outcome.path)} disagrees with the spec in "
+                                f"{len(outcome.differences)} place(s), first: {first.message}",
+                                hint=lockfile.HINT_RECORD)
+
+# --- end lock ----------------------------------------------------------------------------------
 
 
 def _log_to_stderr() -> None:

@@ -27,9 +27,17 @@ from pathlib import Path
 import yaml
 
 from . import __version__, archive, attest, bom, crossplane, pull, relocate, render, sign, sweep, xpkg
+from . import lock as lockfile
 from .crossplane_model import Target
 from .documents import Document, Origin, load_stream
-from .errors import ArchiveError, DigestMismatchError, UnrelocatedImageError, UnvendoredImageError, UsageError
+from .errors import (
+    ArchiveError,
+    DigestMismatchError,
+    LockMismatchError,
+    UnrelocatedImageError,
+    UnvendoredImageError,
+    UsageError,
+)
 from .keys import Signer
 from .layout import Layout
 from .progress import NullProgress, Progress
@@ -54,6 +62,45 @@ class BuildOptions:
     source_date_epoch: int | None = None  # the caller's SOURCE_DATE_EPOCH; else the spec's; else 0
     tools: render.Tools = field(default_factory=render.Tools)
     crossplane_target: str | None = None
+    lock: Path | None = None  # the lock file (lock.path_for(spec.path)); None: neither read nor write one
+    update: bool = False      # re-resolve every tag on purpose and rewrite the lock
+
+
+@dataclass(frozen=True)
+class LockOutcome:
+    """What a build or `lock` did with the lock file."""
+
+    path: Path
+    action: str      # used | wrote | updated | unchanged | checked
+    digest: str      # sha256 of the lock file's bytes (what the provenance records)
+    images: int
+    charts: int
+    changes: tuple[lockfile.Change, ...] = ()
+    differences: tuple[lockfile.Difference, ...] = ()   # `lock --check`: empty when spec and lock agree
+    spec_changed: bool = False   # the spec's bytes differ from those the lock was made from
+
+    def line(self) -> str:
+        """The one line `build` and `lock` print about the lock."""
+        where = render.display(self.path)
+        counts = f"{_plural(self.images, 'image')}, {_plural(self.charts, 'chart')}"
+        if self.action in ("updated", "unchanged"):
+            counts += f"; {_plural(len(self.changes), 'change')}"
+        said = {"used": f"used {where} ({counts} pinned; no tag re-resolved",
+                "wrote": f"wrote {where} ({counts}",
+                "updated": f"updated {where} ({counts}",
+                "unchanged": f"kept {where}, already up to date ({counts}",
+                "checked": f"{where} {'disagrees with' if self.differences else 'agrees with'} the spec "
+                           f"({_plural(len(self.differences), 'difference')}; {counts}"}[self.action]
+        return f"lock: {said}; {self.digest[:19]}...)"
+
+    def to_json(self) -> dict[str, object]:
+        return {"path": str(self.path), "action": self.action, "digest": self.digest, "images": self.images,
+                "charts": self.charts, "changes": [c.to_json() for c in self.changes],
+                "differences": [d.to_json() for d in self.differences], "specChanged": self.spec_changed}
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 @dataclass(frozen=True)
@@ -65,6 +112,7 @@ class BuildResult:
     charts: tuple[bom.ChartEntry, ...]
     signed_by: tuple[str, ...]
     coverage: tuple[str, ...]  # one line per output: what it rewrote
+    lock: LockOutcome | None = None
 
 
 def build(spec: Spec, options: BuildOptions, progress: Progress | None = None) -> BuildResult:
@@ -93,16 +141,15 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
     trees = [relocate.closure(directory) for directory in spec.kustomize]
 
     # render + sweep
-    progress.step("render", 0, len(spec.charts) + len(spec.kustomize) + len(spec.manifests))
-    streams = render.render_streams(spec, options.tools)
+    streams, found = _render_and_sweep(spec, options.tools, progress)
     docs = [doc for stream in streams for doc in stream.documents]
-    progress.step("render", len(streams), len(streams), f"{len(docs)} documents")
-    chart_images = [image for chart in spec.charts for image in render.chart_images(chart.path)]
-    found = sweep.sweep(docs, chart_images=chart_images, extra_images=spec.extra_images, options=spec.images,
-                        spec_file=str(spec.path), catalogue=spec.catalogue)
-    _require_clean_sweep(found)
     carried = [image for image in found.images if image.carried]
-    progress.step("sweep", 1, 1, f"{len(carried)} images from {found.documents} documents")
+
+    # the lock: agree with the spec, or (--update, or none yet) resolve and write one after the build
+    old = lockfile.load(options.lock) if options.lock and options.lock.exists() else None
+    charts_locked = local_charts(spec)
+    if old is not None and not options.update:
+        lockfile.require_agrees(old, wanted(spec, found, charts_locked))
 
     # pull: every carried image, every required platform, into images/ (an OCI layout)
     layout = payload / "images"
@@ -110,8 +157,10 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
                        options_for=spec.options_for,
                        sources=pull.Sources(registries=spec.registries,
                                             insecure_hosts=options.insecure_registries),
-                       cache=options.cache, jobs=options.jobs, offline=options.offline, progress=progress)
+                       cache=options.cache, jobs=options.jobs, offline=options.offline, progress=progress,
+                       pins=lockfile.pins(old) if old is not None and not options.update else None)
     by_source = {ImageRef.parse(p.source).canonical: p for p in pulled}
+    locked = _lock_outcome(spec, options, old, pulled, charts_locked)
     Layout(layout).tidy()  # ship a plain OCI layout: no partial blobs, lock or check record
 
     # crossplane gate: only when the sources hold Crossplane objects; fails closed
@@ -150,7 +199,8 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
         subjects=partial.subjects(), spec=spec.document, spec_digest=spec.digest,
         dependencies=[(f"oci://{i.normalized}", i.upstream_digest) for i in images]
         + [(f"file://{c.path}", c.digest) for c in charts],
-        builder_version=__version__, epoch=epoch))
+        builder_version=__version__, epoch=epoch,
+        lock=(locked[0].path.name, locked[0].digest) if locked else None))
     files = tuple(_file_entries(payload))
     full = dataclasses.replace(partial, files=files)
     statement = attest.statement(full.subjects(), bom.PREDICATE_TYPE, full.to_dict())
@@ -167,8 +217,123 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
     progress.step("archive", 0, 1)
     archive.write(members, options.output, epoch)
     progress.step("archive", 1, 1, str(options.output))
+    if locked and locked[0].action != "used":
+        lockfile.write(locked[0].path, locked[1])  # only once the bundle is in place
     return BuildResult(options.output, options.output.stat().st_size, hashlib.sha256(statement).hexdigest(),
-                       images, charts, signed_by, tuple(coverage))
+                       images, charts, signed_by, tuple(coverage), locked[0] if locked else None)
+
+
+def _render_and_sweep(spec: Spec, tools: render.Tools, progress: Progress) -> tuple[list[render.Rendered],
+                                                                                    sweep.Sweep]:
+    progress.step("render", 0, len(spec.charts) + len(spec.kustomize) + len(spec.manifests))
+    streams = render.render_streams(spec, tools)
+    docs = [doc for stream in streams for doc in stream.documents]
+    progress.step("render", len(streams), len(streams), f"{len(docs)} documents")
+    chart_images = [image for chart in spec.charts for image in render.chart_images(chart.path)]
+    found = sweep.sweep(docs, chart_images=chart_images, extra_images=spec.extra_images, options=spec.images,
+                        spec_file=str(spec.path), catalogue=spec.catalogue)
+    _require_clean_sweep(found)
+    progress.step("sweep", 1, 1, f"{sum(1 for i in found.images if i.carried)} images from "
+                                 f"{found.documents} documents")
+    return streams, found
+
+
+def local_charts(spec: Spec) -> tuple[lockfile.LockedChart, ...]:
+    """The spec's charts as the lock records them (by the digest of their files)."""
+    return tuple(lockfile.local_chart(chart, spec.path.parent) for chart in spec.charts)
+
+
+def wanted(spec: Spec, found: sweep.Sweep, charts: tuple[lockfile.LockedChart, ...]) -> lockfile.Wanted:
+    """What the spec asks for now, to compare with its lock: carried images, platforms, charts."""
+    images: dict[str, tuple[bool, str]] = {}
+    for image in found.images:
+        if image.carried:
+            options = spec.options_for(image.ref)
+            first = image.findings[0]
+            images.setdefault(image.ref.canonical, (bool(options and options.keep_upstream_index),
+                                                    f"{first.origin.file}:{first.line}"))
+    return lockfile.Wanted(spec.digest, tuple(map(str, spec.platforms)), images, charts)
+
+
+def _lock_outcome(spec: Spec, options: BuildOptions, old: lockfile.Lock | None, pulled: list[pull.PulledImage],
+                  charts: tuple[lockfile.LockedChart, ...]) -> tuple[LockOutcome, bytes] | None:
+    """The lock this build used (checked against what it pulled) or will write, and its bytes."""
+    if options.lock is None:
+        return None
+    new = lockfile.make(spec.path, spec.digest, [str(p) for p in spec.platforms], pulled, charts)
+    changes = lockfile.changes(old, new)
+    if old is not None and not options.update:
+        if changes:  # fetched by the locked digests, yet the bundle would carry something else
+            raise LockMismatchError(
+                f"{old.name}: {changes[0]}: the locked digest was fetched, but this build would bundle "
+                "another index", hint="narrowing changed (another airgap-bundle version?); re-resolve with "
+                                      "`airgap-bundle lock SPEC --update` and review the change")
+        return LockOutcome(options.lock, "used", old.file_digest or "", len(old.images), len(old.charts),
+                           spec_changed=old.spec_digest != spec.digest), b""
+    data = lockfile.dumps(new)
+    return LockOutcome(options.lock, "wrote" if old is None else "updated", lockfile.digest_of(data),
+                       len(new.images), len(new.charts), changes if old is not None else ()), data
+
+
+@dataclass(frozen=True)
+class LockOptions:
+    lock: Path                                 # the lock file (lock.path_for(spec.path))
+    update: tuple[str, ...] | None = None      # None: keep every pin; (): re-resolve all; else these images
+    check: bool = False                        # compare only: no registry, nothing written
+    cache: Path | None = None
+    jobs: int = 8
+    offline: bool = False
+    insecure_registries: tuple[str, ...] = ()
+    tools: render.Tools = field(default_factory=render.Tools)
+
+
+def lock(spec: Spec, options: LockOptions, progress: Progress | None = None) -> LockOutcome:
+    """`airgap-bundle lock`: make the lock agree with the spec, or (`check`) say where it does not.
+
+    Without `update`, every pin of an image the spec still carries is kept (fetched by digest to
+    recompute the bundled digest, so a pin no registry serves fails here); images the spec added are
+    resolved and removed ones dropped. `update` re-resolves all tags, or just the images it names.
+    The lock is rewritten (temporary name, rename) only when its bytes change.
+
+    Raises:
+        LockMismatchError: `check` found differences, or there is no lock to check.
+        UsageError: an `update` image the spec does not carry.
+        BundlerError: as render, sweep and pull.
+    """
+    progress = progress or NullProgress()
+    _, found = _render_and_sweep(spec, options.tools, progress)
+    charts = local_charts(spec)
+    old = lockfile.load(options.lock) if options.lock.exists() else None
+    if options.check:
+        if old is None:
+            raise LockMismatchError(f"{options.lock}: no lock beside the spec",
+                                    hint="write one with `airgap-bundle lock SPEC` and commit it")
+        differences = lockfile.compare(old, wanted(spec, found, charts))
+        return LockOutcome(options.lock, "checked", old.file_digest or "", len(old.images), len(old.charts),
+                           differences=differences, spec_changed=old.spec_digest != spec.digest)
+    carried = [image for image in found.images if image.carried]
+    queries = tuple(ImageRef.parse(q) for q in options.update or ())
+    for text, query in zip(options.update or (), queries, strict=True):
+        if not any(lockfile.matches(query, image.ref.canonical) for image in carried):
+            raise UsageError(f"--update {text}: the spec carries no such image",
+                             hint="name an image as `sweep SPEC` lists it (name, name:tag or name@digest)")
+    resolved = pull.resolve([image.written for image in carried], cache=options.cache or pull.default_cache_dir(),
+                            platforms=spec.platforms, options_for=spec.options_for,
+                            sources=pull.Sources(registries=spec.registries,
+                                                 insecure_hosts=options.insecure_registries),
+                            jobs=options.jobs, offline=options.offline, progress=progress,
+                            pins=lockfile.pins(old, update=queries if options.update is not None else None)
+                            if old is not None else None)
+    new = lockfile.make(spec.path, spec.digest, [str(p) for p in spec.platforms], resolved, charts)
+    data = lockfile.dumps(new)
+    changes = lockfile.changes(old, new) if old is not None else ()
+    digest = lockfile.digest_of(data)
+    if old is not None and digest == old.file_digest:
+        action = "unchanged"
+    else:
+        lockfile.write(options.lock, data)
+        action = "wrote" if old is None else "updated"
+    return LockOutcome(options.lock, action, digest, len(new.images), len(new.charts), changes)
 
 
 CROSSPLANE_PACKAGE_KINDS = frozenset({"Provider", "Function", "Configuration"})

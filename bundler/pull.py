@@ -30,7 +30,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -39,6 +39,8 @@ from typing import Any
 from .errors import (
     BundlerError,
     DigestMismatchError,
+    LockedDigestGoneError,
+    NotFoundError,
     OfflineMissError,
     PlatformMissingError,
     RegistryError,
@@ -117,6 +119,16 @@ class Sources:
         """Allow exactly the registries of the given references (the CLI's REF... form)."""
         hosts = sorted({ImageRef.parse(r).domain for r in refs})
         return cls(registries=tuple(RegistryConfig(h) for h in hosts), **kwargs)
+
+
+@dataclass(frozen=True)
+class Pin:
+    """A digest a lock file fixes for a reference: the tag is not resolved, this digest is fetched.
+
+    `entry` names the lock entry for messages (`bundle.lock:12 images[1]`)."""
+
+    digest: str
+    entry: str
 
 
 @dataclass(frozen=True)
@@ -232,8 +244,8 @@ class _Puller:
         return self.client.get_manifest(ref, reference)
 
     def resolve(self, source: str, ref: ImageRef, required: Sequence[Platform],
-                options: ImageOptions | None) -> _Plan:
-        top = self.manifest(ref, ref.digest or ref.tag or "latest")
+                options: ImageOptions | None, pin: Pin | None = None) -> _Plan:
+        top = self._top(source, ref, pin)
         keep = bool(options and options.keep_upstream_index)
         exemptions = options.platform_exemptions if options else ()
         if top.media_type in INDEX_TYPES:
@@ -277,6 +289,19 @@ class _Puller:
         return _Plan(source, ref, top, top.data, top.media_type,
                      [PlatformManifest(have, top.digest, len(top.data), top.media_type)], [], exempted, keep,
                      [], _blobs_of(top))
+
+    def _top(self, source: str, ref: ImageRef, pin: Pin | None) -> Manifest:
+        """The reference's own index or manifest; a pinned one by its locked digest, never by tag."""
+        if pin is None:
+            return self.manifest(ref, ref.digest or ref.tag or "latest")
+        try:
+            return self.manifest(ref, pin.digest)
+        except NotFoundError as exc:
+            raise LockedDigestGoneError(
+                f"{source}: {pin.entry} pins {pin.digest}, which no configured registry serves any more "
+                f"({exc.message})",
+                hint="restore that image upstream, or re-resolve the tag on purpose: "
+                     "airgap-bundle lock SPEC --update IMAGE") from None
 
     # blobs -------------------------------------------------------------------------------------------
     def fetch_blob(self, ref: ImageRef, digest: str, size: int) -> Future[None]:
@@ -333,7 +358,7 @@ def pull(refs: Sequence[str], *, layout: Path | Layout, platforms: Sequence[Plat
          options_for: Callable[[ImageRef], ImageOptions | None] = lambda ref: None,
          sources: Sources | None = None, cache: Path | Layout | None = None, jobs: int = DEFAULT_JOBS,
          offline: bool = False, progress: Progress | None = None,
-         environ: dict[str, str] | None = None) -> list[PulledImage]:
+         environ: dict[str, str] | None = None, pins: Mapping[str, Pin] | None = None) -> list[PulledImage]:
     """Pull every reference's required platforms into `layout`; return one PulledImage per reference.
 
     Args:
@@ -345,43 +370,28 @@ def pull(refs: Sequence[str], *, layout: Path | Layout, platforms: Sequence[Plat
         cache: a shared OCI layout consulted first and filled by the run; None: no cache.
         jobs: concurrent blob downloads.
         offline: contact nothing; everything must be in the cache.
+        pins: digests a lock fixes, by canonical reference (`ImageRef.canonical`): fetched by digest,
+            the tag is not resolved (and the cache's record of the tag is left alone).
 
     Raises:
         InvalidReferenceError, UsageError (a registry not allowed), AuthError, NotFoundError,
-        RegistryError, DigestMismatchError, PlatformMissingError, OfflineMissError, LayoutError.
+        RegistryError, DigestMismatchError, PlatformMissingError, OfflineMissError, LayoutError,
+        LockedDigestGoneError (a pinned digest no configured registry serves).
     """
     progress = progress or NullProgress()
-    parsed = [(text, ImageRef.parse(text).with_default_tag()) for text in refs]
+    pins = pins or {}
     out = layout if isinstance(layout, Layout) else Layout(layout)
     store = out
     if cache is not None:
         store = cache if isinstance(cache, Layout) else Layout(cache, remember_checks=True)
         if store.path.resolve() == out.path.resolve():
             store = out
-    if offline:
-        if store is out and cache is None:
-            raise UsageError("--offline needs a cache to read from", hint="pass --cache DIR")
-        client = None
-        log.info("pull: offline; reading only the cache %s", store.path)
-    else:
-        sources = sources or Sources.for_refs(refs)
-        routes = plan_routes(sorted({r.domain for _, r in parsed}), sources.registries,
-                             insecure_hosts=sources.insecure_hosts, ca_file=sources.ca_file, environ=environ)
-        client = RegistryClient(routes, retries=sources.retries, backoff=sources.backoff, timeout=sources.timeout,
-                                pool_size=max(1, jobs))
-        # One line, before the first request: every endpoint this run may contact.
-        log.info("pull: endpoints: %s; cache: %s", "; ".join(client.describe()) or "none",
-                 store.path if store is not out else "none")
-    puller = _Puller(out, store, client, jobs=jobs, progress=progress)
+    elif offline:
+        raise UsageError("--offline needs a cache to read from", hint="pass --cache DIR")
+    parsed, puller = _open(refs, out, store, sources, offline=offline, jobs=jobs, progress=progress,
+                           environ=environ)
     try:
-        unique = list(dict.fromkeys(r for _, r in parsed))
-        plans: dict[ImageRef, _Plan] = {}
-        with ThreadPoolExecutor(max_workers=max(1, min(4, jobs)), thread_name_prefix="resolve") as resolver:
-            futures = {ref: resolver.submit(puller.resolve, next(t for t, r in parsed if r == ref), ref,
-                                            platforms, options_for(ref)) for ref in unique}
-            for n, ref in enumerate(unique, 1):
-                plans[ref] = _result(futures[ref], [*futures.values()])
-                progress.step("resolve", n, len(unique), str(ref))
+        unique, plans = _resolve_all(puller, parsed, platforms, options_for, pins, jobs, progress)
         blob_futures = [puller.fetch_blob(ref, d, s) for ref in unique for d, s in plans[ref].blobs]
         done, _ = wait(blob_futures, return_when=FIRST_EXCEPTION)
         for fut in blob_futures:
@@ -395,10 +405,65 @@ def pull(refs: Sequence[str], *, layout: Path | Layout, platforms: Sequence[Plat
         if store is not out:
             store.set_refs({str(ref): Descriptor(plans[ref].top.media_type, plans[ref].top.digest,
                                                  len(plans[ref].top.data))
-                            for ref in unique if not ref.digest})
+                            for ref in unique if not ref.digest and ref.canonical not in pins})
     finally:
         puller.close()
     return [_as_written(results[r], text) for text, r in parsed]
+
+
+def resolve(refs: Sequence[str], *, cache: Path | Layout, platforms: Sequence[Platform] = DEFAULT_PLATFORMS,
+            options_for: Callable[[ImageRef], ImageOptions | None] = lambda ref: None,
+            sources: Sources | None = None, jobs: int = DEFAULT_JOBS, offline: bool = False,
+            progress: Progress | None = None, environ: dict[str, str] | None = None,
+            pins: Mapping[str, Pin] | None = None) -> list[PulledImage]:
+    """What `pull` would bundle, without its layers: each reference's upstream digest and the digest of
+    the index the bundle would carry (narrowed to `platforms` as `pull` narrows it). For `lock`.
+
+    Reads index and manifests (and a single-platform image's config, to learn its platform) through
+    the cache; writes nothing else. Same arguments and errors as `pull`.
+    """
+    progress = progress or NullProgress()
+    store = cache if isinstance(cache, Layout) else Layout(cache, remember_checks=True)
+    parsed, puller = _open(refs, store, store, sources, offline=offline, jobs=jobs, progress=progress,
+                           environ=environ)
+    try:
+        _, plans = _resolve_all(puller, parsed, platforms, options_for, pins or {}, jobs, progress)
+    finally:
+        puller.close()
+    return [_as_written(_planned(plans[r]), text) for text, r in parsed]
+
+
+def _open(refs: Sequence[str], out: Layout, store: Layout, sources: Sources | None, *, offline: bool, jobs: int,
+          progress: Progress, environ: dict[str, str] | None) -> tuple[list[tuple[str, ImageRef]], _Puller]:
+    """Parse the references and connect (or not, offline): the endpoint line is logged here."""
+    parsed = [(text, ImageRef.parse(text).with_default_tag()) for text in refs]
+    if offline:
+        client = None
+        log.info("pull: offline; reading only the cache %s", store.path)
+    else:
+        sources = sources or Sources.for_refs(refs)
+        routes = plan_routes(sorted({r.domain for _, r in parsed}), sources.registries,
+                             insecure_hosts=sources.insecure_hosts, ca_file=sources.ca_file, environ=environ)
+        client = RegistryClient(routes, retries=sources.retries, backoff=sources.backoff, timeout=sources.timeout,
+                                pool_size=max(1, jobs))
+        # One line, before the first request: every endpoint this run may contact.
+        log.info("pull: endpoints: %s; cache: %s", "; ".join(client.describe()) or "none",
+                 store.path if store is not out else "none")
+    return parsed, _Puller(out, store, client, jobs=jobs, progress=progress)
+
+
+def _resolve_all(puller: _Puller, parsed: list[tuple[str, ImageRef]], platforms: Sequence[Platform],
+                 options_for: Callable[[ImageRef], ImageOptions | None], pins: Mapping[str, Pin], jobs: int,
+                 progress: Progress) -> tuple[list[ImageRef], dict[ImageRef, _Plan]]:
+    unique = list(dict.fromkeys(r for _, r in parsed))
+    plans: dict[ImageRef, _Plan] = {}
+    with ThreadPoolExecutor(max_workers=max(1, min(4, jobs)), thread_name_prefix="resolve") as resolver:
+        futures = {ref: resolver.submit(puller.resolve, next(t for t, r in parsed if r == ref), ref,
+                                        platforms, options_for(ref), pins.get(ref.canonical)) for ref in unique}
+        for n, ref in enumerate(unique, 1):
+            plans[ref] = _result(futures[ref], [*futures.values()])
+            progress.step("resolve", n, len(unique), str(ref))
+    return unique, plans
 
 
 def _result(fut: Future[_Plan], all_futures: list[Future[_Plan]]) -> _Plan:
@@ -421,9 +486,14 @@ def _store_manifests(plan: _Plan, out: Layout, store: Layout) -> PulledImage:
     if bundled_digest != plan.top.digest:
         log.info("%s: index narrowed to %s (upstream %s, bundled %s)", plan.source,
                  ", ".join(str(p.platform) for p in plan.platforms), plan.top.digest, bundled_digest)
+    return _planned(plan)
+
+
+def _planned(plan: _Plan) -> PulledImage:
+    """The PulledImage a plan would give, without storing anything (`resolve`)."""
     return PulledImage(
         source=plan.source, ref=plan.ref, name=str(plan.ref), upstream_digest=plan.top.digest,
-        bundled_digest=bundled_digest, media_type=plan.bundled_type, size=len(plan.bundled),
+        bundled_digest=sha256_digest(plan.bundled), media_type=plan.bundled_type, size=len(plan.bundled),
         platforms=tuple(plan.platforms), attestations=tuple(plan.attestations), exempted=plan.exempted,
         keep_upstream_index=plan.keep, origin=plan.top.endpoint)
 
