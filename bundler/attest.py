@@ -100,17 +100,37 @@ BUILD_TYPE = "https://airgap-bundle.dev/build/v1"
 BUILDER_ID = "https://airgap-bundle.dev/builder/cli"
 
 
+@dataclass(frozen=True, order=True)
+class Dependency:
+    """A SLSA resolved dependency (in-toto ResourceDescriptor): uri, sha256, optional name and annotations."""
+
+    uri: str
+    digest: str  # sha256:<hex>
+    name: str | None = None
+    annotations: tuple[tuple[str, str], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"uri": self.uri, "digest": {"sha256": self.digest.removeprefix("sha256:")}}
+        if self.name:
+            out["name"] = self.name
+        if self.annotations:
+            out["annotations"] = dict(self.annotations)
+        return out
+
+
 def provenance(*, subjects: Iterable[Subject | Mapping[str, Any]], spec: Mapping[str, Any], spec_digest: str,
-               dependencies: Iterable[tuple[str, str]], builder_version: str, epoch: int,
+               dependencies: Iterable[tuple[str, str] | Dependency], builder_version: str, epoch: int,
                lock: tuple[str, str] | None = None) -> bytes:
     """`provenance.intoto.json`: an in-toto Statement v1 with a SLSA provenance v1 predicate.
 
     The spec is the external parameters; every pulled image and chart, pinned by digest, is a resolved
-    dependency (`(uri, "sha256:<hex>")`). `lock` is the lock file the build used or wrote, as
+    dependency (`(uri, "sha256:<hex>")`, or a `Dependency` with a name and annotations: a chart fetched
+    by reference names its source and version). `lock` is the lock file the build used or wrote, as
     `(file name, "sha256:<hex of its bytes>")`: a parameter too (`externalParameters.lock`), so a
     customer can tell which lock built the bundle. Times are the build's SOURCE_DATE_EPOCH, so the
     bytes are reproducible. Spec: https://slsa.dev/spec/v1.0/provenance
     """
+    resolved = {d if isinstance(d, Dependency) else Dependency(*d) for d in dependencies}
     created = dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     parameters: dict[str, Any] = {"spec": dict(spec), "specDigest": spec_digest}
     if lock is not None:
@@ -119,10 +139,7 @@ def provenance(*, subjects: Iterable[Subject | Mapping[str, Any]], spec: Mapping
         "buildDefinition": {
             "buildType": BUILD_TYPE,
             "externalParameters": parameters,
-            "resolvedDependencies": [
-                {"uri": uri, "digest": {"sha256": digest.removeprefix("sha256:")}}
-                for uri, digest in sorted(set(dependencies))
-            ],
+            "resolvedDependencies": [d.to_json() for d in sorted(resolved)],
         },
         "runDetails": {
             "builder": {"id": BUILDER_ID, "version": {"airgap-bundle": builder_version}},

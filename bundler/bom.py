@@ -58,12 +58,34 @@ class ImageEntry:
 
 
 @dataclass(frozen=True)
+class ChartSourceEntry:
+    """Where a chart archive was fetched from: a Helm repository URL or an OCI reference, version, digest."""
+
+    source: str   # https://charts.example.com/stable, or oci://host/path/name
+    name: str
+    version: str
+    digest: str   # sha256 of the archive as fetched (index.yaml digest, or the OCI chart layer)
+    url: str = ""  # where the archive was downloaded from
+    provenance: str | None = None  # "verified: <signer>" when its .prov was verified
+
+    def to_dict(self) -> dict[str, Any]:
+        return _drop_none({"source": self.source, "name": self.name, "version": self.version, "digest": self.digest,
+                           "url": self.url or None, "provenance": self.provenance})
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ChartSourceEntry:
+        return cls(d["source"], d["name"], d["version"], d["digest"], d.get("url", ""), d.get("provenance"))
+
+
+@dataclass(frozen=True)
 class ChartEntry:
     name: str
     version: str
     path: str  # member path in the bundle
     digest: str
     values_override: str | None = None
+    fetched: ChartSourceEntry | None = None  # the chart was named by reference (repository or OCI)
+    dependencies: tuple[ChartSourceEntry, ...] = ()  # fetched into its charts/ (helm dependency build)
 
 
 @dataclass(frozen=True)
@@ -114,9 +136,7 @@ class Bom:
             "specDigest": self.spec_digest,
             "localRegistry": self.local_registry,
             "images": [_image_dict(i) for i in sorted(self.images, key=lambda i: (i.local, i.source))],
-            "charts": [_drop_none({"name": c.name, "version": c.version, "path": c.path, "digest": c.digest,
-                                   "valuesOverride": c.values_override})
-                       for c in sorted(self.charts, key=lambda c: c.path)],
+            "charts": [_chart_dict(c) for c in sorted(self.charts, key=lambda c: c.path)],
             "manifests": [{"path": m.path, "source": m.source} for m in sorted(self.manifests, key=lambda m: m.path)],
             "crossplanePackages": [_drop_none({"ref": p.ref, "kind": p.kind, "local": p.local})
                                    for p in sorted(self.crossplane_packages, key=lambda p: p.ref)],
@@ -150,7 +170,9 @@ class Bom:
                 )
                 for i in data["images"]
             ),
-            charts=tuple(ChartEntry(c["name"], c["version"], c["path"], c["digest"], c.get("valuesOverride"))
+            charts=tuple(ChartEntry(c["name"], c["version"], c["path"], c["digest"], c.get("valuesOverride"),
+                                    ChartSourceEntry.from_dict(c["source"]) if "source" in c else None,
+                                    tuple(ChartSourceEntry.from_dict(d) for d in c.get("dependencies", ())))
                          for c in data["charts"]),
             manifests=tuple(ManifestEntry(m["path"], m["source"]) for m in data["manifests"]),
             crossplane_packages=tuple(CrossplanePackageEntry(p["ref"], p["kind"], p.get("local"))
@@ -167,6 +189,16 @@ class Bom:
         for chart in self.charts:
             subjects[chart.path] = {"name": chart.path, "digest": {"sha256": chart.digest.removeprefix("sha256:")}}
         return [subjects[k] for k in sorted(subjects)]
+
+
+def _chart_dict(chart: ChartEntry) -> dict[str, Any]:
+    out = _drop_none({"name": chart.name, "version": chart.version, "path": chart.path, "digest": chart.digest,
+                      "valuesOverride": chart.values_override})
+    if chart.fetched:
+        out["source"] = chart.fetched.to_dict()
+    if chart.dependencies:
+        out["dependencies"] = [d.to_dict() for d in chart.dependencies]
+    return out
 
 
 def _image_dict(image: ImageEntry) -> dict[str, Any]:
@@ -244,7 +276,11 @@ def cyclonedx(bom: Bom) -> bytes:
         cdx.components.add(Component(
             name=chart.name, version=chart.version, type=ComponentType.APPLICATION, bom_ref=f"chart:{chart.path}",
             hashes=[HashType(alg=HashAlgorithm.SHA_256, content=chart.digest.removeprefix("sha256:"))],
-            properties=[Property(name="airgap-bundle:path", value=chart.path)],
+            properties=[Property(name="airgap-bundle:path", value=chart.path),
+                        *(Property(name="airgap-bundle:source", value=f"{f.source} {f.name} {f.version} {f.digest}")
+                          for f in ((chart.fetched,) if chart.fetched else ())),
+                        *(Property(name="airgap-bundle:dependency", value=f"{d.source} {d.name} {d.version} {d.digest}")
+                          for d in chart.dependencies)],
         ))
     cdx.register_dependency(root, list(cdx.components))
     text = JsonV1Dot6(cdx).output_as_string(indent=2)

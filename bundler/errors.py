@@ -137,6 +137,13 @@ class LockedDigestGoneError(LockError):
     """A digest the lock pins is served by no configured registry (and is not in the cache)."""
 
 
+# 17: Helm chart provenance.
+class ProvenanceError(BundlerError):
+    """A chart's provenance (.prov) is required but missing, or does not verify against the spec's keyring."""
+
+    exit_code = 17
+
+
 # 20-29: verification. Each rejection has its own code so scripts can tell them apart.
 class VerificationError(BundlerError):
     exit_code = 20

@@ -58,6 +58,7 @@ _checked_lock = threading.Lock()
 # layout changes it. Build outputs never carry this file (`Layout.tidy`), and `build` hashes every
 # bundled blob again against its name while it computes the statement's file list.
 RECORD = ".verified"
+NAMES = "names.json"
 
 
 class Layout:
@@ -108,7 +109,7 @@ class Layout:
         """Remove this tool's bookkeeping (partial blobs, the lock, the check record), leaving a plain
         OCI layout to ship. Only for a layout no other run is using."""
         shutil.rmtree(self.partial, ignore_errors=True)
-        for name in (".index.lock", RECORD):
+        for name in (".index.lock", RECORD, NAMES):
             (self.path / name).unlink(missing_ok=True)
 
     def blob_path(self, digest: str) -> Path:
@@ -244,6 +245,24 @@ class Layout:
         size = src.stat().st_size
         self.write_blob(digest, size, lambda offset: _skip(other.open_blob(digest), offset))
         return True
+
+    # --- names.json: names of blobs that are not manifests (a chart repository's index.yaml) ------
+    def names(self) -> dict[str, str]:
+        """`names.json`: name -> digest, for blobs index.json cannot name (it lists only manifests)."""
+        try:
+            data = json.loads((self.path / NAMES).read_bytes())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise LayoutError(f"{self.path}/{NAMES} is unreadable: {exc}",
+                              hint=f"delete {NAMES}; the next online run writes it again") from None
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def set_names(self, names: Mapping[str, str]) -> None:
+        """Record name -> digest in `names.json` (atomic, under the index lock)."""
+        with _locked(self.path / ".index.lock"):
+            merged = {**self.names(), **names}
+            _atomic_write(self.path / NAMES, json.dumps(merged, indent=2, sort_keys=True).encode() + b"\n")
 
     # --- index.json -----------------------------------------------------------------------------
     def entries(self) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from . import __version__, archive, attest, bom, crossplane, pull, relocate, render, sign, sweep, xpkg
+from . import __version__, archive, attest, bom, charts, crossplane, pull, relocate, render, sign, sweep, xpkg
 from . import lock as lockfile
 from .crossplane_model import Target
 from .documents import Document, Origin, load_stream
@@ -140,6 +140,10 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
     # Kustomize trees first: a remote base or helmCharts fails the build before kubectl could fetch it.
     trees = [relocate.closure(directory) for directory in spec.kustomize]
 
+    # charts by reference, and missing chart dependencies: fetched through the allowlist, verified
+    located = fetch_charts(spec, options, staging)
+    spec = dataclasses.replace(spec, charts=tuple(c.chart for c in located))
+
     # render + sweep
     streams, found = _render_and_sweep(spec, options.tools, progress)
     docs = [doc for stream in streams for doc in stream.documents]
@@ -182,7 +186,7 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
     for stream in rewritten.streams:
         _write(payload / stream.name, stream.text.encode())
     _require_local(spec, [(s.name, s.text) for s in rewritten.streams], found, "rewritten manifests")
-    charts = _package_charts(spec, payload, local, epoch, options.tools, found, coverage, staging)
+    charts = _package_charts(spec, payload, local, epoch, options.tools, found, coverage, staging, located)
     _write_overlays(spec, trees, streams, payload, local, options.tools, found, coverage)
     progress.step("rewrite", 1, 1, f"{len(rewritten.changes)} references")
 
@@ -197,8 +201,9 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
     _write(payload / "sbom.cdx.json", bom.cyclonedx(partial))
     _write(payload / "provenance.intoto.json", attest.provenance(
         subjects=partial.subjects(), spec=spec.document, spec_digest=spec.digest,
-        dependencies=[(f"oci://{i.normalized}", i.upstream_digest) for i in images]
-        + [(f"file://{c.path}", c.digest) for c in charts],
+        dependencies=[attest.Dependency(f"oci://{i.normalized}", i.upstream_digest) for i in images]
+        + [attest.Dependency(f"file://{c.path}", c.digest) for c in charts]
+        + [_chart_dependency(f) for located_chart in located for f in located_chart.all_fetched],
         builder_version=__version__, epoch=epoch,
         lock=(locked[0].path.name, locked[0].digest) if locked else None))
     files = tuple(_file_entries(payload))
@@ -339,6 +344,28 @@ def lock(spec: Spec, options: LockOptions, progress: Progress | None = None) -> 
 CROSSPLANE_PACKAGE_KINDS = frozenset({"Provider", "Function", "Configuration"})
 
 
+def fetch_charts(spec: Spec, options: BuildOptions, staging: Path) -> list[charts.Localized]:
+    """The spec's charts made local (charts.localize), with the build's cache and allowlist."""
+    if options.offline and options.cache is None:
+        raise UsageError("--offline needs a cache to read from", hint="pass --cache DIR")
+    cache = Layout(options.cache if options.cache is not None else staging / "chart-cache", remember_checks=True)
+    return charts.localize(spec.charts, workdir=staging / "charts", cache=cache, tools=options.tools,
+                           registries=spec.registries, insecure_hosts=options.insecure_registries,
+                           repositories=spec.chart_repositories, offline=options.offline)
+
+
+def _chart_dependency(fetched: charts.FetchedChart) -> attest.Dependency:
+    """SLSA resolved dependency of a fetched chart: its download URL (or OCI reference), name and version."""
+    uri = fetched.url if not fetched.is_oci else fetched.reference
+    return attest.Dependency(uri, fetched.digest, fetched.name,
+                             (("source", fetched.source), ("version", fetched.version)))
+
+
+def _source_entry(fetched: charts.FetchedChart) -> bom.ChartSourceEntry:
+    return bom.ChartSourceEntry(fetched.source, fetched.name, fetched.version, fetched.digest, fetched.url,
+                                fetched.provenance)
+
+
 def _package_kind(image: sweep.Image) -> str:
     return next(f.kind for f in image.findings if f.kind in CROSSPLANE_PACKAGE_KINDS)
 
@@ -427,7 +454,8 @@ def _file_entries(root: Path) -> Iterable[bom.FileEntry]:
 
 
 def _package_charts(spec: Spec, payload: Path, local: relocate.LocalRefs, epoch: int, tools: render.Tools,
-                    found: sweep.Sweep, coverage: list[str], staging: Path) -> tuple[bom.ChartEntry, ...]:
+                    found: sweep.Sweep, coverage: list[str], staging: Path,
+                    located: list[charts.Localized]) -> tuple[bom.ChartEntry, ...]:
     """Each chart as `charts/<name>-<version>.tgz` (a .tgz source as is; a directory, or a chart the
     spec stamps, packed deterministically) plus `charts/<name>-<version>.values-airgap.yaml`, the
     values override found by tracing. `relocate.helm` proves both invariants (only local images;
@@ -448,7 +476,9 @@ def _package_charts(spec: Spec, payload: Path, local: relocate.LocalRefs, epoch:
         _write(payload / override_member, moved.override.encode())
         coverage.append(f"{override_member}: {moved.summary()}")
         entries.append(bom.ChartEntry(name, version, member, "sha256:" + hashlib.sha256(data).hexdigest(),
-                                      override_member))
+                                      override_member,
+                                      _source_entry(fetched) if (fetched := located[n].fetched) else None,
+                                      tuple(_source_entry(d) for d in located[n].dependencies)))
     return tuple(entries)
 
 

@@ -361,13 +361,86 @@ class RegistryClient:
                 errors.append(exc)
         raise self._pick(errors, f"{ref.name}@{digest}")
 
-    # plumbing
-    def _endpoints(self, ref: ImageRef) -> tuple[Endpoint, ...]:
+    # tags (for chart version constraints on OCI repositories)
+    def list_tags(self, ref: ImageRef) -> list[str]:
+        """Every tag of `ref`'s repository (`GET /v2/<name>/tags/list`, following `Link` pages).
+
+        Raises:
+            NotFoundError, AuthError, RegistryError.
+        """
+        errors: list[RegistryError] = []
+        for ep in self._endpoints(ref):
+            repo = ep.repository(ref)
+            tags: list[str] = []
+            path: str | None = f"/v2/{repo}/tags/list"
+            try:
+                while path:
+                    resp = self._send(ep, "GET", path, repo, headers={"Accept": "application/json"},
+                                      what=f"tags of {ref.name}")
+                    try:
+                        body = json.loads(self._read_capped(resp, MAX_MANIFEST_BYTES, what=f"tags of {ref.name}"))
+                    except ValueError:
+                        raise RegistryError(f"tags of {ref.name} from {ep.url}: not JSON") from None
+                    finally:
+                        resp.close()
+                    if not isinstance(body, dict):
+                        raise RegistryError(f"tags of {ref.name} from {ep.url}: not a JSON object")
+                    tags += [str(t) for t in body.get("tags") or []]
+                    link = re.match(r"\s*<([^>]+)>\s*;\s*rel=\"?next\"?", resp.headers.get("Link", ""))
+                    path = link.group(1) if link else None
+                return tags
+            except RegistryError as exc:
+                errors.append(exc)
+        raise self._pick(errors, f"tags of {ref.name}")
+
+    # plain files (Helm chart repositories: index.yaml, chart archives, provenance files)
+    def url_chunks(self, url: str, *, cap: int | None = None) -> Iterator[bytes]:
+        """The bytes at an http(s) URL on an allowed host, through that host's endpoints (mirrors
+        first, the host's CA and credentials, basic auth on challenge). The caller checks digests.
+
+        Raises:
+            UsageError (host not allowed), NotFoundError, AuthError, RegistryError.
+        """
+        parts = urllib.parse.urlsplit(url)
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        errors: list[RegistryError] = []
+        for ep in self._host_endpoints(parts.netloc, f"URL {_strip_userinfo(url)}"):
+            if parts.scheme == "http" and ep.scheme == "https" and not ep.is_mirror:
+                raise UsageError(f"{_strip_userinfo(url)}: plain HTTP, but the spec does not mark {parts.netloc} "
+                                 "insecure", hint=f"use https://, or set insecure: true for {parts.netloc}")
+            full = (f"/{ep.prefix}" if ep.prefix else "") + path
+            try:
+                resp = self._send(ep, "GET", full, "", headers={"Accept-Encoding": "identity"}, stream=True,
+                                  what=f"{_strip_userinfo(url)}")
+            except RegistryError as exc:
+                errors.append(exc)
+                continue
+            return self._stream(resp, cap, what=_strip_userinfo(url))
+        raise self._pick(errors, _strip_userinfo(url))
+
+    def _stream(self, resp: requests.Response, cap: int | None, *, what: str) -> Iterator[bytes]:
         try:
-            return self.routes[ref.domain]
+            total = 0
+            for chunk in resp.raw.stream(CHUNK, decode_content=True):
+                total += len(chunk)
+                if cap is not None and total > cap:
+                    raise RegistryError(f"{what}: larger than {cap} bytes")
+                yield chunk
+        except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
+            raise RegistryError(f"{what}: connection failed while reading ({type(exc).__name__})") from None
+        finally:
+            resp.close()
+
+    # plumbing
+    def _host_endpoints(self, host: str, what: str) -> tuple[Endpoint, ...]:
+        try:
+            return self.routes[host]
         except KeyError:
-            raise UsageError(f"registry {ref.domain} is not allowed (image {ref})",
-                             hint=f"add `- host: {ref.domain}` under registries: in the spec") from None
+            raise UsageError(f"registry {host} is not allowed ({what})",
+                             hint=f"add `- host: {host}` under registries: in the spec") from None
+
+    def _endpoints(self, ref: ImageRef) -> tuple[Endpoint, ...]:
+        return self._host_endpoints(ref.domain, f"image {ref}")
 
     @staticmethod
     def _pick(errors: list[RegistryError], what: str) -> RegistryError:
@@ -538,6 +611,14 @@ class RegistryClient:
         for secret in secrets:
             text = text.replace(secret, "***")
         return re.sub(r"(Authorization['\"]?:\s*['\"]?)(Basic|Bearer)\s+[^'\",\s]+", r"\1\2 ***", text)
+
+
+def _strip_userinfo(url: str) -> str:
+    """A URL without `user:password@` (never in messages)."""
+    parts = urllib.parse.urlsplit(url)
+    if not (parts.username or parts.password):
+        return url
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:

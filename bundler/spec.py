@@ -40,7 +40,37 @@ class AcceptedImage:
 
 
 @dataclass(frozen=True)
+class ProvenancePolicy:
+    """Verify Helm provenance (`.prov`) against an OpenPGP public keyring; `required`: a missing one fails."""
+
+    keyring: Path
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class RemoteChart:
+    """A chart named by where it lives: a Helm repository (`repo` https://...) or an OCI repository
+    (`repo` oci://host/path holding `name`, or `chart` oci://host/path/name). `version` may be a constraint."""
+
+    repo: str        # https://charts.example.com/stable, or oci://host/path (the chart's parent)
+    name: str
+    version: str
+    provenance: ProvenancePolicy | None = None
+    line: int = 0    # of the entry in the spec, for messages
+
+    @property
+    def is_oci(self) -> bool:
+        return self.repo.startswith("oci://")
+
+    def __str__(self) -> str:
+        if self.is_oci:
+            return f"{self.repo.rstrip('/')}/{self.name}:{self.version}"
+        return f"{self.name} {self.version} from {self.repo}"
+
+
+@dataclass(frozen=True)
 class ChartSource:
+    # A remote chart's `path` is a placeholder until `charts.localize` fetches it (render never sees it).
     path: Path
     release: str
     namespace: str | None = None
@@ -52,6 +82,7 @@ class ChartSource:
     stamp_version: str | None = None
     stamp_app_version: str | None = None
     accept_hardcoded: tuple[AcceptedImage, ...] = ()
+    remote: RemoteChart | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +176,7 @@ class Spec:
     crossplane: CrossplaneConfig = field(default_factory=CrossplaneConfig)
     authorities: tuple[Authority, ...] = (Authority("vendor", True),)
     discovery_rules: tuple[catalogue.Entry, ...] = ()  # `discovery.rules`: the user's catalogue entries
+    chart_repositories: tuple[tuple[str, str], ...] = ()  # `sources.chartRepositories`: (name, url)
 
     @property
     def catalogue(self) -> catalogue.Catalogue:
@@ -243,8 +275,8 @@ def _build(path: Path, raw: bytes, d: CommentedMap, plain: dict[str, Any]) -> Sp
     sources = d.get("sources") or {}
     charts = tuple(
         ChartSource(
-            path=rel(c["path"]),
-            release=str(c.get("release") or Path(c["path"]).name.removesuffix(".tgz")),
+            path=rel(c["path"]) if "path" in c else Path(f"<{remote}>"),
+            release=str(c.get("release") or (remote.name if remote else Path(c["path"]).name.removesuffix(".tgz"))),
             namespace=c.get("namespace"),
             values=tuple(rel(v) for v in c.get("values") or ()),
             set=tuple(str(s) for s in c.get("set") or ()),
@@ -257,8 +289,10 @@ def _build(path: Path, raw: bytes, d: CommentedMap, plain: dict[str, Any]) -> Sp
                 AcceptedImage(ref(str(a["ref"]), ["sources", "charts", n, "acceptHardcoded", k, "ref"]),
                               str(a["reason"]))
                 for k, a in enumerate(c.get("acceptHardcoded") or ())),
+            remote=remote,
         )
         for n, c in enumerate(sources.get("charts") or ())
+        for remote in [_remote_chart(c, rel, _line(d, ["sources", "charts", n]))]
     )
     images = tuple(
         ImageOptions(
@@ -335,4 +369,19 @@ def _build(path: Path, raw: bytes, d: CommentedMap, plain: dict[str, Any]) -> Sp
         crossplane=crossplane,
         authorities=authorities,
         discovery_rules=rules,
+        chart_repositories=tuple((str(r["name"]), str(r["url"]).rstrip("/"))
+                                 for r in sources.get("chartRepositories") or ()),
     )
+
+
+def _remote_chart(entry: Mapping[str, Any], rel: Any, line: int) -> RemoteChart | None:
+    """`repo` + `name` + `version`, or `chart: oci://host/path/name` + `version`; None for a `path` entry."""
+    if "path" in entry:
+        return None
+    prov = entry.get("provenance")
+    policy = ProvenancePolicy(rel(prov["keyring"]), bool(prov.get("required", True))) if prov else None
+    if "chart" in entry:
+        repo, _, name = str(entry["chart"]).rstrip("/").rpartition("/")
+    else:
+        repo, name = str(entry["repo"]).rstrip("/"), str(entry["name"])
+    return RemoteChart(repo, name, str(entry["version"]), policy, line)
