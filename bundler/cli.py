@@ -393,7 +393,7 @@ def _require_lock_agrees(spec: Any, found: Any) -> None:
 
     path = lockfile.path_for(spec.path)
     if path.exists():
-        lockfile.require_agrees(lockfile.load(path), pipeline.wanted(spec, found, pipeline.local_charts(spec)))
+        lockfile.require_agrees(lockfile.load(path), pipeline.wanted(spec, found))
         click.echo(f"airgap-bundle sweep: {path.name} agrees with the spec", err=True)
 
 # --- end sweep ---------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ Format and workflow: docs/lock.md. Not here: resolving tags (pull.py), rendering
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -32,10 +33,12 @@ from typing import Any
 
 import yaml
 
+from .charts import ChartPin, FetchedChart, Localized, helm_constraint, source_of
 from .errors import InputError, LockMismatchError
 from .pull import Pin, PulledImage
 from .reference import ImageRef
 from .render import display
+from .semver import Constraint, SemverError, Version
 from .spec import API_VERSION, ChartSource
 
 KIND = "BundleLock"
@@ -108,13 +111,24 @@ class Lock:
 
 
 @dataclass(frozen=True)
+class WantedChart:
+    """A spec chart as a lock entry must match it: a local chart as it is on disk now (`local`), or a
+    remote one by its source and the version or constraint the spec writes (known without a network)."""
+
+    source: str
+    name: str
+    local: LockedChart | None = None
+    constraint: str = ""
+
+
+@dataclass(frozen=True)
 class Wanted:
     """What the spec asks for now (after render and sweep), to compare with a lock."""
 
     spec_digest: str
     platforms: tuple[str, ...]
     images: Mapping[str, tuple[bool, str]]   # canonical ref -> (keepUpstreamIndex, where it is named)
-    charts: tuple[LockedChart, ...]
+    charts: tuple[WantedChart, ...]
 
 
 @dataclass(frozen=True)
@@ -348,11 +362,18 @@ def compare(lock: Lock, wanted: Wanted) -> tuple[Difference, ...]:
         out.append(Difference("chart-removed", key[0], f"chart {key[1]} ({key[0]}): {lock.name}:{have[key].line} "
                                                        "pins it, but the spec no longer has it"))
     for key in sorted(set(have) & set(now)):
-        for change in _chart_changes(have[key], now[key]):
-            out.append(Difference("chart-changed", change.subject,
-                                  f"chart {change.subject} changed since {lock.name}:{have[key].line} was written "
-                                  f"({change.detail}{': ' if change.detail else ''}{change.old or '-'} -> "
-                                  f"{change.new or '-'})"))
+        locked_chart, want = have[key], now[key]
+        where = f"{lock.name}:{locked_chart.line}"
+        if want.local is not None and (want.local.version, want.local.digest) != (locked_chart.version,
+                                                                                  locked_chart.digest):
+            out.append(Difference("chart-changed", key[0],
+                                  f"chart {key[1]} ({key[0]}) changed since {where} was written "
+                                  f"({locked_chart.version} {locked_chart.digest} -> {want.local.version} "
+                                  f"{want.local.digest})"))
+        elif want.local is None and not satisfies(locked_chart.version, want.constraint):
+            out.append(Difference("chart-changed", key[0],
+                                  f"chart {key[1]} ({key[0]}): the spec asks for version {want.constraint}, "
+                                  f"{where} pins {locked_chart.version}"))
     return tuple(out)
 
 
@@ -404,6 +425,51 @@ def _chart_changes(old: LockedChart, new: LockedChart) -> Iterable[Change]:
         assert chart is not None
         detail = f"{a.version} -> {b.version}" if a and b and a.version != b.version else chart.version
         yield Change(f"{source} ({chart.name})", a.digest if a else None, b.digest if b else None, detail)
+
+
+def satisfies(version: str, constraint: str) -> bool:
+    """Whether a locked chart version is one the spec's version (exact, or a helm constraint) admits."""
+    if version == constraint:
+        return True
+    try:
+        return Constraint.parse(helm_constraint(constraint)).check(Version.parse(version))
+    except SemverError:
+        return False
+
+
+def chart_pins(lock: Lock) -> dict[tuple[str, str], ChartPin]:
+    """Every fetched chart and dependency the lock pins, by `(source, name)` as `charts.localize` takes them.
+    Local charts (a path, not a URL) are not fetched, so not pinned: `compare` checks their digest."""
+    return {(c.source, c.name): ChartPin(c.version, c.digest, f"{lock.name}:{c.line}")
+            for top in lock.charts for c in top.flat() if _is_url(c.source)}
+
+
+def _is_url(source: str) -> bool:
+    return re.match(r"^[a-z][a-z0-9+.-]*://", source) is not None
+
+
+def wanted_chart(chart: ChartSource, spec_dir: Path) -> WantedChart:
+    """A spec chart as `compare` needs it; a local one is read (and digested), a remote one is not fetched."""
+    if chart.remote is not None:
+        return WantedChart(source_of(chart.remote.repo, chart.remote.name), chart.remote.name,
+                           constraint=chart.remote.version)
+    local = local_chart(chart, spec_dir)
+    return WantedChart(local.source, local.name, local)
+
+
+def chart_entry(chart: ChartSource, located: Localized, spec_dir: Path) -> LockedChart:
+    """A spec chart's lock entry after `charts.localize`: a fetched chart with its fetched dependencies, or a
+    local chart (by its files) with the dependencies fetched into it."""
+    if located.fetched is not None:
+        return from_fetched(located.fetched)
+    local = local_chart(chart, spec_dir)
+    deps = (*local.dependencies, *(from_fetched(d) for d in located.dependencies))
+    return dataclasses.replace(local, dependencies=tuple(sorted(deps, key=lambda d: (d.source, d.name))))
+
+
+def from_fetched(chart: FetchedChart) -> LockedChart:
+    return LockedChart(chart.source, chart.name, chart.version, chart.digest,
+                       tuple(sorted((from_fetched(d) for d in chart.dependencies), key=lambda d: (d.source, d.name))))
 
 
 # --- local charts ------------------------------------------------------------------------------------

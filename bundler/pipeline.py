@@ -20,7 +20,7 @@ import io
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,20 +140,28 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
     # Kustomize trees first: a remote base or helmCharts fails the build before kubectl could fetch it.
     trees = [relocate.closure(directory) for directory in spec.kustomize]
 
+    # The lock, when there is one and no --update: charts and images are fetched at its versions and digests.
+    old = lockfile.load(options.lock) if options.lock and options.lock.exists() else None
+    use = old if not options.update else None
+
     # charts by reference, and missing chart dependencies: fetched through the allowlist, verified
-    located = fetch_charts(spec, options, staging)
+    located = fetch_charts(spec, staging, cache=options.cache, offline=options.offline, tools=options.tools,
+                           insecure_registries=options.insecure_registries,
+                           pins=lockfile.chart_pins(use) if use else None)
+    as_written = spec
     spec = dataclasses.replace(spec, charts=tuple(c.chart for c in located))
 
     # render + sweep
     streams, found = _render_and_sweep(spec, options.tools, progress)
+    streams = _as_sourced(streams, as_written, located)
     docs = [doc for stream in streams for doc in stream.documents]
     carried = [image for image in found.images if image.carried]
 
-    # the lock: agree with the spec, or (--update, or none yet) resolve and write one after the build
-    old = lockfile.load(options.lock) if options.lock and options.lock.exists() else None
-    charts_locked = local_charts(spec)
-    if old is not None and not options.update:
-        lockfile.require_agrees(old, wanted(spec, found, charts_locked))
+    # the lock and the spec must agree (else --update, or `lock SPEC`, records the change on purpose)
+    charts_locked = tuple(lockfile.chart_entry(c, loc, spec.path.parent) for c, loc in zip(as_written.charts, located,
+                                                                                          strict=True))
+    if use is not None:
+        lockfile.require_agrees(use, wanted(as_written, found))
 
     # pull: every carried image, every required platform, into images/ (an OCI layout)
     layout = payload / "images"
@@ -162,7 +170,7 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
                        sources=pull.Sources(registries=spec.registries,
                                             insecure_hosts=options.insecure_registries),
                        cache=options.cache, jobs=options.jobs, offline=options.offline, progress=progress,
-                       pins=lockfile.pins(old) if old is not None and not options.update else None)
+                       pins=lockfile.pins(use) if use is not None else None)
     by_source = {ImageRef.parse(p.source).canonical: p for p in pulled}
     locked = _lock_outcome(spec, options, old, pulled, charts_locked)
     Layout(layout).tidy()  # ship a plain OCI layout: no partial blobs, lock or check record
@@ -243,13 +251,18 @@ def _render_and_sweep(spec: Spec, tools: render.Tools, progress: Progress) -> tu
     return streams, found
 
 
-def local_charts(spec: Spec) -> tuple[lockfile.LockedChart, ...]:
-    """The spec's charts as the lock records them (by the digest of their files)."""
-    return tuple(lockfile.local_chart(chart, spec.path.parent) for chart in spec.charts)
+def _as_sourced(streams: list[render.Rendered], spec: Spec, located: list[charts.Localized]) -> list[render.Rendered]:
+    """A fetched chart renders from the staging folder, whose name is random: the BOM names it by its
+    reference instead (and a local chart by its own path), so two builds of the same inputs agree."""
+    shown = {render.display(loc.chart.path): loc.fetched.reference if loc.fetched else render.display(chart.path)
+             for chart, loc in zip(spec.charts, located, strict=True) if loc.chart.path != chart.path}
+    return [dataclasses.replace(s, source=shown.get(s.source, s.source)) if s.kind == "chart" else s
+            for s in streams]
 
 
-def wanted(spec: Spec, found: sweep.Sweep, charts: tuple[lockfile.LockedChart, ...]) -> lockfile.Wanted:
-    """What the spec asks for now, to compare with its lock: carried images, platforms, charts."""
+def wanted(spec: Spec, found: sweep.Sweep) -> lockfile.Wanted:
+    """What the spec (its charts as written, not fetched) asks for now, to compare with its lock:
+    carried images, platforms, charts."""
     images: dict[str, tuple[bool, str]] = {}
     for image in found.images:
         if image.carried:
@@ -257,7 +270,8 @@ def wanted(spec: Spec, found: sweep.Sweep, charts: tuple[lockfile.LockedChart, .
             first = image.findings[0]
             images.setdefault(image.ref.canonical, (bool(options and options.keep_upstream_index),
                                                     f"{first.origin.file}:{first.line}"))
-    return lockfile.Wanted(spec.digest, tuple(map(str, spec.platforms)), images, charts)
+    return lockfile.Wanted(spec.digest, tuple(map(str, spec.platforms)), images,
+                           tuple(lockfile.wanted_chart(c, spec.path.parent) for c in spec.charts))
 
 
 def _lock_outcome(spec: Spec, options: BuildOptions, old: lockfile.Lock | None, pulled: list[pull.PulledImage],
@@ -295,27 +309,37 @@ class LockOptions:
 def lock(spec: Spec, options: LockOptions, progress: Progress | None = None) -> LockOutcome:
     """`airgap-bundle lock`: make the lock agree with the spec, or (`check`) say where it does not.
 
-    Without `update`, every pin of an image the spec still carries is kept (fetched by digest to
-    recompute the bundled digest, so a pin no registry serves fails here); images the spec added are
-    resolved and removed ones dropped. `update` re-resolves all tags, or just the images it names.
-    The lock is rewritten (temporary name, rename) only when its bytes change.
+    Without `update`, every pin of an image or chart the spec still has is kept (fetched by digest, which
+    also recomputes the bundled digest, so a pin no registry serves fails here); what the spec added is
+    resolved and what it removed dropped. `update` re-resolves every tag and chart version, or just the
+    images it names. The lock is rewritten (temporary name, rename) only when its bytes change. `check`
+    contacts no image registry; charts given by reference are fetched (at the locked versions, cache
+    first) because rendering them is how their images are found.
 
     Raises:
-        LockMismatchError: `check` found differences, or there is no lock to check.
+        LockMismatchError: `check` and there is no lock to check.
         UsageError: an `update` image the spec does not carry.
-        BundlerError: as render, sweep and pull.
+        LockedDigestGoneError, BundlerError: as charts, render, sweep and pull.
     """
     progress = progress or NullProgress()
-    _, found = _render_and_sweep(spec, options.tools, progress)
-    charts = local_charts(spec)
     old = lockfile.load(options.lock) if options.lock.exists() else None
+    if options.check and old is None:
+        raise LockMismatchError(f"{render.display(options.lock)}: no lock beside the spec",
+                                hint="write one with `airgap-bundle lock SPEC` and commit it")
+    keep_charts = old is not None and options.update != ()
+    with tempfile.TemporaryDirectory(prefix="airgap-lock-") as tmp:
+        located = fetch_charts(spec, Path(tmp), cache=options.cache, offline=options.offline, tools=options.tools,
+                               insecure_registries=options.insecure_registries,
+                               pins=lockfile.chart_pins(old) if old is not None and keep_charts else None)
+        _, found = _render_and_sweep(dataclasses.replace(spec, charts=tuple(c.chart for c in located)),
+                                     options.tools, progress)
+        charts = tuple(lockfile.chart_entry(c, loc, spec.path.parent)
+                       for c, loc in zip(spec.charts, located, strict=True))
     if options.check:
-        if old is None:
-            raise LockMismatchError(f"{options.lock}: no lock beside the spec",
-                                    hint="write one with `airgap-bundle lock SPEC` and commit it")
-        differences = lockfile.compare(old, wanted(spec, found, charts))
+        assert old is not None
         return LockOutcome(options.lock, "checked", old.file_digest or "", len(old.images), len(old.charts),
-                           differences=differences, spec_changed=old.spec_digest != spec.digest)
+                           differences=lockfile.compare(old, wanted(spec, found)),
+                           spec_changed=old.spec_digest != spec.digest)
     carried = [image for image in found.images if image.carried]
     queries = tuple(ImageRef.parse(q) for q in options.update or ())
     for text, query in zip(options.update or (), queries, strict=True):
@@ -344,14 +368,17 @@ def lock(spec: Spec, options: LockOptions, progress: Progress | None = None) -> 
 CROSSPLANE_PACKAGE_KINDS = frozenset({"Provider", "Function", "Configuration"})
 
 
-def fetch_charts(spec: Spec, options: BuildOptions, staging: Path) -> list[charts.Localized]:
-    """The spec's charts made local (charts.localize), with the build's cache and allowlist."""
-    if options.offline and options.cache is None:
+def fetch_charts(spec: Spec, staging: Path, *, cache: Path | None, offline: bool, tools: render.Tools,
+                 insecure_registries: tuple[str, ...],
+                 pins: Mapping[tuple[str, str], charts.ChartPin] | None = None) -> list[charts.Localized]:
+    """The spec's charts made local (charts.localize), with the build's cache and allowlist, at the
+    lock's versions when `pins` are given."""
+    if offline and cache is None:
         raise UsageError("--offline needs a cache to read from", hint="pass --cache DIR")
-    cache = Layout(options.cache if options.cache is not None else staging / "chart-cache", remember_checks=True)
-    return charts.localize(spec.charts, workdir=staging / "charts", cache=cache, tools=options.tools,
-                           registries=spec.registries, insecure_hosts=options.insecure_registries,
-                           repositories=spec.chart_repositories, offline=options.offline)
+    store = Layout(cache if cache is not None else staging / "chart-cache", remember_checks=True)
+    return charts.localize(spec.charts, workdir=staging / "charts", cache=store, tools=tools,
+                           registries=spec.registries, insecure_hosts=insecure_registries,
+                           repositories=spec.chart_repositories, offline=offline, pins=pins)
 
 
 def _chart_dependency(fetched: charts.FetchedChart) -> attest.Dependency:
