@@ -269,7 +269,7 @@ def wanted(spec: Spec, found: sweep.Sweep) -> lockfile.Wanted:
             options = spec.options_for(image.ref)
             first = image.findings[0]
             images.setdefault(image.ref.canonical, (bool(options and options.keep_upstream_index),
-                                                    f"{first.origin.file}:{first.line}"))
+                                                    f"{render.display(Path(first.origin.file))}:{first.line}"))
     return lockfile.Wanted(spec.digest, tuple(map(str, spec.platforms)), images,
                            tuple(lockfile.wanted_chart(c, spec.path.parent) for c in spec.charts))
 

@@ -207,3 +207,40 @@ def test_lock_writes_what_the_build_writes_and_check_catches_a_stale_lock(env: E
     assert "platforms: the spec asks for linux/amd64; " in check.stdout
     assert re.search(r"chart demo \(charts/demo\) changed since examples/bundle\.lock:\d+ was written", check.stdout)
     assert env.lock.read_bytes() == lock_before  # --check writes nothing
+
+
+def test_lock_usage_errors_a_tampered_lock_and_offline(env: Env) -> None:
+    assert env.lock_cli("nginx").returncode == 2  # IMAGE without --update
+    assert env.lock_cli("--check", "--update").returncode == 2
+    missing = env.lock_cli("--check")
+    assert missing.returncode == 16 and "no lock beside the spec" in missing.stderr
+    cache = env.fresh_cache()
+    built = env.build("a.bundle.tar", cache=cache)
+    assert built.returncode == 0, built.stderr
+    original = env.lock.read_text()
+
+    # Offline, from the cache the build filled: every pin is there, nothing to change.
+    offline = env.lock_cli("--offline", cache=cache)
+    assert offline.returncode == 0 and "lock: kept" in offline.stdout, offline.stderr
+
+    # A bundled digest the narrowing does not give (a lock from another tool version, or edited by hand).
+    narrowed = env.locked()[NGINX]["bundledDigest"]
+    env.lock.write_text(original.replace(narrowed, "sha256:" + "0" * 64))
+    drift = env.build("b.bundle.tar", cache=cache)
+    assert drift.returncode == 16, drift.stderr
+    assert f"changed {NGINX} (bundled): sha256:{'0' * 64} -> {narrowed}" in drift.stderr
+    assert "this build would bundle another index" in drift.stderr
+    assert not (env.work / "b.bundle.tar").exists()
+
+    # A malformed lock: one line naming file, line and field (exit 2), before anything is fetched.
+    env.lock.write_text(original.replace("upstreamDigest: sha256:", "upstreamDigest: sha1:", 1))
+    bad = env.build("b.bundle.tar", cache=cache)
+    assert bad.returncode == 2 and re.search(r"bundle\.lock:\d+: images\[0\]\.upstreamDigest: ", bad.stderr)
+    assert "Traceback" not in bad.stderr
+
+    # `sweep SPEC` with sources of its own is no statement about the spec: the lock is not compared.
+    env.lock.write_text(original)
+    env.spec.write_text(env.spec.read_text().replace("platforms: [linux/amd64, linux/arm64]", "platforms: [linux/amd64]"))
+    assert env.run_cli("sweep", "examples/bundle.yaml", cwd=env.work).returncode == 16
+    assert env.run_cli("sweep", "examples/bundle.yaml", "--manifests", "examples/manifests/operator.yaml",
+                       cwd=env.work).returncode == 0
