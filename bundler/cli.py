@@ -622,7 +622,6 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
       airgap-bundle build examples/bundle.yaml --output demo.bundle.tar --unsigned --update
     """
     from . import keys, pipeline
-    from . import lock as lockfile
     from . import spec as spec_mod
     from .pull import default_cache_dir
 
@@ -637,9 +636,7 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
         output=Path(output), signer=signer, authority=authority, unsigned=unsigned,
         cache=Path(cache_dir) if cache_dir else default_cache_dir(), jobs=jobs, offline=offline,
         insecure_registries=insecure, crossplane_target=crossplane_target,
-        source_date_epoch=int(epoch_text) if epoch_text else None,
-        lock=lockfile.path_for(spec.path), update=update), progress)
-    assert result.lock is not None  # the CLI always passes a lock path
+        source_date_epoch=int(epoch_text) if epoch_text else None, update=update), progress)
     if as_json:
         click.echo(json.dumps({
             "output": str(result.output), "size": result.size, "statementSha256": result.statement_sha256,

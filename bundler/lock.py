@@ -106,9 +106,6 @@ class Lock:
         n = self.images.index(image)
         return f"{self.name}:{image.line} images[{n}]" if image.line else f"{self.name} images[{n}]"
 
-    def image(self, ref: str) -> LockedImage | None:
-        return next((i for i in self.images if i.ref == ref), None)
-
 
 @dataclass(frozen=True)
 class WantedChart:

@@ -62,7 +62,7 @@ class BuildOptions:
     source_date_epoch: int | None = None  # the caller's SOURCE_DATE_EPOCH; else the spec's; else 0
     tools: render.Tools = field(default_factory=render.Tools)
     crossplane_target: str | None = None
-    lock: Path | None = None  # the lock file (lock.path_for(spec.path)); None: neither read nor write one
+    lock: Path | None = None  # the lock file; None: beside the spec (lock.path_for(spec.path))
     update: bool = False      # re-resolve every tag on purpose and rewrite the lock
 
 
@@ -112,7 +112,7 @@ class BuildResult:
     charts: tuple[bom.ChartEntry, ...]
     signed_by: tuple[str, ...]
     coverage: tuple[str, ...]  # one line per output: what it rewrote
-    lock: LockOutcome | None = None
+    lock: LockOutcome  # what the build did with the lock: used, wrote or updated
 
 
 def build(spec: Spec, options: BuildOptions, progress: Progress | None = None) -> BuildResult:
@@ -141,7 +141,8 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
     trees = [relocate.closure(directory) for directory in spec.kustomize]
 
     # The lock, when there is one and no --update: charts and images are fetched at its versions and digests.
-    old = lockfile.load(options.lock) if options.lock and options.lock.exists() else None
+    lock_path = options.lock or lockfile.path_for(spec.path)
+    old = lockfile.load(lock_path) if lock_path.exists() else None
     use = old if not options.update else None
 
     # charts by reference, and missing chart dependencies: fetched through the allowlist, verified
@@ -172,7 +173,7 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
                        cache=options.cache, jobs=options.jobs, offline=options.offline, progress=progress,
                        pins=lockfile.pins(use) if use is not None else None)
     by_source = {ImageRef.parse(p.source).canonical: p for p in pulled}
-    locked = _lock_outcome(spec, options, old, pulled, charts_locked)
+    locked, lock_bytes = _lock_outcome(spec, lock_path, options.update, old, pulled, charts_locked)
     Layout(layout).tidy()  # ship a plain OCI layout: no partial blobs, lock or check record
 
     # crossplane gate: only when the sources hold Crossplane objects; fails closed
@@ -213,7 +214,7 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
         + [attest.Dependency(f"file://{c.path}", c.digest) for c in charts]
         + [_chart_dependency(f) for located_chart in located for f in located_chart.all_fetched],
         builder_version=__version__, epoch=epoch,
-        lock=(locked[0].path.name, locked[0].digest) if locked else None))
+        lock=(locked.path.name, locked.digest)))
     files = tuple(_file_entries(payload))
     full = dataclasses.replace(partial, files=files)
     statement = attest.statement(full.subjects(), bom.PREDICATE_TYPE, full.to_dict())
@@ -230,10 +231,10 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
     progress.step("archive", 0, 1)
     archive.write(members, options.output, epoch)
     progress.step("archive", 1, 1, str(options.output))
-    if locked and locked[0].action != "used":
-        lockfile.write(locked[0].path, locked[1])  # only once the bundle is in place
+    if locked.action != "used":
+        lockfile.write(locked.path, lock_bytes)  # only once the bundle is in place
     return BuildResult(options.output, options.output.stat().st_size, hashlib.sha256(statement).hexdigest(),
-                       images, charts, signed_by, tuple(coverage), locked[0] if locked else None)
+                       images, charts, signed_by, tuple(coverage), locked)
 
 
 def _render_and_sweep(spec: Spec, tools: render.Tools, progress: Progress) -> tuple[list[render.Rendered],
@@ -274,23 +275,21 @@ def wanted(spec: Spec, found: sweep.Sweep) -> lockfile.Wanted:
                            tuple(lockfile.wanted_chart(c, spec.path.parent) for c in spec.charts))
 
 
-def _lock_outcome(spec: Spec, options: BuildOptions, old: lockfile.Lock | None, pulled: list[pull.PulledImage],
-                  charts: tuple[lockfile.LockedChart, ...]) -> tuple[LockOutcome, bytes] | None:
+def _lock_outcome(spec: Spec, path: Path, update: bool, old: lockfile.Lock | None, pulled: list[pull.PulledImage],
+                  charts: tuple[lockfile.LockedChart, ...]) -> tuple[LockOutcome, bytes]:
     """The lock this build used (checked against what it pulled) or will write, and its bytes."""
-    if options.lock is None:
-        return None
     new = lockfile.make(spec.path, spec.digest, [str(p) for p in spec.platforms], pulled, charts)
     changes = lockfile.changes(old, new)
-    if old is not None and not options.update:
+    if old is not None and not update:
         if changes:  # fetched by the locked digests, yet the bundle would carry something else
             raise LockMismatchError(
                 f"{old.name}: {changes[0]}: the locked digest was fetched, but this build would bundle "
                 "another index", hint="narrowing changed (another airgap-bundle version?); re-resolve with "
                                       "`airgap-bundle lock SPEC --update` and review the change")
-        return LockOutcome(options.lock, "used", old.file_digest or "", len(old.images), len(old.charts),
+        return LockOutcome(path, "used", old.file_digest or "", len(old.images), len(old.charts),
                            spec_changed=old.spec_digest != spec.digest), b""
     data = lockfile.dumps(new)
-    return LockOutcome(options.lock, "wrote" if old is None else "updated", lockfile.digest_of(data),
+    return LockOutcome(path, "wrote" if old is None else "updated", lockfile.digest_of(data),
                        len(new.images), len(new.charts), changes if old is not None else ()), data
 
 

@@ -411,7 +411,7 @@ def pull(refs: Sequence[str], *, layout: Path | Layout, platforms: Sequence[Plat
     return [_as_written(results[r], text) for text, r in parsed]
 
 
-def resolve(refs: Sequence[str], *, cache: Path | Layout, platforms: Sequence[Platform] = DEFAULT_PLATFORMS,
+def resolve(refs: Sequence[str], *, cache: Path, platforms: Sequence[Platform] = DEFAULT_PLATFORMS,
             options_for: Callable[[ImageRef], ImageOptions | None] = lambda ref: None,
             sources: Sources | None = None, jobs: int = DEFAULT_JOBS, offline: bool = False,
             progress: Progress | None = None, environ: dict[str, str] | None = None,
@@ -423,7 +423,7 @@ def resolve(refs: Sequence[str], *, cache: Path | Layout, platforms: Sequence[Pl
     the cache; writes nothing else. Same arguments and errors as `pull`.
     """
     progress = progress or NullProgress()
-    store = cache if isinstance(cache, Layout) else Layout(cache, remember_checks=True)
+    store = Layout(cache, remember_checks=True)
     parsed, puller = _open(refs, store, store, sources, offline=offline, jobs=jobs, progress=progress,
                            environ=environ)
     try:

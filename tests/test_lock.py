@@ -267,3 +267,34 @@ def test_tree_digest_is_order_independent_and_names_matter() -> None:
     assert lock.tree_digest({"a": b"1"}) != lock.tree_digest({"c": b"1"})
     assert os.sep == "/"  # the listing uses posix paths, as the shell recipe does
     assert Platform.parse("linux/arm/v7")  # platforms in the schema: os/arch/variant
+
+
+def test_a_failed_write_leaves_no_temporary_file_and_the_old_lock(tmp_path: Path) -> None:
+    target = tmp_path / "bundle.lock"
+    target.mkdir()
+    (target / "inside").write_text("x")  # os.replace cannot put a file over a non-empty folder
+    with pytest.raises(OSError):
+        lock.write(target, b"new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle.lock"]
+
+
+def test_line_numbers_fall_back_to_the_nearest_known_node() -> None:
+    node = yaml.compose("images:\n- ref: a\n- ref: b\nplatforms: x\n")
+    assert lock._line(node, ["images", 1, "ref"]) == 3
+    assert lock._line(node, ["images", 7]) == 2      # past the end: the list itself
+    assert lock._line(node, ["platforms", 0]) == 4   # a scalar has no children
+    assert lock._line(None, ["images"]) == 0
+
+
+def test_the_provenance_names_the_lock_only_when_there_is_one() -> None:
+    import json as json_
+
+    from bundler import attest
+
+    def parameters(**kw: object) -> dict[str, object]:
+        data = attest.provenance(subjects=[attest.Subject("a", "a" * 64)], spec={}, spec_digest=D["0"],
+                                 dependencies=[], builder_version="0", epoch=0, **kw)  # type: ignore[arg-type]
+        return dict(json_.loads(data)["predicate"]["buildDefinition"]["externalParameters"])
+
+    assert "lock" not in parameters()
+    assert parameters(lock=("bundle.lock", D["a"]))["lock"] == {"file": "bundle.lock", "digest": D["a"]}
