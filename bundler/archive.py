@@ -32,7 +32,7 @@ import shutil
 import stat
 import tarfile
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,10 +260,13 @@ def _open(source: Path | str | BinaryIO) -> tuple[BinaryIO, bool]:
     return source, False
 
 
-def read_index(source: Path | str | BinaryIO) -> BundleIndex:
+def read_index(source: Path | str | BinaryIO, *, admit: Callable[[BinaryIO, Member], None] | None = None) -> BundleIndex:
     """Scan the tar headers (seeking over data) and return the members in archive order.
 
     Directory entries are tolerated and skipped (they carry nothing; extraction makes folders itself).
+    `admit(f, member)`, when given, sees each member as soon as its header is read and raises to stop
+    the scan: a caller that knows which members may exist (verify, from the statement) bounds the work
+    and the memory by that knowledge rather than by the archive's size. It may read from `f`.
 
     Raises:
         UnsafeArchiveError: a link, device, fifo or other special member; an unsafe or duplicate name;
@@ -294,6 +297,8 @@ def read_index(source: Path | str | BinaryIO) -> BundleIndex:
                     if member.data_offset + member.size > size:
                         raise ArchiveError(f"{where}: truncated inside member {info.name!r}",
                                            hint="the file is incomplete; copy it again")
+                    if admit is not None:
+                        admit(f, member)
                     members.append(member)
                     end = member.end
         except tarfile.TarError as e:

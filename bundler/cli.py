@@ -145,6 +145,8 @@ def keys_group() -> None:
               default="ecdsa-p256", show_default=True, help="Key algorithm.")
 @click.option("--cert", "make_cert", is_flag=True, help="Also make an X.509 certificate for the key.")
 @click.option("--ca", "is_ca", is_flag=True, help="The certificate is a CA that issues signing certificates.")
+@click.option("--path-length", type=click.IntRange(0, 8), default=0, show_default=True,
+              help="With --ca: how many intermediate CAs may sit below it (1 for a root that issues one).")
 @click.option("--ca-key", type=click.Path(exists=True, dir_okay=False), help="Issue the certificate with this CA key.")
 @click.option("--ca-cert", type=click.Path(exists=True, dir_okay=False), help="The CA certificate (with --ca-key).")
 @click.option("--not-after", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%SZ"]),
@@ -155,10 +157,20 @@ def keys_group() -> None:
 @click.option("--encrypt", is_flag=True, help="Encrypt the private key (password from the environment or a prompt).")
 @click.option("--cosign", "cosign_format", is_flag=True,
               help="Write the private key as cosign's ENCRYPTED SIGSTORE PRIVATE KEY (implies --encrypt).")
-def keys_generate_command(prefix: str, kind: str, make_cert: bool, is_ca: bool, ca_key: str | None,
-                          ca_cert: str | None, not_after: datetime.datetime | None, valid_days: int,
-                          common_name: str | None, encrypt: bool, cosign_format: bool) -> None:
-    """Generate a key pair and, optionally, a certificate (self-signed or issued by a CA key)."""
+def keys_generate_command(prefix: str, kind: str, make_cert: bool, is_ca: bool, path_length: int,
+                          ca_key: str | None, ca_cert: str | None, not_after: datetime.datetime | None,
+                          valid_days: int, common_name: str | None, encrypt: bool, cosign_format: bool) -> None:
+    """Generate a key pair and, optionally, a certificate (self-signed or issued by a CA key).
+
+    \b
+    A vendor root, an intermediate CA, and a signing certificate it issues:
+      airgap-bundle keys generate --out root --ca --path-length 1 --valid-days 3650
+      airgap-bundle keys generate --out issuing --ca --ca-key root.key --ca-cert root.crt --valid-days 730
+      airgap-bundle keys generate --out signing --ca-key issuing.key --ca-cert issuing.crt --valid-days 30
+    signing.crt then holds the signing certificate followed by issuing.crt (never the root): `sign
+    --cert signing.crt` carries that chain, and the policy names root.crt only.
+    """
+    from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
     from . import keys
@@ -175,18 +187,23 @@ def keys_generate_command(prefix: str, kind: str, make_cert: bool, is_ca: bool, 
         now = datetime.datetime.now(datetime.UTC)
         end = (not_after.replace(tzinfo=datetime.UTC) if not_after
                else now + datetime.timedelta(days=valid_days))
+        issuer_chain: tuple[x509.Certificate, ...] = ()
         if ca_key and ca_cert:
             issuer_key = keys.load_private_key(Path(ca_key).read_bytes(), source=ca_key, password=_key_password)
-            issuer_cert = keys.load_certificate(Path(ca_cert))
+            issuer_cert, *above = keys.load_certificates(Path(ca_cert))
+            # An intermediate issuer: the new certificate's file carries it (and what is above it, no root).
+            issuer_chain = () if keys.is_self_signed(issuer_cert) else (issuer_cert, *above)
         else:
             issuer_key, issuer_cert = private_key, None
         cert = keys.issue_certificate(private_key.public_key(), common_name=common_name or base.name,
-                                      not_after=end, issuer_key=issuer_key, issuer_cert=issuer_cert, ca=is_ca)
+                                      not_after=end, issuer_key=issuer_key, issuer_cert=issuer_cert, ca=is_ca,
+                                      path_length=path_length)
     keys.write_new_file(base.with_name(base.name + ".key"),
                         keys.private_key_pem(private_key, password, cosign=cosign_format), mode=0o600)
     keys.write_new_file(base.with_name(base.name + ".pub"), keys.public_pem(private_key.public_key()))
     if cert is not None:
-        keys.write_new_file(base.with_name(base.name + ".crt"), cert.public_bytes(serialization.Encoding.PEM))
+        keys.write_new_file(base.with_name(base.name + ".crt"), b"".join(
+            c.public_bytes(serialization.Encoding.PEM) for c in (cert, *issuer_chain)))
     click.echo(f"key {base.name}.key ({kind}) fingerprint {keys.fingerprint(private_key.public_key())}")
     if cert is not None:
         click.echo(f"certificate {base.name}.crt serial {cert.serial_number:x} notAfter "
@@ -218,16 +235,24 @@ def sign_command(bundle: str, authority: str, key_path: str, cert_path: str | No
               help="Verification policy YAML: authorities, which are required, their roots or keys.")
 @click.option("--extract", "extract_to", type=click.Path(file_okay=False),
               help="After every check passed, extract into this new folder.")
+@click.option("--at", "at_time", metavar="TIME",
+              help="Audit a stored bundle: check validity at TIME (RFC 3339) instead of now. Not with --extract.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def verify_command(bundle: str, policy: str, extract_to: str | None, as_json: bool) -> None:
+def verify_command(bundle: str, policy: str, extract_to: str | None, at_time: str | None, as_json: bool) -> None:
     """Verify a bundle offline: signatures against the policy, then every member; optionally extract.
 
     Nothing is written unless every check passed. Exit codes 20-29 name the rejection (README).
     """
     from . import keys, verify
 
+    if at_time and extract_to:
+        raise UsageError("--at checks validity at another time, for audits; --extract delivers, which requires "
+                         "validity now", hint="drop --at to extract, or --extract to audit")
     trust = keys.load_trust(policy)
-    now = datetime.datetime.now(datetime.UTC)
+    now = keys.parse_time(at_time, "--at") if at_time else datetime.datetime.now(datetime.UTC)
+    when = f"validity checked at {now.isoformat()} (--at: an audit, not an acceptance for delivery)"
+    if at_time and not as_json:
+        click.echo(when)
     try:
         if extract_to:
             result = verify.verify_and_extract(bundle, trust, extract_to, now=now)
@@ -239,7 +264,8 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, as_json: bo
                                                             "message": str(exc)}}))
         raise
     if as_json:
-        click.echo(json.dumps({**result.to_json(), "extractedTo": extract_to}, indent=2))
+        click.echo(json.dumps({**result.to_json(), "extractedTo": extract_to, "validAt": now.isoformat(),
+                               "validAtGiven": bool(at_time)}, indent=2))
         return
     for a in result.authorities:
         if a.ok:
@@ -249,7 +275,7 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, as_json: bo
         else:
             click.echo(f"signature skipped: {a.authority}: {a.reason}")
     click.echo(f"verified {bundle}: {result.members_checked} members match statement sha256:{result.statement_sha256}"
-               + (f"; extracted to {extract_to}" if extract_to else ""))
+               + (f"; extracted to {extract_to}" if extract_to else "") + (f"; {when}" if at_time else ""))
 # --- sweep -------------------------------------------------------------------------------------
 
 @cli.command("sweep")

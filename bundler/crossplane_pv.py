@@ -280,7 +280,8 @@ def pv_008(b: Bundle) -> Iterator[Finding]:
             target = by_identity.get(ref.name)
             if target is None:
                 yield finding("PV-008", "error", f"{pkg.ref} depends on {ref.name} ({dep.version or 'any version'}), "
-                              "which the bundle does not carry; an air-gapped cluster cannot fetch it", pkg.meta, path)
+                              "which the bundle does not carry; an air-gapped cluster cannot fetch it"
+                              + _unpublished_note(b, ref, besides=pkg), pkg.meta, path)
                 continue
             problem = _unsatisfied(target, dep.version)
             if problem:
@@ -457,6 +458,16 @@ def pkg_002(b: Bundle) -> Iterator[Finding]:
                                   "2.0 (the package image is the runtime)", pkg.meta, ("spec", "controller", key))
 
 
+def _unpublished_note(b: Bundle, wanted: ImageRef, *, besides: Package | None = None) -> str:
+    """Identity matters only here: say so when a local package read without REF= might be the one meant."""
+    local = [p for p in b.packages if not p.published and p is not besides]
+    if not local:
+        return ""
+    names = ", ".join(f"{p.source} ({p.kind or 'package'} {p.name or p.ref.path})" for p in local)
+    return (f"; a package read without REF= has no published identity ({names}): if it is the one meant, "
+            f"pass --package {wanted.name}:VERSION=PATH")
+
+
 def pkg_003(b: Bundle, images: frozenset[str]) -> Iterator[Finding]:
     refs = [p.ref for p in b.packages]
     for doc in b.docs:
@@ -471,7 +482,7 @@ def pkg_003(b: Bundle, images: frozenset[str]) -> Iterator[Finding]:
             have = ", ".join(str(r) for r in same) or "no version of it"
             meant = "" if str(ref) == text else f" (Crossplane {b.target} reads it as {ref})"
             yield finding("PKG-003", "error", f"{doc.kind} {doc.name} installs {text}{meant}, but the bundle carries "
-                          f"{have}", doc, ("spec", "package"))
+                          f"{have}" + _unpublished_note(b, ref), doc, ("spec", "package"))
     for pkg in b.packages:
         image = (pkg.spec.get("controller") or {}).get("image") if isinstance(pkg.spec.get("controller"), dict) else None
         if image and not b.target.is_v2 and str(image) not in images and (

@@ -99,6 +99,13 @@ def fingerprint(public_key: PublicKey) -> str:
     return "SHA256:" + hashlib.sha256(public_der(public_key)).hexdigest()
 
 
+def key_hint(public_key: PublicKey) -> str:
+    """The Sigstore bundle `publicKey.hint` as sigstore-go writes it: standard base64 of the sha256 of
+    the DER SubjectPublicKeyInfo, so that verifiers which select keys by hint find ours. (Bundles
+    signed before 0.2 carry the `fingerprint` form; verify accepts both.)"""
+    return base64.b64encode(hashlib.sha256(public_der(public_key)).digest()).decode("ascii")
+
+
 def _ecdsa_hash(curve: ec.EllipticCurve) -> hashes.SHA256 | hashes.SHA384:
     # Sigstore key details: PKIX_ECDSA_P256_SHA_256, PKIX_ECDSA_P384_SHA_384.
     return hashes.SHA384() if isinstance(curve, ec.SECP384R1) else hashes.SHA256()
@@ -137,11 +144,12 @@ class Signer:
     fingerprint: str
     certificate: x509.Certificate | None = None
     source: str = ""
+    intermediates: tuple[x509.Certificate, ...] = ()  # issuing CAs between the leaf and a root, leaf's first
 
     @property
     def hint(self) -> str:
         """The value written to `verificationMaterial.publicKey.hint` when no certificate is carried."""
-        return self.fingerprint
+        return key_hint(self.public_key)
 
 
 def _read_capped(path: Path, cap: int, what: str) -> bytes:
@@ -257,16 +265,49 @@ def load_private_key(data: bytes, *, source: str, password: PasswordFn | None = 
 
 
 def load_certificate(path: Path) -> x509.Certificate:
+    return load_certificates(path)[0]
+
+
+def load_certificates(path: Path) -> tuple[x509.Certificate, ...]:
+    """Every certificate in a PEM file (a leaf followed by its intermediates, as in a fullchain file),
+    or the one certificate of a DER file."""
     data = _read_capped(path, MAX_KEY_FILE_BYTES, "certificate")
     try:
-        return x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data else x509.load_der_x509_certificate(data)
+        if b"-----BEGIN" in data:
+            return tuple(x509.load_pem_x509_certificates(data))
+        return (x509.load_der_x509_certificate(data),)
     except ValueError as e:
         raise InputError(f"{path}: not an X.509 certificate: {e}") from e
 
 
+def is_self_signed(cert: x509.Certificate) -> bool:
+    """Issuer equals subject and the certificate's own key verifies it: a root."""
+    if cert.issuer != cert.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(cert)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _check_chain_file(path: Path, chain: tuple[x509.Certificate, ...]) -> None:
+    # Signers carry the leaf and its intermediates in issuing order, never the root (the Sigstore
+    # bundle's rule: verifiers hold the roots), so a verifier builds the path and trusts nothing here.
+    for i, (cert, issuer) in enumerate(zip(chain, chain[1:], strict=False)):
+        if cert.issuer != issuer.subject:
+            raise InputError(f"{path}: certificate {i + 2} ({issuer.subject.rfc4514_string()}) did not issue "
+                             f"certificate {i + 1} ({cert.subject.rfc4514_string()})",
+                             hint="list the leaf first, then each intermediate CA in issuing order")
+    if len(chain) > 1 and is_self_signed(chain[-1]):
+        raise InputError(f"{path}: the chain ends with a self-signed root ({chain[-1].subject.rfc4514_string()})",
+                         hint="leave the root out: verifiers take it from their policy")
+
+
 def load_signer(key_path: Path | str, *, cert_path: Path | str | None = None,
                 password: PasswordFn | None = None) -> Signer:
-    """Load a signing key and, optionally, the X.509 leaf certificate that names its public key.
+    """Load a signing key and, optionally, the X.509 leaf certificate that names its public key,
+    followed in the same PEM file by the intermediate CAs that issued it (no root).
 
     Raises:
         InputError: unreadable or unsupported key, wrong password, or a certificate for another key.
@@ -275,13 +316,16 @@ def load_signer(key_path: Path | str, *, cert_path: Path | str | None = None,
     key = load_private_key(_read_capped(key_path, MAX_KEY_FILE_BYTES, "private key"),
                            source=str(key_path), password=password)
     public_key = check_public_key(key.public_key(), what=str(key_path))
-    cert = None
+    cert: x509.Certificate | None = None
+    intermediates: tuple[x509.Certificate, ...] = ()
     if cert_path is not None:
-        cert = load_certificate(Path(cert_path))
+        cert, *rest = load_certificates(Path(cert_path))
+        intermediates = tuple(rest)
         if public_der(cert.public_key()) != public_der(public_key):  # type: ignore[arg-type]
             raise InputError(f"{cert_path}: the certificate is for another key than {key_path}",
-                             hint="pass the certificate issued for this signing key")
-    return Signer(key, public_key, fingerprint(public_key), cert, str(key_path))
+                             hint="pass the certificate issued for this signing key (first in the file)")
+        _check_chain_file(Path(cert_path), (cert, *intermediates))
+    return Signer(key, public_key, fingerprint(public_key), cert, str(key_path), intermediates)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -327,11 +371,12 @@ def _signing_hash(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384 | None:
 def issue_certificate(public_key: PublicKey, *, common_name: str, not_after: dt.datetime,
                       not_before: dt.datetime | None = None,
                       issuer_key: PrivateKey, issuer_cert: x509.Certificate | None = None,
-                      ca: bool = False) -> x509.Certificate:
+                      ca: bool = False, path_length: int | None = 0) -> x509.Certificate:
     """Issue an X.509 certificate for `public_key`, self-signed when `issuer_cert` is None.
 
     A CA certificate (`ca=True`) may sign certificates and nothing else; a leaf may sign code
     (digitalSignature, extended key usage codeSigning), as Sigstore signing certificates do.
+    `path_length` is the CA's pathLenConstraint: 0 issues leaves only, 1 also intermediates, None no limit.
     """
     now = dt.datetime.now(dt.UTC)
     not_before = not_before or now - dt.timedelta(minutes=5)
@@ -342,7 +387,7 @@ def issue_certificate(public_key: PublicKey, *, common_name: str, not_after: dt.
         .subject_name(subject).issuer_name(issuer).public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before).not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=path_length if ca else None), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
     )
     if ca:
@@ -435,7 +480,8 @@ class TrustPolicy:
         return frozenset(name for name, a in self.authorities.items() if a.required)
 
 
-def _parse_time(value: Any, where: str) -> dt.datetime:
+def parse_time(value: Any, where: str) -> dt.datetime:
+    """An RFC 3339 time (or a YAML date), as UTC; a time without a zone is taken as UTC."""
     if isinstance(value, dt.datetime):
         t = value
     elif isinstance(value, dt.date):
@@ -519,7 +565,7 @@ def load_trust(path: Path | str) -> TrustPolicy:
             raise InputError(f"{where}: authority {name!r} listed twice")
         roots = tuple(c for r in entry.get("roots", []) for c in load_roots(base / r))
         keys = tuple(
-            load_pinned_key(base / k["path"], not_after=_parse_time(k["notAfter"], where) if "notAfter" in k else None)
+            load_pinned_key(base / k["path"], not_after=parse_time(k["notAfter"], where) if "notAfter" in k else None)
             for k in entry.get("keys", [])
         )
         required = bool(entry.get("required", name == VENDOR))

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from . import archives
 from .errors import (
     BundlerError,
     DigestMismatchError,
@@ -213,8 +215,9 @@ class _Plan:
 
 class _Puller:
     def __init__(self, out: Layout, store: Layout, client: RegistryClient | None, *, jobs: int,
-                 progress: Progress) -> None:
+                 progress: Progress, local: frozenset[ImageRef] = frozenset()) -> None:
         self.out, self.store, self.client = out, store, client
+        self.local = local  # imported from archives or the daemon into `store`: never asked of a registry
         self.progress = progress
         self.pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="blob")
         self.lock = threading.Lock()
@@ -233,13 +236,14 @@ class _Puller:
             if self.client is None:
                 raise OfflineMissError(f"{ref.name}@{reference}: not in the cache {self.store.path}",
                                        hint="run once online to fill the cache, or drop --offline")
-        elif self.client is None:
+        elif self.client is None or ref in self.local:
             desc = self.store.resolve(str(ref))
             if desc is None or not self.store.has_blob(desc.digest):
                 raise OfflineMissError(f"{ref}: not in the cache {self.store.path}",
                                        hint="run once online to fill the cache, or drop --offline")
             data = self.store.read_blob(desc.digest)
-            return Manifest(data, media_type_of(data, desc.media_type, str(ref)), desc.digest, "cache")
+            origin = "archive" if ref in self.local else "cache"
+            return Manifest(data, media_type_of(data, desc.media_type, str(ref)), desc.digest, origin)
         assert self.client is not None
         return self.client.get_manifest(ref, reference)
 
@@ -292,8 +296,14 @@ class _Puller:
 
     def _top(self, source: str, ref: ImageRef, pin: Pin | None) -> Manifest:
         """The reference's own index or manifest; a pinned one by its locked digest, never by tag."""
-        if pin is None:
-            return self.manifest(ref, ref.digest or ref.tag or "latest")
+        if pin is None or ref in self.local:
+            top = self.manifest(ref, ref.digest or ref.tag or "latest")
+            if pin is not None and top.digest != pin.digest:  # an archive is what it holds: compare, never fetch
+                raise LockedDigestGoneError(f"{source}: {pin.entry} pins {pin.digest}, but its archives now hold "
+                                            f"{top.digest}", hint="restore the archives the lock was made from, "
+                                                                  "or re-resolve on purpose: airgap-bundle lock "
+                                                                  "SPEC --update IMAGE")
+            return top
         try:
             return self.manifest(ref, pin.digest)
         except NotFoundError as exc:
@@ -326,7 +336,7 @@ class _Puller:
         self.progress.step("blobs", done, total, digest[:19])
 
     def _download(self, ref: ImageRef, digest: str, size: int) -> None:
-        client = self.client
+        client = None if ref in self.local else self.client
         if client is None:
             raise OfflineMissError(f"{ref}: blob {digest} is not in the cache {self.store.path}",
                                    hint="run once online to fill the cache, or drop --offline")
@@ -389,7 +399,7 @@ def pull(refs: Sequence[str], *, layout: Path | Layout, platforms: Sequence[Plat
     elif offline:
         raise UsageError("--offline needs a cache to read from", hint="pass --cache DIR")
     parsed, puller = _open(refs, out, store, sources, offline=offline, jobs=jobs, progress=progress,
-                           environ=environ)
+                           environ=environ, options_for=options_for, platforms=platforms)
     try:
         unique, plans = _resolve_all(puller, parsed, platforms, options_for, pins, jobs, progress)
         blob_futures = [puller.fetch_blob(ref, d, s) for ref in unique for d, s in plans[ref].blobs]
@@ -425,7 +435,7 @@ def resolve(refs: Sequence[str], *, cache: Path, platforms: Sequence[Platform] =
     progress = progress or NullProgress()
     store = Layout(cache, remember_checks=True)
     parsed, puller = _open(refs, store, store, sources, offline=offline, jobs=jobs, progress=progress,
-                           environ=environ)
+                           environ=environ, options_for=options_for, platforms=platforms)
     try:
         _, plans = _resolve_all(puller, parsed, platforms, options_for, pins or {}, jobs, progress)
     finally:
@@ -434,22 +444,29 @@ def resolve(refs: Sequence[str], *, cache: Path, platforms: Sequence[Platform] =
 
 
 def _open(refs: Sequence[str], out: Layout, store: Layout, sources: Sources | None, *, offline: bool, jobs: int,
-          progress: Progress, environ: dict[str, str] | None) -> tuple[list[tuple[str, ImageRef]], _Puller]:
-    """Parse the references and connect (or not, offline): the endpoint line is logged here."""
+          progress: Progress, environ: dict[str, str] | None,
+          options_for: Callable[[ImageRef], ImageOptions | None],
+          platforms: Sequence[Platform]) -> tuple[list[tuple[str, ImageRef]], _Puller]:
+    """Parse the references, import the local ones (archives, daemon) into `store`, and connect (or
+    not, offline): the endpoint line is logged here."""
     parsed = [(text, ImageRef.parse(text).with_default_tag()) for text in refs]
+    local = {ref: opts for _, ref in parsed if (opts := options_for(ref)) is not None and opts.local}
     if offline:
         client = None
         log.info("pull: offline; reading only the cache %s", store.path)
     else:
         sources = sources or Sources.for_refs(refs)
-        routes = plan_routes(sorted({r.domain for _, r in parsed}), sources.registries,
+        routes = plan_routes(sorted({r.domain for _, r in parsed if r not in local}), sources.registries,
                              insecure_hosts=sources.insecure_hosts, ca_file=sources.ca_file, environ=environ)
         client = RegistryClient(routes, retries=sources.retries, backoff=sources.backoff, timeout=sources.timeout,
                                 pool_size=max(1, jobs))
         # One line, before the first request: every endpoint this run may contact.
         log.info("pull: endpoints: %s; cache: %s", "; ".join(client.describe()) or "none",
                  store.path if store is not out else "none")
-    return parsed, _Puller(out, store, client, jobs=jobs, progress=progress)
+    for ref, opts in local.items():
+        store.set_refs({str(ref): _import_local(ref, opts, store, platforms)})
+        log.info("pull: %s imported from %s", ref, ", ".join(map(str, opts.archives)) or "the Docker daemon")
+    return parsed, _Puller(out, store, client, jobs=jobs, progress=progress, local=frozenset(local))
 
 
 def _resolve_all(puller: _Puller, parsed: list[tuple[str, ImageRef]], platforms: Sequence[Platform],
@@ -464,6 +481,15 @@ def _resolve_all(puller: _Puller, parsed: list[tuple[str, ImageRef]], platforms:
             plans[ref] = _result(futures[ref], [*futures.values()])
             progress.step("resolve", n, len(unique), str(ref))
     return unique, plans
+
+
+def _import_local(ref: ImageRef, opts: ImageOptions, store: Layout, platforms: Sequence[Platform]) -> Descriptor:
+    """An image from `docker save` / `podman save` files, or the local Docker daemon, into `store`."""
+    with tempfile.TemporaryDirectory(prefix="airgap-daemon-") as tmp:
+        files = list(opts.archives)
+        if opts.docker_daemon:  # pragma: no cover - needs a Docker engine (README "Images from local files")
+            files.append(archives.save_from_daemon(ref, Path(tmp) / "daemon.tar"))
+        return archives.import_image(ref, files, store, required=platforms, exemptions=opts.platform_exemptions)
 
 
 def _result(fut: Future[_Plan], all_futures: list[Future[_Plan]]) -> _Plan:

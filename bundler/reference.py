@@ -15,7 +15,8 @@ Implements distribution/reference (github.com/distribution/reference, `regexp.go
 `ImageRef.parse` is `ParseNormalizedNamed`: a first component is a registry host only if it contains
 `.` or `:`, is `localhost`, or has an upper-case letter; otherwise the host is `docker.io` and a
 single-component path gets `library/`. `index.docker.io` becomes `docker.io`. The name (host and
-path) may be at most 255 characters. Nothing else is guessed; callers report the normalisation.
+path) may be at most 255 characters; the limit applies to the path alone, not the domain
+(distribution/reference v0.6). Nothing else is guessed; callers report the normalisation.
 
 Pure code: no I/O.
 """
@@ -140,17 +141,18 @@ class ImageRef:
                 )
             raise InvalidReferenceError(f"invalid reference format: {original!r}")
         name, tag, digest = match.group(1), match.group(2), match.group(3)
-        if len(name) > NAME_TOTAL_LENGTH_MAX:
-            raise InvalidReferenceError(
-                f"invalid reference {original!r}: repository name must not be more than "
-                f"{NAME_TOTAL_LENGTH_MAX} characters"
-            )
         name_match = _ANCHORED_NAME_RE.match(name)
         if name_match is None or not name_match.group(1):
             # Go's Parse would accept "a_b.c/d" with an empty domain, which no runtime can pull;
             # we refuse it rather than guess a registry.
             raise InvalidReferenceError(
                 f"invalid reference {original!r}: {name.split('/')[0]!r} is not a valid registry host"
+            )
+        if len(name_match.group(2)) > NAME_TOTAL_LENGTH_MAX:
+            # The path alone, not the domain (distribution/reference since v0.6, PR #9).
+            raise InvalidReferenceError(
+                f"invalid reference {original!r}: repository name must not be more than "
+                f"{NAME_TOTAL_LENGTH_MAX} characters"
             )
         if digest is not None:
             validate_digest(digest)
@@ -192,7 +194,10 @@ class ImageRef:
 
     @property
     def canonical(self) -> str:
-        """What a runtime pulls: the normalised name plus `:latest` when neither tag nor digest is set."""
+        """What a runtime pulls: the normalised name plus `:latest` when neither tag nor digest is set,
+        and `name@digest` when both are (a runtime ignores the tag of `name:tag@digest`)."""
+        if self.digest is not None:
+            return f"{self.name}@{self.digest}"
         return str(self.with_default_tag())
 
     def with_default_tag(self) -> ImageRef:

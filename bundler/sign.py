@@ -4,7 +4,8 @@ Input: the exact bytes of `bundle.intoto.json`, a `keys.Signer`, an authority na
 of `signatures/<authority>.sigstore.json`:
 
     {"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
-     "verificationMaterial": {"certificate": {"rawBytes": <leaf DER>}}   # or "publicKey": {"hint": fp}
+     "verificationMaterial": {"certificate": {"rawBytes": <leaf DER>}}   # or "publicKey": {"hint": ...},
+                             # or "x509CertificateChain": {"certificates": [leaf, intermediates...]}
                              + "tlogEntries": [],
      "dsseEnvelope": {"payload": <statement bytes>, "payloadType": "application/vnd.in-toto+json",
                       "signatures": [{"sig": <sig over PAE>, "keyid": <fingerprint>}]}}
@@ -30,7 +31,7 @@ from securesystemslib.dsse import Envelope as DsseEnvelope
 # The documented import path; the package does not re-export these names explicitly for mypy.
 from securesystemslib.signer import CryptoSigner, SSlibKey  # type: ignore[attr-defined]
 from sigstore_models.bundle.v1 import Bundle, VerificationMaterial
-from sigstore_models.common.v1 import PublicKeyIdentifier, X509Certificate
+from sigstore_models.common.v1 import PublicKeyIdentifier, X509Certificate, X509CertificateChain
 from sigstore_models.intoto import Envelope, Signature
 
 from .attest import PAYLOAD_TYPE, canonical_json, pae
@@ -83,7 +84,13 @@ def sign(statement: bytes, signer: Signer, authority: str) -> bytes:
     if not verify_signature(signer.public_key, raw_sig, pae(PAYLOAD_TYPE, statement)):  # pragma: no cover
         raise InputError(f"{signer.source}: the signature just made does not verify")
 
-    if signer.certificate is not None:
+    if signer.certificate is not None and signer.intermediates:
+        # The Sigstore bundle's x509CertificateChain: the leaf, then the issuing intermediates, no root.
+        chain = [X509Certificate(raw_bytes=_b64(c.public_bytes(serialization.Encoding.DER)))
+                 for c in (signer.certificate, *signer.intermediates)]
+        material = VerificationMaterial(x509_certificate_chain=X509CertificateChain(certificates=chain),
+                                        tlog_entries=[])
+    elif signer.certificate is not None:
         der = signer.certificate.public_bytes(serialization.Encoding.DER)
         material = VerificationMaterial(certificate=X509Certificate(raw_bytes=_b64(der)), tlog_entries=[])
     else:

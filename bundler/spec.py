@@ -107,6 +107,13 @@ class ImageOptions:
     exclude: str | None = None
     keep_upstream_index: bool = False
     platform_exemptions: tuple[PlatformExemption, ...] = ()
+    archives: tuple[Path, ...] = ()  # `docker save` / `podman save` files holding the image: never pulled
+    docker_daemon: bool = False  # take the image from the local Docker daemon (docker extra)
+
+    @property
+    def local(self) -> bool:
+        """The image comes from local files or the daemon, never from a registry."""
+        return bool(self.archives) or self.docker_daemon
 
     def matches(self, ref: ImageRef) -> bool:
         if self.ref.name != ref.name:
@@ -305,6 +312,8 @@ def _build(path: Path, raw: bytes, d: CommentedMap, plain: dict[str, Any]) -> Sp
                                   str(e["reason"]))
                 for k, e in enumerate(i.get("platformExemptions") or ())
             ),
+            archives=tuple(rel(str(a)) for a in i.get("archives") or ()),
+            docker_daemon=bool(i.get("dockerDaemon", False)),
         )
         for n, i in enumerate(d.get("images") or ())
     )

@@ -6,13 +6,17 @@ Input: a bundle path, a `keys.TrustPolicy` (trust comes only from local files) a
 check passed. The steps follow DESIGN.md "Verify" and are labelled below:
 
 0. trust from local files only; no vendor anchor means refuse (NoTrustAnchorError)
-1. scan the tar headers only (archive.read_index refuses links, devices, `..`, duplicates, ...)
-2. read `bundle.intoto.json` and `signatures/*` into memory, size-capped
+1. scan the tar headers only (archive.read_index refuses links, devices, `..`, duplicates, ...), with
+   the work bounded by the statement: it is the first member, read (size-capped) as soon as its
+   header is seen, and only the paths it lists and a few signature files are admitted after it. The
+   first other member dooms the bundle and stops the scan, so a hostile file with a million appended
+   members costs no more than an honest one (the statement's paths are read here, not yet trusted)
+2. read `signatures/*` into memory, size-capped
 3. verify each signature: shape, payload == statement bytes, key or certificate chain to an anchor,
    certificate valid now, signature over the DSSE PAE; log each accepted one
 4. policy: a valid vendor signature always, others where required; an invalid signature claiming a
    configured authority fails the bundle
-5. only now parse the statement; stream every listed member through sha256
+5. only now check the statement's form and content; stream every listed member through sha256
 6. (verify_and_extract) extract into a staging folder, hashing again, then rename into place
 
 Specs: Sigstore bundle v0.3, DSSE v1, in-toto Statement v1, RFC 5280 (validity, issuance).
@@ -58,13 +62,22 @@ from .errors import (
     UntrustedKeyError,
     VerificationError,
 )
-from .keys import VENDOR, AuthorityPolicy, TrustPolicy, check_public_key, fingerprint, verify_signature
+from .keys import (
+    VENDOR,
+    AuthorityPolicy,
+    TrustPolicy,
+    check_public_key,
+    fingerprint,
+    key_hint,
+    verify_signature,
+)
 
 log = logging.getLogger(__name__)
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 MAX_STATEMENT_BYTES = 64 * 1024 * 1024
 MAX_SIGNATURE_BYTES = 1024 * 1024
+MAX_SIGNATURE_MEMBERS = 64  # far above any real set of co-signers; bounds a hostile scan
 BLOBS_DIR = "images/blobs/sha256/"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 RESIGN_HINT = "re-sign the bundle with a current key or certificate: airgap-bundle sign BUNDLE --replace ..."
@@ -187,6 +200,64 @@ def _check_trust(trust: TrustPolicy) -> None:
                                  hint="configure the vendor root CA or public key in the policy")
 
 
+def scan(f: BinaryIO, where: str) -> tuple[archive.BundleIndex, bytes]:
+    """Scan a bundle's headers with work and memory bounded by its statement; return the index and the
+    statement bytes (read once, capped, not yet trusted).
+
+    The statement must be the first member. Its `predicate.files` paths (parsed here only to bound the
+    scan) and up to MAX_SIGNATURE_MEMBERS signature files are the only members admitted after it:
+    any other member dooms the bundle, so the scan stops there rather than reading every header of a
+    file with members appended. `inspect` and `push` scan with this too.
+
+    Raises:
+        VerificationError: no statement first (not a bundle).
+        StatementMismatchError: the statement is not JSON with a files list, so nothing can bound the scan.
+        UnlistedMemberError: a member the statement does not list, or too many signature files.
+        ArchiveError, UnsafeArchiveError: from archive.read_index.
+    """
+    bound = _ScanBound(where)
+    index = archive.read_index(f, admit=bound)
+    if bound.statement is None:
+        raise VerificationError(f"{where}: no {archive.STATEMENT}: not an airgap bundle")
+    return index, bound.statement
+
+
+@dataclass
+class _ScanBound:
+    """The `admit` callback of `scan`: remembers the statement and what it lets in."""
+
+    where: str
+    statement: bytes | None = None
+    listed: frozenset[str] = frozenset()
+    signature_files: int = 0
+
+    def __call__(self, f: BinaryIO, member: archive.Member) -> None:
+        if self.statement is None:
+            if member.name != archive.STATEMENT:
+                raise VerificationError(f"{self.where}: the first member is {member.name!r}, not "
+                                        f"{archive.STATEMENT}: not an airgap bundle")
+            self.statement = archive.read_member(f, member, cap=MAX_STATEMENT_BYTES)
+            self.listed = _listed_paths(self.statement)
+        elif member.name.startswith(archive.SIGNATURES_DIR):
+            self.signature_files += 1
+            if self.signature_files > MAX_SIGNATURE_MEMBERS:
+                raise UnlistedMemberError(f"{self.where}: more than {MAX_SIGNATURE_MEMBERS} members under "
+                                          f"{archive.SIGNATURES_DIR}", hint="refusing the bundle")
+        elif member.name not in self.listed:
+            raise UnlistedMemberError(f"{self.where}: member {member.name} is not listed in the statement",
+                                      hint="a file was added or renamed after signing; refusing the bundle")
+
+
+def _listed_paths(statement: bytes) -> frozenset[str]:
+    """The `predicate.files[].path` strings of an untrusted statement (checked properly in step 5)."""
+    try:
+        files = _strict_json(statement)["predicate"]["files"]
+        return frozenset(entry["path"] for entry in files if isinstance(entry["path"], str))
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise StatementMismatchError(f"{archive.STATEMENT}: no readable predicate.files ({type(e).__name__})",
+                                     hint="this is not a bundle statement; refusing the bundle") from e
+
+
 def _verify_open(f: BinaryIO, where: str, trust: TrustPolicy, now: dt.datetime) -> VerificationResult:
     results: list[AuthorityResult] = []
     required = trust.required
@@ -194,24 +265,15 @@ def _verify_open(f: BinaryIO, where: str, trust: TrustPolicy, now: dt.datetime) 
     def fail(error: BundlerError) -> VerificationResult:
         return VerificationResult(tuple(results), required, failure=error)
 
-    # 1: headers only
+    # 1: headers only, bounded by the statement; 2: the statement and signature files, capped
     try:
-        index = archive.read_index(f)
-    except ArchiveError as e:  # includes UnsafeArchiveError
-        return fail(e)
-    statement_member = index.get(archive.STATEMENT)
-    if statement_member is None:
-        return fail(VerificationError(f"{where}: no {archive.STATEMENT}: not an airgap bundle"))
-    signatures = index.signatures
-    if not signatures:
-        return fail(UnsignedBundleError(f"{where}: the bundle carries no signature",
-                                        hint="the vendor signs at build time; ask for a signed bundle"))
-
-    # 2: statement and signature files into memory, capped
-    try:
-        statement = archive.read_member(f, statement_member, cap=MAX_STATEMENT_BYTES)
+        index, statement = scan(f, where)
+        signatures = index.signatures
+        if not signatures:
+            return fail(UnsignedBundleError(f"{where}: the bundle carries no signature",
+                                            hint="the vendor signs at build time; ask for a signed bundle"))
         signature_files = {a: archive.read_member(f, m, cap=MAX_SIGNATURE_BYTES) for a, m in signatures.items()}
-    except ArchiveError as e:
+    except (ArchiveError, VerificationError) as e:  # ArchiveError includes UnsafeArchiveError
         return fail(e)
 
     # 3: each signature on its own
@@ -274,6 +336,17 @@ def _b64(value: Any) -> bytes:
     return base64.b64decode(value, validate=True)
 
 
+def _carried_certificates(material: dict[str, Any]) -> list[x509.Certificate]:
+    """The leaf (`certificate`), or the leaf and its intermediates (`x509CertificateChain`, leaf first)."""
+    if "certificate" in material:
+        entries = [material["certificate"]]
+    else:
+        entries = material["x509CertificateChain"].get("certificates")
+        if not isinstance(entries, list) or not 1 <= len(entries) <= MAX_INTERMEDIATES + 2:
+            raise ValueError(f"x509CertificateChain must hold 1 to {MAX_INTERMEDIATES + 2} certificates")
+    return [x509.load_der_x509_certificate(_b64(entry.get("rawBytes"))) for entry in entries]
+
+
 def _check_signature(authority: str, data: bytes, statement: bytes, policy: AuthorityPolicy,
                      now: dt.datetime) -> AuthorityResult:
     def reject(error: VerificationError, **extra: Any) -> AuthorityResult:
@@ -295,7 +368,7 @@ def _check_signature(authority: str, data: bytes, statement: bytes, policy: Auth
             raise ValueError("the envelope must carry exactly one signature")
         payload, signature = _b64(envelope.get("payload")), _b64(sigs[0].get("sig"))
         if sum(k in material for k in ("certificate", "publicKey", "x509CertificateChain")) != 1:
-            raise ValueError("verificationMaterial needs exactly one of certificate or publicKey")
+            raise ValueError("verificationMaterial needs exactly one of certificate, x509CertificateChain or publicKey")
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError, binascii.Error) as e:
         return reject(BadSignatureError(f"{member}: malformed signature file: {e}",
                                         hint="not a Sigstore bundle v0.3 with a DSSE envelope"))
@@ -307,15 +380,17 @@ def _check_signature(authority: str, data: bytes, statement: bytes, policy: Auth
     serial: str | None = None
     not_after: dt.datetime | None = None
     try:
-        if "certificate" in material:
-            leaf = x509.load_der_x509_certificate(_b64(material["certificate"].get("rawBytes")))
+        if "certificate" in material or "x509CertificateChain" in material:
+            leaf, *intermediates = _carried_certificates(material)
             key = check_public_key(leaf.public_key(), what=member)
             serial, not_after = format(leaf.serial_number, "x"), leaf.not_valid_after_utc
-            _check_chain(authority, member, leaf, policy, now)
+            _check_chain(authority, member, leaf, tuple(intermediates), policy, now)
             candidates = [key]
         elif "publicKey" in material:
             hint = material["publicKey"].get("hint") or ""
-            pinned = [k for k in policy.keys if k.fingerprint == hint] or ([] if hint else list(policy.keys))
+            # sigstore-go's hint form, or the fingerprint form of bundles signed before it; no hint: try all
+            pinned = ([k for k in policy.keys if hint in (key_hint(k.public_key), k.fingerprint)]
+                      or ([] if hint else list(policy.keys)))
             if not pinned:
                 raise UntrustedKeyError(f"{member}: signed by key {hint}, which the policy does not trust "
                                         f"for {authority}", hint="add the key to the policy or ask for a correct signature")
@@ -326,8 +401,8 @@ def _check_signature(authority: str, data: bytes, statement: bytes, policy: Auth
                                       f"{not_after.isoformat() if not_after else ''}; re-sign", hint=RESIGN_HINT)
             candidates = [k.public_key for k in live]
             not_after = live[0].not_after
-        else:
-            raise UntrustedKeyError(f"{member}: a certificate chain is not accepted; carry the leaf certificate")
+        else:  # pragma: no cover - the shape check admits exactly one of the three forms
+            raise AssertionError(material)
     except VerificationError as e:
         return reject(e, serial=serial, not_after=not_after)
     except (ValueError, TypeError, binascii.Error, InputError) as e:
@@ -342,38 +417,88 @@ def _check_signature(authority: str, data: bytes, statement: bytes, policy: Auth
                   keyid=fingerprint(candidates[0]), serial=serial, not_after=not_after)
 
 
-def _check_chain(authority: str, member: str, leaf: x509.Certificate, policy: AuthorityPolicy,
-                 now: dt.datetime) -> None:
-    """Leaf issued by (or equal to) a configured root of this authority; leaf and root valid at `now`."""
-    anchor = None
-    for root in policy.roots:
-        if root == leaf:  # a pinned self-signed leaf
-            anchor = root
-            break
-        if root.subject != leaf.issuer or not _is_ca(root):
-            continue
-        try:
-            leaf.verify_directly_issued_by(root)
-        except (ValueError, TypeError, InvalidSignature):
-            continue
-        anchor = root
-        break
-    if anchor is None:
+MAX_INTERMEDIATES = 4  # CAs between a signing certificate and a root; enterprise PKIs use one or two
+
+
+def _check_chain(authority: str, member: str, leaf: x509.Certificate, intermediates: tuple[x509.Certificate, ...],
+                 policy: AuthorityPolicy, now: dt.datetime) -> None:
+    """Build the path leaf -> carried intermediates (untrusted) -> a configured root of this authority,
+    then apply the same rules at every level: each issuer a CA allowed to sign certificates, within its
+    path length constraint, and every certificate valid at `now`."""
+    path = _build_path(leaf, intermediates, policy.roots)
+    if path is None:
+        carried = f" through {len(intermediates)} carried intermediate certificate(s)" if intermediates else ""
         raise UntrustedKeyError(
             f"{member}: certificate {leaf.subject.rfc4514_string()} (issuer {leaf.issuer.rfc4514_string()}) "
-            f"does not chain to a root the policy trusts for {authority}",
+            f"does not chain{carried} to a root the policy trusts for {authority}",
             hint="configure that authority's root CA in the policy, or ask for a certificate it issued")
-    if anchor is not leaf:
+    if len(path) > 1:
         _check_leaf_usage(member, leaf)
-    for cert, what in ((leaf, "signing certificate"), (anchor, "root CA certificate")):
+    for below, ca in enumerate(path[1:]):
+        _check_ca_usage(member, ca, below)
+    for i, cert in enumerate(path):
+        last = i == len(path) - 1
+        what = "signing certificate" if i == 0 else "root CA certificate" if last else "intermediate CA certificate"
         if now > cert.not_valid_after_utc:
-            hint = RESIGN_HINT if cert is leaf else "the policy's root has expired; update the policy"
+            hint = "the policy's root has expired; update the policy" if last and i else RESIGN_HINT
             raise ExpiredKeyError(f"{member}: {what} serial {cert.serial_number:x} expired "
                                   f"{cert.not_valid_after_utc.isoformat()}; re-sign the bundle", hint=hint)
         if now < cert.not_valid_before_utc:
             raise NotYetValidError(f"{member}: {what} serial {cert.serial_number:x} is not valid before "
                                    f"{cert.not_valid_before_utc.isoformat()}",
                                    hint="check this machine's clock, or wait until the certificate is valid")
+
+
+def _build_path(leaf: x509.Certificate, intermediates: tuple[x509.Certificate, ...],
+                roots: tuple[x509.Certificate, ...]) -> list[x509.Certificate] | None:
+    """[leaf, intermediates..., root] with a configured root at the end, or None.
+
+    A carried copy of a root is ignored (roots come from the policy only), as the Sigstore bundle
+    spec asks of verifiers meeting superfluous CA certificates."""
+    if leaf in roots:  # a pinned self-signed leaf
+        return [leaf]
+    path = [leaf]
+    pool = [c for c in intermediates if c not in roots]
+    while len(path) <= MAX_INTERMEDIATES + 1:
+        root = _issuer_among(path[-1], roots)
+        if root is not None:
+            return [*path, root]
+        issuer = _issuer_among(path[-1], tuple(c for c in pool if c not in path))
+        if issuer is None:
+            return None
+        path.append(issuer)
+    return None
+
+
+def _issuer_among(cert: x509.Certificate, candidates: tuple[x509.Certificate, ...] | list[x509.Certificate],
+                  ) -> x509.Certificate | None:
+    for candidate in candidates:
+        if candidate.subject != cert.issuer or not _is_ca(candidate):
+            continue
+        try:
+            cert.verify_directly_issued_by(candidate)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        return candidate
+    return None
+
+
+def _check_ca_usage(member: str, ca: x509.Certificate, below: int) -> None:
+    """An issuing CA: keyUsage, if present, allows keyCertSign; its pathLenConstraint admits the
+    `below` intermediate CAs between it and the signing certificate (RFC 5280 4.2.1.3, 4.2.1.9)."""
+    name = ca.subject.rfc4514_string()
+    constraint = ca.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length
+    if constraint is not None and below > constraint:
+        raise UntrustedKeyError(f"{member}: CA {name} may issue through at most {constraint} intermediate CA(s) "
+                                f"(pathLenConstraint), this chain has {below} below it",
+                                hint="the vendor's PKI issued outside its constraints; ask for a valid chain")
+    try:
+        usage = ca.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return
+    if not usage.key_cert_sign:
+        raise UntrustedKeyError(f"{member}: CA {name} is not allowed to sign certificates (keyUsage)",
+                                hint="the vendor's PKI issued outside its constraints; ask for a valid chain")
 
 
 def _is_ca(cert: x509.Certificate) -> bool:

@@ -30,7 +30,7 @@ import io
 import json
 import tarfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ BlobGetter = Callable[[str], bytes]
 
 META_GROUP = "meta.pkg.crossplane.io"
 PACKAGE_FILE = "package.yaml"
+UNPUBLISHED = "unpublished"  # the registry of a local package given without REF= (never a real host: no dot)
 XPKG_ANNOTATION = "io.crossplane.xpkg"
 XPKG_BASE = "base"
 FAMILY_LABEL = "pkg.crossplane.io/provider-family"
@@ -123,6 +124,11 @@ class Package:
     @property
     def identity(self) -> str:
         return self.ref.name
+
+    @property
+    def published(self) -> bool:
+        """False for a local package read without REF= (a root under development, never pushed)."""
+        return self.ref.domain != UNPUBLISHED
 
     @property
     def version(self) -> str | None:
@@ -503,6 +509,9 @@ def read_package(arg: str) -> Package:
     if path.is_file() and path.suffix not in (".yaml", ".yml"):
         return read_xpkg_file(path, ref)
     if ref is None:
-        raise UsageError(f"--package {arg}: a package.yaml does not say where it was published",
-                         hint="pass it as REF=PATH, e.g. xpkg.crossplane.io/org/provider-x:v1.0.0=PATH")
+        # A root being checked (a Configuration under development) needs no identity until something in
+        # the bundle depends on it or installs it; those checks then say to pass REF=PATH.
+        package = read_local(path, ImageRef(UNPUBLISHED, "package", None, None))
+        name = package.name or (path.name if path.is_dir() else path.parent.name)
+        return replace(package, ref=ImageRef(UNPUBLISHED, name, None, None))
     return read_local(path, ref)

@@ -56,8 +56,11 @@ def test_v1_target_only_warns(run_cli: RunCli) -> None:
 def test_bad_input_exits_2(run_cli: RunCli, tmp_path: Path) -> None:
     r = run_cli("crossplane", "check", "--target", "latest", str(GOOD))
     assert r.returncode == 2 and "invalid Crossplane target version" in r.stderr and "Traceback" not in r.stderr
-    r = run_cli("crossplane", "check", "--package", str(PACKAGES / "provider-aws-s3-v2.0.0"), str(GOOD))
-    assert r.returncode == 2 and "REF=PATH" in r.stderr
+    r = run_cli("crossplane", "check", "--package", str(tmp_path / "nowhere"), str(GOOD))
+    assert r.returncode == 2 and f"{tmp_path / 'nowhere'} does not exist" in r.stderr
+    r = run_cli("crossplane", "check", "--package", f"provider-aws-s3:v2.0.0={PACKAGES / 'provider-aws-s3-v2.0.0'}",
+                str(GOOD))
+    assert r.returncode == 2 and "is not a fully qualified reference with a tag" in r.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text("kind: [unclosed\n")
     r = run_cli("crossplane", "check", str(bad))
@@ -108,3 +111,51 @@ crossplane:
     # --target overrides the spec's
     r = run_cli("crossplane", "check", "--target", "1.20", str(tmp_path / "bundle.yaml"), "--format", "json")
     assert r.returncode == 1 and json.loads(r.stdout)["target"] == "1.20.0"
+
+
+CONFIGURATION = """\
+apiVersion: meta.pkg.crossplane.io/v1
+kind: Configuration
+metadata:
+  name: platform-storage
+spec:
+  crossplane: {version: ">=v2.0.0-0"}
+  dependsOn:
+  - {apiVersion: pkg.crossplane.io/v1, kind: Provider, package: xpkg.upbound.io/upbound/provider-aws-s3,
+     version: ">=v2.0.0"}
+  - {apiVersion: pkg.crossplane.io/v1, kind: Function,
+     package: xpkg.crossplane.io/crossplane-contrib/function-patch-and-transform, version: ">=v0.10.0"}
+"""
+
+
+def test_local_root_package_needs_no_reference_until_something_depends_on_it(run_cli: RunCli,
+                                                                             tmp_path: Path) -> None:
+    # A Configuration under development (crossplane.yaml-style package.yaml, never pushed) is the root
+    # being checked: its dependencies must be in the bundle, but it needs no published identity.
+    root = tmp_path / "platform-storage"
+    root.mkdir()
+    (root / "package.yaml").write_text(CONFIGURATION)
+    r = run_cli("crossplane", "check", "--target", "2.0", *_packages(V2), "--package", str(root), str(GOOD),
+                "--format", "json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout)["verdict"] == "pass"
+    # Its dependencies are still checked: without the provider it fails, naming what is missing.
+    without = [n for n in V2 if n != "provider-aws-s3-v2.0.0"]
+    r = run_cli("crossplane", "check", "--target", "2.0", *_packages(without), "--package", str(root), str(GOOD))
+    assert r.returncode == 1 and "unpublished/platform-storage depends on xpkg.upbound.io/upbound/provider-aws-s3" \
+        in r.stdout
+    # Something installs it: now its identity matters, and the message says how to give it.
+    install = tmp_path / "install.yaml"
+    install.write_text("apiVersion: pkg.crossplane.io/v1\nkind: Configuration\nmetadata: {name: platform}\n"
+                       "spec: {package: xpkg.example.com/acme/platform-storage:v1.0.0}\n")
+    r = run_cli("crossplane", "check", "--target", "2.0", *_packages(V2), "--package", str(root), str(GOOD),
+                str(install))
+    assert r.returncode == 1
+    assert (f"installs xpkg.example.com/acme/platform-storage:v1.0.0, but the bundle carries no version of it; "
+            f"a package read without REF= has no published identity ({root / 'package.yaml'} (Configuration "
+            f"platform-storage)): if it is the one meant, pass --package "
+            f"xpkg.example.com/acme/platform-storage:VERSION=PATH") in r.stdout
+    # Given as REF=PATH, the same package satisfies the install.
+    r = run_cli("crossplane", "check", "--target", "2.0", *_packages(V2), "--package",
+                f"xpkg.example.com/acme/platform-storage:v1.0.0={root}", str(GOOD), str(install))
+    assert r.returncode == 0, r.stdout

@@ -40,9 +40,11 @@ def test_local_dir_reads_meta_and_crds() -> None:
     assert p.problems == ()
 
 
-def test_local_package_needs_a_reference() -> None:
-    with pytest.raises(UsageError, match="REF=PATH"):
-        read_package(str(PACKAGES / "provider-aws-s3-v1.6.0"))
+def test_local_package_without_a_reference_is_unpublished() -> None:
+    package = read_package(str(PACKAGES / "provider-aws-s3-v1.6.0"))
+    assert not package.published and str(package.ref) == "unpublished/provider-aws-s3"
+    assert package.kind == "Provider" and package.crds
+    assert read_package(f"{REF}={PACKAGES / 'provider-aws-s3-v1.6.0'}").published
     with pytest.raises(UsageError, match="fully qualified"):
         read_package(f"provider-aws-s3:v1.6.0={PACKAGES / 'provider-aws-s3-v1.6.0'}")
     with pytest.raises(UsageError, match="does not exist"):

@@ -8,6 +8,7 @@ installs the npm packages into tests/interop/node_modules.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import shutil
 import subprocess
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bundler import archive
+from bundler import archive, keys
 from tests.support.bundles import Pki, build_bundle
 
 INTEROP = Path(__file__).resolve().parent / "interop"
@@ -28,11 +29,12 @@ pytestmark = [
 ]
 
 
-def _sigstore_js(signature: bytes, public_pem: Path, statement: bytes, tmp: Path) -> subprocess.CompletedProcess[str]:
+def _sigstore_js(signature: bytes, public_pem: Path, statement: bytes, tmp: Path,
+                 *decoys: Path) -> subprocess.CompletedProcess[str]:
     (tmp / "sig.json").write_bytes(signature)
     (tmp / "statement.json").write_bytes(statement)
     return subprocess.run([str(NODE), str(INTEROP / "verify.mjs"), str(tmp / "sig.json"), str(public_pem),
-                           str(tmp / "statement.json")], capture_output=True, text=True, timeout=60)
+                           str(tmp / "statement.json"), *map(str, decoys)], capture_output=True, text=True, timeout=60)
 
 
 @pytest.mark.parametrize("kind", ["ecdsa-p256", "ed25519", "rsa-3072"])
@@ -45,9 +47,18 @@ def test_sigstore_js_verifies_our_signature_and_rejects_tampering(tmp_path: Path
         statement = archive.read_member(f, index.get(archive.STATEMENT), cap=1 << 20)
         signature = archive.read_member(f, index.signatures["vendor"], cap=1 << 20)
 
-    ok = _sigstore_js(signature, pub, statement, tmp_path)
+    # sigstore-js selects the key by the bundle's hint, from a keyring that also holds another key.
+    _, decoy = Pki(tmp_path / "decoy").signer("decoy", kind)
+    ok = _sigstore_js(signature, pub, statement, tmp_path, decoy)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert ok.stdout.strip() == f"ok {signer.fingerprint}"
+    expected_hint = base64.b64encode(hashlib.sha256(keys.public_der(signer.public_key)).digest()).decode()
+    assert ok.stdout.strip() == f"ok {expected_hint}"
+
+    # The fingerprint form of earlier bundles names no key sigstore-js knows: the hint really selects.
+    old = json.loads(signature)
+    old["verificationMaterial"]["publicKey"]["hint"] = signer.fingerprint
+    unselected = _sigstore_js(json.dumps(old).encode(), pub, statement, tmp_path, decoy)
+    assert unselected.returncode == 1 and "no key with hint SHA256:" in unselected.stdout
 
     # A tampered statement inside the envelope: the signature no longer verifies.
     doc = json.loads(signature)

@@ -49,6 +49,8 @@ VALID = {
     "db:3306/readyz": ("db:3306", "readyz", None, None),
     "a" * 63: ("docker.io", "library/" + "a" * 63, None, None),
     "example.com/" + "a" * (255 - len("example.com/")): ("example.com", "a" * 243, None, None),
+    # The 255 limit is on the path alone (distribution/reference v0.6): a long host does not count.
+    "registry.example.org:5000/" + "a" * 255: ("registry.example.org:5000", "a" * 255, None, None),
 }
 
 INVALID = [
@@ -83,7 +85,7 @@ INVALID = [
     "host:port:5000/a",
     "host:/a",
     "[::1/a",
-    "example.com/" + "a" * 244,  # name over 255 characters
+    "example.com/" + "a" * 256,  # path over 255 characters
     "ex ample/a",
     "a/b:tag:tag",
     "café/app",
@@ -109,6 +111,8 @@ def test_canonical_adds_latest_only_without_tag_or_digest() -> None:
     assert ImageRef.parse("nginx").canonical == "docker.io/library/nginx:latest"
     assert ImageRef.parse("nginx:1").canonical == "docker.io/library/nginx:1"
     assert ImageRef.parse(f"nginx@{D}").canonical == f"docker.io/library/nginx@{D}"
+    # name:tag@digest: a runtime pulls by the digest alone, so the canonical form drops the tag.
+    assert ImageRef.parse(f"nginx:1.27@{D}").canonical == f"docker.io/library/nginx@{D}"
 
 
 @pytest.mark.parametrize(("text", "familiar"), [
@@ -127,7 +131,12 @@ def test_errors_say_why() -> None:
     with pytest.raises(InvalidReferenceError, match="64-byte hexadecimal"):
         ImageRef.parse("a" * 64)
     with pytest.raises(InvalidReferenceError, match="255 characters"):
-        ImageRef.parse("example.com/" + "a" * 244)
+        ImageRef.parse("example.com/" + "a" * 256)
+    with pytest.raises(InvalidReferenceError, match="255 characters"):
+        ImageRef.parse("a/" + "b" * 254)  # path of 256
+    with pytest.raises(InvalidReferenceError, match="255 characters"):
+        ImageRef.parse("x" * 250)  # normalised to library/xxx...: the path counts library/
+
     with pytest.raises(InvalidReferenceError, match="unsupported digest algorithm"):
         ImageRef.parse(f"nginx@md5:{'a' * 32}")
 
@@ -173,7 +182,11 @@ def test_parse_of_str_round_trips(text: str) -> None:
     ref = ImageRef.parse(text)
     assert ImageRef.parse(str(ref)) == ref
     assert ImageRef.parse(ref.familiar) == ref
-    assert ImageRef.parse(ref.canonical).with_default_tag() == ref.with_default_tag()
+    canonical = ImageRef.parse(ref.canonical)
+    if ref.digest is None:
+        assert canonical.with_default_tag() == ref.with_default_tag()
+    else:  # what a runtime pulls: the name and the digest, never the tag
+        assert (canonical.name, canonical.tag, canonical.digest) == (ref.name, None, ref.digest)
 
 
 @settings(max_examples=300, deadline=None)

@@ -48,7 +48,7 @@ def test_signature_file_shape_and_signature(tmp_path: Path, kind: str) -> None:
     data = sign.sign(STATEMENT, signer, "vendor")
     doc = json.loads(data)
     assert doc["mediaType"] == "application/vnd.dev.sigstore.bundle.v0.3+json"
-    assert doc["verificationMaterial"] == {"publicKey": {"hint": signer.fingerprint}, "tlogEntries": []}
+    assert doc["verificationMaterial"] == {"publicKey": {"hint": keys.key_hint(signer.public_key)}, "tlogEntries": []}
     env = doc["dsseEnvelope"]
     assert env["payloadType"] == "application/vnd.in-toto+json"
     assert base64.b64decode(env["payload"]) == STATEMENT

@@ -138,14 +138,28 @@ class Pki:
         _, key_path, pub_path = self.key(name, kind)
         return keys.load_signer(key_path), pub_path
 
-    def ca(self, name: str, *, not_after: dt.datetime | None = None,
-           not_before: dt.datetime | None = None) -> tuple[keys.PrivateKey, x509.Certificate, Path]:
+    def ca(self, name: str, *, not_after: dt.datetime | None = None, not_before: dt.datetime | None = None,
+           path_length: int | None = 0) -> tuple[keys.PrivateKey, x509.Certificate, Path]:
         priv, _, _ = self.key(name)
         cert = keys.issue_certificate(priv.public_key(), common_name=f"{name} root CA", ca=True, issuer_key=priv,
                                       not_before=not_before or NOW - dt.timedelta(days=365),
-                                      not_after=not_after or NOW + dt.timedelta(days=3650))
+                                      not_after=not_after or NOW + dt.timedelta(days=3650), path_length=path_length)
         path = self.root / f"{name}-ca.pem"
         path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return priv, cert, path
+
+    def intermediate(self, name: str, issuer: tuple[keys.PrivateKey, x509.Certificate, Path], *,
+                     not_after: dt.datetime | None = None, not_before: dt.datetime | None = None,
+                     path_length: int | None = 0) -> tuple[keys.PrivateKey, x509.Certificate, Path]:
+        """An intermediate CA issued by `issuer`; its PEM file holds it and the issuer's non-root chain."""
+        priv, _, _ = self.key(name)
+        cert = keys.issue_certificate(priv.public_key(), common_name=f"{name} intermediate CA", ca=True,
+                                      issuer_key=issuer[0], issuer_cert=issuer[1], path_length=path_length,
+                                      not_before=not_before or NOW - dt.timedelta(days=30),
+                                      not_after=not_after or NOW + dt.timedelta(days=365))
+        above = [] if keys.is_self_signed(issuer[1]) else [issuer[2].read_bytes()]
+        path = self.root / f"{name}-ca.pem"
+        path.write_bytes(b"".join([cert.public_bytes(serialization.Encoding.PEM), *above]))
         return priv, cert, path
 
     def cert_signer(self, name: str, ca: tuple[keys.PrivateKey, x509.Certificate, Path], *,
@@ -157,7 +171,8 @@ class Pki:
                                       issuer_cert=ca[1], not_before=not_before or NOW - dt.timedelta(days=1),
                                       not_after=not_after or NOW + dt.timedelta(days=30))
         cert_path = self.root / f"{name}.crt"
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        above = [] if keys.is_self_signed(ca[1]) else [ca[2].read_bytes()]  # leaf first, then intermediates
+        cert_path.write_bytes(b"".join([cert.public_bytes(serialization.Encoding.PEM), *above]))
         return keys.load_signer(key_path, cert_path=cert_path), cert_path
 
 

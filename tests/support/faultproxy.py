@@ -105,7 +105,10 @@ class FaultProxy:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_HEADERS | {"host"}}
+                # Go clients (docker-registry as a pull-through cache) send one Accept line per media type:
+                # join repeated headers, or only the last one would reach the registry.
+                headers = {k: ", ".join(self.headers.get_all(k) or []) for k in dict.fromkeys(self.headers.keys())
+                           if k.lower() not in HOP_HEADERS | {"host"}}
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 upstream = session.request(method, proxy.upstream + self.path, headers=headers, data=body,

@@ -182,8 +182,10 @@ class _TokenIssuer:
 
 
 def start_registry(directory: Path, *, variant: str = "anonymous", username: str = "tester",
-                   password: str = "s3cret-Pa55") -> TestRegistry:
-    """Start docker-registry in `directory` (config, storage, certs). variant: anonymous|basic|tls|token."""
+                   password: str = "s3cret-Pa55", proxy_url: str | None = None) -> TestRegistry:
+    """Start docker-registry in `directory` (config, storage, certs). variant: anonymous|basic|tls|token.
+
+    `proxy_url` runs it as a pull-through cache of that registry (distribution's `proxy.remoteurl`)."""
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     storage = directory / "storage"
@@ -192,6 +194,8 @@ def start_registry(directory: Path, *, variant: str = "anonymous", username: str
              "storage:", "  filesystem:", f"    rootdirectory: {storage}", "  delete:", "    enabled: true",
              "http:", f"  addr: 127.0.0.1:{port}", f"  secret: test-{port}"]
     scheme, ca_file, extra = "http", None, {}
+    if proxy_url:
+        lines += ["proxy:", f"  remoteurl: {proxy_url}"]
     if variant == "tls":
         ca_file, cert, key = make_ca(directory / "tls")
         lines += ["  tls:", f"    certificate: {cert}", f"    key: {key}"]
@@ -237,7 +241,7 @@ def start_registry(directory: Path, *, variant: str = "anonymous", username: str
 
 
 @contextmanager
-def running_registry(directory: Path, **kwargs: str) -> Iterator[TestRegistry]:
+def running_registry(directory: Path, **kwargs: str | None) -> Iterator[TestRegistry]:
     reg = start_registry(directory, **kwargs)
     try:
         yield reg
