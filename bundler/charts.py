@@ -37,6 +37,7 @@ Not here: rendering (render), what a chart's images are (sweep), packaging into 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import logging
 import re
@@ -187,13 +188,23 @@ def localize(charts: Sequence[ChartSource], *, workdir: Path, cache: Layout, too
 
 
 def _missing_deps(chart: ChartSource) -> bool:
-    """A local chart directory whose Chart.yaml declares dependencies it does not vendor (cheap check)."""
+    """A local chart directory that does not vendor a dependency it declares (at a fitting version)."""
     if chart.remote is not None or not chart.path.is_dir() or not (chart.path / "Chart.yaml").is_file():
         return False
-    meta = _load_yaml((chart.path / "Chart.yaml").read_bytes(), str(chart.path / "Chart.yaml"))
-    vendored = {v.name for v in _vendored(chart.path / "charts")}
-    return any(isinstance(d, dict) and d.get("name") not in vendored and not str(d.get("repository") or "")
-               .startswith("file://") and d.get("repository") for d in meta.get("dependencies") or [])
+    return bool(_plan(chart.path, str(chart.path))[2])
+
+
+def _plan(root: Path, label: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None, list[_Want]]:
+    """Chart.yaml's dependencies, Chart.lock, and the dependencies to fetch: those with a repository
+    and no fitting chart in charts/ (helm assumes one without a repository "exists in the charts directory")."""
+    meta = _load_yaml((root / "Chart.yaml").read_bytes(), f"{label}: Chart.yaml")
+    declared = [d for d in meta.get("dependencies") or [] if isinstance(d, dict)]
+    if not declared:
+        return [], None, []
+    wants, lock = _wants(root, declared, label)
+    vendored = _vendored(root / "charts")
+    todo = [w for w in wants if w.repository and not any(_fits(v.version, w) for v in vendored if v.name == w.name)]
+    return declared, lock, todo
 
 
 @dataclass(frozen=True)
@@ -410,20 +421,16 @@ class _Fetcher:
     def dependencies(self, root: Path, local_dir: Path | None, policy: ProvenancePolicy | None, *,
                      label: str) -> tuple[FetchedChart, ...]:
         """Fill `root/charts/` as `helm dependency build` would; the archives fetched, in Chart.yaml order."""
-        meta = _load_yaml((root / "Chart.yaml").read_bytes(), f"{label}: Chart.yaml")
-        declared = [d for d in meta.get("dependencies") or [] if isinstance(d, dict)]
+        declared, lock, todo = _plan(root, label)
         if not declared:
             return ()
-        wants = _wants(root, declared, label)
         charts_dir = root / "charts"
         charts_dir.mkdir(exist_ok=True)
+        if todo and lock is not None:
+            self._check_lock(declared, lock, label)
         fetched: list[FetchedChart] = []
-        for want in wants:
+        for want in todo:
             have = [v for v in _vendored(charts_dir) if v.name == want.name]
-            if any(_fits(v.version, want) for v in have):
-                continue  # vendored at a fitting version: keep it, as a packaged chart ships it
-            if not want.repository:
-                continue  # helm: "did not declare a repository; assuming it exists in the charts directory"
             for old in have:  # helm removes outdated archives of a dependency it downloads again
                 shutil.rmtree(old.path) if old.path.is_dir() else old.path.unlink()
             if want.repository.startswith("file://"):
@@ -435,6 +442,15 @@ class _Fetcher:
             fetched.append(dep)
         _check_dependencies(root, self.tools, label)
         return tuple(fetched)
+
+    def _check_lock(self, declared: list[dict[str, Any]], lock: dict[str, Any], label: str) -> None:
+        """helm dependency build: Chart.lock's digest must be helm's hash of Chart.yaml's dependencies."""
+        resolved = [{**d, "repository": self._repository(str(d.get("repository") or ""), str(d.get("name")), label)}
+                    if str(d.get("repository") or "").startswith(("@", "alias:")) else d for d in declared]
+        locked = [d for d in lock.get("dependencies") or [] if isinstance(d, dict)]
+        if lock_digest(resolved, locked) != str(lock.get("digest")):
+            raise InputError(f"{label}: the lock file (Chart.lock) is out of sync with the dependencies file "
+                             "(Chart.yaml)", hint="run helm dependency update on the chart and publish it again")
 
     def _repository(self, repository: str, name: str, label: str) -> str:
         if repository.startswith(("@", "alias:")):
@@ -492,8 +508,17 @@ class _SortKey:
 
 
 def helm_constraint(text: str) -> str:
-    """Masterminds/semver v3 (helm) also reads a space as AND (`>=1.0 <2.0`); semver.py reads commas."""
-    return re.sub(r"(?<=[0-9A-Za-z*])\s+(?=[<>=!~^])", ", ", text.strip())
+    """A Masterminds/semver v3 (helm) constraint in the syntax semver.py (v1) reads: a space also means
+    AND (`>=1.0 <2.0`), and a caret below 1.0 stays within the minor (`^0.2.3` is `>=0.2.3 <0.3.0`) or,
+    below 0.1, the patch (`^0.0.3` is `>=0.0.3 <0.0.4`)."""
+    def caret(m: re.Match[str]) -> str:
+        minor, patch, rest = m.group(1), m.group(3), m.group(4) or ""
+        low = f">=0.{minor}.{patch or 0}{rest}"
+        if minor != "0":
+            return f"{low}, <0.{int(minor) + 1}.0"
+        return f"{low}, <0.0.{int(patch) + 1}" if patch is not None else f"{low}, <0.1.0"
+    text = re.sub(r"\^\s*v?0\.(\d+)(\.(\d+))?(-[0-9A-Za-z.-]+)?(?![\d.])", caret, text.strip())
+    return re.sub(r"(?<=[0-9A-Za-z*])\s+(?=[<>=!~^])", ", ", text)
 
 
 def _is_exact(version: str) -> bool:
@@ -510,21 +535,49 @@ def _fits(version: str, want: _Want) -> bool:
         return False
 
 
-def _wants(root: Path, declared: list[dict[str, Any]], label: str) -> list[_Want]:
-    """Chart.lock's entries when the chart has one, else Chart.yaml's (helm dependency build/update)."""
+def _wants(root: Path, declared: list[dict[str, Any]], label: str) -> tuple[list[_Want], dict[str, Any] | None]:
+    """Chart.lock's entries when the chart has one, else Chart.yaml's (helm dependency build/update);
+    and the lock itself."""
     lock_file = root / "Chart.lock"
     if not lock_file.is_file():
         return [_Want(str(d.get("name")), str(d.get("version") or ""), str(d.get("repository") or ""), False)
-                for d in declared]
+                for d in declared], None
     lock = _load_yaml(lock_file.read_bytes(), f"{label}: Chart.lock")
     locked = [d for d in lock.get("dependencies") or [] if isinstance(d, dict)]
-    by_name = {str(d.get("name")): d for d in locked}
-    missing = [str(d.get("name")) for d in declared if str(d.get("name")) not in by_name]
-    if missing:
-        raise InputError(f"{label}: Chart.lock is out of sync with Chart.yaml (no entry for {', '.join(missing)})",
-                         hint="run helm dependency update on the chart and publish it again")
     return [_Want(str(d.get("name")), str(d.get("version") or ""), str(d.get("repository") or ""), True)
-            for d in locked]
+            for d in locked], lock
+
+
+def lock_digest(declared: Sequence[Mapping[str, Any]], locked: Sequence[Mapping[str, Any]]) -> str:
+    """helm's `resolver.HashReq`: sha256 of Go's `json.Marshal([2][]*chart.Dependency{req, lock})`.
+
+    Field order and `omitempty` follow helm's chart.Dependency (name, version, repository, condition,
+    tags, enabled, import-values, alias); Go sorts map keys and escapes <, >, & in strings. `declared`
+    must already have `@name` repositories replaced by their URLs (helm's resolveRepoNames).
+    """
+    def go(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {str(k): go(value[k]) for k in sorted(value, key=str)}
+        if isinstance(value, list):
+            return [go(v) for v in value]
+        return value
+
+    def dependency(d: Mapping[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": str(d.get("name") or "")}
+        if d.get("version"):
+            out["version"] = str(d["version"])
+        out["repository"] = str(d.get("repository") or "")
+        for key in ("condition", "tags", "enabled", "import-values", "alias"):
+            if d.get(key):
+                out[key] = [str(t) for t in d[key]] if key == "tags" else go(d[key])
+        return out
+
+    text = json.dumps([[dependency(d) for d in declared], [dependency(d) for d in locked]],
+                      separators=(",", ":"), ensure_ascii=False)
+    for char, escaped in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"), ("\u2028", "\\u2028"),
+                          ("\u2029", "\\u2029")):
+        text = text.replace(char, escaped)
+    return sha256_digest(text.encode())
 
 
 def _vendored(charts_dir: Path) -> list[_Vendored]:
@@ -573,11 +626,17 @@ def _unpack(archive: Path, dest: Path) -> Path:
 
 
 def _index_entries(data: bytes, url: str, name: str) -> dict[str, Any]:
-    """version -> entry for `name` in an index.yaml (libyaml: public indexes are tens of MiB)."""
+    """version -> entry for `name` in an index.yaml. Public indexes are tens of MiB: libyaml, with the
+    cyclic GC paused while hundreds of thousands of objects are built (docs/charts.md "Performance")."""
+    paused = gc.isenabled()
+    gc.disable()
     try:
-        index = yaml.load(data, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        index = yaml.load(data, Loader=yaml.CSafeLoader)
     except yaml.YAMLError as exc:
         raise RegistryError(f"{url}: not a Helm repository index ({type(exc).__name__})") from None
+    finally:
+        if paused:
+            gc.enable()
     if not isinstance(index, dict) or not isinstance(index.get("entries"), dict):
         raise RegistryError(f"{url}: not a Helm repository index (no entries:)",
                             hint="a Helm repository serves index.yaml at its URL (helm repo index)")
@@ -601,7 +660,7 @@ def _load_yaml(data: bytes, what: str) -> dict[str, Any]:
 def _check_dependencies(root: Path, tools: Tools, label: str) -> None:
     """`helm dependency list` (offline) must call every dependency `ok` (or `unpacked`) now."""
     done = _helm(tools, ["dependency", "list", str(root)], "helm dependency list")
-    if done.returncode != 0:
+    if done.returncode != 0:  # pragma: no cover - helm loads what charts.py already read; kept for helm's own rules
         raise RenderError(f"{label}: helm dependency list failed: {condense(done.stderr)}")
     bad = []
     for row in done.stdout.splitlines()[1:]:

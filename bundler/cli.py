@@ -10,11 +10,14 @@ registry client (nothing that can open a connection), and `ref` starts in a tent
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +36,9 @@ from .errors import (
 from .reference import ImageRef
 
 if TYPE_CHECKING:
+    from .lock import Lock
     from .pipeline import LockOutcome
+    from .spec import ChartSource, Spec
 
 
 class _Group(click.Group):
@@ -296,10 +301,14 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, at_time: st
 @click.option("--vendored", "vendored_file", metavar="FILE", type=click.Path(dir_okay=False),
               help="The images a bundle carries: one reference per line, a JSON list, or an OCI index.json.")
 @click.option("--local-registry", metavar="HOST", help="Vendored = already points at HOST (or HOST/prefix).")
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False),
+              help="Cache for the SPEC's charts by reference [default: $XDG_CACHE_HOME/airgap-bundle].")
+@click.option("--offline", is_flag=True, help="Take the SPEC's charts by reference from the cache alone.")
 def sweep_command(spec_file: str | None, chart: str | None, values: tuple[str, ...], sets: tuple[str, ...],
                   release: str | None, namespace: str | None, kube_version: str | None,
                   kustomize: tuple[str, ...], manifests: tuple[str, ...], fmt: str, why: str | None,
-                  fail_on_unvendored: bool, vendored_file: str | None, local_registry: str | None) -> None:
+                  fail_on_unvendored: bool, vendored_file: str | None, local_registry: str | None,
+                  cache_dir: str | None, offline: bool) -> None:
     """Find every image the charts, Kustomize bases and manifests make a cluster pull.
 
     \b
@@ -342,7 +351,8 @@ def sweep_command(spec_file: str | None, chart: str | None, values: tuple[str, .
     if (values or sets or release or namespace or kube_version) and not chart:
         raise UsageError("--values, --set, --release, --namespace and --kube-version need --chart")
     spec = spec_mod.load(spec_file) if spec_file else None
-    charts = list(spec.charts) if spec else []
+    locked = _lock_of(spec)
+    charts = _local_charts(spec, cache_dir, offline, locked) if spec else []
     if chart:
         chart_path = Path(chart)
         charts.append(spec_mod.ChartSource(
@@ -408,19 +418,21 @@ def sweep_command(spec_file: str | None, chart: str | None, values: tuple[str, .
         first = result.invalid[0]
         raise CheckFailedError(f"{first.origin.file}:{first.line}: {len(result.invalid)} invalid image "
                                f"reference(s), first {first.written!r}: {first.error}")
-    if spec is not None and not (chart or kustomize or manifests):
-        _require_lock_agrees(spec, result)
+    if spec is not None and locked is not None and not (chart or kustomize or manifests):
+        # `sweep SPEC` in CI: the images and charts SPEC carries must be the locked ones.
+        from . import lock as lockfile
+        from . import pipeline
+
+        lockfile.require_agrees(locked, pipeline.wanted(spec, result))
+        click.echo(f"airgap-bundle sweep: {locked.name} agrees with the spec", err=True)
 
 
-def _require_lock_agrees(spec: Any, found: Any) -> None:
-    """`sweep SPEC` in CI: when SPEC has a lock, the images and charts it carries must be the locked ones."""
+def _lock_of(spec: Spec | None) -> Lock | None:
+    """SPEC's lock, when it has one (its charts are then fetched at the locked versions)."""
     from . import lock as lockfile
-    from . import pipeline
 
-    path = lockfile.path_for(spec.path)
-    if path.exists():
-        lockfile.require_agrees(lockfile.load(path), pipeline.wanted(spec, found))
-        click.echo(f"airgap-bundle sweep: {path.name} agrees with the spec", err=True)
+    path = lockfile.path_for(spec.path) if spec else None
+    return lockfile.load(path) if path is not None and path.exists() else None
 
 # --- end sweep ---------------------------------------------------------------------------------
 
@@ -670,7 +682,10 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
             "images": [{"source": i.source, "local": i.local, "upstreamDigest": i.upstream_digest,
                         "bundledDigest": i.bundled_digest, "platforms": [p.platform for p in i.platforms]}
                        for i in result.images],
-            "charts": [{"name": c.name, "version": c.version, "path": c.path} for c in result.charts],
+            "charts": [{"name": c.name, "version": c.version, "path": c.path,
+                        **({"source": c.fetched.to_dict()} if c.fetched else {}),
+                        **({"dependencies": [d.to_dict() for d in c.dependencies]} if c.dependencies else {})}
+                       for c in result.charts],
             "lock": result.lock.to_json(),
         }, indent=2))
         return
@@ -759,6 +774,26 @@ def lock_command(spec_file: str, images: tuple[str, ...], update: bool, check: b
                                 hint=lockfile.HINT_RECORD)
 
 # --- end lock ----------------------------------------------------------------------------------
+
+
+def _local_charts(spec: Spec, cache_dir: str | None, offline: bool, locked: Lock | None) -> list[ChartSource]:
+    """The SPEC's charts, those named by reference fetched (through its registries, at the versions
+    SPEC's lock pins) into a folder removed at exit."""
+    from . import charts as charts_mod
+    from . import lock as lockfile
+    from .layout import Layout
+    from .pull import default_cache_dir
+
+    _log_to_stderr()
+    work = Path(tempfile.mkdtemp(prefix="airgap-sweep-charts-"))
+    atexit.register(shutil.rmtree, work, True)
+    cache = Layout(Path(cache_dir) if cache_dir else default_cache_dir(), remember_checks=True)
+    from .render import Tools
+
+    located = charts_mod.localize(spec.charts, workdir=work, cache=cache, tools=Tools(),
+                                  registries=spec.registries, repositories=spec.chart_repositories, offline=offline,
+                                  pins=lockfile.chart_pins(locked) if locked else None)
+    return [c.chart for c in located]
 
 
 def _log_to_stderr() -> None:

@@ -146,15 +146,16 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
     use = old if not options.update else None
 
     # charts by reference, and missing chart dependencies: fetched through the allowlist, verified
-    located = fetch_charts(spec, staging, cache=options.cache, offline=options.offline, tools=options.tools,
-                           insecure_registries=options.insecure_registries,
-                           pins=lockfile.chart_pins(use) if use else None)
+    located = fetch_charts(spec, options, staging, pins=lockfile.chart_pins(use) if use else None)
+    # What the BOM names as each chart's source: never the temporary folder a fetched chart sits in.
+    shown = [c.fetched.reference if c.fetched else render.display(original.path)
+             for c, original in zip(located, spec.charts, strict=True)]
     as_written = spec
     spec = dataclasses.replace(spec, charts=tuple(c.chart for c in located))
 
     # render + sweep
     streams, found = _render_and_sweep(spec, options.tools, progress)
-    streams = _as_sourced(streams, as_written, located)
+    streams[:len(shown)] = [dataclasses.replace(stream, source=source) for stream, source in zip(streams, shown, strict=False)]
     docs = [doc for stream in streams for doc in stream.documents]
     carried = [image for image in found.images if image.carried]
 
@@ -252,15 +253,6 @@ def _render_and_sweep(spec: Spec, tools: render.Tools, progress: Progress) -> tu
     return streams, found
 
 
-def _as_sourced(streams: list[render.Rendered], spec: Spec, located: list[charts.Localized]) -> list[render.Rendered]:
-    """A fetched chart renders from the staging folder, whose name is random: the BOM names it by its
-    reference instead (and a local chart by its own path), so two builds of the same inputs agree."""
-    shown = {render.display(loc.chart.path): loc.fetched.reference if loc.fetched else render.display(chart.path)
-             for chart, loc in zip(spec.charts, located, strict=True) if loc.chart.path != chart.path}
-    return [dataclasses.replace(s, source=shown.get(s.source, s.source)) if s.kind == "chart" else s
-            for s in streams]
-
-
 def wanted(spec: Spec, found: sweep.Sweep) -> lockfile.Wanted:
     """What the spec (its charts as written, not fetched) asks for now, to compare with its lock:
     carried images, platforms, charts."""
@@ -327,8 +319,7 @@ def lock(spec: Spec, options: LockOptions, progress: Progress | None = None) -> 
                                 hint="write one with `airgap-bundle lock SPEC` and commit it")
     keep_charts = old is not None and options.update != ()
     with tempfile.TemporaryDirectory(prefix="airgap-lock-") as tmp:
-        located = fetch_charts(spec, Path(tmp), cache=options.cache, offline=options.offline, tools=options.tools,
-                               insecure_registries=options.insecure_registries,
+        located = fetch_charts(spec, options, Path(tmp),
                                pins=lockfile.chart_pins(old) if old is not None and keep_charts else None)
         _, found = _render_and_sweep(dataclasses.replace(spec, charts=tuple(c.chart for c in located)),
                                      options.tools, progress)
@@ -367,17 +358,16 @@ def lock(spec: Spec, options: LockOptions, progress: Progress | None = None) -> 
 CROSSPLANE_PACKAGE_KINDS = frozenset({"Provider", "Function", "Configuration"})
 
 
-def fetch_charts(spec: Spec, staging: Path, *, cache: Path | None, offline: bool, tools: render.Tools,
-                 insecure_registries: tuple[str, ...],
+def fetch_charts(spec: Spec, options: BuildOptions | LockOptions, staging: Path,
                  pins: Mapping[tuple[str, str], charts.ChartPin] | None = None) -> list[charts.Localized]:
     """The spec's charts made local (charts.localize), with the build's cache and allowlist, at the
     lock's versions when `pins` are given."""
-    if offline and cache is None:
+    if options.offline and options.cache is None:
         raise UsageError("--offline needs a cache to read from", hint="pass --cache DIR")
-    store = Layout(cache if cache is not None else staging / "chart-cache", remember_checks=True)
-    return charts.localize(spec.charts, workdir=staging / "charts", cache=store, tools=tools,
-                           registries=spec.registries, insecure_hosts=insecure_registries,
-                           repositories=spec.chart_repositories, offline=offline, pins=pins)
+    cache = Layout(options.cache if options.cache is not None else staging / "chart-cache", remember_checks=True)
+    return charts.localize(spec.charts, workdir=staging / "charts", cache=cache, tools=options.tools,
+                           registries=spec.registries, insecure_hosts=options.insecure_registries,
+                           repositories=spec.chart_repositories, offline=options.offline, pins=pins)
 
 
 def _chart_dependency(fetched: charts.FetchedChart) -> attest.Dependency:

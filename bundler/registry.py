@@ -362,7 +362,7 @@ class RegistryClient:
         raise self._pick(errors, f"{ref.name}@{digest}")
 
     # tags (for chart version constraints on OCI repositories)
-    def list_tags(self, ref: ImageRef) -> list[str]:
+    def list_tags(self, ref: ImageRef, *, page_size: int = 1000) -> list[str]:
         """Every tag of `ref`'s repository (`GET /v2/<name>/tags/list`, following `Link` pages).
 
         Raises:
@@ -372,7 +372,7 @@ class RegistryClient:
         for ep in self._endpoints(ref):
             repo = ep.repository(ref)
             tags: list[str] = []
-            path: str | None = f"/v2/{repo}/tags/list"
+            path: str | None = f"/v2/{repo}/tags/list?n={page_size}"
             try:
                 while path:
                     resp = self._send(ep, "GET", path, repo, headers={"Accept": "application/json"},
@@ -404,7 +404,7 @@ class RegistryClient:
         parts = urllib.parse.urlsplit(url)
         path = parts.path + (f"?{parts.query}" if parts.query else "")
         errors: list[RegistryError] = []
-        for ep in self._host_endpoints(parts.netloc, f"URL {_strip_userinfo(url)}"):
+        for ep in self._host_endpoints(parts.netloc.rpartition("@")[2], f"URL {_strip_userinfo(url)}"):
             if parts.scheme == "http" and ep.scheme == "https" and not ep.is_mirror:
                 raise UsageError(f"{_strip_userinfo(url)}: plain HTTP, but the spec does not mark {parts.netloc} "
                                  "insecure", hint=f"use https://, or set insecure: true for {parts.netloc}")

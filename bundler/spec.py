@@ -277,6 +277,8 @@ def _build(path: Path, raw: bytes, d: CommentedMap, plain: dict[str, Any]) -> Sp
         except InvalidReferenceError as exc:
             raise SpecError(f"{path}:{_line(d, where)}: {_field(where)}: {exc.message}") from None
 
+    for n, c in enumerate(sources_of(d).get("charts") or ()):
+        _check_chart_form(c, f"{path}:{_line(d, ['sources', 'charts', n])}: sources.charts[{n}]")
     meta = d["metadata"]
     local = d["localRegistry"]
     sources = d.get("sources") or {}
@@ -381,6 +383,28 @@ def _build(path: Path, raw: bytes, d: CommentedMap, plain: dict[str, Any]) -> Sp
         chart_repositories=tuple((str(r["name"]), str(r["url"]).rstrip("/"))
                                  for r in sources.get("chartRepositories") or ()),
     )
+
+
+def sources_of(d: Mapping[str, Any]) -> Mapping[str, Any]:
+    return d.get("sources") or {}
+
+
+def _check_chart_form(entry: Mapping[str, Any], where: str) -> None:
+    """Exactly one of: `path`; `repo` + `name` + `version`; `chart` (oci://) + `version`."""
+    forms = [k for k in ("path", "repo", "chart") if k in entry]
+    hint = "give path:, or repo: + name: + version:, or chart: oci://... + version:"
+    if not forms:
+        raise SpecError(f"{where}: 'path' is a required property (or repo:, or chart:)", hint=hint)
+    if len(forms) > 1:
+        raise SpecError(f"{where}: {' and '.join(forms)} exclude each other", hint=hint)
+    needed = {"path": (), "repo": ("name", "version"), "chart": ("version",)}[forms[0]]
+    missing = [k for k in needed if k not in entry]
+    extra = [k for k in ("name", "version", "provenance") if k in entry and forms[0] == "path"]
+    extra += ["name"] if forms[0] == "chart" and "name" in entry else []
+    if missing:
+        raise SpecError(f"{where}: {forms[0]}: needs {' and '.join(missing)}", hint=hint)
+    if extra:
+        raise SpecError(f"{where}: {', '.join(extra)} only go with a chart by reference (repo: or chart:)", hint=hint)
 
 
 def _remote_chart(entry: Mapping[str, Any], rel: Any, line: int) -> RemoteChart | None:

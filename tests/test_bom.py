@@ -56,3 +56,24 @@ def test_cyclonedx_is_valid_1_6_and_reproducible() -> None:
     assert containers[0]["hashes"] == [{"alg": "SHA-256", "content": "b" * 64}]
     assert containers[0]["purl"].startswith("pkg:oci/nginx@sha256")
     assert cyclonedx(BOM) == sbom
+
+
+def test_a_chart_fetched_by_reference_records_source_version_and_digest() -> None:
+    from dataclasses import replace
+
+    from bundler.bom import ChartSourceEntry
+
+    fetched = ChartSourceEntry("https://charts.example.com/stable", "demo", "0.3.0", D["c"],
+                               "https://charts.example.com/stable/demo-0.3.0.tgz", "verified: Vendor <v@example.com>")
+    dep = ChartSourceEntry("oci://reg.example.com/charts/common", "common", "2.29.1", D["d"],
+                           f"oci://reg.example.com/charts/common@{D['e']}")
+    bom = replace(BOM, charts=(replace(BOM.charts[0], fetched=fetched, dependencies=(dep,)),))
+    data = bom.to_dict()
+    assert data["charts"][0]["source"]["provenance"] == "verified: Vendor <v@example.com>"
+    assert "provenance" not in data["charts"][0]["dependencies"][0]
+    assert Bom.from_dict(json.loads(json.dumps(data))) == bom
+    sbom = cyclonedx(bom)
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(sbom.decode()) is None
+    props = {p["value"] for c in json.loads(sbom)["components"] for p in c.get("properties", [])}
+    assert f"https://charts.example.com/stable demo 0.3.0 {D['c']}" in props
+    assert f"oci://reg.example.com/charts/common common 2.29.1 {D['d']}" in props

@@ -99,3 +99,46 @@ def test_not_utf8_and_missing(tmp_path: Path) -> None:
         spec.load(bad)
     with pytest.raises(SpecError, match="cannot read"):
         spec.load(tmp_path / "nope.yaml")
+
+
+def test_charts_by_reference(tmp_path: Path) -> None:
+    from bundler.spec import load
+    spec_file = tmp_path / "bundle.yaml"
+    spec_file.write_text("""apiVersion: airgap-bundle.dev/v1alpha1
+kind: Bundle
+metadata: {name: x, version: "1"}
+localRegistry: {host: r.local}
+sources:
+  charts:
+    - {repo: "https://charts.example.com/stable/", name: app, version: "^1.2", provenance: {keyring: k.gpg}}
+    - {chart: "oci://reg.example.com/charts/tool", version: "2.0.0", release: t}
+    - {repo: "oci://reg.example.com/charts", name: lib, version: "1.0.0"}
+  chartRepositories: [{name: bitnami, url: "https://charts.bitnami.com/bitnami/"}]
+""")
+    spec = load(spec_file)
+    app, tool, lib = (c.remote for c in spec.charts)
+    assert app is not None and tool is not None and lib is not None
+    assert (app.repo, app.name, app.version, spec.charts[0].release) == ("https://charts.example.com/stable", "app",
+                                                                        "^1.2", "app")
+    assert app.provenance is not None and app.provenance.keyring == tmp_path / "k.gpg" and app.provenance.required
+    assert (tool.repo, tool.name, tool.is_oci, spec.charts[1].release) == ("oci://reg.example.com/charts", "tool",
+                                                                          True, "t")
+    assert str(lib) == "oci://reg.example.com/charts/lib:1.0.0" and str(app) == "app ^1.2 from https://charts.example.com/stable"
+    assert spec.chart_repositories == (("bitnami", "https://charts.bitnami.com/bitnami"),)
+    spec_file.write_text(spec_file.read_text().replace('release: t}', 'release: t, path: x}'))
+    with pytest.raises(SpecError, match=r"bundle.yaml:8: sources.charts\[1\]: path and chart exclude each other"):
+        load(spec_file)
+
+
+@pytest.mark.parametrize("entry, needle", [
+    ("{repo: 'https://c.example.com', name: app}", "repo: needs version"),
+    ("{path: chart, version: '1'}", "version only go with a chart by reference"),
+    ("{chart: 'oci://r.example.com/c/app', version: '1', name: app}", "name only go with"),
+    ("{release: x}", "'path' is a required property"),
+])
+def test_chart_entry_forms(tmp_path: Path, entry: str, needle: str) -> None:
+    (tmp_path / "bundle.yaml").write_text("apiVersion: airgap-bundle.dev/v1alpha1\nkind: Bundle\n"
+                                          "metadata: {name: x, version: '1'}\nlocalRegistry: {host: r.local}\n"
+                                          f"sources:\n  charts:\n    - {entry}\n")
+    with pytest.raises(SpecError, match=needle):
+        spec.load(tmp_path / "bundle.yaml")

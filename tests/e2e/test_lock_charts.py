@@ -6,6 +6,7 @@ fails the build (exit 16) naming the lock entry."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import tarfile
@@ -93,7 +94,6 @@ def test_charts_are_locked_by_version_and_digest_with_their_dependencies(world: 
     assert first.returncode == 0, first.stderr
     chart = world.locked_chart()
     published = world.repo.root / "webapp-1.0.0.tgz"
-    import hashlib
     assert chart["source"] == world.repo.url and chart["name"] == "webapp" and chart["version"] == "1.0.0"
     assert chart["digest"] == "sha256:" + hashlib.sha256(published.read_bytes()).hexdigest()
     (dep,) = chart["dependencies"]
@@ -107,6 +107,10 @@ def test_charts_are_locked_by_version_and_digest_with_their_dependencies(world: 
     assert "lock: used" in second.stdout
     a, b = (world.spec.parent / n for n in ("a.bundle.tar", "b.bundle.tar"))
     assert a.read_bytes() == b.read_bytes()
+    # `sweep SPEC` renders the locked chart too (the newer one would bring nginx:1.28): it agrees.
+    sweep = world.run_cli("sweep", "bundle.yaml", "--cache", str(world.tmp / "cache-sweep"), cwd=world.spec.parent)
+    assert sweep.returncode == 0 and "bundle.lock agrees with the spec" in sweep.stderr, sweep.stderr
+    assert "nginx:1.28" not in sweep.stdout
 
     # --update takes the new versions and says which moved.
     updated = world.build("c.bundle.tar", "--update")

@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from bundler.charts import lock_digest
 from tests.support.registry import TestRegistry, make_ca
 
 
@@ -119,8 +120,9 @@ def helm_env(home: Path) -> dict[str, str]:
 
 def make_chart(directory: Path, name: str, version: str, *, image: str = "nginx:1.27",
                dependencies: list[dict[str, Any]] | None = None, lock: list[dict[str, Any]] | None = None,
-               chart_type: str = "application") -> Path:
-    """A chart whose one Deployment runs `image` (from values)."""
+               chart_type: str = "application", aliases: dict[str, str] | None = None) -> Path:
+    """A chart whose one Deployment runs `image` (from values); `lock`: a Chart.lock with helm's digest
+    (`aliases` resolves `@name` repositories as helm's repositories.yaml would)."""
     root = directory / name
     (root / "templates").mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = {"apiVersion": "v2", "name": name, "version": version, "type": chart_type}
@@ -134,8 +136,10 @@ def make_chart(directory: Path, name: str, version: str, *, image: str = "nginx:
         "    metadata:\n      labels: {app: " + name + "}\n    spec:\n      containers:\n"
         "        - name: main\n          image: {{ .Values.image | quote }}\n")
     if lock is not None:
+        resolved = [{**d, "repository": (aliases or {}).get(str(d["repository"]).lstrip("@"), d["repository"])}
+                    for d in dependencies or []]
         (root / "Chart.lock").write_text(yaml.safe_dump(
-            {"dependencies": lock, "digest": "sha256:" + "0" * 64, "generated": "2025-01-01T00:00:00Z"}))
+            {"dependencies": lock, "digest": lock_digest(resolved, lock), "generated": "2025-01-01T00:00:00Z"}))
     return root
 
 
