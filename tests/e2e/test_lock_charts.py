@@ -144,3 +144,11 @@ def test_charts_are_locked_by_version_and_digest_with_their_dependencies(world: 
     assert gone.returncode == 16, gone.stderr
     assert re.search(r"bundle\.lock:\d+ pins webapp 1\.1\.0 as sha256:[0-9a-f]{64}, but .* now serves", gone.stderr)
     assert not (world.spec.parent / "d.bundle.tar").exists() and world.lock.read_bytes() == lock_before
+
+    # The publisher removes the locked version: exit 16, naming the lock line, still nothing written.
+    (world.repo.root / "webapp-1.1.0.tgz").unlink()
+    world.repo.index()
+    removed = world.build("e.bundle.tar")
+    assert removed.returncode == 16, removed.stderr
+    assert re.search(r"bundle\.lock:\d+ pins webapp 1\.1\.0, which http://\S+ no longer serves", removed.stderr)
+    assert world.lock.read_bytes() == lock_before
