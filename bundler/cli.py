@@ -719,7 +719,7 @@ def _echo_lock(outcome: LockOutcome) -> None:
 @click.option("--update", is_flag=True,
               help="Re-resolve on purpose: every tag, or only the IMAGEs named (name, name:tag or name@digest).")
 @click.option("--check", is_flag=True,
-              help="Only compare spec and lock (no registry, nothing written); exit 16 when they disagree.")
+              help="Only compare spec and lock (no image registry, nothing written); exit 16 when they disagree.")
 @click.option("--jobs", "-j", default=8, show_default=True, type=click.IntRange(1, 64), help="Concurrent requests.")
 @click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST",
               help="Plain HTTP for this registry host (repeat); also `insecure: true` in the spec.")
@@ -735,9 +735,10 @@ def lock_command(spec_file: str, images: tuple[str, ...], update: bool, check: b
     The lock lives beside SPEC (bundle.yaml -> bundle.lock; format in docs/lock.md). Without options:
     write it, or make it agree with the spec, keeping every pin of an image the spec still carries,
     resolving images the spec added and dropping those it removed. --update re-resolves on purpose
-    (all tags, or only the IMAGEs named) and prints each old -> new digest. --check compares only:
-    exit 16 when an image or chart was added or removed, platforms differ, or a local chart changed.
-    Exit 16 also when a locked digest is no longer served (nor cached).
+    (all tags and chart versions, or only the IMAGEs named) and prints each old -> new digest.
+    --check compares only, writes nothing and asks no image registry: exit 16 when an image or chart
+    was added or removed, platforms differ, a local chart changed, or the spec's chart version no
+    longer admits the locked one. Exit 16 also when a locked digest is no longer served (nor cached).
 
     \b
     Examples:
