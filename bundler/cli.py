@@ -301,6 +301,8 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, at_time: st
 @click.option("--vendored", "vendored_file", metavar="FILE", type=click.Path(dir_okay=False),
               help="The images a bundle carries: one reference per line, a JSON list, or an OCI index.json.")
 @click.option("--local-registry", metavar="HOST", help="Vendored = already points at HOST (or HOST/prefix).")
+@click.option("--emit-images", is_flag=True,
+              help="Print the images: entries that resolve every unreviewed candidate, as YAML to paste into SPEC.")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False),
               help="Cache for the SPEC's charts by reference [default: $XDG_CACHE_HOME/airgap-bundle].")
 @click.option("--offline", is_flag=True, help="Take the SPEC's charts by reference from the cache alone.")
@@ -308,7 +310,7 @@ def sweep_command(spec_file: str | None, chart: str | None, values: tuple[str, .
                   release: str | None, namespace: str | None, kube_version: str | None,
                   kustomize: tuple[str, ...], manifests: tuple[str, ...], fmt: str, why: str | None,
                   fail_on_unvendored: bool, vendored_file: str | None, local_registry: str | None,
-                  cache_dir: str | None, offline: bool) -> None:
+                  emit_images: bool, cache_dir: str | None, offline: bool) -> None:
     """Find every image the charts, Kustomize bases and manifests make a cluster pull.
 
     \b
@@ -324,14 +326,17 @@ def sweep_command(spec_file: str | None, chart: str | None, values: tuple[str, .
                               rewritten manifests: anything still pointing elsewhere fails.
       --vendored FILE         vendored = listed in FILE (a bundle's image list, or its OCI index.json).
       SPEC alone              vendored = what a bundle built from SPEC carries: definite images and
-                              confirmed candidates. Unconfirmed candidates fail until confirmed or
-                              excluded. Images the SPEC excludes are reported with their reason, never
-                              checked.
-    Candidates are checked like definite images: a heuristic hit is never silently let through.
+                              confirmed candidates. Images the SPEC excludes are reported with their
+                              reason, never checked.
+    Candidates are checked like definite images: a heuristic hit is never silently let through. With a
+    SPEC (and neither --vendored nor --local-registry), a candidate the SPEC neither confirms nor
+    excludes is unresolved: the sweep fails (exit 1, "passed": false) until it is reviewed, with or
+    without --fail-on-unvendored. --emit-images prints the images: entries to paste (confirm: true, the
+    evidence as comments; change an entry to exclude: <reason> where the value is not an image).
 
     \b
-    Exit codes: 0 all vendored (or no check asked), 1 unvendored images or invalid references,
-    2 bad input or usage, 3 helm or kustomize failed.
+    Exit codes: 0 all vendored (or no check asked), 1 unvendored images, unresolved candidates or
+    invalid references, 2 bad input or usage, 3 helm or kustomize failed, 15 helm or kubectl missing.
 
     \b
     Examples:
@@ -339,6 +344,7 @@ def sweep_command(spec_file: str | None, chart: str | None, values: tuple[str, .
       airgap-bundle sweep --chart ./chart --values prod.yaml --format json
       airgap-bundle sweep --manifests out/manifests --fail-on-unvendored --local-registry registry.local:5000
       helm template x ./chart | airgap-bundle sweep --manifests - --why nginx
+      airgap-bundle sweep bundle.yaml --emit-images >> bundle.yaml   # when bundle.yaml has no images: yet
     """
 
     from . import render as render_mod
@@ -348,6 +354,9 @@ def sweep_command(spec_file: str | None, chart: str | None, values: tuple[str, .
 
     if vendored_file and local_registry:
         raise UsageError("--vendored and --local-registry are exclusive", hint="give one of them")
+    if emit_images and (spec_file is None or why or fmt != "text" or vendored_file or local_registry):
+        raise UsageError("--emit-images needs a SPEC and prints YAML for it",
+                         hint="give a SPEC, without --why, --format, --vendored or --local-registry")
     if (values or sets or release or namespace or kube_version) and not chart:
         raise UsageError("--values, --set, --release, --namespace and --kube-version need --chart")
     spec = spec_mod.load(spec_file) if spec_file else None
@@ -376,7 +385,14 @@ def sweep_command(spec_file: str | None, chart: str | None, values: tuple[str, .
         docs, chart_images=chart_images,
         extra_images=spec.extra_images if spec else (), options=spec.images if spec else (),
         spec_file=render_mod.display(spec.path) if spec else "bundle.yaml",
-        catalogue=spec.catalogue if spec else None)
+        catalogue=spec.catalogue if spec else None,
+        review=spec is not None and not (vendored_file or local_registry))
+    if emit_images:
+        assert spec is not None  # checked with the options above
+        click.echo(report_mod.to_images_yaml(result, render_mod.display(spec.path),
+                                             has_images_key="images" in spec.document), nl=False)
+        click.echo(f"airgap-bundle sweep: {report_mod.summary_line(result, {})}", err=True)
+        return
 
     check: sweep_mod.VendoredCheck | None = None
     check_name = "none"
@@ -418,6 +434,9 @@ def sweep_command(spec_file: str | None, chart: str | None, values: tuple[str, .
         first = result.invalid[0]
         raise CheckFailedError(f"{first.origin.file}:{first.line}: {len(result.invalid)} invalid image "
                                f"reference(s), first {first.written!r}: {first.error}")
+    if result.review:
+        sweep_mod.require_reviewed(result, spec_file or "SPEC")
+
     if spec is not None and locked is not None and not (chart or kustomize or manifests):
         # `sweep SPEC` in CI: the images and charts SPEC carries must be the locked ones.
         from . import lock as lockfile
@@ -654,7 +673,8 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
     or a locked digest is gone. --update re-resolves every tag and rewrites it. One line says which.
 
     \b
-    Example:
+    Example (examples/bundle.yaml pulls through a mirror on 127.0.0.1:5000: scripts/demo.sh starts
+    one with the images, and runs these steps and the rest of the flow end to end):
       airgap-bundle keys generate --out vendor --cert
       airgap-bundle build examples/bundle.yaml --output demo.bundle.tar --key vendor.key --cert vendor.crt
       airgap-bundle build examples/bundle.yaml --output demo.bundle.tar --unsigned --update

@@ -70,6 +70,11 @@ class RenderError(BundlerError):
     exit_code = 3
 
 
+# 15: an external tool the command needs (helm, kubectl) is missing or cannot be run.
+class ToolMissingError(BundlerError):
+    exit_code = 15
+
+
 # 4-9: talking to registries and pulling images.
 class RegistryError(BundlerError):
     """A registry could not be reached or refused the request (network, TLS, 5xx after retries)."""

@@ -247,7 +247,7 @@ def _render_and_sweep(spec: Spec, tools: render.Tools, progress: Progress) -> tu
     chart_images = [image for chart in spec.charts for image in render.chart_images(chart.path)]
     found = sweep.sweep(docs, chart_images=chart_images, extra_images=spec.extra_images, options=spec.images,
                         spec_file=str(spec.path), catalogue=spec.catalogue)
-    _require_clean_sweep(found)
+    _require_clean_sweep(found, render.display(spec.path))
     progress.step("sweep", 1, 1, f"{sum(1 for i in found.images if i.carried)} images from "
                                  f"{found.documents} documents")
     return streams, found
@@ -386,19 +386,13 @@ def _package_kind(image: sweep.Image) -> str:
     return next(f.kind for f in image.findings if f.kind in CROSSPLANE_PACKAGE_KINDS)
 
 
-def _require_clean_sweep(found: sweep.Sweep) -> None:
+def _require_clean_sweep(found: sweep.Sweep, spec_file: str) -> None:
     """Invalid references and unreviewed candidates stop the build: the bundle would not carry them."""
     if found.invalid:
         bad = found.invalid[0]
         raise UnvendoredImageError(f"{bad.origin.file}:{bad.line}: invalid image reference {bad.written!r}: "
                                    f"{bad.error}", hint="fix the reference in the source")
-    if found.candidates:
-        image = found.candidates[0]
-        where = image.findings[0]
-        raise UnvendoredImageError(
-            f"{where.origin.file}:{where.line}: {image.written} looks like an image ({where.rule}) but the spec "
-            f"neither confirms nor excludes it ({len(found.candidates)} such)",
-            hint="add it to the spec's images: with confirm: true, or exclude: <reason>")
+    sweep.require_reviewed(found, spec_file)
 
 
 def _crossplane_gate(spec: Spec, options: BuildOptions, docs: list[Document], packages: list[sweep.Image],

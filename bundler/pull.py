@@ -373,7 +373,8 @@ def pull(refs: Sequence[str], *, layout: Path | Layout, platforms: Sequence[Plat
 
     Args:
         refs: references as written (duplicates are pulled once, reported once each).
-        layout: the output OCI layout (created if missing).
+        layout: the output OCI layout (created if missing; on success a plain OCI layout without this
+            tool's bookkeeping, unless it is also the cache).
         platforms: required platforms (Spec.platforms or --platform).
         options_for: per-image options (Spec.options_for): keepUpstreamIndex, platformExemptions.
         sources: allowed registries; default: exactly the hosts of `refs`.
@@ -416,6 +417,8 @@ def pull(refs: Sequence[str], *, layout: Path | Layout, platforms: Sequence[Plat
             store.set_refs({str(ref): Descriptor(plans[ref].top.media_type, plans[ref].top.digest,
                                                  len(plans[ref].top.data))
                             for ref in unique if not ref.digest and ref.canonical not in pins})
+        if store is not out or cache is None:  # an output, not also the cache: a plain OCI layout, no bookkeeping
+            out.tidy()
     finally:
         puller.close()
     return [_as_written(results[r], text) for text, r in parsed]

@@ -50,6 +50,7 @@ REFERENCE_RE = re.compile(rf"^({_NAME})(?::({_TAG}))?(?:@({_DIGEST}))?$", re.ASC
 _ANCHORED_NAME_RE = re.compile(rf"^(?:({_DOMAIN})/)?({_REMOTE_NAME})$", re.ASCII)
 _ANCHORED_IDENTIFIER_RE = re.compile(r"^[a-f0-9]{64}$")
 TAG_RE = re.compile(rf"^{_TAG}$", re.ASCII)
+REPOSITORY_PATH_RE = re.compile(rf"^{_REMOTE_NAME}$", re.ASCII)  # a path with no domain (a mirror's prefix)
 
 # go-digest: the algorithms a Go runtime registers, and their hex lengths.
 DIGEST_HEX_LENGTH = {"sha256": 64, "sha384": 96, "sha512": 128}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import ipaddress
 import json
 import logging
 import os
@@ -40,8 +41,8 @@ import urllib3
 
 from .errors import AuthError, DigestMismatchError, NotFoundError, RateLimitedError, RegistryError, UsageError
 from .oci import ACCEPT_MANIFESTS, INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST, sha256_digest
-from .reference import DEFAULT_DOMAIN, ImageRef
-from .spec import RegistryConfig
+from .reference import DEFAULT_DOMAIN, REPOSITORY_PATH_RE, ImageRef
+from .spec import WILDCARD, MirrorConfig, RegistryConfig, registry_for
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,11 @@ class Manifest:
         if not isinstance(obj, dict):
             raise RegistryError(f"manifest {self.digest} from {self.endpoint} is not a JSON object")
         return obj
+
+
+def spelled(name: str, reference: str) -> str:
+    """`name:tag` or `name@sha256:...`: how a reference is written (a tag never holds a colon)."""
+    return f"{name}@{reference}" if ":" in reference else f"{name}:{reference}"
 
 
 def _api_host(host: str) -> str:
@@ -195,12 +201,17 @@ def plan_routes(hosts: Sequence[str], configs: Sequence[RegistryConfig], *, inse
     insecure = set(insecure_hosts) | {c.host for c in configs if c.insecure}
     routes: dict[str, tuple[Endpoint, ...]] = {}
     for host in hosts:
-        config = by_host.get(host)
+        config = registry_for(configs, host)
         if config is None:
             raise UsageError(f"registry {host} is not allowed: the spec's registries list {sorted(by_host) or 'none'}",
                              hint=f"add `- host: {host}` under registries: in the spec (never a public registry by default)")
         eps: list[Endpoint] = []
-        for target in [*config.mirrors, *([] if config.skip_upstream else [host])]:
+        if config.mirror is not None:
+            eps.append(_mirror_endpoint(host, config.mirror, by_host.get(config.mirror.host), insecure,
+                                        ca_file=ca_file, keep_alive=config.keep_alive, environ=environ))
+        # A WILDCARD entry names no upstream: it reaches its mirror and nothing else.
+        upstream = [] if config.skip_upstream or config.host == WILDCARD else [host]
+        for target in [*config.mirrors, *upstream]:
             target_host, _, prefix = target.partition("/")
             own = by_host.get(target_host, config)
             ca = own.ca_file or config.ca_file or ca_file
@@ -220,6 +231,30 @@ def plan_routes(hosts: Sequence[str], configs: Sequence[RegistryConfig], *, inse
             raise UsageError(f"registry {host}: skipUpstream is set and no mirrors are listed")
         routes[host] = tuple(eps)
     return routes
+
+
+def _mirror_endpoint(serves: str, mirror: MirrorConfig, own: RegistryConfig | None, insecure: set[str], *,
+                     ca_file: Path | None, keep_alive: bool, environ: Mapping[str, str] | None) -> Endpoint:
+    """A `mirror:` object's endpoint: its own settings first, then an entry of the mirror host's own."""
+    prefix = mirror.prefix_for(serves)
+    if prefix and not REPOSITORY_PATH_RE.match(prefix):
+        raise UsageError(f"registry {serves}: the mirror prefix {mirror.prefix!r} becomes {prefix!r}, "
+                         "which is not a repository path (lowercase letters, digits, . _ - and /; no port)",
+                         hint=f"give {serves} an entry of its own, or pull it from the mirror by its own name")
+    ca = mirror.ca_file or (own.ca_file if own else None) or ca_file
+    named = mirror if mirror.username_env or mirror.password_env or own is None else own
+    credentials = load_credentials(mirror.host, docker_config=named.docker_config, username_env=named.username_env,
+                                   password_env=named.password_env, environ=environ)
+    return Endpoint(
+        serves=serves,
+        host=mirror.host,
+        scheme="http" if mirror.insecure or mirror.host in insecure else "https",
+        prefix=prefix,
+        verify=str(ca) if ca else _default_ca(environ),
+        custom_ca=ca is not None,
+        keep_alive=keep_alive and (own.keep_alive if own else True),
+        credentials=credentials,
+    )
 
 
 def _default_ca(environ: Mapping[str, str] | None) -> str | bool:
@@ -252,6 +287,7 @@ class RegistryClient:
         self._tokens: dict[tuple[str, str], str] = {}
         self._challenges: dict[str, tuple[str, dict[str, str]]] = {}
         self.stats: dict[str, int] = {"requests": 0, "retries": 0, "resumes": 0}
+        self._retry_logged: set[str] = set()
 
     def describe(self) -> list[str]:
         """Every endpoint the client may contact (token realms and blob redirects are named by them)."""
@@ -277,29 +313,29 @@ class RegistryClient:
                 if len(self.routes[ref.domain]) > 1:
                     log.info("%s: %s; trying the next endpoint", ep.url, exc.message)
                 errors.append(exc)
-        raise self._pick(errors, f"{ref.name}:{reference}" if ":" not in reference else f"{ref.name}@{reference}")
+        raise self._pick(errors, spelled(ref.name, reference))
 
     def _get_manifest(self, ep: Endpoint, ref: ImageRef, reference: str) -> Manifest:
         repo = ep.repository(ref)
+        name = spelled(ref.name, reference)
         resp = self._send(ep, "GET", f"/v2/{repo}/manifests/{reference}", repo, headers={"Accept": ACCEPT_MANIFESTS},
-                          what=f"manifest {ref.name}:{reference}")
+                          what=f"manifest {name}")
         try:
             declared = resp.headers.get("Content-Length")
             if declared and int(declared) > MAX_MANIFEST_BYTES:
-                raise RegistryError(f"manifest {ref.name}:{reference} from {ep.url} is larger than 4 MiB")
-            data = self._read_capped(resp, MAX_MANIFEST_BYTES, what=f"manifest {ref.name}:{reference}")
+                raise RegistryError(f"manifest {name} from {ep.url} is larger than 4 MiB")
+            data = self._read_capped(resp, MAX_MANIFEST_BYTES, what=f"manifest {name}")
         finally:
             resp.close()
         digest = sha256_digest(data)
         if reference.startswith("sha256:") and digest != reference:
-            raise DigestMismatchError(f"manifest {ref.name}@{reference} from {ep.url} hashes to {digest}",
+            raise DigestMismatchError(f"manifest {name} from {ep.url} hashes to {digest}",
                                       hint="the registry or a proxy served other bytes; nothing was kept")
         header = resp.headers.get("Docker-Content-Digest", "")
         if header.startswith("sha256:") and header != digest:
-            raise DigestMismatchError(f"manifest {ref.name}:{reference} from {ep.url}: bytes hash to {digest}, "
+            raise DigestMismatchError(f"manifest {name} from {ep.url}: bytes hash to {digest}, "
                                       f"Docker-Content-Digest says {header}")
-        return Manifest(data, media_type_of(data, resp.headers.get("Content-Type", ""), f"{ref.name}:{reference}"),
-                        digest, ep.url)
+        return Manifest(data, media_type_of(data, resp.headers.get("Content-Type", ""), name), digest, ep.url)
 
     # blobs
     def blob_chunks(self, ref: ImageRef, digest: str, offset: int = 0) -> Iterator[bytes]:
@@ -341,8 +377,8 @@ class RegistryClient:
                                         hint="check the network; a rerun resumes where this one stopped") from None
                 with self._lock:
                     self.stats["resumes"] += 1
-                log.info("blob %s: connection dropped at byte %d (%s); resuming", digest[:19], position,
-                         type(exc).__name__)
+                self._log_once(ep, f"blob {digest[:19]}: connection dropped at byte {position} "
+                                   f"({type(exc).__name__}); resuming (logged once per endpoint)")
                 self._sleep(self._delay(drops - 1, None))
             finally:
                 resp.close()
@@ -497,6 +533,11 @@ class RegistryClient:
                 raise RegistryError(f"{what}: TLS verification failed for {ep.url}: {self._redact(str(exc), ep)}",
                                     hint="give the registry's CA with caFile in the spec or --ca-file") from None
             except (requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError) as exc:
+                if _refused(exc) and _literal_or_loopback(urllib.parse.urlsplit(target).hostname or ""):
+                    # Nothing listens there, and no name resolution or balancer can change that by retrying.
+                    raise RegistryError(f"{what}: connection refused by {target}",
+                                        hint="start the registry, or fix the host and port in the spec's "
+                                             "registries") from None
                 last = f"{type(exc).__name__}: {self._redact(str(exc), ep)}"
                 resp = None
             else:
@@ -509,10 +550,19 @@ class RegistryClient:
                 with self._lock:
                     self.stats["retries"] += 1
                 delay = self._delay(attempt, resp)
-                log.info("%s: %s from %s; retrying in %.1fs", what, last, ep.url, delay)
+                self._log_once(ep, f"{what}: {last}; retrying (up to {self.retries} times per request, "
+                                   f"with backoff; logged once per endpoint)")
                 self._sleep(delay)
         raise RegistryError(f"{what}: {ep.url} unreachable after {self.retries + 1} attempts ({last})",
                             hint="check the address, the network, or the registry's health")
+
+    def _log_once(self, ep: Endpoint, message: str) -> None:
+        """The first retry on an endpoint is news; the rest are in `stats` (a flaky mirror would flood)."""
+        with self._lock:
+            if ep.url in self._retry_logged:
+                return
+            self._retry_logged.add(ep.url)
+        log.info("%s: %s", ep.url, message)
 
     def _auth_header(self, ep: Endpoint, scope: str) -> str | None:
         with self._lock:
@@ -558,7 +608,7 @@ class RegistryClient:
             raise AuthError(f"{what}: {ep.url} refused access (HTTP {status}) with {source}",
                             hint="log in (docker login / podman login) or name usernameEnv/passwordEnv in the spec")
         if status == 404:
-            raise NotFoundError(f"{what}: not found on {ep.url}", hint="check the repository, tag or digest")
+            raise NotFoundError(f"{what}: not found at {ep.url}{path}", hint="check the repository, tag or digest")
         if status == 429:
             raise RateLimitedError(f"{what}: {ep.url} kept answering 429 Too Many Requests",
                                    hint="wait, authenticate, or configure a mirror")
@@ -611,6 +661,31 @@ class RegistryClient:
         for secret in secrets:
             text = text.replace(secret, "***")
         return re.sub(r"(Authorization['\"]?:\s*['\"]?)(Basic|Bearer)\s+[^'\",\s]+", r"\1\2 ***", text)
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a connection error was a refused TCP connection (requests wraps urllib3 wraps the OSError)."""
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        err = stack.pop()
+        if isinstance(err, ConnectionRefusedError):
+            return True
+        seen.add(id(err))
+        nested = (err.__cause__, err.__context__, getattr(err, "reason", None), *err.args)
+        stack.extend(e for e in nested if isinstance(e, BaseException) and id(e) not in seen)
+    return False
+
+
+def _literal_or_loopback(host: str) -> bool:
+    """An IP address literal or a loopback name: a refusal there is final, there is no other address to try."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _strip_userinfo(url: str) -> str:

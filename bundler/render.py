@@ -37,7 +37,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Protocol
@@ -45,7 +45,7 @@ from typing import Protocol
 import yaml
 
 from .documents import MAX_STREAM_BYTES, Document, Origin, load_stream
-from .errors import InputError, RenderError
+from .errors import InputError, RenderError, ToolMissingError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOOL_ENV = {"helm": "AIRGAP_BUNDLE_HELM", "kubectl": "AIRGAP_BUNDLE_KUBECTL"}
@@ -124,28 +124,45 @@ class ChartImage:
     index: int  # position in the annotation's list
 
 
-def find_tool(name: str) -> str:
+def find_tool(name: str, *, root: Path = REPO_ROOT, environ: Mapping[str, str] | None = None) -> str:
     """Path of `helm` or `kubectl`: `$AIRGAP_BUNDLE_HELM`/`$AIRGAP_BUNDLE_KUBECTL`, then PATH, then
-    `<repo>/.tools/bin` (where `scripts/setup.sh` puts them).
+    `<root>/.tools/bin` (where `scripts/setup.sh` puts them in a checkout; `root` is the folder that holds
+    the `bundler` package).
 
     Raises:
-        RenderError: the tool is nowhere to be found.
+        ToolMissingError: the tool is nowhere to be found, or the variable names no executable.
     """
-    env = os.environ.get(TOOL_ENV.get(name, ""), "")
-    if env:
-        if not os.access(env, os.X_OK):
-            raise RenderError(f"{TOOL_ENV[name]}={env}: not an executable file")
-        return env
-    found = shutil.which(name)
+    env = os.environ if environ is None else environ
+    var = TOOL_ENV.get(name, name.upper())
+    explicit = env.get(var, "")
+    if explicit:
+        if not os.access(explicit, os.X_OK):
+            raise ToolMissingError(f"{var}={explicit}: not an executable file", hint=tool_hint(name, root))
+        return explicit
+    found = shutil.which(name, path=env.get("PATH", os.defpath))
     if found:
         return found
-    local = REPO_ROOT / ".tools" / "bin" / name
+    local = root / ".tools" / "bin" / name
     if local.is_file() and os.access(local, os.X_OK):
         return str(local)
-    raise RenderError(
-        f"{name} not found on PATH or in {local.parent}",
-        hint=f"run scripts/setup.sh, or set {TOOL_ENV.get(name, name.upper())}",
-    )
+    where = f"${var}, PATH or {local.parent}" if _is_checkout(root) else f"${var} or PATH"
+    raise ToolMissingError(f"{name} not found (looked at {where})", hint=tool_hint(name, root))
+
+
+def _is_checkout(root: Path) -> bool:
+    """Running from a clone of the repository (scripts/setup.sh beside the package), not a pip install."""
+    return (root / "scripts" / "setup.sh").is_file()
+
+
+def tool_hint(name: str, root: Path = REPO_ROOT) -> str:
+    """What to do about a missing tool, for how this copy of airgap-bundle was installed."""
+    var = TOOL_ENV.get(name, name.upper())
+    if _is_checkout(root):
+        return (f"run scripts/setup.sh (it puts helm v4 and kubectl in .tools/bin), "
+                f"or put {name} on PATH, or set {var}")
+    what = "helm v4 (https://helm.sh/docs/intro/install/)" if name == "helm" else \
+        "kubectl (https://kubernetes.io/docs/tasks/tools/)"
+    return f"install {what} and put it on PATH, or set {var} to its path"
 
 
 @dataclass(frozen=True)
@@ -565,11 +582,9 @@ def _run(args: list[str], what: str, timeout: float) -> str:
         )
     except subprocess.TimeoutExpired:
         raise RenderError(f"{what}: timed out after {timeout:g} s") from None
-    except OSError as exc:
-        raise RenderError(
-            f"{what}: cannot run {args[0]}: {exc.strerror}",
-            hint="run scripts/setup.sh or put helm/kubectl on PATH",
-        ) from None
+    except OSError as exc:  # gone since find_tool, or built for another machine (Exec format error)
+        raise ToolMissingError(f"{what}: cannot run {args[0]}: {exc.strerror}",
+                               hint=tool_hint(Path(args[0]).name)) from None
     if done.returncode != 0:
         raise RenderError(f"{what} failed: {condense(done.stderr.decode('utf-8', 'replace'))}")
     try:

@@ -84,7 +84,8 @@ def summary(result: Sweep, status: Status, check: str) -> dict[str, Any]:
             }
             for s in result.skipped
         ],
-        "passed": not unvendored and not result.invalid,
+        "unresolved": [str(i.ref) for i in result.unresolved],
+        "passed": not unvendored and not result.invalid and not result.unresolved,
     }
 
 
@@ -113,6 +114,8 @@ def to_text(result: Sweep, status: Status, check: str, images: Iterable[Image] |
             flags.append("test hook")
         if vendored is not None:
             flags.append("vendored" if vendored else "NOT VENDORED")
+        if image in result.unresolved:
+            flags.append("UNRESOLVED: confirm or exclude it in the spec")
         lines.append(f"{image.ref}  [{', '.join(flags)}]")
         for f in image.findings:
             written = f"  as {f.written}" if f.written != str(image.ref) else ""
@@ -137,6 +140,8 @@ def summary_line(result: Sweep, status: Status) -> str:
     )
     if any(ok is not None for ok in status.values()):
         text += f", {unvendored} not vendored"
+    if result.review:
+        text += f", {len(result.unresolved)} unresolved"
     return text
 
 
@@ -163,6 +168,16 @@ _RULES = [
         },
         "defaultConfiguration": {"level": "error"},
     },
+    {
+        "id": "unresolved-candidate",
+        "name": "UnresolvedCandidate",
+        "shortDescription": {"text": "A value looks like an image and the bundle spec does not say whether it is one"},
+        "fullDescription": {
+            "text": "Review it: `confirm: true` in the spec's images: to vendor it, or `exclude: <reason>`. "
+            "`airgap-bundle sweep SPEC --emit-images` prints the entries to paste."
+        },
+        "defaultConfiguration": {"level": "error"},
+    },
 ]
 
 
@@ -186,18 +201,27 @@ def _physical(f: Finding | Invalid) -> dict[str, Any]:
     }
 
 
+def _failing(result: Sweep, status: Status, image: Image) -> str | None:
+    """The rule an image breaks, if any: unvendored under the check asked, else an unresolved candidate."""
+    if status.get(image.ref) is False:
+        return "unvendored-image"
+    return "unresolved-candidate" if image in result.unresolved else None
+
+
 def to_sarif(result: Sweep, status: Status, check: str, tool_version: str = "0") -> str:
     results: list[dict[str, Any]] = []
     for image in result.images:
-        if status.get(image.ref) is not False:
+        rule = _failing(result, status, image)
+        if rule is None:
             continue
         first, *rest = image.findings
+        what = "is not vendored" if rule == "unvendored-image" else "is neither confirmed nor excluded in the spec"
         entry: dict[str, Any] = {
-            "ruleId": "unvendored-image",
-            "ruleIndex": 0,
+            "ruleId": rule,
+            "ruleIndex": 0 if rule == "unvendored-image" else 2,
             "level": "error",
             "message": {
-                "text": f"{image.ref} ({image.confidence}) is not vendored; named at "
+                "text": f"{image.ref} ({image.confidence}) {what}; named at "
                 f"{format_path(first.path)} in {first.kind} {first.name}"
             },
             "locations": [_physical(first)],
@@ -251,11 +275,12 @@ def to_junit(result: Sweep, status: Status, check: str) -> str:
         tests += 1
         case = ET.SubElement(suite, "testcase", classname=f"images.{image.confidence}", name=str(image.ref))
         where = "\n".join(_where(f) for f in image.findings)
-        if status.get(image.ref) is False:
+        rule = _failing(result, status, image)
+        if rule is not None:
             failures += 1
-            ET.SubElement(
-                case, "failure", message=f"{image.ref} is not vendored", type="unvendored-image"
-            ).text = where
+            message = f"{image.ref} is not vendored" if rule == "unvendored-image" else \
+                f"{image.ref} is an unresolved candidate: confirm or exclude it in the spec"
+            ET.SubElement(case, "failure", message=message, type=rule).text = where
         else:
             ET.SubElement(case, "system-out").text = where
     for bad in result.invalid:
@@ -313,7 +338,7 @@ def to_github(result: Sweep, status: Status, check: str) -> str:
             elif vendored is None and not image.carried:
                 lines.append(
                     _gh(
-                        "warning",
+                        "error" if image in result.unresolved else "warning",
                         f,
                         "Candidate image",
                         f"{image.ref} looks like an image ({format_path(f.path)}): confirm or exclude it "
@@ -338,6 +363,40 @@ def render_report(fmt: str, result: Sweep, status: Status, check: str, tool_vers
         case "github":
             return to_github(result, status, check)
     raise ValueError(f"unknown format {fmt!r}")
+
+
+# --- images: entries to paste into the spec ----------------------------------------------------------
+
+
+def _comment(text: str) -> str:
+    return " ".join(text.split())  # a comment is one line, whatever a manifest's string holds
+
+
+def to_images_yaml(result: Sweep, spec_file: str, *, has_images_key: bool) -> str:
+    """The spec's `images:` entries the review needs, as YAML to paste: one per candidate the spec neither
+    confirms nor excludes, `confirm: true` (vendor it) with the evidence for it as comments. Where a value
+    is not an image the cluster pulls, the reviewer replaces `confirm: true` with `exclude: <reason>`."""
+    todo = result.candidates
+    if not todo:
+        return f"# airgap-bundle sweep --emit-images: {spec_file} leaves no candidate unresolved; nothing to add.\n"
+    lines = [
+        f"# airgap-bundle sweep --emit-images: {len(todo)} unresolved candidate(s) in {spec_file}.",
+        "# Paste " + ("these entries under the spec's `images:` key." if has_images_key
+                      else "this at the end of the spec."),
+        "# Each entry vendors the image; where a value is not an image the cluster pulls, replace",
+        "# `confirm: true` with `exclude: <reason>`.",
+    ]
+    if not has_images_key:
+        lines.append("images:")
+    for image in todo:
+        lines.append(f"  # candidate {image.ref}, found at:")
+        for f in image.findings:
+            evidence = f", {f.evidence}" if f.evidence else ""
+            written = f"  as {f.written}" if f.written != str(image.ref) else ""
+            lines.append("  #   " + _comment(f"{_where(f)}  [rule {f.rule}{evidence}]{written}"))
+        lines.append(f"  - ref: {image.ref}")
+        lines.append("    confirm: true")
+    return "\n".join(lines) + "\n"
 
 
 # --- --vendored lists ----------------------------------------------------------------------------

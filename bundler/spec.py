@@ -9,9 +9,10 @@ Does not render, pull or read the files the spec names; it only checks that they
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -123,9 +124,29 @@ class ImageOptions:
         return self.ref.digest is None or self.ref.digest == ref.digest
 
 
+WILDCARD = "*"  # a registries entry for every host no other entry names (through its mirror only)
+
+
+@dataclass(frozen=True)
+class MirrorConfig:
+    """A mirror with its own connection settings, in the registries entry that routes through it."""
+
+    host: str
+    prefix: str = ""  # repository prefix on the mirror; `{host}` is the source registry's host
+    insecure: bool = False
+    ca_file: Path | None = None
+    docker_config: bool = True
+    username_env: str | None = None
+    password_env: str | None = None
+
+    def prefix_for(self, source_host: str) -> str:
+        """The prefix for one source registry: `{host}` -> `docker.io`, as pull-through caches lay it out."""
+        return self.prefix.replace("{host}", source_host).strip("/")
+
+
 @dataclass(frozen=True)
 class RegistryConfig:
-    host: str
+    host: str  # as in references, or WILDCARD
     mirrors: tuple[str, ...] = ()
     skip_upstream: bool = False
     insecure: bool = False
@@ -134,6 +155,7 @@ class RegistryConfig:
     username_env: str | None = None
     password_env: str | None = None
     keep_alive: bool = True
+    mirror: MirrorConfig | None = None  # tried before `mirrors`; the only endpoint of a WILDCARD entry
 
 
 @dataclass(frozen=True)
@@ -196,7 +218,13 @@ class Spec:
         return max(hits, key=lambda o: (o.ref.digest is not None, o.ref.tag is not None), default=None)
 
     def registry(self, host: str) -> RegistryConfig | None:
-        return next((r for r in self.registries if r.host == host), None)
+        return registry_for(self.registries, host)
+
+
+def registry_for(configs: Sequence[RegistryConfig], host: str) -> RegistryConfig | None:
+    """The registries entry for `host`: its own, else the WILDCARD entry, else None (not allowed)."""
+    exact = next((r for r in configs if r.host == host), None)
+    return exact or next((r for r in configs if r.host == WILDCARD), None)
 
 
 def load(path: str | Path) -> Spec:
@@ -231,7 +259,15 @@ def load(path: str | Path) -> Spec:
     errors = sorted(_validator().iter_errors(plain), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
         err = errors[0]
-        where = list(err.absolute_path)
+        where: list[str | int] = list(err.absolute_path)
+        unknown = _unknown_key(err)
+        if unknown is not None:  # name the key at its own line, not the mapping that holds it
+            key, allowed = unknown
+            close = difflib.get_close_matches(key, allowed, n=1)
+            message = (f"{_field(where)}: " if where else "") + f"unknown key `{key}`; " + (
+                f"did you mean `{close[0]}`?" if close else f"expected one of {', '.join(sorted(allowed))}")
+            raise SpecError(f"{spec_path}:{_line(data, [*where, key])}: {message}",
+                            hint="see schemas/bundle.schema.json and examples/bundle.yaml")
         raise SpecError(f"{spec_path}:{_line(data, where)}: {_field(where)}: {err.message}",
                         hint="see schemas/bundle.schema.json and examples/bundle.yaml")
     return _build(spec_path, raw, data, plain)
@@ -244,6 +280,28 @@ def _validator() -> Any:
 
     schema = json.loads(resources.files("bundler").joinpath("schemas/bundle.schema.json").read_text())
     return jsonschema.Draft202012Validator(schema)
+
+
+def _mirror(m: Mapping[str, Any], rel: Callable[[str], Path]) -> MirrorConfig:
+    credentials = m.get("credentials") or {}
+    return MirrorConfig(
+        host=str(m["host"]),
+        prefix=str(m.get("prefix") or ""),
+        insecure=bool(m.get("insecure", False)),
+        ca_file=rel(m["caFile"]) if m.get("caFile") else None,
+        docker_config=bool(credentials.get("dockerConfig", True)),
+        username_env=credentials.get("usernameEnv"),
+        password_env=credentials.get("passwordEnv"),
+    )
+
+
+def _unknown_key(err: Any) -> tuple[str, list[str]] | None:
+    """For an `additionalProperties: false` violation: the first key the schema does not know, and the
+    keys it does."""
+    if err.validator != "additionalProperties" or not isinstance(err.instance, dict):
+        return None
+    allowed = list(err.schema.get("properties") or {})
+    return next(((str(k), allowed) for k in err.instance if k not in allowed), None)
 
 
 def _line(data: Any, path: list[str | int]) -> int:
@@ -332,6 +390,7 @@ def _build(path: Path, raw: bytes, d: CommentedMap, plain: dict[str, Any]) -> Sp
             username_env=(r.get("credentials") or {}).get("usernameEnv"),
             password_env=(r.get("credentials") or {}).get("passwordEnv"),
             keep_alive=bool(r.get("keepAlive", True)),
+            mirror=_mirror(r["mirror"], rel) if r.get("mirror") else None,
         )
         for r in d.get("registries") or ()
     )

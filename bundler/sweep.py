@@ -56,13 +56,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 from . import catalogue as catalogue_mod
 from .catalogue import Catalogue, Composition
 from .documents import Document, Origin, Path_, format_path, iter_documents
-from .errors import InvalidReferenceError
+from .errors import InvalidReferenceError, UnvendoredImageError
 from .reference import ImageRef
 
 Confidence = Literal["definite", "candidate"]
@@ -189,6 +189,13 @@ class Sweep:
     invalid: tuple[Invalid, ...]
     skipped: tuple[Skipped, ...]
     documents: int
+    review: bool = False  # a spec reviews the candidates: each must be confirmed or excluded there
+
+    @property
+    def unresolved(self) -> tuple[Image, ...]:
+        """Candidates a spec neither confirms nor excludes: the review is not done (a bundle would not
+        carry them, and nothing says they are not needed). Empty when no spec reviews the sweep."""
+        return self.candidates if self.review else ()
 
     @property
     def images(self) -> tuple[Image, ...]:
@@ -253,6 +260,7 @@ def sweep(
     options: Sequence[ImageOptionLike] = (),
     spec_file: str = "bundle.yaml",
     catalogue: Catalogue | None = None,
+    review: bool = False,
 ) -> Sweep:
     """Find every image in `docs`, the chart annotations and the spec's extra images.
 
@@ -264,6 +272,8 @@ def sweep(
         spec_file: the spec's path, for the origin of extra images.
         catalogue: operator knowledge; the built-in catalogue when None (add the spec's
             `discovery.rules` with `catalogue.builtin().extend(spec.discovery_rules)`).
+        review: a spec's `images:` is where candidates are reviewed, so unconfirmed ones are
+            `Sweep.unresolved` (False when there is no spec to record a review in).
     """
     known = catalogue if catalogue is not None else catalogue_mod.builtin()
     findings: list[Finding] = []
@@ -309,7 +319,7 @@ def sweep(
             invalid,
             form="spec",
         )
-    return _group(findings, invalid, options, count)
+    return replace(_group(findings, invalid, options, count), review=review)
 
 
 def sweep_document(doc: Document, catalogue: Catalogue | None = None) -> list[Finding | Invalid]:
@@ -769,6 +779,24 @@ def _group(
     return Sweep(tuple(found), tuple(candidates), tuple(hooks), tuple(invalid), tuple(skipped), documents)
 
 
+def require_reviewed(result: Sweep, spec_file: str) -> None:
+    """The strict wrapper for the review (build, and `sweep SPEC`): a candidate the spec neither confirms
+    nor excludes stops here, since nobody has said whether the cluster pulls it.
+
+    Raises:
+        UnvendoredImageError: names the first such candidate's file and line, and how many there are.
+    """
+    if not result.candidates:
+        return
+    image = result.candidates[0]
+    where = image.findings[0]
+    raise UnvendoredImageError(
+        f"{where.origin.file}:{where.line}: {image.ref} looks like an image ({where.rule}) but the spec neither "
+        f"confirms nor excludes it ({len(result.candidates)} unresolved candidate(s))",
+        hint=f"review: `airgap-bundle sweep {spec_file} --emit-images` prints the images: entries to paste "
+             "(confirm: true, or exclude: <reason>)")
+
+
 # --- the vendored check --------------------------------------------------------------------------
 
 VendoredCheck = Callable[[Image], bool]
@@ -828,6 +856,7 @@ __all__ = [
     "find_images",
     "in_list",
     "matches",
+    "require_reviewed",
     "sweep",
     "sweep_document",
     "vendored_status",

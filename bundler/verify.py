@@ -60,6 +60,7 @@ from .errors import (
     UnlistedMemberError,
     UnsignedBundleError,
     UntrustedKeyError,
+    UsageError,
     VerificationError,
 )
 from .keys import (
@@ -168,12 +169,14 @@ def verify_and_extract(path: Path | str, trust: TrustPolicy, dest: Path | str, *
     """Verify, then extract every member into the new folder `dest` (step 6); nothing is written on failure.
 
     Raises:
-        the failure of `verify` (see `require`), ArchiveError if `dest` exists or on I/O errors.
+        the failure of `verify` (see `require`), UsageError if `dest` exists (a mistake in the command,
+        not in the bundle), ArchiveError on I/O errors.
     """
     _check_trust(trust)
     dest = Path(dest)
     if dest.exists() or dest.is_symlink():  # checked first so a long verification is not wasted
-        raise ArchiveError(f"{dest} already exists", hint="extract into a new folder")
+        raise UsageError(f"{dest} already exists: a bundle is extracted only into a new folder",
+                         hint="name a folder that does not exist yet; nothing was verified or written")
     try:
         f = open(path, "rb", buffering=0)
     except OSError as e:

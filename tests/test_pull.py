@@ -209,3 +209,45 @@ def test_cli_json_and_exit_codes(cat: Catalog, run_cli: Any, tmp_path: Path) -> 
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     single = run_cli(*args, "--platform", "linux/amd64", cat.refs["single"])
     assert single.returncode == 0, single.stderr
+
+
+def _listing(root: Path) -> dict[str, int]:
+    """Every path under an OCI layout but the blobs themselves, with its permission bits."""
+    return {p.relative_to(root).as_posix(): p.stat().st_mode & 0o777 for p in root.rglob("*")
+            if p.parent.name != "sha256"}
+
+
+def test_pull_output_is_a_plain_oci_layout_readable_by_others(cat: Catalog, run_cli: Any, tmp_path: Path) -> None:
+    """As build's images/: no .index.lock, no .partial folder, files 0644 (0666 less the umask, never 0600)."""
+    import os
+
+    out = tmp_path / "out"
+    old = os.umask(0o022)
+    try:
+        done = run_cli("pull", "--insecure-registry", cat.host, "--cache", str(tmp_path / "cache"),
+                       "--output", str(out), cat.refs["multi"])
+    finally:
+        os.umask(old)
+    assert done.returncode == 0, done.stderr
+    assert _listing(out) == {"blobs": 0o755, "blobs/sha256": 0o755, "index.json": 0o644, "oci-layout": 0o644}
+    assert {p.stat().st_mode & 0o777 for p in (out / "blobs" / "sha256").iterdir()} == {0o644}
+    old = os.umask(0o027)  # a stricter umask is honoured, not overridden
+    try:
+        run([cat.refs["multi"]], tmp_path / "strict", cat.host)
+    finally:
+        os.umask(old)
+    assert _listing(tmp_path / "strict" / "out") == {"blobs": 0o750, "blobs/sha256": 0o750, "index.json": 0o640,
+                                                     "oci-layout": 0o640}
+    layout_complete(out)
+
+
+def test_an_output_that_is_also_the_cache_keeps_its_bookkeeping(cat: Catalog, tmp_path: Path) -> None:
+    """--cache and --output the same folder: it stays a cache, and another run's resumable partial blob
+    in it survives (only a folder that is just an output is tidied)."""
+    shared = tmp_path / "shared"
+    other = shared / "blobs" / "sha256" / ".partial" / ("ab" * 32)
+    other.parent.mkdir(parents=True)
+    other.write_bytes(b"half a layer")
+    pull([cat.refs["multi"]], layout=shared, cache=shared,
+         sources=Sources.for_refs([cat.refs["multi"]], insecure_hosts=(cat.host,)))
+    assert other.read_bytes() == b"half a layer"

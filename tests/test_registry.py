@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,11 @@ import pytest
 from bundler.errors import AuthError, DigestMismatchError, NotFoundError, RegistryError, UsageError
 from bundler.oci import DOCKER_LIST, OCI_INDEX, sha256_digest
 from bundler.reference import ImageRef
-from bundler.registry import RegistryClient, load_credentials, plan_routes
-from bundler.spec import RegistryConfig
+from bundler.registry import RegistryClient, _literal_or_loopback, load_credentials, plan_routes
+from bundler.spec import MirrorConfig, RegistryConfig
 from tests.support.faultproxy import Fault, FaultProxy, start_proxy
 from tests.support.images import Pusher, make_layer, multi_platform, single_platform
-from tests.support.registry import running_registry
+from tests.support.registry import free_port, running_registry
 
 INDEX = multi_platform("reg-test", seed=11)
 BIG = single_platform("reg-big", layer_size=3 << 20)
@@ -160,6 +161,53 @@ def test_mirrors_first_then_upstream(registry: Any, pushed: dict[str, str], tmp_
             only.get_manifest(ImageRef.parse(pushed["big"]))
 
 
+def test_one_wildcard_entry_routes_every_host_through_a_prefixed_mirror(registry: Any, tmp_path: Path) -> None:
+    """`host: "*"` with `mirror: {host, prefix: "{host}", insecure}`: docker.io/library/app is fetched as
+    MIRROR/docker.io/library/app, quay.io/team/app as MIRROR/quay.io/team/app; no upstream is contacted."""
+    hub, quay = multi_platform("wild-hub", seed=31), multi_platform("wild-quay", seed=32)
+    Pusher.to(registry).push("docker.io/library/wildapp", hub, "v1")
+    Pusher.to(registry).push("quay.io/team/wildapp", quay, "v1")
+    wildcard = RegistryConfig("*", mirror=MirrorConfig(registry.host, prefix="{host}", insecure=True))
+    routes = plan_routes(["docker.io", "quay.io"], [wildcard], environ={})
+    assert {h: [(e.url, e.prefix) for e in eps] for h, eps in routes.items()} == {
+        "docker.io": [(registry.url, "docker.io")], "quay.io": [(registry.url, "quay.io")]}
+    client = RegistryClient(routes)
+    assert client.describe() == [f"{registry.url}/docker.io (mirror of docker.io, plain HTTP)",
+                                 f"{registry.url}/quay.io (mirror of quay.io, plain HTTP)"]
+    assert client.get_manifest(ImageRef.parse("wildapp:v1")).digest == hub.digest
+    assert client.get_manifest(ImageRef.parse("quay.io/team/wildapp:v1")).digest == quay.digest
+    # an entry of the host's own wins over the wildcard: here it allows only its upstream, which lacks the image
+    own = RegistryConfig(registry.host, insecure=True)
+    mixed = RegistryClient(plan_routes(["docker.io", registry.host], [wildcard, own], environ={}))
+    assert [e.prefix for e in mixed.routes[registry.host]] == [""]
+    # credentials named in the mirror object are the mirror's, read from the environment it names
+    named = RegistryConfig("*", mirror=MirrorConfig(registry.host, prefix="{host}", insecure=True,
+                                                    username_env="MIRROR_USER", password_env="MIRROR_PASSWORD"))
+    [endpoint] = plan_routes(["quay.io"], [named], environ={"MIRROR_USER": "u", "MIRROR_PASSWORD": "p"})["quay.io"]
+    assert endpoint.credentials is not None and endpoint.credentials.source == "env MIRROR_USER"
+    # a prefix that does not make a repository path (a port in the source host) is refused before any request
+    with pytest.raises(UsageError, match=r"becomes '127.0.0.1:\d+', which is not a repository path"):
+        plan_routes(["127.0.0.1:5999"], [wildcard], environ={})
+
+
+def test_a_mirror_carries_its_own_tls_ca_in_the_same_entry(tls_registry: Any, registry: Any) -> None:
+    """`mirror: {host, prefix, caFile}` on the upstream's entry: the mirror is tried first over TLS with
+    its own CA; the upstream (plain HTTP here) stays the fallback."""
+    image = multi_platform("tls-mirror", seed=33)
+    Pusher.to(tls_registry).push(f"cache/{registry.host.split(':')[0]}/tlsmirror/app", image, "v1")
+    config = RegistryConfig(registry.host, insecure=True, mirror=MirrorConfig(
+        tls_registry.host, prefix=f"cache/{registry.host.split(':')[0]}", ca_file=tls_registry.ca_file))
+    routes = plan_routes([registry.host], [config], environ={})
+    assert [(e.scheme, e.custom_ca) for e in routes[registry.host]] == [("https", True), ("http", False)]
+    got = RegistryClient(routes).get_manifest(ImageRef.parse(f"{registry.host}/tlsmirror/app:v1"))
+    assert got.digest == image.digest and got.endpoint == tls_registry.url
+    without_ca = RegistryConfig(registry.host, insecure=True, skip_upstream=True,
+                                mirror=MirrorConfig(tls_registry.host, prefix="cache"))
+    with pytest.raises(RegistryError, match="TLS verification failed"):
+        RegistryClient(plan_routes([registry.host], [without_ca], environ={}), retries=0).get_manifest(
+            ImageRef.parse(f"{registry.host}/tlsmirror/app:v1"))
+
+
 @pytest.fixture
 def proxy(registry: Any):  # type: ignore[no-untyped-def]
     p = start_proxy(registry.url)
@@ -172,7 +220,9 @@ def proxied(proxy: FaultProxy, ref: str) -> ImageRef:
     return ImageRef(proxy.host, parsed.path, parsed.tag)
 
 
-def test_retries_500_and_429_with_retry_after(proxy: FaultProxy, pushed: dict[str, str]) -> None:
+def test_retries_500_and_429_with_retry_after(proxy: FaultProxy, pushed: dict[str, str],
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="bundler.registry")
     slept: list[float] = []
     routes = plan_routes([proxy.host], [RegistryConfig(proxy.host, insecure=True)], environ={})
     client = RegistryClient(routes, backoff=0.01, sleep=slept.append)
@@ -185,6 +235,78 @@ def test_retries_500_and_429_with_retry_after(proxy: FaultProxy, pushed: dict[st
     with pytest.raises(RegistryError) as info:
         client.get_manifest(proxied(proxy, pushed["app"]))
     assert "HTTP 503" in str(info.value) and info.value.exit_code == 4
+    # 2 + 5 retries over two requests: one log line for the endpoint, not one per attempt
+    retry_lines = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert client.stats["retries"] == 7 and len(retry_lines) == 1, retry_lines
+    assert retry_lines[0].startswith(f"http://{proxy.host}: manifest {proxy.host}/rt/app:v1: HTTP 500; retrying")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_refused_connection_on_loopback_is_reported_at_once(host: str) -> None:
+    """Nothing listens on the port: the first refusal is the answer (no 5 retries with backoff), naming the URL."""
+    slept: list[float] = []
+    address = f"{host}:{free_port()}"
+    client = RegistryClient(plan_routes([address], [RegistryConfig(address, insecure=True)], environ={}),
+                            sleep=slept.append)
+    with pytest.raises(RegistryError) as info:
+        client.get_manifest(ImageRef.parse(f"{address}/rt/app@sha256:{'a' * 64}"))
+    assert str(info.value) == (f"manifest {address}/rt/app@sha256:{'a' * 64}: connection refused by "
+                               f"http://{address}/v2/rt/app/manifests/sha256:{'a' * 64} (start the registry, or "
+                               "fix the host and port in the spec's registries)")
+    assert info.value.exit_code == 4 and slept == [] and client.stats["requests"] == 1
+
+
+def test_a_connection_closed_without_an_answer_is_retried_not_refused(caplog: pytest.LogCaptureFixture) -> None:
+    """Something listens but hangs up before answering (a registry restarting): that is worth retrying,
+    unlike a refusal; the retries are logged once for the endpoint."""
+    import socket
+    import threading
+
+    caplog.set_level(logging.INFO, logger="bundler.registry")
+    server = socket.create_server(("127.0.0.1", 0))
+    address = f"127.0.0.1:{server.getsockname()[1]}"
+
+    def hang_up() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            conn.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    slept: list[float] = []
+    try:
+        client = RegistryClient(plan_routes([address], [RegistryConfig(address, insecure=True)], environ={}),
+                                retries=2, sleep=slept.append)
+        with pytest.raises(RegistryError) as info:
+            client.get_manifest(ImageRef.parse(f"{address}/rt/app:v1"))
+    finally:
+        server.close()
+    assert f"http://{address} unreachable after 3 attempts (ConnectionError" in str(info.value)
+    assert len(slept) == 2 and len([r for r in caplog.records if "retrying" in r.getMessage()]) == 1
+
+
+def test_only_literal_addresses_and_loopback_names_refuse_for_good() -> None:
+    assert _literal_or_loopback("10.1.2.3") and _literal_or_loopback("::1") and _literal_or_loopback("a.localhost")
+    assert not _literal_or_loopback("registry.example.com")  # a name may resolve elsewhere next time
+
+
+def test_not_found_names_the_digest_reference_and_the_full_url(registry: Any, pushed: dict[str, str],
+                                                               tmp_path: Path) -> None:
+    """`name@sha256:...`, never `name:sha256:...`; the URL requested, with the mirror's path prefix."""
+    missing = "sha256:" + "b" * 64
+    ref = ImageRef.parse(f"{registry.host}/rt/app@{missing}")
+    with running_registry(tmp_path / "mirror") as mirror:
+        client = RegistryClient(plan_routes([registry.host], [
+            RegistryConfig(registry.host, mirrors=(f"{mirror.host}/hub",), skip_upstream=True),
+            RegistryConfig(mirror.host, insecure=True)], environ={}))
+        with pytest.raises(NotFoundError) as info:
+            client.get_manifest(ref)
+    assert str(info.value).startswith(f"manifest {registry.host}/rt/app@{missing}: not found at "
+                                      f"{mirror.url}/v2/hub/rt/app/manifests/{missing} (")
+    assert ":sha256:" not in str(info.value)
 
 
 def test_dropped_blob_resumes_with_range(proxy: FaultProxy, pushed: dict[str, str]) -> None:

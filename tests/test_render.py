@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bundler.documents import MAX_STREAM_BYTES
-from bundler.errors import InputError, RenderError
+from bundler.errors import InputError, RenderError, ToolMissingError
 from bundler.render import Sources, Tools, chart_images, condense, find_tool, load_manifests, render
 from bundler.spec import ChartSource
 
@@ -209,8 +209,35 @@ def test_find_tool_env_path_and_missing(helm: str, monkeypatch: pytest.MonkeyPat
     not_exec = tmp_path / "helm-notexec"
     not_exec.write_text("")
     monkeypatch.setenv("AIRGAP_BUNDLE_HELM", str(not_exec))
-    with pytest.raises(RenderError, match="not an executable"):
+    with pytest.raises(ToolMissingError, match="not an executable"):
         find_tool("helm")
+
+
+def test_missing_tool_hint_fits_how_the_tool_was_installed(tmp_path: Path) -> None:
+    """A checkout points at scripts/setup.sh; a pip-installed copy (no scripts/ beside the package)
+    says to install the tool, and never names a .tools folder inside site-packages."""
+    empty = {"PATH": str(tmp_path)}
+    checkout_root = tmp_path / "clone"
+    (checkout_root / "scripts").mkdir(parents=True)
+    (checkout_root / "scripts" / "setup.sh").write_text("")
+    with pytest.raises(ToolMissingError) as checkout:
+        find_tool("helm", root=checkout_root, environ=empty)
+    assert "run scripts/setup.sh" in str(checkout.value) and ".tools/bin" in str(checkout.value)
+    with pytest.raises(ToolMissingError) as installed:
+        find_tool("kubectl", root=tmp_path, environ=empty)
+    assert str(installed.value) == ("kubectl not found (looked at $AIRGAP_BUNDLE_KUBECTL or PATH) (install kubectl "
+                                    "(https://kubernetes.io/docs/tasks/tools/) and put it on PATH, "
+                                    "or set AIRGAP_BUNDLE_KUBECTL to its path)")
+    assert installed.value.exit_code == 15
+
+
+def test_tool_that_cannot_run_is_a_missing_tool(tmp_path: Path) -> None:
+    """A binary for another machine (what a wrong-architecture image gets) fails with exit 15, not 3."""
+    alien = tmp_path / "helm"
+    alien.write_bytes(b"\x7fELF" + bytes(60))  # an ELF header no kernel here executes
+    alien.chmod(0o755)
+    with pytest.raises(ToolMissingError, match=r"cannot run .*helm: Exec format error"):
+        render(Sources(charts=(_chart(),)), Tools(helm=str(alien)))
 
 
 # --- bad input: one clear error naming the file -----------------------------------------------------

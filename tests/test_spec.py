@@ -69,7 +69,7 @@ images:
     ("extraImages:\n  - ref: nginx\n", 9, "'reason' is a required property"),
     ("registries:\n  - host: docker.io\n    credentials: {password: hunter2}\n", 10, "credentials"),
     ("sources:\n  charts:\n    - values: [a.yaml]\n", 10, "'path' is a required property"),
-    ("bogus: 1\n", 1, "Additional properties"),
+    ("bogus: 1\n", 8, "unknown key `bogus`; expected one of apiVersion, crossplane, "),
 ])
 def test_errors_name_file_line_and_field(tmp_path: Path, extra: str, line: int, needle: str) -> None:
     path = write(tmp_path, MINIMAL + extra)
@@ -78,6 +78,58 @@ def test_errors_name_file_line_and_field(tmp_path: Path, extra: str, line: int, 
     message = str(err.value)
     assert message.startswith(f"{path}:{line}:"), message
     assert needle in message
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    ("platforms:", "platfroms:", "unknown key `platfroms`; did you mean `platforms`?"),
+    ("    mirrors:", "    mirorrs:", "registries[0]: unknown key `mirorrs`; did you mean `mirrors`?"),
+    ("      release: demo", "      relase: demo", "sources.charts[0]: unknown key `relase`; did you mean `release`?"),
+])
+def test_misspelled_key_in_the_example_spec_is_named_at_its_line(repo_root: Path, tmp_path: Path, old: str,
+                                                                 new: str, expected: str) -> None:
+    """The real example spec with one key misspelled: that key's own line (not the line of the mapping
+    that holds it, which was line 1 for a top-level key) and the key it was meant to be."""
+    text = (repo_root / "examples" / "bundle.yaml").read_text()
+    lines = text.splitlines()
+    line = next(n for n, ln in enumerate(lines, 1) if ln.startswith(old + " ") or ln == old)
+    lines[line - 1] = lines[line - 1].replace(old, new, 1)
+    path = tmp_path / "bundle.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(SpecError) as err:
+        spec.load(path)
+    assert str(err.value) == (f"{path}:{line}: {expected} "
+                              "(see schemas/bundle.schema.json and examples/bundle.yaml)")
+
+
+def test_wildcard_registry_entry_with_a_mirror_of_its_own(tmp_path: Path) -> None:
+    s = spec.load(write(tmp_path, MINIMAL + """registries:
+  - host: quay.io
+  - host: "*"
+    mirror:
+      host: mirror.corp.example:5000
+      prefix: "cache/{host}"
+      caFile: certs/corp-ca.pem
+      credentials: {usernameEnv: MIRROR_USER, passwordEnv: MIRROR_PASSWORD}
+"""))
+    wildcard = s.registry("docker.io")
+    assert wildcard is not None and wildcard.host == "*" and wildcard.mirror == spec.MirrorConfig(
+        "mirror.corp.example:5000", "cache/{host}", insecure=False, ca_file=tmp_path / "certs" / "corp-ca.pem",
+        username_env="MIRROR_USER", password_env="MIRROR_PASSWORD")
+    assert wildcard.mirror.prefix_for("docker.io") == "cache/docker.io"
+    assert s.registry("quay.io") == spec.RegistryConfig("quay.io")  # its own entry wins
+    assert spec.registry_for((), "quay.io") is None
+
+
+@pytest.mark.parametrize(("entry", "needle"), [
+    ('  - host: "*"\n    mirrors: [m.example]\n', "registries[0]: 'mirror' is a required property"),
+    ('  - host: "*"\n    mirror: {host: m.example, prefix: "{hostname}"}\n', "registries[0].mirror.prefix"),
+    ('  - host: "*"\n    mirror: {host: m.example, insecure: yes-please}\n', "registries[0].mirror.insecure"),
+])
+def test_wildcard_entry_mistakes_name_their_line(tmp_path: Path, entry: str, needle: str) -> None:
+    path = write(tmp_path, MINIMAL + "registries:\n" + entry)
+    with pytest.raises(SpecError) as err:
+        spec.load(path)
+    assert str(err.value).startswith(f"{path}:") and needle in str(err.value), str(err.value)
 
 
 def test_malformed_yaml_names_the_line(tmp_path: Path) -> None:

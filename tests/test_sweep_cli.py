@@ -240,6 +240,88 @@ sources:
     assert summary["confirmed"] == 1 and summary["passed"] is True
 
 
+CACHE_CR = """apiVersion: example.com/v1
+kind: Cache
+metadata: {name: c}
+spec:
+  image: {name: quay.io/example/cache, ver: "2.0"}   # a split object of no known shape
+  helperImage: quay.io/example/helper:1.0            # an image-named field no catalogue entry names
+"""
+
+
+def _candidate_spec(tmp_path: Path, tail: str = "") -> Path:
+    (tmp_path / "cache.yaml").write_text(CACHE_CR)
+    spec = tmp_path / "bundle.yaml"
+    spec.write_text("apiVersion: airgap-bundle.dev/v1alpha1\nkind: Bundle\nmetadata: {name: t, version: 1.0.0}\n"
+                    "localRegistry: {host: registry.local:5000}\nsources:\n  manifests:\n    - path: cache.yaml\n"
+                    + tail)
+    return spec
+
+
+def test_spec_alone_fails_while_candidates_are_unresolved(cli: RunCli, tmp_path: Path) -> None:
+    """`sweep SPEC` without --fail-on-unvendored used to say passed: true over two unreviewed candidates."""
+    spec = _candidate_spec(tmp_path)
+    done = cli("sweep", str(spec), "--format", "json")
+    assert done.returncode == 1, done.stderr
+    summary = json.loads(done.stdout)["summary"]
+    assert summary["passed"] is False and summary["unvendored"] == []
+    assert summary["unresolved"] == ["quay.io/example/cache:2.0", "quay.io/example/helper:1.0"]
+    line = done.stderr.splitlines()[-1]  # after the summary line
+    assert line == (f"airgap-bundle: error: {tmp_path / 'cache.yaml'}:5: quay.io/example/cache:2.0 looks like an "
+                    "image (split-unknown) but the spec neither confirms nor excludes it (2 unresolved candidate(s)) "
+                    f"(review: `airgap-bundle sweep {spec} --emit-images` prints the images: entries to paste "
+                    "(confirm: true, or exclude: <reason>))")
+    text = cli("sweep", str(spec))
+    assert text.returncode == 1 and "[candidate, UNRESOLVED: confirm or exclude it in the spec]" in text.stdout
+    assert ", 2 unresolved" in text.stderr
+    sarif = json.loads(cli("sweep", str(spec), "--format", "sarif").stdout)
+    jsonschema.validate(sarif, SARIF_SCHEMA)
+    assert [r["ruleId"] for r in sarif["runs"][0]["results"]] == ["unresolved-candidate"] * 2
+    github = cli("sweep", str(spec), "--format", "github").stdout.splitlines()
+    assert len(github) == 2 and all(ln.startswith("::error ") for ln in github)
+    junit = ET.fromstring(cli("sweep", str(spec), "--format", "junit").stdout)
+    assert [f.get("type") for f in junit.iter("failure")] == ["unresolved-candidate"] * 2
+    # without a spec there is nowhere to review them: reported as candidates (warnings), not failures
+    bare = cli("sweep", "--manifests", str(tmp_path / "cache.yaml"), "--format", "json")
+    assert bare.returncode == 0 and json.loads(bare.stdout)["summary"]["passed"] is True
+    bare_github = cli("sweep", "--manifests", str(tmp_path / "cache.yaml"), "--format", "github").stdout.splitlines()
+    assert len(bare_github) == 2 and all(ln.startswith("::warning ") for ln in bare_github)
+
+
+def test_emitted_images_entries_pasted_into_the_spec_make_the_sweep_pass(cli: RunCli, tmp_path: Path) -> None:
+    spec = _candidate_spec(tmp_path)
+    emitted = cli("sweep", str(spec), "--emit-images")
+    assert emitted.returncode == 0, emitted.stderr
+    out = emitted.stdout
+    assert "\nimages:\n" in out and out.count("    confirm: true\n") == 2
+    assert (f"  # candidate quay.io/example/cache:2.0, found at:\n  #   {tmp_path / 'cache.yaml'}:5 Cache c spec.image "
+            "[rule split-unknown, unknown shape {name, ver}]\n  - ref: quay.io/example/cache:2.0\n") in out, out
+    spec.write_text(spec.read_text() + out)  # pasted at the end, as the header says
+    done = cli("sweep", str(spec), "--format", "json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)["summary"]
+    assert summary["passed"] is True and summary["confirmed"] == 2 and summary["unresolved"] == []
+    assert "nothing to add" in cli("sweep", str(spec), "--emit-images").stdout
+
+    # a spec that has images: already gets entries for under that key (no second `images:`)
+    (tmp_path / "b").mkdir()
+    reviewed = _candidate_spec(tmp_path / "b", "images:\n  - ref: quay.io/example/helper:1.0\n"
+                                               "    exclude: not pulled by this release\n")
+    emitted = cli("sweep", str(reviewed), "--emit-images").stdout
+    assert "\nimages:" not in emitted and "under the spec's `images:` key" in emitted
+    assert emitted.count("  - ref: ") == 1 and "  - ref: quay.io/example/cache:2.0\n" in emitted
+    text = reviewed.read_text()
+    reviewed.write_text(text.replace("images:\n", "images:\n" + emitted, 1))
+    assert cli("sweep", str(reviewed)).returncode == 0
+
+
+def test_emit_images_needs_a_spec_and_no_report_options(cli: RunCli, tmp_path: Path) -> None:
+    done = cli("sweep", "--manifests", "tests/fixtures/manifests", "--emit-images")
+    assert done.returncode == 2 and "--emit-images needs a SPEC" in _one_clean_line(done)
+    done = cli("sweep", str(_candidate_spec(tmp_path)), "--emit-images", "--format", "json")
+    assert done.returncode == 2
+
+
 def test_vendored_list_files(cli: RunCli, tmp_path: Path) -> None:
     listed = tmp_path / "images.txt"
     listed.write_text("registry.example.com/shop/frontend:4.2.0\n")
@@ -360,3 +442,19 @@ def test_huge_manifest_is_refused(cli: RunCli, tmp_path: Path) -> None:
         handle.truncate(64 * 1024 * 1024 + 1)
     done = cli("sweep", "--manifests", str(huge))
     assert done.returncode == 2 and "larger than" in _one_clean_line(done)
+
+
+def test_installed_copy_without_helm_exits_15_with_an_install_hint(run_cli: RunCli, repo_root: Path,
+                                                                   tmp_path: Path) -> None:
+    """What a pip-installed tool prints without helm: the package alone (as a wheel lays it out, with no
+    scripts/ beside it), an empty PATH: exit 15 "missing tool" and how to install helm, not scripts/setup.sh."""
+    import shutil
+
+    site = tmp_path / "site-packages"
+    shutil.copytree(repo_root / "bundler", site / "bundler", ignore=shutil.ignore_patterns("__pycache__"))
+    done = run_cli("sweep", "--chart", str(repo_root / PLATFORM), cwd=tmp_path,
+                   env={"PYTHONPATH": str(site), "PATH": str(tmp_path)})
+    assert done.returncode == 15, done.stderr
+    line = _one_clean_line(done)
+    assert "helm not found (looked at $AIRGAP_BUNDLE_HELM or PATH)" in line and "install helm v4" in line
+    assert "setup.sh" not in line and ".tools" not in line

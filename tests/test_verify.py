@@ -422,6 +422,20 @@ def test_cli_verify_prints_each_accepted_signature_and_extracts(world: dict, run
     assert doc["ok"] and doc["membersChecked"] == len(built.files) and doc["statementSha256"] == sha(built.statement)
 
 
+def test_cli_verify_extract_into_an_existing_folder_is_a_usage_error(world: dict, run_cli) -> None:
+    """A folder that exists is a mistake in the command, not in the bundle: exit 2, one line, nothing touched."""
+    built = build_bundle(world["tmp"] / "x.tar", {"vendor": world["vendor"]})
+    dest = world["tmp"] / "existing"
+    dest.mkdir()
+    (dest / "keep.txt").write_text("mine")
+    res = run_cli("verify", str(built.path), "--policy", str(world["policy"]), "--extract", str(dest))
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1, res.stderr
+    assert lines[0] == f"airgap-bundle: error: {dest} already exists: a bundle is extracted only into a new " \
+                       "folder (name a folder that does not exist yet; nothing was verified or written)"
+    assert [p.name for p in dest.iterdir()] == ["keep.txt"]
+
+
 def test_cli_verify_rejections_exit_with_their_code(world: dict, run_cli) -> None:
     unsigned = build_bundle(world["tmp"] / "u.tar", {})
     dest = world["tmp"] / "out"

@@ -129,3 +129,56 @@ def test_a_corrupted_cache_blob_is_caught_before_it_is_bundled(workspace: Path, 
     finally:
         blob.write_bytes(original)
         os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_build_without_its_registry_fails_at_once_naming_the_url(repo_root: Path, tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    """The --help example when its mirror is not running: one error line naming the URL, no retry storm."""
+    import time
+
+    from tests.support.registry import free_port
+
+    shutil.copytree(repo_root / "examples", tmp_path / "examples")
+    spec = tmp_path / "examples" / "bundle.yaml"
+    host = f"127.0.0.1:{free_port()}"
+    spec.write_text(spec.read_text().replace("127.0.0.1:5000", host))
+    start = time.monotonic()
+    done = run_cli("build", "examples/bundle.yaml", "--output", "demo.bundle.tar", "--unsigned",
+                   "--cache", str(tmp_path / "cache"), cwd=tmp_path)
+    took = time.monotonic() - start
+    assert done.returncode == 4, done.stderr
+    errors = [ln for ln in done.stderr.splitlines() if ln.startswith("airgap-bundle: error:")]
+    assert len(errors) == 1 and f"connection refused by http://{host}/v2/" in errors[0], done.stderr
+    assert "retrying" not in done.stderr and "Traceback" not in done.stderr
+    assert took < 20, took  # was 23 s of retries; rendering with helm takes the rest
+    assert not (tmp_path / "demo.bundle.tar").exists()
+
+
+def test_build_through_one_wildcard_registries_entry(registry, repo_root: Path, tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    """The example's three registries entries replaced by one: every source host through the mirror under
+    the prefix `{host}`, as a pull-through cache lays it out (docker.io/library/nginx is on the mirror as
+    docker.io/library/nginx). The images exist on the mirror only under those prefixed names."""
+    pusher = Pusher.to(registry)
+    base = [make_layer("wild-base", 4 * 1024)]
+    pushed = {}
+    for n, (repo, (tag, platforms)) in enumerate(IMAGES.items()):
+        host = "quay.io" if repo.startswith("prometheus") else "docker.io"
+        image = multi_platform(repo, seed=f"wild{n}", platforms=platforms, base=base)
+        pusher.push(f"{host}/{repo}", image, tag)
+        pushed[f"{host}/{repo}:{tag}"] = image.digest
+    shutil.copytree(repo_root / "examples", tmp_path / "examples")
+    spec = tmp_path / "examples" / "bundle.yaml"
+    text = spec.read_text()
+    registries = text[text.index("\nregistries:\n"):text.index("\nsigning:")]
+    spec.write_text(text.replace(registries, f'''
+registries:
+  - host: "*"
+    mirror: {{host: "{registry.host}", prefix: "{{host}}", insecure: true}}
+'''))
+    done = run_cli("build", "examples/bundle.yaml", "--output", "wild.bundle.tar", "--unsigned", "--json",
+                   "--cache", str(tmp_path / "cache"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"pull: endpoints: {registry.url}/docker.io (mirror of docker.io, plain HTTP); " \
+           f"{registry.url}/quay.io (mirror of quay.io, plain HTTP)" in done.stderr
+    result = json.loads(done.stdout)
+    assert sorted(i["upstreamDigest"] for i in result["images"]) == sorted(pushed.values())
+    assert all(i["local"].startswith("registry.airgap.local:5000/") for i in result["images"])
