@@ -257,12 +257,11 @@ def wanted(spec: Spec, found: sweep.Sweep) -> lockfile.Wanted:
     """What the spec (its charts as written, not fetched) asks for now, to compare with its lock:
     carried images, platforms, charts."""
     images: dict[str, tuple[bool, str]] = {}
-    for image in found.images:
-        if image.carried:
-            options = spec.options_for(image.ref)
-            first = image.findings[0]
-            images.setdefault(image.ref.canonical, (bool(options and options.keep_upstream_index),
-                                                    f"{render.display(Path(first.origin.file))}:{first.line}"))
+    for image in [i for i in found.images if i.carried]:
+        options = spec.options_for(image.ref)
+        first = image.findings[0]
+        images.setdefault(image.ref.canonical, (bool(options and options.keep_upstream_index),
+                                                f"{render.display(Path(first.origin.file))}:{first.line}"))
     return lockfile.Wanted(spec.digest, tuple(map(str, spec.platforms)), images,
                            tuple(lockfile.wanted_chart(c, spec.path.parent) for c in spec.charts))
 
