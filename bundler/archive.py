@@ -33,6 +33,7 @@ import stat
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -338,6 +339,51 @@ def iter_member(f: BinaryIO, member: Member) -> Iterator[memoryview]:
         yield view[:n]
 
 
+def digest_all(f: BinaryIO, index: BundleIndex) -> tuple[str, dict[str, str]]:
+    """Read the file once, first byte to last: the sha256 of the whole file and of each member's data.
+
+    One sequential pass (headers, data, padding and trailer alike) so a verifier gets the bundle
+    file's own digest for its audit record without reading the file a second time. Member bytes feed
+    two digests; they run on two cores (hashlib releases the GIL on large buffers), so the file's
+    digest costs little wall time where a core is free.
+
+    Raises:
+        ArchiveError: the file is shorter or longer than when `index` was read (it is being changed).
+    """
+    whole, members = hashlib.sha256(), {}
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    f.seek(0)
+    pos = 0
+
+    def feed(stop: int, member: hashlib._Hash | None) -> None:
+        nonlocal pos
+        while pos < stop:
+            n = f.readinto(view[: min(CHUNK, stop - pos)])  # type: ignore[attr-defined]
+            if not n:
+                raise ArchiveError(f"{getattr(f, 'name', 'bundle')}: shorter than when its headers were read",
+                                   hint="the bundle file is being modified; try again on a stable copy")
+            if member is None:
+                whole.update(view[:n])
+            else:  # both digests at once; the buffer is reused only after both are done with it
+                pending = pool.submit(whole.update, view[:n])
+                member.update(view[:n])
+                pending.result()
+            pos += n
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        for m in sorted(index.members, key=lambda m: m.data_offset):
+            feed(m.data_offset, None)  # header blocks and the previous member's padding
+            hasher = hashlib.sha256()
+            feed(m.data_offset + m.size, hasher)
+            members[m.name] = hasher.hexdigest()
+        feed(index.file_size, None)  # last padding and the end-of-archive blocks
+    if f.read(1):
+        raise ArchiveError(f"{getattr(f, 'name', 'bundle')}: grew while being read",
+                           hint="the bundle file is being modified; try again on a stable copy")
+    return whole.hexdigest(), members
+
+
 def read_member(f: BinaryIO, member: Member, *, cap: int) -> bytes:
     """Read a whole member into memory, refusing members larger than `cap` before reading."""
     if member.size > cap:
@@ -449,8 +495,12 @@ def _rewrite_without(path: Path, index: BundleIndex, dropped: Member, name: str,
 # Extracting
 
 
-def extract(source: Path | str | BinaryIO, dest: Path | str, expected: Mapping[str, tuple[int, str]]) -> None:
+def extract(source: Path | str | BinaryIO, dest: Path | str, expected: Mapping[str, tuple[int, str]], *,
+            extra: Mapping[str, bytes] | None = None) -> None:
     """Extract exactly the `expected` members ({name: (size, sha256 hex)}) into the new folder `dest`.
+
+    `extra` files ({relative path: bytes}, not members: e.g. the verification record) are written into
+    the staging folder too, so `dest` appears with them or not at all.
 
     Each file is written into a staging folder next to `dest` while it is hashed; the folder is
     renamed to `dest` only when every member matched. Files get mode 0644 and folders 0755 whatever
@@ -472,9 +522,9 @@ def extract(source: Path | str | BinaryIO, dest: Path | str, expected: Mapping[s
         index = read_index(f)
         present = {m.name for m in index.members}
         if present != set(expected):
-            extra, missing = sorted(present - set(expected)), sorted(set(expected) - present)
+            unexpected, missing = sorted(present - set(expected)), sorted(set(expected) - present)
             raise UnlistedMemberError(f"{dest}: archive members differ from the verified list "
-                                      f"(unexpected: {extra[:5]}, missing: {missing[:5]})")
+                                      f"(unexpected: {unexpected[:5]}, missing: {missing[:5]})")
         staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.staging-"))
         for member in index.members:
             size, digest = expected[member.name]
@@ -490,6 +540,16 @@ def extract(source: Path | str | BinaryIO, dest: Path | str, expected: Mapping[s
             if written != size or hasher.hexdigest() != digest:
                 raise UnlistedMemberError(f"{member.name}: content changed between verification and extraction",
                                           hint="the bundle file is being modified; nothing was extracted")
+        for name, data in (extra or {}).items():
+            if name in present:
+                raise UnlistedMemberError(f"{dest}: the bundle has a member {name}, which extraction writes itself",
+                                          hint="refusing to overwrite a bundle member")
+            target = staging.joinpath(*check_name(name, where=str(dest)).split("/"))
+            target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            with os.fdopen(fd, "wb", buffering=0) as out:
+                out.write(data)
+                os.fsync(out.fileno())
         os.chmod(staging, 0o755)
         os.rename(staging, dest)
         staging = None

@@ -16,6 +16,7 @@ no I/O. Importable by `verify.py`: nothing here can open a connection.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -44,6 +45,23 @@ class Subject:
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "digest": {"sha256": self.sha256}}
+
+
+def strict_json(data: bytes) -> Any:
+    """Parse JSON bytes, refusing duplicate keys in any object (a reader must not pick one of two
+    values another reader would pick differently).
+
+    Raises:
+        ValueError (json.JSONDecodeError, UnicodeDecodeError, or a duplicate key).
+    """
+    return json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("duplicate key in JSON object")
+    return dict(pairs)
 
 
 def canonical_json(obj: Any) -> bytes:

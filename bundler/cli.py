@@ -240,27 +240,49 @@ def sign_command(bundle: str, authority: str, key_path: str, cert_path: str | No
               help="Verification policy YAML: authorities, which are required, their roots or keys.")
 @click.option("--extract", "extract_to", type=click.Path(file_okay=False),
               help="After every check passed, extract into this new folder.")
+@click.option("--audit-log", "audit_log", type=click.Path(dir_okay=False),
+              help="With --extract: also append the verification record to this JSON Lines log (never truncated).")
 @click.option("--at", "at_time", metavar="TIME",
               help="Audit a stored bundle: check validity at TIME (RFC 3339) instead of now. Not with --extract.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def verify_command(bundle: str, policy: str, extract_to: str | None, at_time: str | None, as_json: bool) -> None:
+def verify_command(bundle: str, policy: str, extract_to: str | None, audit_log: str | None, at_time: str | None,
+                   as_json: bool) -> None:
     """Verify a bundle offline: signatures against the policy, then every member; optionally extract.
 
-    Nothing is written unless every check passed. Exit codes 20-29 name the rejection (README).
+    Nothing is written unless every check passed. With --extract, the folder also gets
+    .airgap-bundle/verification.json: the bundle's sha256, the policy's, and every accepted key
+    (docs/inspect-and-audit.md). Exit codes 20-29 name the rejection (README).
+
+    \b
+    Example:
+      airgap-bundle verify app.bundle.tar --policy policy.yaml --extract ./app --audit-log audit.jsonl
     """
-    from . import keys, verify
+    from . import audit, keys, verify
 
     if at_time and extract_to:
         raise UsageError("--at checks validity at another time, for audits; --extract delivers, which requires "
                          "validity now", hint="drop --at to extract, or --extract to audit")
+    if audit_log and not extract_to:
+        raise UsageError("--audit-log records an extraction: give --extract too")
     trust = keys.load_trust(policy)
     now = keys.parse_time(at_time, "--at") if at_time else datetime.datetime.now(datetime.UTC)
     when = f"validity checked at {now.isoformat()} (--at: an audit, not an acceptance for delivery)"
     if at_time and not as_json:
         click.echo(when)
+    records: list[audit.VerificationRecord] = []
+
+    def record(result: verify.VerificationResult) -> dict[str, bytes]:
+        records.append(audit.record_for(result, policy=trust, action="extract", now=now,
+                                        destination=str(Path(extract_to or ".").absolute())))
+        return {audit.RECORD_PATH: records[0].to_bytes()}
+
     try:
         if extract_to:
-            result = verify.verify_and_extract(bundle, trust, extract_to, now=now)
+            if audit_log:
+                audit.check_log(Path(audit_log))  # fail before extracting, not after
+            result = verify.verify_and_extract(bundle, trust, extract_to, now=now, extra=record)
+            if audit_log:
+                audit.append_log(records[0], Path(audit_log))
         else:
             result = verify.require(verify.verify(bundle, trust, now=now))
     except BundlerError as exc:
@@ -270,7 +292,8 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, at_time: st
         raise
     if as_json:
         click.echo(json.dumps({**result.to_json(), "extractedTo": extract_to, "validAt": now.isoformat(),
-                               "validAtGiven": bool(at_time)}, indent=2))
+                               "validAtGiven": bool(at_time), "record": records[0].to_json() if records else None,
+                               "auditLog": audit_log}, indent=2))
         return
     for a in result.authorities:
         if a.ok:
@@ -279,8 +302,74 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, at_time: st
             click.echo(f"signature ok: {a.authority} key {a.keyid}{extra}")
         else:
             click.echo(f"signature skipped: {a.authority}: {a.reason}")
-    click.echo(f"verified {bundle}: {result.members_checked} members match statement sha256:{result.statement_sha256}"
-               + (f"; extracted to {extract_to}" if extract_to else "") + (f"; {when}" if at_time else ""))
+    click.echo(f"verified {bundle} (sha256:{result.bundle_sha256}): {result.members_checked} members match "
+               f"statement sha256:{result.statement_sha256}" + (f"; extracted to {extract_to}" if extract_to else "")
+               + (f"; {when}" if at_time else ""))
+    if extract_to:
+        click.echo(f"verification record: {Path(extract_to) / audit.RECORD_PATH}"
+                   + (f", appended to {audit_log}" if audit_log else ""))
+
+# --- inspect (issue 10) -------------------------------------------------------------------------
+
+
+@cli.command("inspect")
+@click.argument("bundle", required=False, type=click.Path(dir_okay=False))
+@click.option("--policy", type=click.Path(dir_okay=False),
+              help="Also judge the signatures against this policy, exactly as verify does (members are not hashed).")
+@click.option("--record", "record_path", type=click.Path(dir_okay=False),
+              help="Instead of a bundle, read verification records: a .airgap-bundle/verification.json or an "
+                   "audit log.")
+@click.option("--image", "image", metavar="DIGEST|REF",
+              help="With --record: only records whose bundle carried this image (answers: which key signed it?).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (schemas/inspection.schema.json; records: "
+                                                      "schemas/verification-record.schema.json).")
+def inspect_command(bundle: str | None, policy: str | None, record_path: str | None, image: str | None,
+                    as_json: bool) -> None:
+    """Show what a bundle holds and who signed it, without extracting it; or read verification records.
+
+    \b
+    Reads only the tar headers (verify's hostile-input scan), the statement and the signature files.
+    Without --policy the signatures are parsed, not verified, and the report says so; with --policy
+    they are judged as verify judges them, the report is printed, and a rejection exits with verify's
+    code (21-29). Member contents are never hashed: verify does that. Exit 11/12 for a truncated or
+    hostile file, 29 for a malformed statement, 26 when the statement does not list the members.
+
+    \b
+    Examples:
+      airgap-bundle inspect app.bundle.tar
+      airgap-bundle inspect app.bundle.tar --policy policy.yaml --json > ticket.json
+      airgap-bundle inspect --record ~/.local/state/airgap-bundle/audit.jsonl --image sha256:3b1f...
+    """
+    from . import audit, keys
+    from . import inspect as inspect_mod
+
+    if record_path is not None:
+        if bundle is not None or policy is not None:
+            raise UsageError("--record reads records only: give no BUNDLE and no --policy with it")
+        records = audit.read_records(Path(record_path))
+        if image is not None:
+            records = [r for r in records if r.names_image(image)]
+            if not records:
+                raise CheckFailedError(f"{record_path}: no record names image {image}",
+                                       hint="no bundle recorded there carried it: it was not loaded by verify or push")
+        if as_json:
+            click.echo(json.dumps({"records": [r.to_json() for r in records]}, indent=2))
+        else:
+            click.echo("\n".join(r.to_text() for r in records), nl=False)
+        return
+    if bundle is None:
+        raise UsageError("give a BUNDLE to inspect, or --record PATH")
+    if image is not None:
+        raise UsageError("--image filters records: use it with --record")
+    trust = keys.load_trust(policy) if policy else None
+    result = inspect_mod.inspect(bundle, trust=trust, now=datetime.datetime.now(datetime.UTC))
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        click.echo(inspect_mod.render_text(result), nl=False)
+    if result.failure is not None:
+        raise result.failure
+
 # --- sweep -------------------------------------------------------------------------------------
 
 @cli.command("sweep")

@@ -152,7 +152,7 @@ class Signer:
         return key_hint(self.public_key)
 
 
-def _read_capped(path: Path, cap: int, what: str) -> bytes:
+def read_capped(path: Path, cap: int, what: str) -> bytes:
     try:
         with open(path, "rb") as f:
             data = f.read(cap + 1)
@@ -271,7 +271,7 @@ def load_certificate(path: Path) -> x509.Certificate:
 def load_certificates(path: Path) -> tuple[x509.Certificate, ...]:
     """Every certificate in a PEM file (a leaf followed by its intermediates, as in a fullchain file),
     or the one certificate of a DER file."""
-    data = _read_capped(path, MAX_KEY_FILE_BYTES, "certificate")
+    data = read_capped(path, MAX_KEY_FILE_BYTES, "certificate")
     try:
         if b"-----BEGIN" in data:
             return tuple(x509.load_pem_x509_certificates(data))
@@ -313,7 +313,7 @@ def load_signer(key_path: Path | str, *, cert_path: Path | str | None = None,
         InputError: unreadable or unsupported key, wrong password, or a certificate for another key.
     """
     key_path = Path(key_path)
-    key = load_private_key(_read_capped(key_path, MAX_KEY_FILE_BYTES, "private key"),
+    key = load_private_key(read_capped(key_path, MAX_KEY_FILE_BYTES, "private key"),
                            source=str(key_path), password=password)
     public_key = check_public_key(key.public_key(), what=str(key_path))
     cert: x509.Certificate | None = None
@@ -463,6 +463,7 @@ class TrustPolicy:
 
     authorities: Mapping[str, AuthorityPolicy]
     source: str = ""
+    sha256: str = ""  # of the policy file's bytes as parsed: the audit record names the policy by it
 
     def __post_init__(self) -> None:
         vendor = self.authorities.get(VENDOR)
@@ -521,7 +522,7 @@ def _validate_policy(doc: Any, source: str) -> None:
 
 
 def load_pinned_key(path: Path, *, not_after: dt.datetime | None = None) -> PinnedKey:
-    data = _read_capped(path, MAX_KEY_FILE_BYTES, "public key")
+    data = read_capped(path, MAX_KEY_FILE_BYTES, "public key")
     try:
         pub = serialization.load_pem_public_key(data)
     except (ValueError, UnsupportedAlgorithm) as e:
@@ -531,7 +532,7 @@ def load_pinned_key(path: Path, *, not_after: dt.datetime | None = None) -> Pinn
 
 
 def load_roots(path: Path) -> tuple[x509.Certificate, ...]:
-    data = _read_capped(path, MAX_KEY_FILE_BYTES, "CA certificates")
+    data = read_capped(path, MAX_KEY_FILE_BYTES, "CA certificates")
     try:
         certs = tuple(x509.load_pem_x509_certificates(data))
     except ValueError as e:
@@ -549,8 +550,9 @@ def load_trust(path: Path | str) -> TrustPolicy:
         NoTrustAnchorError: no vendor authority, or one without roots or keys.
     """
     path = Path(path)
+    data = read_capped(path, MAX_POLICY_BYTES, "policy")
     try:
-        doc = yaml.safe_load(_read_capped(path, MAX_POLICY_BYTES, "policy"))
+        doc = yaml.safe_load(data)
     except yaml.YAMLError as e:
         raise InputError(f"{path}: malformed YAML: {e}") from e
     _validate_policy(doc, str(path))
@@ -570,7 +572,7 @@ def load_trust(path: Path | str) -> TrustPolicy:
         )
         required = bool(entry.get("required", name == VENDOR))
         authorities[name] = AuthorityPolicy(name, required, roots, keys)
-    return TrustPolicy(authorities, str(path))
+    return TrustPolicy(authorities, str(path), hashlib.sha256(data).hexdigest())
 
 
 def valid_authority_name(name: str) -> bool:

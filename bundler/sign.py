@@ -16,27 +16,31 @@ bundle. No transparency-log entry: bundles are verified offline against keys the
 
 Specs: Sigstore bundle (protobuf-specs sigstore_bundle.proto, v0.3), DSSE v1 envelope.
 
-Does not write the archive (`archive.append_signature` does) and does not verify (`verify.py`).
+`parse(data) -> SignatureFile` reads a signature file back: its shape only (what `verify.py` and
+`inspect.py` share). Does not write the archive (`archive.append_signature` does) and does not decide
+whether a signature is trusted or valid (`verify.py`).
 """
 
 from __future__ import annotations
 
 import base64
-from typing import Final
+import binascii
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Literal
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from securesystemslib.dsse import Envelope as DsseEnvelope
-
-# The documented import path; the package does not re-export these names explicitly for mypy.
-from securesystemslib.signer import CryptoSigner, SSlibKey  # type: ignore[attr-defined]
 from sigstore_models.bundle.v1 import Bundle, VerificationMaterial
 from sigstore_models.common.v1 import PublicKeyIdentifier, X509Certificate, X509CertificateChain
 from sigstore_models.intoto import Envelope, Signature
 
-from .attest import PAYLOAD_TYPE, canonical_json, pae
+from .attest import PAYLOAD_TYPE, canonical_json, pae, strict_json
 from .errors import InputError
 from .keys import Signer, valid_authority_name, verify_signature
+
+if TYPE_CHECKING:
+    from securesystemslib.signer import SSlibKey  # type: ignore[attr-defined]
 
 BUNDLE_MEDIA_TYPE: Final = "application/vnd.dev.sigstore.bundle.v0.3+json"
 
@@ -52,6 +56,8 @@ def signature_member(authority: str) -> str:
 def _sslib_key(signer: Signer) -> SSlibKey:
     # securesystemslib scheme names for the key types keys.py accepts; RSA is PKCS#1 v1.5 (its
     # default would be PSS, which sigstore-js does not use for PKIX RSA keys).
+    from securesystemslib.signer import SSlibKey  # type: ignore[attr-defined]
+
     key = signer.public_key
     if isinstance(key, rsa.RSAPublicKey):
         scheme = "rsa-pkcs1v15-sha256"
@@ -75,6 +81,13 @@ def sign(statement: bytes, signer: Signer, authority: str) -> bytes:
     Raises:
         InputError: invalid authority name.
     """
+    # securesystemslib is imported here, not at the top: it loads subprocess, and verify.py (which reads
+    # signature files with `parse` below) must load nothing that can reach the network or run programs.
+    from securesystemslib.dsse import Envelope as DsseEnvelope
+
+    # The documented import path; the package does not re-export these names explicitly for mypy.
+    from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]
+
     signature_member(authority)  # validates the name
     # DSSE v1: sign PAE(payloadType, payload) over the exact statement bytes.
     envelope = DsseEnvelope(payload=statement, payload_type=PAYLOAD_TYPE, signatures={})
@@ -105,3 +118,71 @@ def sign(statement: bytes, signer: Signer, authority: str) -> bytes:
         ),
     )
     return canonical_json(bundle.to_dict())
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading a signature file back (its shape only: whether it verifies is `verify.py`'s job)
+
+
+@dataclass(frozen=True)
+class SignatureFile:
+    """A signature file whose shape checked out. Nothing in it is trusted yet."""
+
+    payload: bytes  # what was signed: must be the statement's bytes
+    signature: bytes
+    material: Literal["certificate", "publicKey", "x509CertificateChain"]
+    certificates: tuple[bytes, ...] = ()  # DER, the leaf first, then any carried intermediates
+    hint: str = ""  # the publicKey hint (unauthenticated: it only selects a configured key)
+
+    def certificate(self) -> x509.Certificate:
+        """The carried leaf certificate.
+
+        Raises:
+            ValueError: no certificate carried, or not DER X.509.
+        """
+        if not self.certificates:
+            raise ValueError("no certificate carried")
+        return x509.load_der_x509_certificate(self.certificates[0])
+
+
+def parse(data: bytes) -> SignatureFile:
+    """Check the shape of a signature file (Sigstore bundle v0.3, a DSSE envelope, one signature,
+    exactly one kind of verification material) and return its parts.
+
+    Raises:
+        ValueError: the reason it is not such a file.
+    """
+    try:
+        doc = strict_json(data)
+        if not isinstance(doc, dict) or doc.get("mediaType") != BUNDLE_MEDIA_TYPE:
+            raise ValueError(f"mediaType is not {BUNDLE_MEDIA_TYPE}")
+        if set(doc) - {"mediaType", "verificationMaterial", "dsseEnvelope"}:
+            raise ValueError("unexpected fields (only dsseEnvelope bundles are accepted)")
+        envelope, material = doc["dsseEnvelope"], doc["verificationMaterial"]
+        if envelope.get("payloadType") != PAYLOAD_TYPE:
+            raise ValueError(f"payloadType is not {PAYLOAD_TYPE}")
+        sigs = envelope.get("signatures")
+        if not isinstance(sigs, list) or len(sigs) != 1:
+            raise ValueError("the envelope must carry exactly one signature")
+        payload, signature = _unb64(envelope.get("payload")), _unb64(sigs[0].get("sig"))
+        kinds = [k for k in ("certificate", "publicKey", "x509CertificateChain") if k in material]
+        if len(kinds) != 1:
+            raise ValueError("verificationMaterial needs exactly one of certificate, x509CertificateChain or publicKey")
+        if kinds[0] == "certificate":
+            return SignatureFile(payload, signature, "certificate",
+                                 certificates=(_unb64(material["certificate"].get("rawBytes")),))
+        if kinds[0] == "publicKey":
+            return SignatureFile(payload, signature, "publicKey", hint=str(material["publicKey"].get("hint") or ""))
+        entries = material["x509CertificateChain"].get("certificates")
+        if not isinstance(entries, list):
+            raise ValueError("x509CertificateChain.certificates is not a list")
+        return SignatureFile(payload, signature, "x509CertificateChain",
+                             certificates=tuple(_unb64(e.get("rawBytes")) for e in entries))
+    except (KeyError, TypeError, AttributeError, binascii.Error) as e:  # UnicodeDecodeError is a ValueError
+        raise ValueError(str(e) or type(e).__name__) from e
+
+
+def _unb64(value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise ValueError("expected a base64 string")
+    return base64.b64decode(value, validate=True)

@@ -16,8 +16,13 @@ check passed. The steps follow DESIGN.md "Verify" and are labelled below:
    certificate valid now, signature over the DSSE PAE; log each accepted one
 4. policy: a valid vendor signature always, others where required; an invalid signature claiming a
    configured authority fails the bundle
-5. only now check the statement's form and content; stream every listed member through sha256
-6. (verify_and_extract) extract into a staging folder, hashing again, then rename into place
+5. only now check the statement's form and content; stream the whole file once, every listed member
+   through sha256 and the file itself too (`VerificationResult.bundle_sha256`, for the audit record)
+6. (verify_and_extract) extract into a staging folder, hashing again, then rename into place; the
+   caller's `extra` files (the verification record) go into the same staging folder
+
+Steps 1-2 (`read_signed`), 3-4 (`check_signatures`) and the statement's check (`check_listing`) are
+public so `inspect` reads and judges a bundle exactly as verify does, without hashing its members.
 
 Specs: Sigstore bundle v0.3, DSSE v1, in-toto Statement v1, RFC 5280 (validity, issuance).
 
@@ -28,13 +33,12 @@ the statement: it compares and hashes the stored bytes.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import datetime as dt
 import hashlib
-import json
 import logging
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -43,8 +47,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from . import archive
-from .attest import PAYLOAD_TYPE, STATEMENT_TYPE, canonical_json, pae
+from . import archive, sign
+from .attest import PAYLOAD_TYPE, STATEMENT_TYPE, canonical_json, pae, strict_json
 from .bom import PREDICATE_TYPE as BOM_PREDICATE_TYPE
 from .bom import Bom
 from .errors import (
@@ -75,7 +79,6 @@ from .keys import (
 
 log = logging.getLogger(__name__)
 
-BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 MAX_STATEMENT_BYTES = 64 * 1024 * 1024
 MAX_SIGNATURE_BYTES = 1024 * 1024
 MAX_SIGNATURE_MEMBERS = 64  # far above any real set of co-signers; bounds a hostile scan
@@ -112,6 +115,8 @@ class VerificationResult:
     failure: BundlerError | None = field(default=None, compare=False)
     statement_sha256: str | None = None
     members_checked: int = 0
+    bundle_sha256: str | None = None  # the whole file, hashed in the same pass that checked the members
+    bom: Bom | None = field(default=None, compare=False, repr=False)  # the predicate, once it verified
     # name -> (size, sha256 hex) of every member (statement and signatures included), for extraction.
     verified_files: tuple[tuple[str, int, str], ...] = field(default=(), compare=False, repr=False)
 
@@ -131,6 +136,7 @@ class VerificationResult:
             "required": sorted(self.required),
             "authorities": [a.to_json() for a in self.authorities],
             "statementSha256": self.statement_sha256,
+            "bundleSha256": self.bundle_sha256,
             "membersChecked": self.members_checked,
         }
 
@@ -164,9 +170,13 @@ def verify(path: Path | str, trust: TrustPolicy, *, now: dt.datetime) -> Verific
         return _verify_open(f, str(path), trust, _utc(now))
 
 
-def verify_and_extract(path: Path | str, trust: TrustPolicy, dest: Path | str, *,
-                       now: dt.datetime) -> VerificationResult:
+def verify_and_extract(path: Path | str, trust: TrustPolicy, dest: Path | str, *, now: dt.datetime,
+                       extra: Callable[[VerificationResult], Mapping[str, bytes]] | None = None
+                       ) -> VerificationResult:
     """Verify, then extract every member into the new folder `dest` (step 6); nothing is written on failure.
+
+    `extra(result)`, called once the bundle is accepted, gives files to add to the extraction (the
+    verification record): they are written into the staging folder with the members.
 
     Raises:
         the failure of `verify` (see `require`), UsageError if `dest` exists (a mistake in the command,
@@ -184,7 +194,8 @@ def verify_and_extract(path: Path | str, trust: TrustPolicy, dest: Path | str, *
     with f:  # the same open file for checking and extracting: swapping the path midway changes nothing
         result = require(_verify_open(f, str(path), trust, _utc(now)))
         # 6: extract into staging while hashing again, then rename into place
-        archive.extract(f, dest, {name: (size, sha) for name, size, sha in result.verified_files})
+        archive.extract(f, dest, {name: (size, sha) for name, size, sha in result.verified_files},
+                        extra=extra(result) if extra else None)
     return result
 
 
@@ -254,39 +265,55 @@ class _ScanBound:
 def _listed_paths(statement: bytes) -> frozenset[str]:
     """The `predicate.files[].path` strings of an untrusted statement (checked properly in step 5)."""
     try:
-        files = _strict_json(statement)["predicate"]["files"]
+        files = strict_json(statement)["predicate"]["files"]
         return frozenset(entry["path"] for entry in files if isinstance(entry["path"], str))
     except (ValueError, UnicodeDecodeError, KeyError, TypeError) as e:
         raise StatementMismatchError(f"{archive.STATEMENT}: no readable predicate.files ({type(e).__name__})",
                                      hint="this is not a bundle statement; refusing the bundle") from e
 
 
-def _verify_open(f: BinaryIO, where: str, trust: TrustPolicy, now: dt.datetime) -> VerificationResult:
+@dataclass(frozen=True)
+class SignedParts:
+    """What steps 1-2 read: the header index, the statement bytes and each authority's signature file."""
+
+    index: archive.BundleIndex
+    statement: bytes
+    signatures: Mapping[str, bytes]  # authority -> bytes of signatures/<authority>.sigstore.json
+
+
+def read_signed(f: BinaryIO, where: str) -> SignedParts:
+    """Steps 1-2: the header scan bounded by the statement (`scan`), then the signature files, size-capped.
+
+    `inspect` reads a bundle through this too, so it meets exactly verify's refusals.
+
+    Raises:
+        ArchiveError: not a tar, truncated, a member over its cap; UnsafeArchiveError: the header scan.
+        VerificationError: no statement first (not an airgap bundle); StatementMismatchError and
+            UnlistedMemberError: see `scan`.
+    """
+    # 1: headers only, bounded by the statement, which is read (capped) on the way
+    index, statement = scan(f, where)
+    # 2: the signature files into memory, capped
+    signatures = {a: archive.read_member(f, m, cap=MAX_SIGNATURE_BYTES) for a, m in index.signatures.items()}
+    return SignedParts(index, statement, signatures)
+
+
+def check_signatures(parts: SignedParts, trust: TrustPolicy, now: dt.datetime,
+                     where: str) -> tuple[tuple[AuthorityResult, ...], BundlerError | None]:
+    """Steps 3-4: each signature on its own, then the policy. Returns the per-authority results and the
+    failure (None when the policy accepts the signatures; the members are not looked at here)."""
+    if not parts.signatures:
+        return (), UnsignedBundleError(f"{where}: the bundle carries no signature",
+                                       hint="the vendor signs at build time; ask for a signed bundle")
     results: list[AuthorityResult] = []
-    required = trust.required
-
-    def fail(error: BundlerError) -> VerificationResult:
-        return VerificationResult(tuple(results), required, failure=error)
-
-    # 1: headers only, bounded by the statement; 2: the statement and signature files, capped
-    try:
-        index, statement = scan(f, where)
-        signatures = index.signatures
-        if not signatures:
-            return fail(UnsignedBundleError(f"{where}: the bundle carries no signature",
-                                            hint="the vendor signs at build time; ask for a signed bundle"))
-        signature_files = {a: archive.read_member(f, m, cap=MAX_SIGNATURE_BYTES) for a, m in signatures.items()}
-    except (ArchiveError, VerificationError) as e:  # ArchiveError includes UnsafeArchiveError
-        return fail(e)
-
     # 3: each signature on its own
-    for authority in sorted(signature_files):
+    for authority in sorted(parts.signatures):
         policy = trust.authorities.get(authority)
         if policy is None:
             results.append(AuthorityResult(authority, False, "authority not named in the policy: not checked",
                                            configured=False))
             continue
-        result = _check_signature(authority, signature_files[authority], statement, policy, now)
+        result = _check_signature(authority, parts.signatures[authority], parts.statement, policy, _utc(now))
         if result.ok:
             log.info("accepted signature: authority=%s key=%s serial=%s notAfter=%s", authority, result.keyid,
                      result.serial or "-", result.not_after.isoformat() if result.not_after else "-")
@@ -295,59 +322,52 @@ def _verify_open(f: BinaryIO, where: str, trust: TrustPolicy, now: dt.datetime) 
     # 4: policy
     for r in results:
         if r.configured and not r.ok and r.error is not None:
-            return fail(r.error)
+            return tuple(results), r.error
     accepted = {r.authority for r in results if r.ok}
     if VENDOR not in accepted:
-        return fail(MissingAuthorityError(f"{where}: no vendor signature",
-                                          hint="every bundle must be signed by the vendor at build time"))
-    missing = required - accepted
+        return tuple(results), MissingAuthorityError(f"{where}: no vendor signature",
+                                                     hint="every bundle must be signed by the vendor at build time")
+    missing = trust.required - accepted
     if missing:
-        return fail(MissingAuthorityError(
+        return tuple(results), MissingAuthorityError(
             f"{where}: required signature missing: {', '.join(sorted(missing))}",
-            hint="the policy requires these co-signatures: airgap-bundle sign BUNDLE --authority NAME --key KEY"))
+            hint="the policy requires these co-signatures: airgap-bundle sign BUNDLE --authority NAME --key KEY")
+    return tuple(results), None
 
-    # 5: statement, then members
+
+def _verify_open(f: BinaryIO, where: str, trust: TrustPolicy, now: dt.datetime) -> VerificationResult:
+    required = trust.required
     try:
-        files = _check_members(f, index, statement, where)
-    except (VerificationError, ArchiveError) as e:
-        return fail(e)
+        parts = read_signed(f, where)
+    except (ArchiveError, VerificationError) as e:  # ArchiveError includes UnsafeArchiveError
+        return VerificationResult((), required, failure=e)
+    results, failure = check_signatures(parts, trust, now, where)
+    if failure is not None:
+        return VerificationResult(results, required, failure=failure)
+
+    # 5: only now check the statement's form and content, then stream the members
+    statement = parts.statement
     verified = [(archive.STATEMENT, len(statement), hashlib.sha256(statement).hexdigest())]
-    verified += [(signatures[a].name, len(d), hashlib.sha256(d).hexdigest()) for a, d in signature_files.items()]
+    verified += [(archive.signature_name(a), len(d), hashlib.sha256(d).hexdigest()) for a, d in parts.signatures.items()]
+    try:
+        files, bom = check_listing(parts.index, statement, where)
+        file_sha256 = _check_digests(f, parts.index, files, verified, where)
+    except (VerificationError, ArchiveError) as e:
+        return VerificationResult(results, required, failure=e)
     verified += [(name, size, sha) for name, (size, sha) in files.items()]
-    return VerificationResult(tuple(results), required, None, hashlib.sha256(statement).hexdigest(),
-                              len(files), tuple(verified))
+    return VerificationResult(results, required, None, hashlib.sha256(statement).hexdigest(),
+                              len(files), file_sha256, bom, tuple(verified))
 
 
 # --------------------------------------------------------------------------------------------------
 # Step 3: one signature file
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [k for k, _ in pairs]
-    if len(set(keys)) != len(keys):
-        raise ValueError("duplicate key in JSON object")
-    return dict(pairs)
-
-
-def _strict_json(data: bytes) -> Any:
-    return json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
-
-
-def _b64(value: Any) -> bytes:
-    if not isinstance(value, str):
-        raise ValueError("expected a base64 string")
-    return base64.b64decode(value, validate=True)
-
-
-def _carried_certificates(material: dict[str, Any]) -> list[x509.Certificate]:
+def _carried_certificates(parsed: sign.SignatureFile) -> list[x509.Certificate]:
     """The leaf (`certificate`), or the leaf and its intermediates (`x509CertificateChain`, leaf first)."""
-    if "certificate" in material:
-        entries = [material["certificate"]]
-    else:
-        entries = material["x509CertificateChain"].get("certificates")
-        if not isinstance(entries, list) or not 1 <= len(entries) <= MAX_INTERMEDIATES + 2:
-            raise ValueError(f"x509CertificateChain must hold 1 to {MAX_INTERMEDIATES + 2} certificates")
-    return [x509.load_der_x509_certificate(_b64(entry.get("rawBytes"))) for entry in entries]
+    if not 1 <= len(parsed.certificates) <= MAX_INTERMEDIATES + 2:
+        raise ValueError(f"x509CertificateChain must hold 1 to {MAX_INTERMEDIATES + 2} certificates")
+    return [x509.load_der_x509_certificate(der) for der in parsed.certificates]
 
 
 def _check_signature(authority: str, data: bytes, statement: bytes, policy: AuthorityPolicy,
@@ -358,23 +378,11 @@ def _check_signature(authority: str, data: bytes, statement: bytes, policy: Auth
     member = f"signatures/{authority}.sigstore.json"
     # (3a) envelope shape: Sigstore bundle v0.3, DSSE, one signature
     try:
-        doc = _strict_json(data)
-        if not isinstance(doc, dict) or doc.get("mediaType") != BUNDLE_MEDIA_TYPE:
-            raise ValueError(f"mediaType is not {BUNDLE_MEDIA_TYPE}")
-        if set(doc) - {"mediaType", "verificationMaterial", "dsseEnvelope"}:
-            raise ValueError("unexpected fields (only dsseEnvelope bundles are accepted)")
-        envelope, material = doc["dsseEnvelope"], doc["verificationMaterial"]
-        if envelope.get("payloadType") != PAYLOAD_TYPE:
-            raise ValueError(f"payloadType is not {PAYLOAD_TYPE}")
-        sigs = envelope.get("signatures")
-        if not isinstance(sigs, list) or len(sigs) != 1:
-            raise ValueError("the envelope must carry exactly one signature")
-        payload, signature = _b64(envelope.get("payload")), _b64(sigs[0].get("sig"))
-        if sum(k in material for k in ("certificate", "publicKey", "x509CertificateChain")) != 1:
-            raise ValueError("verificationMaterial needs exactly one of certificate, x509CertificateChain or publicKey")
-    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError, binascii.Error) as e:
+        parsed = sign.parse(data)
+    except ValueError as e:
         return reject(BadSignatureError(f"{member}: malformed signature file: {e}",
                                         hint="not a Sigstore bundle v0.3 with a DSSE envelope"))
+    payload, signature = parsed.payload, parsed.signature
     # (3b) the payload is the statement, byte for byte
     if payload != statement:
         return reject(BadSignatureError(f"{member}: signs a different statement than the bundle's {archive.STATEMENT}",
@@ -383,14 +391,14 @@ def _check_signature(authority: str, data: bytes, statement: bytes, policy: Auth
     serial: str | None = None
     not_after: dt.datetime | None = None
     try:
-        if "certificate" in material or "x509CertificateChain" in material:
-            leaf, *intermediates = _carried_certificates(material)
+        if parsed.material != "publicKey":
+            leaf, *intermediates = _carried_certificates(parsed)
             key = check_public_key(leaf.public_key(), what=member)
             serial, not_after = format(leaf.serial_number, "x"), leaf.not_valid_after_utc
             _check_chain(authority, member, leaf, tuple(intermediates), policy, now)
             candidates = [key]
-        elif "publicKey" in material:
-            hint = material["publicKey"].get("hint") or ""
+        else:
+            hint = parsed.hint
             # sigstore-go's hint form, or the fingerprint form of bundles signed before it; no hint: try all
             pinned = ([k for k in policy.keys if hint in (key_hint(k.public_key), k.fingerprint)]
                       or ([] if hint else list(policy.keys)))
@@ -404,8 +412,6 @@ def _check_signature(authority: str, data: bytes, statement: bytes, policy: Auth
                                       f"{not_after.isoformat() if not_after else ''}; re-sign", hint=RESIGN_HINT)
             candidates = [k.public_key for k in live]
             not_after = live[0].not_after
-        else:  # pragma: no cover - the shape check admits exactly one of the three forms
-            raise AssertionError(material)
     except VerificationError as e:
         return reject(e, serial=serial, not_after=not_after)
     except (ValueError, TypeError, binascii.Error, InputError) as e:
@@ -533,15 +539,22 @@ def _check_leaf_usage(member: str, leaf: x509.Certificate) -> None:
 # Step 5: the statement against the members
 
 
-def _check_members(f: BinaryIO, index: archive.BundleIndex, statement: bytes, where: str) -> dict[str, tuple[int, str]]:
-    """Return {path: (size, sha256)} of the payload after checking it against the statement."""
+def check_listing(index: archive.BundleIndex, statement: bytes,
+                  where: str) -> tuple[dict[str, tuple[int, str]], Bom]:
+    """Parse the statement and check it against the headers (names and sizes) and its own schema and
+    consistency rules; return {path: (size, sha256)} of the payload and the predicate. The member
+    bytes are hashed by `_check_digests`; `inspect` stops here (it reads no payload).
+
+    Raises:
+        StatementMismatchError, UnlistedMemberError, UnsafeArchiveError (an unsafe listed path).
+    """
 
     def mismatch(msg: str) -> StatementMismatchError:
         return StatementMismatchError(f"{archive.STATEMENT}: {msg}",
                                       hint="the statement does not describe this bundle; rebuild it")
 
     try:
-        doc = _strict_json(statement)
+        doc = strict_json(statement)
     except (ValueError, UnicodeDecodeError) as e:
         raise mismatch(f"not valid JSON: {e}") from e
     if canonical_json(doc) != statement:
@@ -594,17 +607,25 @@ def _check_members(f: BinaryIO, index: archive.BundleIndex, statement: bytes, wh
     except VerificationError as e:
         raise mismatch(f"predicate: {e.message}") from e
     _check_subjects(doc, bom, listed, mismatch)
+    return listed, bom
 
-    # Stream every member through sha256, in archive order (sequential reads).
-    for m in sorted(payload.values(), key=lambda m: m.data_offset):
-        hasher = hashlib.sha256()
-        for chunk in archive.iter_member(f, m):
-            hasher.update(chunk)
-        if hasher.hexdigest() != listed[m.name][1]:
-            raise UnlistedMemberError(f"{where}: {m.name} hashes to sha256:{hasher.hexdigest()}, "
-                                      f"the statement says sha256:{listed[m.name][1]}",
+
+def _check_digests(f: BinaryIO, index: archive.BundleIndex, listed: dict[str, tuple[int, str]],
+                   read: list[tuple[str, int, str]], where: str) -> str:
+    """Stream the whole file once (archive order, sequential reads): every payload member must hash to
+    its listed sha256, and the statement and signatures to the bytes steps 2-3 checked. Returns the
+    sha256 of the whole file, which then names exactly the bytes that were verified."""
+    file_sha256, digests = archive.digest_all(f, index)
+    for name, (_, sha) in listed.items():
+        if digests[name] != sha:
+            raise UnlistedMemberError(f"{where}: {name} hashes to sha256:{digests[name]}, "
+                                      f"the statement says sha256:{sha}",
                                       hint="the member was changed after signing; refusing the bundle")
-    return listed
+    for name, _, sha in read:
+        if digests[name] != sha:
+            raise UnlistedMemberError(f"{where}: {name} changed while the bundle was being verified",
+                                      hint="the bundle file is being modified; verify a stable copy")
+    return file_sha256
 
 
 def _check_subjects(doc: dict[str, Any], bom: Bom, listed: dict[str, tuple[int, str]], mismatch: Any) -> None:

@@ -100,3 +100,57 @@ def test_cli_sign_appends_and_refuses_a_second_signature(tmp_path: Path, run_cli
     res = run_cli("sign", str(built.path), "--authority", "customer", "--key", str(key_path), "--replace")
     assert res.returncode == 0, res.stderr
     assert built.path.read_bytes()[:end] == before
+
+
+# --- reading a signature file back (sign.parse: the shape verify and inspect share) ------------------------
+
+
+def _good(tmp_path: Path, *, cert: bool) -> dict:
+    pki = Pki(tmp_path / "pki")
+    signer = pki.cert_signer("v", pki.ca("root"))[0] if cert else pki.signer("v")[0]
+    return json.loads(sign.sign(STATEMENT, signer, "vendor"))
+
+
+@pytest.mark.parametrize("cert", [True, False])
+def test_parse_reads_back_what_sign_writes(tmp_path: Path, cert: bool) -> None:
+    doc = _good(tmp_path, cert=cert)
+    parsed = sign.parse(json.dumps(doc).encode())
+    assert parsed.payload == STATEMENT and parsed.material == ("certificate" if cert else "publicKey")
+    if cert:
+        assert parsed.certificate().subject.rfc4514_string() == "CN=v signing"
+    else:
+        assert len(base64.b64decode(parsed.hint)) == 32  # sigstore-go's hint: base64 of the key's sha256
+        with pytest.raises(ValueError, match="no certificate carried"):
+            parsed.certificate()
+
+
+@pytest.mark.parametrize("mutate, reason", [
+    (lambda d: b"\xff not utf-8", "utf-8"),
+    (lambda d: b"[1]", "mediaType is not"),
+    (lambda d: b'{"a": 1, "a": 2}', "duplicate key"),
+    (lambda d: {**d, "messageSignature": {}}, "unexpected fields"),
+    (lambda d: {**d, "dsseEnvelope": {**d["dsseEnvelope"], "payloadType": "text/plain"}}, "payloadType is not"),
+    (lambda d: {**d, "dsseEnvelope": {**d["dsseEnvelope"], "signatures": []}}, "exactly one signature"),
+    (lambda d: {**d, "dsseEnvelope": {**d["dsseEnvelope"], "payload": 5}}, "expected a base64 string"),
+    (lambda d: {**d, "dsseEnvelope": {**d["dsseEnvelope"], "payload": "***"}}, "base64"),
+    (lambda d: {k: v for k, v in d.items() if k != "dsseEnvelope"}, "dsseEnvelope"),
+    (lambda d: {**d, "verificationMaterial": {"tlogEntries": []}}, "exactly one of certificate, x509CertificateChain or publicKey"),
+    (lambda d: {**d, "dsseEnvelope": {**d["dsseEnvelope"], "signatures": ["x"]}}, "get"),
+])
+def test_parse_names_what_is_wrong(tmp_path: Path, mutate, reason: str) -> None:
+    changed = mutate(_good(tmp_path, cert=False))
+    data = changed if isinstance(changed, bytes) else json.dumps(changed).encode()
+    with pytest.raises(ValueError, match=reason):
+        sign.parse(data)
+
+
+def test_parse_reads_a_certificate_chain_leaf_first(tmp_path: Path) -> None:
+    doc = _good(tmp_path, cert=False)
+    ders = [base64.b64encode(b"leaf").decode(), base64.b64encode(b"intermediate").decode()]
+    doc["verificationMaterial"] = {"x509CertificateChain": {"certificates": [{"rawBytes": d} for d in ders]},
+                                   "tlogEntries": []}
+    parsed = sign.parse(json.dumps(doc).encode())
+    assert parsed.material == "x509CertificateChain" and parsed.certificates == (b"leaf", b"intermediate")
+    doc["verificationMaterial"]["x509CertificateChain"]["certificates"] = "x"
+    with pytest.raises(ValueError, match="not a list"):
+        sign.parse(json.dumps(doc).encode())

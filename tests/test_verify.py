@@ -38,21 +38,17 @@ from tests.support.bundles import (
     sha,
     small_payload,
     statement_for,
+    tar_info,
+    tar_with,
     write_policy,
 )
+from tests.support.bundles import world as make_world
 
 
 @pytest.fixture
 def world(tmp_path: Path) -> dict:
     """Vendor root CA + short-lived vendor signing cert, a customer pinned Ed25519 key, and a policy."""
-    pki = Pki(tmp_path / "pki")
-    ca = pki.ca("vendor")
-    vendor, _ = pki.cert_signer("vendor", ca)
-    customer, customer_pub = pki.signer("customer", "ed25519")
-    policy = write_policy(tmp_path / "policy.yaml", {"vendor": {"roots": [ca[2]]},
-                                                     "customer": {"required": False, "keys": [customer_pub]}})
-    return {"pki": pki, "ca": ca, "vendor": vendor, "customer": customer, "customer_pub": customer_pub,
-            "policy": policy, "trust": keys.load_trust(policy), "tmp": tmp_path}
+    return make_world(tmp_path)
 
 
 def rejects(path: Path, trust: keys.TrustPolicy, error: type, code: int, tmp: Path, *, text: str = "") -> None:
@@ -180,6 +176,22 @@ def test_malformed_signature_file(world: dict) -> None:
     built = build_bundle(world["tmp"] / "b.tar", {"customer": world["customer"]},
                          extra={"signatures/vendor.sigstore.json": b'{"mediaType": "application/json"}'})
     rejects(built.path, world["trust"], BadSignatureError, 24, world["tmp"], text="malformed")
+
+
+@pytest.mark.parametrize("count", [0, 7])
+def test_certificate_chain_of_impossible_length_is_refused(world: dict, count: int) -> None:
+    statement = statement_for(*_payload_and_index())
+    doc = json.loads(sign.sign(statement, world["vendor"], "vendor"))
+    leaf = doc["verificationMaterial"].pop("certificate")
+    doc["verificationMaterial"]["x509CertificateChain"] = {"certificates": [leaf] * count}
+    built = build_bundle(world["tmp"] / "b.tar", {}, statement=statement,
+                         extra={"signatures/vendor.sigstore.json": json.dumps(doc).encode()})
+    rejects(built.path, world["trust"], BadSignatureError, 24, world["tmp"], text="must hold 1 to 6 certificates")
+
+
+def _payload_and_index() -> tuple[dict[str, bytes], bytes]:
+    files = small_payload()
+    return files, files.pop("_index")
 
 
 def test_expired_certificate_says_resign(world: dict) -> None:
@@ -326,21 +338,10 @@ def test_statement_predicate_failing_its_schema(world: dict) -> None:
 
 
 def _tar_with(tmp: Path, built_path: Path, bad: tarfile.TarInfo, data: bytes = b"") -> Path:
-    """The valid bundle's members plus one hostile entry, written by Python's tarfile (GNU format)."""
-    out = tmp / "hostile.tar"
-    with tarfile.open(built_path) as src, tarfile.open(out, "w", format=tarfile.GNU_FORMAT) as dst:
-        for info in src.getmembers():
-            dst.addfile(info, src.extractfile(info))
-        dst.addfile(bad, io.BytesIO(data) if data else None)
-    return out
+    return tar_with(tmp / "hostile.tar", built_path, bad, data)
 
 
-def _info(name: str, kind: bytes, **kw: object) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    for k, v in kw.items():
-        setattr(info, k, v)
-    return info
+_info = tar_info
 
 
 @pytest.mark.parametrize("bad, text", [

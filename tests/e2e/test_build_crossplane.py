@@ -3,12 +3,14 @@ read from the bundle's own OCI layout, and checked against the Compositions; a f
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import tarfile
 from pathlib import Path
 
 import pytest
 
+from bundler import inspect
 from tests.support.crossplane import FIXTURES, PACKAGES, REFS
 from tests.support.images import Pusher
 from tests.support.xpkg_image import build as build_xpkg
@@ -60,6 +62,9 @@ def test_a_v2_bundle_passes_the_gate_and_lists_its_packages(workspace: Path, run
     assert set(packages) == {REFS[n] for n in PACKAGE_NAMES}
     assert all(p["local"].startswith("registry.local:5000/xpkg.") and "@sha256:" in p["local"]
                for p in packages.values())
+    shown = inspect.inspect(workspace / "good.tar", now=dt.datetime.now(dt.UTC)).to_json()
+    assert {p["ref"]: p["local"] for p in shown["crossplanePackages"]} == {r: p["local"] for r, p in packages.items()}
+    assert shown["totals"]["crossplanePackages"] == len(packages) and shown["signatures"] == []
 
 
 def test_a_v1_only_construct_fails_the_build_closed(workspace: Path, run_cli) -> None:  # type: ignore[no-untyped-def]

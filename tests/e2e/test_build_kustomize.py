@@ -4,6 +4,7 @@ registry, pinned by a digest the bundle carries; a remote resource fails the bui
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bundler import sweep
+from bundler import inspect, sweep
 from bundler.documents import Origin, load_stream
 from tests.support.images import Pusher, make_layer, multi_platform
 
@@ -69,6 +70,9 @@ def test_the_overlay_from_the_extracted_bundle_pulls_only_what_the_bundle_carrie
     tree = sorted(n.removeprefix("kustomize/prod/tree/") for n in names if n.startswith("kustomize/prod/tree/"))
     assert "base/kustomization.yaml" in tree and "components/monitoring/exporter.yaml" in tree and len(tree) == 15
     assert not any(n.startswith(("overlays/staging", "components/debug", "docs")) for n in tree)
+    # inspect finds the delivery path from the headers and statement alone
+    shown = inspect.inspect(workspace / "shop.bundle.tar", now=dt.datetime.now(dt.UTC))
+    assert shown.overlays == (inspect.Overlay("prod", "kustomize/prod/overlay", 15),) and shown.trust == "unverified"
 
     built = subprocess.run([kubectl, "kustomize", str(customer / "kustomize" / "prod" / "overlay")],
                            capture_output=True, text=True, check=True, cwd=tmp_path).stdout

@@ -190,3 +190,43 @@ def write_policy(path: Path, authorities: Mapping[str, Mapping[str, Any]]) -> Pa
         doc["authorities"].append(entry)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
+
+
+def world(tmp: Path, *, customer: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The usual parties: a vendor root CA and a short-lived vendor signing certificate, a customer pinned
+    Ed25519 key, and a policy trusting both (`customer` adds policy fields for the customer, e.g.
+    `required` or a key `notAfter`; by default the customer is optional)."""
+    pki = Pki(tmp / "pki")
+    ca = pki.ca("vendor")
+    vendor, _ = pki.cert_signer("vendor", ca)
+    cust, customer_pub = pki.signer("customer", "ed25519")
+    spec = dict(customer or {})
+    key: Any = {"path": str(customer_pub), "notAfter": spec.pop("notAfter")} if "notAfter" in spec else customer_pub
+    policy = write_policy(tmp / "policy.yaml", {"vendor": {"roots": [ca[2]]},
+                                                "customer": {"required": False, **spec, "keys": [key]}})
+    return {"pki": pki, "ca": ca, "vendor": vendor, "customer": cust, "customer_pub": customer_pub,
+            "policy": policy, "trust": keys.load_trust(policy), "tmp": tmp}
+
+
+def tar_with(out: Path, bundle: Path, bad: Any, data: bytes = b"") -> Path:
+    """A valid bundle's members plus one hostile entry (`bad`, a tarfile.TarInfo), written by Python's
+    tarfile in GNU format, as an attacker's tool would."""
+    import io
+    import tarfile
+
+    with tarfile.open(bundle) as src, tarfile.open(out, "w", format=tarfile.GNU_FORMAT) as dst:
+        for info in src.getmembers():
+            dst.addfile(info, src.extractfile(info))
+        dst.addfile(bad, io.BytesIO(data) if data else None)
+    return out
+
+
+def tar_info(name: str, kind: bytes, **fields: object) -> Any:
+    """A tarfile.TarInfo of any type, for hostile entries."""
+    import tarfile
+
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    for k, v in fields.items():
+        setattr(info, k, v)
+    return info
