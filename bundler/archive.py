@@ -339,6 +339,26 @@ def iter_member(f: BinaryIO, member: Member) -> Iterator[memoryview]:
         yield view[:n]
 
 
+def read_range(fd: int, member: Member, start: int, length: int) -> Iterator[bytes]:
+    """Yield bytes [start, start + length) of a member's data, in chunks of at most 1 MiB.
+
+    Positioned reads (`os.pread`) on a file descriptor: many threads can stream members of one open
+    bundle at once without sharing a file position, and nothing is extracted to disk.
+
+    Raises:
+        ArchiveError: the range lies outside the member, or the file ends early.
+    """
+    if start < 0 or length < 0 or start + length > member.size:
+        raise ArchiveError(f"{member.name}: bytes {start}-{start + length} are outside its {member.size} bytes")
+    position, end = member.data_offset + start, member.data_offset + start + length
+    while position < end:
+        chunk = os.pread(fd, min(CHUNK, end - position), position)
+        if not chunk:
+            raise ArchiveError(f"{member.name}: unexpected end of file", hint="the bundle file was truncated")
+        position += len(chunk)
+        yield chunk
+
+
 def digest_all(f: BinaryIO, index: BundleIndex) -> tuple[str, dict[str, str]]:
     """Read the file once, first byte to last: the sha256 of the whole file and of each member's data.
 

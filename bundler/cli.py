@@ -295,19 +295,25 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, audit_log: 
                                "validAtGiven": bool(at_time), "record": records[0].to_json() if records else None,
                                "auditLog": audit_log}, indent=2))
         return
+    _echo_verified(bundle, result, extract_to=extract_to, note=when if at_time else None)
+    if extract_to:
+        click.echo(f"verification record: {Path(extract_to) / audit.RECORD_PATH}"
+                   + (f", appended to {audit_log}" if audit_log else ""))
+
+
+def _echo_verified(bundle: str, result: Any, *, extract_to: str | None = None, note: str | None = None,
+                   err: bool = False) -> None:
+    """The accepted signatures (authority, key fingerprint, serial, notAfter) and the member check."""
     for a in result.authorities:
         if a.ok:
             extra = f" certificate serial {a.serial} notAfter {a.not_after.isoformat()}" if a.serial and a.not_after else (
                 f" notAfter {a.not_after.isoformat()}" if a.not_after else "")
-            click.echo(f"signature ok: {a.authority} key {a.keyid}{extra}")
+            click.echo(f"signature ok: {a.authority} key {a.keyid}{extra}", err=err)
         else:
-            click.echo(f"signature skipped: {a.authority}: {a.reason}")
+            click.echo(f"signature skipped: {a.authority}: {a.reason}", err=err)
     click.echo(f"verified {bundle} (sha256:{result.bundle_sha256}): {result.members_checked} members match "
                f"statement sha256:{result.statement_sha256}" + (f"; extracted to {extract_to}" if extract_to else "")
-               + (f"; {when}" if at_time else ""))
-    if extract_to:
-        click.echo(f"verification record: {Path(extract_to) / audit.RECORD_PATH}"
-                   + (f", appended to {audit_log}" if audit_log else ""))
+               + (f"; {note}" if note else ""), err=err)
 
 # --- inspect (issue 10) -------------------------------------------------------------------------
 
@@ -553,7 +559,7 @@ def crossplane_group() -> None:
 
 
 @crossplane_group.command("check")
-@click.argument("inputs", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))  # a missing file: our own one-line error
 @click.option("--target", "target_text", metavar="VERSION",
               help="Crossplane version the bundle is for (2.0, v2.0.0, 1.20). Default: the spec's, else 2.0.")
 @click.option("--package", "package_args", multiple=True, metavar="REF=PATH|PATH",
@@ -579,6 +585,8 @@ def crossplane_check_command(inputs: tuple[Path, ...], target_text: str | None, 
     from .spec import load as load_spec
     from .xpkg import read_package
 
+    if not inputs and not package_args:  # an empty glob in CI must not pass as "nothing wrong"
+        raise UsageError("nothing to check", hint="give a bundle spec, rendered manifests or --package")
     waivers: tuple[crossplane.Waiver, ...] = ()
     packages = []
     spec_target = None
@@ -614,10 +622,10 @@ class _Progress:
     """Draws progress: a live byte/blob line on a terminal, plain log lines otherwise; one line per
     finished stage (render, sweep, crossplane, rewrite, attest, archive) either way."""
 
-    def __init__(self, tty: bool) -> None:
+    def __init__(self, tty: bool, label: str = "pull") -> None:
         import threading
         import time
-        self.tty, self._time, self._lock = tty, time.monotonic, threading.Lock()
+        self.tty, self.label, self._time, self._lock = tty, label, time.monotonic, threading.Lock()
         self.start, self.bytes, self.last_draw = time.monotonic(), 0, 0.0
         self.blobs = (0, 0)
 
@@ -626,7 +634,7 @@ class _Progress:
             self.blobs = (done, total or 0)
             self._draw()
         elif stage == "images" and not self.tty:
-            click.echo(f"pull: {done}/{total} {detail}", err=True)
+            click.echo(f"{self.label}: {done}/{total} {detail}", err=True)
         elif stage != "images" and total is not None and done == total:
             if self.tty and self.bytes:
                 self._draw(final=True)
@@ -645,7 +653,7 @@ class _Progress:
             return
         self.last_draw = now
         rate = self.bytes / max(now - self.start, 1e-6) / 1e6
-        click.echo(f"\rpull: blobs {self.blobs[0]}/{self.blobs[1]}  {self.bytes / 1e6:,.1f} MB  {rate:,.1f} MB/s  ",
+        click.echo(f"\r{self.label}: blobs {self.blobs[0]}/{self.blobs[1]}  {self.bytes / 1e6:,.1f} MB  {rate:,.1f} MB/s  ",
                    err=True, nl=final)
 
     def finish(self) -> None:
@@ -723,6 +731,93 @@ def pull_command(sources: tuple[str, ...], output: str, platform_texts: tuple[st
             click.echo(f"{i.source}\t{i.bundled_digest}\t{','.join(str(p.platform) for p in i.platforms)}")
 
 # --- end pull ----------------------------------------------------------------------------------
+# --- push (issue 10) ---------------------------------------------------------------------------
+
+
+@cli.command("push")
+@click.argument("bundle", type=click.Path(dir_okay=False))
+@click.option("--policy", required=True, type=click.Path(dir_okay=False),
+              help="Verification policy YAML: the bundle is verified with it first, exactly as `verify` does.")
+@click.option("--registry", "registry_host", metavar="HOST[:PORT]",
+              help="Push here instead of the bundle's local registry (e.g. a port-forward); repository paths "
+                   "and tags stay as they are.")
+@click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST",
+              help="Plain HTTP for this registry host (repeat). Never implied.")
+@click.option("--ca-file", type=click.Path(dir_okay=False, exists=True), help="CA bundle for the target registry.")
+@click.option("--jobs", "-j", default=8, show_default=True, type=click.IntRange(1, 64), help="Concurrent uploads.")
+@click.option("--chunk-size", "chunk_mib", default=0, show_default=True, type=click.IntRange(0, 4096), metavar="MiB",
+              help="Upload blobs larger than this in chunks of this many MiB (0: one request per blob).")
+@click.option("--dry-run", is_flag=True, help="Verify, then list what would be pushed and what is already there.")
+@click.option("--audit-log", type=click.Path(dir_okay=False),
+              help="Append the verification record to this JSON-lines file [default: see README].")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (progress lines go to stderr).")
+def push_command(bundle: str, policy: str, registry_host: str | None, insecure: tuple[str, ...], ca_file: str | None,
+                 jobs: int, chunk_mib: int, dry_run: bool, audit_log: str | None, as_json: bool) -> None:
+    """Verify a bundle, then push every image to the cluster-local registry and read it back.
+
+    \b
+    Nothing is sent unless the bundle passes every check of `verify` with POLICY. Images keep their
+    repository paths and tags and their exact bytes (digests equal the bundle's); blobs stream out of
+    the bundle file, skipped when the registry has them, mounted across repositories when it can.
+    A run that stops midway says what is in place; the same command again resumes.
+    Exit codes: 20-29 and 11-12 the bundle is not accepted; 4-7 the registry; 30 readback failed.
+
+    \b
+    Example:
+      airgap-bundle push app.bundle.tar --policy policy.yaml --registry 127.0.0.1:5000 \\
+          --insecure-registry 127.0.0.1:5000
+    """
+    from . import audit, keys
+    from . import push as push_mod
+
+    trust = keys.load_trust(policy)
+    log_path = Path(audit_log) if audit_log else audit.default_audit_log()
+    if not dry_run:
+        audit.check_log(log_path)  # fail before anything is sent, not after an unrecorded push
+    now = datetime.datetime.now(datetime.UTC)
+    with push_mod.open_verified(bundle, trust, now=now) as verified:
+        _echo_verified(bundle, verified.verification, err=as_json)
+        _log_to_stderr()  # after verification: its accepted signatures are printed once, as `verify` prints them
+        host = registry_host or verified.bom.local_registry
+        target = push_mod.Target(host, insecure=host in insecure, ca_file=Path(ca_file) if ca_file else None)
+        client = push_mod.connect(target, jobs=jobs)
+        # One line naming the endpoint, before the first request.
+        click.echo(f"push: target {'; '.join(client.describe())}" + (" (dry run: nothing is sent)" if dry_run else ""),
+                   err=as_json)
+        progress = _Progress(sys.stderr.isatty(), label="push")
+        result = push_mod.push(verified, target, client, jobs=jobs, chunk_size=chunk_mib << 20, dry_run=dry_run,
+                               progress=progress)
+        progress.finish()
+    record = None
+    if not dry_run:  # every push leaves a record of which keys signed what it put into the registry
+        record = audit.record_for(verified.verification, policy=trust, action="push", now=now,
+                                  destination=result.target, image_count=len(result.images))
+        audit.append_log(record, log_path)
+    if as_json:
+        click.echo(json.dumps({"verification": verified.verification.to_json(), **result.to_json(),
+                               "record": record.to_json() if record else None,
+                               "auditLog": str(log_path) if record else None}, indent=2))
+        push_mod.require_readback(result)
+        return
+    for image in result.images:
+        states = sorted({m.state for m in image.manifests})
+        click.echo(f"  {image.local.split('@')[0]} -> {image.target} ({', '.join(image.platforms)}; "
+                   f"manifests {'/'.join(states)})")
+    if dry_run:
+        click.echo(f"dry run: would push {result.count('missing')} blob(s) and manifest(s); "
+                   f"{result.count('present')} already at {result.target}")
+        return
+    rb = result.readback
+    click.echo(f"pushed {len(result.images)} images to {result.target}: {result.count('uploaded')} blob(s) uploaded "
+               f"({result.uploaded_bytes:,} bytes), {result.count('mounted')} mounted, {result.count('present')} "
+               f"already there, {result.count('pushed')} manifest(s) pushed"
+               + (f"; read back {rb.manifests} manifests, {rb.blobs} blobs, {rb.references} references in the "
+                  "rewritten manifests" if rb else ""))
+    click.echo(f"verification record appended to {log_path}")
+    push_mod.require_readback(result)
+
+
+# --- end push ----------------------------------------------------------------------------------
 # --- build -------------------------------------------------------------------------------------
 
 

@@ -199,3 +199,11 @@ class StatementMismatchError(VerificationError):
     """The statement is malformed, or its subjects or predicate disagree with the members."""
 
     exit_code = 29
+
+
+# 30: push readback.
+class ReadbackError(BundlerError):
+    """After a push, the target registry does not serve what was pushed (a manifest, a platform, a
+    blob, or an image a rewritten manifest names)."""
+
+    exit_code = 30

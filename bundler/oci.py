@@ -138,6 +138,15 @@ class Descriptor:
         return dict(self.annotations).get(key)
 
 
+def blob_descriptors(manifest: dict[str, Any]) -> list[Descriptor]:
+    """The config and layers an image manifest references (manifest.md), in manifest order.
+
+    Raises:
+        KeyError, TypeError, ValueError: a malformed descriptor (callers name the manifest).
+    """
+    return [Descriptor.from_json(d) for d in [manifest.get("config") or {}, *(manifest.get("layers") or [])]]
+
+
 def verified(chunks: Iterable[bytes], digest: str, size: int | None, *, what: str) -> Iterator[bytes]:
     """Pass chunks through, hashing them; raise DigestMismatchError on excess size or a wrong digest.
 

@@ -31,6 +31,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
@@ -57,6 +58,7 @@ from .oci import (
     MANIFEST_TYPES,
     Descriptor,
     Platform,
+    blob_descriptors,
     sha256_digest,
 )
 from .progress import NullProgress, Progress
@@ -115,6 +117,9 @@ class Sources:
     retries: int = 5
     backoff: float = 0.5
     timeout: float = 60.0
+    # How the client waits between retries (Retry-After, backoff): a seam, so tests record the waits
+    # instead of spending them.
+    sleep: Callable[[float], None] = field(default=time.sleep, compare=False, repr=False)
 
     @classmethod
     def for_refs(cls, refs: Sequence[str], **kwargs: Any) -> Sources:
@@ -357,9 +362,8 @@ class _Puller:
 
 def _blobs_of(manifest: Manifest) -> list[tuple[str, int]]:
     obj = manifest.json()
-    descs = [obj.get("config") or {}, *(obj.get("layers") or [])]
     try:
-        return [(Descriptor.from_json(d).digest, Descriptor.from_json(d).size) for d in descs]
+        return [(d.digest, d.size) for d in blob_descriptors(obj)]
     except (KeyError, TypeError, ValueError) as exc:
         raise RegistryError(f"manifest {manifest.digest} from {manifest.endpoint} is malformed: {exc}") from None
 
@@ -462,7 +466,7 @@ def _open(refs: Sequence[str], out: Layout, store: Layout, sources: Sources | No
         routes = plan_routes(sorted({r.domain for _, r in parsed if r not in local}), sources.registries,
                              insecure_hosts=sources.insecure_hosts, ca_file=sources.ca_file, environ=environ)
         client = RegistryClient(routes, retries=sources.retries, backoff=sources.backoff, timeout=sources.timeout,
-                                pool_size=max(1, jobs))
+                                pool_size=max(1, jobs), sleep=sources.sleep)
         # One line, before the first request: every endpoint this run may contact.
         log.info("pull: endpoints: %s; cache: %s", "; ".join(client.describe()) or "none",
                  store.path if store is not out else "none")

@@ -5,8 +5,15 @@ Input: routes (`{registry host: (Endpoint, ...)}`, mirrors first, built by `plan
 stream of chunks (`blob_chunks`) that survives dropped connections by continuing with an HTTP Range
 request from the byte it stopped at.
 
-Spec: OCI distribution-spec v1.1 (pulling manifests and blobs, `Range`), the Docker token auth flow
-(`WWW-Authenticate: Bearer realm=...,service=...,scope=...`), RFC 7617 basic auth, RFC 9110 Retry-After.
+The same client pushes (`blob_exists`, `mount_blob`, `push_blob`, `manifest_digest`, `put_manifest`):
+the push stage (push.py) uses it with one route, the target registry, so pull and push share auth,
+TLS, retries and redaction. An upload that fails midway is started again in a new upload session
+(after backoff): a registry discards an unfinished session, and a blob exists only once complete.
+
+Spec: OCI distribution-spec v1.1 (pulling manifests and blobs, `Range`; pushing: POST/PUT monolithic
+and POST/PATCH/PUT chunked uploads, `?mount=&from=` cross-repository mounts, manifest PUT), the
+Docker token auth flow (`WWW-Authenticate: Bearer realm=...,service=...,scope=...`), RFC 7617 basic
+auth, RFC 9110 Retry-After.
 
 Transport is plain `requests` (not oras-py): we need byte-exact raw streams (no content decoding),
 Range resumption inside one logical stream, per-request CA bundles, and our own retry policy.
@@ -14,7 +21,8 @@ Every request passes `verify=` explicitly and the sessions do not read the envir
 (`trust_env=False`): requests would otherwise let `REQUESTS_CA_BUNDLE` override a session's CA bundle
 and apply ~/.netrc credentials. Proxies from the environment are applied explicitly per request.
 
-Not here: digest checking (the caller wraps streams in `oci.verified()`), storing, platform choice.
+Not here: digest checking (the caller wraps streams in `oci.verified()`), storing, platform choice,
+what to push in which order (push.py).
 Credentials never appear in error messages (`_redact`).
 """
 
@@ -50,6 +58,9 @@ CHUNK = 1 << 20
 MAX_MANIFEST_BYTES = 4 << 20  # containerd's limit
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 DOCKER_HUB_API = "registry-1.docker.io"
+# A request body made anew for each attempt; a blob's bytes from `start`, `length` of them.
+Body = Callable[[], Any]
+BlobReader = Callable[[int, int], Iterator[bytes]]
 _DOCKER_HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io", "registry-1.docker.io")
 
 
@@ -397,6 +408,150 @@ class RegistryClient:
                 errors.append(exc)
         raise self._pick(errors, f"{ref.name}@{digest}")
 
+    # pushing (one endpoint: the target registry; mirrors are for reading)
+    def ping(self, host: str) -> None:
+        """`GET /v2/` on `host`'s first endpoint: it is reachable and speaks the distribution API (200, or
+        401 before authentication). One request, so an unreachable target fails once, not per blob.
+
+        Raises:
+            RegistryError: unreachable, TLS failure, or not a registry.
+        """
+        ep = self.routes[host][0]
+        resp = self._http(ep, "GET", f"{ep.url}/v2/", {}, stream=False, what=f"registry {ep.url}")
+        resp.close()
+        if resp.status_code not in (200, 401):
+            raise RegistryError(f"{ep.url}/v2/ answered HTTP {resp.status_code}: not a container registry",
+                                hint="check the host and port (the registry's API, not its web UI)")
+
+    def blob_exists(self, ref: ImageRef, digest: str) -> bool:
+        """HEAD the blob in `ref`'s repository.
+
+        Raises:
+            AuthError, RegistryError.
+        """
+        ep = self._endpoints(ref)[0]
+        repo = ep.repository(ref)
+        try:
+            self._send(ep, "HEAD", f"/v2/{repo}/blobs/{digest}", repo, headers={}, push=True,
+                       what=f"blob {ref.name}@{digest}").close()
+        except NotFoundError:
+            return False
+        return True
+
+    def mount_blob(self, ref: ImageRef, digest: str, source_repository: str) -> bool:
+        """Ask the registry to link a blob it already holds in `source_repository` into `ref`'s repository.
+
+        False when the registry declined (it then opened an upload session, which is cancelled).
+
+        Raises:
+            AuthError, RegistryError.
+        """
+        ep = self._endpoints(ref)[0]
+        repo = ep.repository(ref)
+        query = urllib.parse.urlencode({"mount": digest, "from": source_repository})
+        resp = self._send(ep, "POST", f"/v2/{repo}/blobs/uploads/?{query}", repo, headers={"Content-Length": "0"},
+                          push=True, mount_from=source_repository, ok=frozenset({201, 202}),
+                          what=f"mount {digest} from {source_repository} into {ref.name}")
+        resp.close()
+        if resp.status_code == 201:
+            return True
+        location = resp.headers.get("Location")
+        if location:  # pragma: no branch - best effort: an abandoned session is purged by the registry anyway
+            try:
+                self._send(ep, "DELETE", urllib.parse.urljoin(ep.url + "/", location), repo, headers={}, push=True,
+                           ok=frozenset({200, 202, 204, 404}), retries=0, what=f"cancel upload of {digest}").close()
+            except RegistryError as exc:  # pragma: no cover - a registry that refuses DELETE on uploads
+                log.info("%s: could not cancel an upload session (%s)", ref.name, exc.message)
+        return False
+
+    def push_blob(self, ref: ImageRef, digest: str, size: int, read: BlobReader, *, chunk_size: int = 0) -> None:
+        """Upload a blob: one session (POST), then a monolithic PUT, or PATCHes of `chunk_size` bytes and a
+        closing PUT when `chunk_size` is set and smaller than the blob. `read(start, length)` yields the
+        blob's bytes from `start`; the registry checks `digest` before it keeps anything.
+
+        A failed attempt (connection lost, 5xx) starts a new session after backoff, `retries` times.
+
+        Raises:
+            AuthError, DigestMismatchError, RegistryError.
+        """
+        ep = self._endpoints(ref)[0]
+        repo = ep.repository(ref)
+        what = f"upload {ref.name}@{digest}"
+        attempt = 0
+        while True:  # each attempt in a new upload session
+            try:
+                resp = self._send(ep, "POST", f"/v2/{repo}/blobs/uploads/", repo, headers={"Content-Length": "0"},
+                                  push=True, ok=frozenset({202}), retries=0, what=what)
+                resp.close()
+                location = self._location(ep, resp, what)
+                start = 0
+                while chunk_size and size - start > chunk_size:
+                    # Content-Range is inclusive (distribution-spec "Pushing a blob in chunks").
+                    headers = {"Content-Type": "application/octet-stream", "Content-Length": str(chunk_size),
+                               "Content-Range": f"{start}-{start + chunk_size - 1}"}
+                    resp = self._send(ep, "PATCH", location, repo, headers=headers, push=True, ok=frozenset({202}),
+                                      body=_body(read, start, chunk_size), retries=0, what=what)
+                    resp.close()
+                    location = self._location(ep, resp, what)
+                    start += chunk_size
+                put = location + ("&" if "?" in location else "?") + urllib.parse.urlencode({"digest": digest})
+                resp = self._send(ep, "PUT", put, repo, headers={"Content-Type": "application/octet-stream"},
+                                  push=True, ok=frozenset({201}), body=_body(read, start, size - start), retries=0,
+                                  what=what)
+                resp.close()
+                return
+            except (AuthError, DigestMismatchError):
+                raise
+            except RegistryError as exc:
+                if attempt == self.retries:
+                    raise RegistryError(f"{what}: failed {attempt + 1} times, last: {exc.message}",
+                                        hint="check the registry's health and storage; a rerun resumes") from None
+                with self._lock:
+                    self.stats["retries"] += 1
+                delay = self._delay(attempt, None)
+                log.info("%s: %s; starting a new upload in %.1fs", what, exc.message, delay)
+                self._sleep(delay)
+                attempt += 1
+
+    def manifest_digest(self, ref: ImageRef, reference: str) -> str | None:
+        """The digest the registry serves for a tag or digest (HEAD), or None when it has none.
+
+        Raises:
+            AuthError, RegistryError.
+        """
+        ep = self._endpoints(ref)[0]
+        repo = ep.repository(ref)
+        try:
+            resp = self._send(ep, "HEAD", f"/v2/{repo}/manifests/{reference}", repo,
+                              headers={"Accept": ACCEPT_MANIFESTS}, push=True, what=f"manifest {ref.name}:{reference}")
+        except NotFoundError:
+            return None
+        resp.close()
+        return resp.headers.get("Docker-Content-Digest") or None
+
+    def put_manifest(self, ref: ImageRef, reference: str, data: bytes, media_type: str) -> None:
+        """PUT manifest bytes as they are under a tag or digest; the registry must record their digest.
+
+        Raises:
+            AuthError, DigestMismatchError (the registry stored other bytes), RegistryError.
+        """
+        ep = self._endpoints(ref)[0]
+        repo = ep.repository(ref)
+        what = f"manifest {ref.name}:{reference}"
+        resp = self._send(ep, "PUT", f"/v2/{repo}/manifests/{reference}", repo, headers={"Content-Type": media_type},
+                          push=True, ok=frozenset({201}), body=lambda: data, what=what)
+        resp.close()
+        digest, stored = sha256_digest(data), resp.headers.get("Docker-Content-Digest", "")
+        if stored and stored != digest:
+            raise DigestMismatchError(f"{what}: {ep.url} stored {stored}, the bundle's bytes are {digest}",
+                                      hint="the registry rewrote the manifest; use a registry that keeps bytes as pushed")
+
+    def _location(self, ep: Endpoint, resp: requests.Response, what: str) -> str:
+        location = resp.headers.get("Location")
+        if not location:  # pragma: no cover - distribution-spec requires it; named rather than a KeyError
+            raise RegistryError(f"{what}: {ep.url} opened an upload without a Location header")
+        return urllib.parse.urljoin(ep.url + "/", location)
+
     # tags (for chart version constraints on OCI repositories)
     def list_tags(self, ref: ImageRef, *, page_size: int = 1000) -> list[str]:
         """Every tag of `ref`'s repository (`GET /v2/<name>/tags/list`, following `Link` pages).
@@ -504,20 +659,26 @@ class RegistryClient:
         return min(self.max_backoff, self.backoff * (2.0 ** attempt)) * (0.5 + random.random() / 2)
 
     def _http(self, ep: Endpoint, method: str, url: str, headers: dict[str, str], *, stream: bool,
-              what: str) -> requests.Response:
-        """One logical request with retries (connection errors, 5xx, 429) and manual redirects."""
+              what: str, body: Body | None = None, retries: int | None = None) -> requests.Response:
+        """One logical request with retries (connection errors, 5xx, 429) and manual redirects.
+
+        `body` makes a fresh request body for each attempt (a stream cannot be sent twice);
+        `retries=0` leaves retrying to the caller (an upload restarts in a new session instead).
+        """
         headers = {"User-Agent": "airgap-bundle", **headers}
         if not ep.keep_alive:
             headers["Connection"] = "close"
+        retries = self.retries if retries is None else retries
         last: str = ""
-        for attempt in range(self.retries + 1):
+        for attempt in range(retries + 1):
             target, hop_headers, verify = url, dict(headers), ep.verify
             try:
                 for _ in range(6):
                     with self._lock:
                         self.stats["requests"] += 1
                     resp = self._session().request(
-                        method, target, headers=hop_headers, stream=stream, verify=verify, allow_redirects=False,
+                        method, target, headers=hop_headers, data=body() if body else None, stream=stream,
+                        verify=verify, allow_redirects=False,
                         timeout=(min(10.0, self.timeout), self.timeout),
                         proxies=requests.utils.get_environ_proxies(target))
                     if resp.status_code not in (301, 302, 303, 307, 308) or "Location" not in resp.headers:
@@ -542,18 +703,18 @@ class RegistryClient:
                 resp = None
             else:
                 assert resp is not None  # the redirect loop always makes a request
-                if resp.status_code not in RETRY_STATUS or attempt == self.retries:
+                if resp.status_code not in RETRY_STATUS or attempt == retries:
                     return resp
                 last = f"HTTP {resp.status_code}"
                 resp.close()
-            if attempt < self.retries:
+            if attempt < retries:
                 with self._lock:
                     self.stats["retries"] += 1
                 delay = self._delay(attempt, resp)
                 self._log_once(ep, f"{what}: {last}; retrying (up to {self.retries} times per request, "
                                    f"with backoff; logged once per endpoint)")
                 self._sleep(delay)
-        raise RegistryError(f"{what}: {ep.url} unreachable after {self.retries + 1} attempts ({last})",
+        raise RegistryError(f"{what}: {ep.url} unreachable after {retries + 1} attempts ({last})",
                             hint="check the address, the network, or the registry's health")
 
     def _log_once(self, ep: Endpoint, message: str) -> None:
@@ -578,15 +739,24 @@ class RegistryClient:
         return None
 
     def _send(self, ep: Endpoint, method: str, path: str, repo: str, *, headers: dict[str, str],
-              what: str, stream: bool = False) -> requests.Response:
-        """A request with auth (challenge, basic, bearer token dance), mapped to our errors."""
-        scope = f"repository:{repo}:pull"
+              what: str, stream: bool = False, push: bool = False, mount_from: str | None = None,
+              ok: frozenset[int] = frozenset({200, 206}), body: Body | None = None,
+              retries: int | None = None) -> requests.Response:
+        """A request with auth (challenge, basic, bearer token dance), mapped to our errors.
+
+        `path` is a path on the endpoint or an absolute URL (an upload's Location). `push` asks the
+        token service for pull and push on `repo`, `mount_from` also for pull on that repository.
+        """
+        scope = f"repository:{repo}:pull,push" if push else f"repository:{repo}:pull"
+        if mount_from:
+            scope += f" repository:{mount_from}:pull"
+        url = path if "://" in path else ep.url + path
         for attempt in range(2):
             h = dict(headers)
             auth = self._auth_header(ep, scope)
             if auth:
                 h["Authorization"] = auth
-            resp = self._http(ep, method, ep.url + path, h, stream=stream, what=what)
+            resp = self._http(ep, method, url, h, stream=stream, what=what, body=body, retries=retries)
             if resp.status_code != 401 or attempt == 1:
                 break
             challenge = resp.headers.get("WWW-Authenticate", "")
@@ -598,9 +768,10 @@ class RegistryClient:
                 self._fetch_token(ep, params, scope, what)
             elif scheme != "basic" or ep.credentials is None:
                 break
-        if resp.status_code in (200, 206):
+        if resp.status_code in ok:
             return resp
         status = resp.status_code
+        detail = _error_detail(resp) if method != "HEAD" else ""
         resp.close()
         if status in (401, 403):
             source = (f"the credentials from {ep.credentials.source}" if ep.credentials
@@ -614,13 +785,15 @@ class RegistryClient:
                                    hint="wait, authenticate, or configure a mirror")
         if status == 416:
             raise RegistryError(f"{what}: {ep.url} refused the byte range (HTTP 416)")
-        raise RegistryError(f"{what}: {ep.url} answered HTTP {status}")
+        raise RegistryError(f"{what}: {ep.url} answered HTTP {status}{detail}")
 
     def _fetch_token(self, ep: Endpoint, params: dict[str, str], scope: str, what: str) -> None:
         realm = params.get("realm")
         if not realm or urllib.parse.urlsplit(realm).scheme not in ("http", "https"):
             raise AuthError(f"{what}: {ep.url} sent a bearer challenge without a usable realm")
-        query = {k: v for k, v in (("service", params.get("service")), ("scope", scope)) if v}
+        # One scope parameter per repository (distribution token spec), e.g. a mount's source.
+        query = [("service", params["service"])] if params.get("service") else []
+        query += [("scope", s) for s in scope.split(" ")]
         url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(query)
         headers: dict[str, str] = {}
         if ep.credentials:
@@ -661,6 +834,33 @@ class RegistryClient:
         for secret in secrets:
             text = text.replace(secret, "***")
         return re.sub(r"(Authorization['\"]?:\s*['\"]?)(Basic|Bearer)\s+[^'\",\s]+", r"\1\2 ***", text)
+
+
+class _Stream:
+    """A request body of known length made of chunks: requests sends Content-Length, not chunked."""
+
+    def __init__(self, chunks: Iterator[bytes], length: int) -> None:
+        self._chunks, self._length = chunks, length
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._chunks
+
+
+def _body(read: BlobReader, start: int, length: int) -> Body:
+    """A fresh body for each attempt of a request: bytes [start, start + length) of a blob."""
+    return lambda: _Stream(read(start, length), length) if length else b""
+
+
+def _error_detail(resp: requests.Response) -> str:
+    """The registry's own words for an error (distribution-spec error codes), in at most 200 characters."""
+    try:
+        first = json.loads(resp.content[:8192]).get("errors")[0]
+        return f": {first.get('code', '')} {first.get('message', '')}".rstrip()[:200]
+    except (ValueError, AttributeError, IndexError, TypeError, requests.RequestException):
+        return ""
 
 
 def _refused(exc: BaseException) -> bool:

@@ -170,6 +170,17 @@ def verify(path: Path | str, trust: TrustPolicy, *, now: dt.datetime) -> Verific
         return _verify_open(f, str(path), trust, _utc(now))
 
 
+def verify_file(f: BinaryIO, where: str, trust: TrustPolicy, *, now: dt.datetime) -> VerificationResult:
+    """`verify` on a bundle the caller holds open, so that what it then reads (push streams blobs out
+    of this very file) is the file that was checked, whatever happens to the path meanwhile.
+
+    Raises:
+        NoTrustAnchorError: the policy has no vendor anchor.
+    """
+    _check_trust(trust)
+    return _verify_open(f, where, trust, _utc(now))
+
+
 def verify_and_extract(path: Path | str, trust: TrustPolicy, dest: Path | str, *, now: dt.datetime,
                        extra: Callable[[VerificationResult], Mapping[str, bytes]] | None = None
                        ) -> VerificationResult:
@@ -441,8 +452,8 @@ def _check_chain(authority: str, member: str, leaf: x509.Certificate, intermedia
             f"{member}: certificate {leaf.subject.rfc4514_string()} (issuer {leaf.issuer.rfc4514_string()}) "
             f"does not chain{carried} to a root the policy trusts for {authority}",
             hint="configure that authority's root CA in the policy, or ask for a certificate it issued")
-    if len(path) > 1:
-        _check_leaf_usage(member, leaf)
+    # Also for a pinned certificate (a path of one): a root CA's own key signing directly is not a leaf.
+    _check_leaf_usage(member, leaf)
     for below, ca in enumerate(path[1:]):
         _check_ca_usage(member, ca, below)
     for i, cert in enumerate(path):

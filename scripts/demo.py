@@ -7,7 +7,10 @@
 2. copies examples/ to a work folder and points the spec's mirrors at that registry;
 3. makes a vendor root CA, a short-lived vendor signing certificate, and a customer key;
 4. builds the signed bundle, verifies it offline, co-signs it as the customer, verifies again with
-   the customer required, and extracts it.
+   the customer required, and extracts it;
+5. starts a second docker-registry, the customer's cluster-local registry, and pushes the bundle into
+   it (verified first, read back after), appending a verification record to an audit log;
+6. prints the customer's next commands and where everything is (docs/customer-runbook.md has the rest).
 
 Usage: python scripts/demo.py [WORKDIR]   (default: a temporary folder, kept and printed)
 """
@@ -85,10 +88,43 @@ def main() -> None:
         run("verify", str(bundle), "--policy", str(vendor_only), cwd=work)
         run("sign", str(bundle), "--authority", "customer", "--key", str(keys / "customer.key"), cwd=work)
         shutil.rmtree(work / "extracted", ignore_errors=True)
-        run("verify", str(bundle), "--policy", str(policy), "--extract", str(work / "extracted"), cwd=work)
-        print(f"demo: ok: {bundle} verified (vendor + customer) and extracted to {work / 'extracted'}")
+        audit_log = work / "audit.jsonl"
+        run("verify", str(bundle), "--policy", str(policy), "--extract", str(work / "extracted"),
+            "--audit-log", str(audit_log), cwd=work)
+        print(f"demo: {bundle} verified (vendor + customer) and extracted to {work / 'extracted'}", flush=True)
+
+        # The customer's side: a second registry stands in for the cluster-local one (as a port-forward
+        # to it would); the bundle names registry.airgap.local:5000, the paths and tags stay the same.
+        cluster = start_registry(work / "cluster-registry")
+        try:
+            print(f"demo: cluster-local registry (a second docker-registry) on {cluster.host}", flush=True)
+            run("push", str(bundle), "--policy", str(policy), "--registry", cluster.host,
+                "--insecure-registry", cluster.host, "--audit-log", str(audit_log), cwd=work)
+        finally:
+            cluster.stop()
+        charts = "\n".join(f"  helm install {c.name.split('-')[0]} {c} -f {c.with_name(c.name[:-4] + '.values-airgap.yaml')}"
+                           for c in sorted((work / "extracted" / "charts").glob("*.tgz")))
+        print(NEXT.format(work=work, bundle=bundle, extracted=work / "extracted", audit=audit_log, charts=charts,
+                          registry=work / "registry", cluster=work / "cluster-registry", keys=keys, policy=policy))
     finally:
         registry.stop()
+
+
+NEXT = """
+demo: ok. Where everything is:
+  bundle              {bundle}
+  keys                {keys}  (vendor root CA and signing certificate, customer key)
+  policy              {policy}  (vendor root + customer key, both required)
+  extracted bundle    {extracted}  (manifests/, charts/, images/, .airgap-bundle/verification.json)
+  audit log           {audit}  (one record per push and per extraction)
+  source registry     {registry}  (data of the vendor-side registry; stopped)
+  cluster registry    {cluster}  (data of the registry the bundle was pushed into; stopped)
+
+The customer's next commands, in a cluster with registry.airgap.local:5000 (docs/customer-runbook.md):
+  kubectl apply -f {extracted}/manifests/
+{charts}
+  airgap-bundle inspect --record {audit}                      # which key signed what was loaded
+"""
 
 
 if __name__ == "__main__":

@@ -54,19 +54,45 @@ def test_v1_target_only_warns(run_cli: RunCli) -> None:
 
 
 def test_bad_input_exits_2(run_cli: RunCli, tmp_path: Path) -> None:
-    r = run_cli("crossplane", "check", "--target", "latest", str(GOOD))
-    assert r.returncode == 2 and "invalid Crossplane target version" in r.stderr and "Traceback" not in r.stderr
-    r = run_cli("crossplane", "check", "--package", str(tmp_path / "nowhere"), str(GOOD))
-    assert r.returncode == 2 and f"{tmp_path / 'nowhere'} does not exist" in r.stderr
-    r = run_cli("crossplane", "check", "--package", f"provider-aws-s3:v2.0.0={PACKAGES / 'provider-aws-s3-v2.0.0'}",
-                str(GOOD))
-    assert r.returncode == 2 and "is not a fully qualified reference with a tag" in r.stderr
+    # Each case must be the tool's own one-line error (airgap-bundle: error: ...), never click's usage text.
+    def refused(*args: str) -> str:
+        r = run_cli("crossplane", "check", *args)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert r.stderr.startswith("airgap-bundle: error: ") and len(r.stderr.splitlines()) == 1, r.stderr
+        assert "Usage:" not in r.stderr and "Traceback" not in r.stderr
+        return r.stderr
+
+    assert "invalid Crossplane target version 'latest'" in refused("--target", "latest", str(GOOD))
+    assert f"{tmp_path / 'nowhere'} does not exist" in refused("--package", str(tmp_path / "nowhere"), str(GOOD))
+    assert "is not a fully qualified reference with a tag" in refused(
+        "--package", f"provider-aws-s3:v2.0.0={PACKAGES / 'provider-aws-s3-v2.0.0'}", str(GOOD))
     bad = tmp_path / "bad.yaml"
     bad.write_text("kind: [unclosed\n")
-    r = run_cli("crossplane", "check", str(bad))
-    assert r.returncode == 2 and f"{bad}:" in r.stderr and "malformed YAML" in r.stderr
-    r = run_cli("crossplane", "check", str(tmp_path / "missing.yaml"))
-    assert r.returncode == 2
+    assert f"{bad}:" in (err := refused(str(bad))) and "malformed YAML" in err
+    missing = tmp_path / "missing.yaml"
+    assert f"airgap-bundle: error: {missing}: cannot read: [Errno 2] No such file or directory" in refused(str(missing))
+    assert "nothing to check" in refused()  # e.g. a CI glob that matched nothing: not a pass
+
+
+def test_a_spec_with_charts_is_refused_not_half_checked(run_cli: RunCli, tmp_path: Path) -> None:
+    # `crossplane check SPEC` reads only plain manifests: a spec that also renders charts or Kustomize
+    # bases would be checked in part, so it is refused (fail closed) and told to render first.
+    (tmp_path / "xp.yaml").write_text(GOOD.read_text())
+    for sources in ("  charts: [{path: chart, release: x}]", "  kustomize: [{path: base}]"):
+        (tmp_path / "bundle.yaml").write_text(f"""apiVersion: airgap-bundle.dev/v1alpha1
+kind: Bundle
+metadata: {{name: xp, version: 1.0.0}}
+localRegistry: {{host: registry.airgap.local:5000}}
+sources:
+  manifests: [{{path: xp.yaml}}]
+{sources}
+crossplane: {{target: "2.0"}}
+""")
+        r = run_cli("crossplane", "check", str(tmp_path / "bundle.yaml"))
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert f"airgap-bundle: error: {tmp_path / 'bundle.yaml'}: the spec renders charts or Kustomize bases, " \
+               "which `crossplane check` does not do" in r.stderr
+        assert r.stdout == "" and "Traceback" not in r.stderr
 
 
 def test_spec_input_takes_target_packages_and_waivers(run_cli: RunCli, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from bundler.oci import DOCKER_LIST, OCI_INDEX, Platform, sha256_digest
 from bundler.pull import PulledImage, Sources, pull, select_platforms
 from bundler.reference import ImageRef
 from bundler.spec import ImageOptions, PlatformExemption, RegistryConfig
-from tests.support.faultproxy import start_proxy
+from tests.support.faultproxy import Fault, start_proxy
 from tests.support.images import Catalog, push_standard_set
 from tests.support.registry import running_registry
 
@@ -209,6 +210,77 @@ def test_cli_json_and_exit_codes(cat: Catalog, run_cli: Any, tmp_path: Path) -> 
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     single = run_cli(*args, "--platform", "linux/amd64", cat.refs["single"])
     assert single.returncode == 0, single.stderr
+
+
+def test_cli_pull_spec_takes_extra_images_and_tagged_image_entries(cat: Catalog, run_cli: Any, tmp_path: Path) -> None:
+    # `pull SPEC`: the spec's extraImages and its images: entries that name a tag or digest, from the
+    # registries it lists (here a docker.io mirror), with its platforms; excluded and untagged entries stay out.
+    mirror = cat.host
+    (tmp_path / "bundle.yaml").write_text(f"""\
+apiVersion: airgap-bundle.dev/v1alpha1
+kind: Bundle
+metadata: {{name: p, version: "1"}}
+localRegistry: {{host: registry.local:5000}}
+platforms: [linux/amd64]
+extraImages:
+  - {{ref: "{cat.refs['multi']}", reason: injected by an operator}}
+images:
+  - {{ref: "{cat.refs['dockerlist']}", confirm: true}}
+  - {{ref: "{cat.refs['single']}", exclude: not shipped}}
+  - {{ref: "{mirror}/pull/attested", confirm: true}}
+registries:
+  - {{host: "{mirror}", insecure: true}}
+""")
+    res = run_cli("pull", str(tmp_path / "bundle.yaml"), "--output", str(tmp_path / "out"), "--cache",
+                  str(tmp_path / "cache"), "--json")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert [i["source"] for i in doc["images"]] == [cat.refs["multi"], cat.refs["dockerlist"]]
+    assert all([p["platform"] for p in i["platforms"]] == ["linux/amd64"] for i in doc["images"])
+    assert {e["annotations"]["org.opencontainers.image.ref.name"] for e in Layout(tmp_path / "out").entries()} == \
+        {cat.refs["multi"], cat.refs["dockerlist"]}
+    layout_complete(tmp_path / "out")
+
+
+def test_cli_unreachable_registry_is_exit_4(run_cli: Any, tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nothing listens on: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        host = f"127.0.0.1:{s.getsockname()[1]}"
+        res = run_cli("pull", "--insecure-registry", host, "--output", str(tmp_path / "out"), "--cache",
+                      str(tmp_path / "cache"), f"{host}/team/app:v1")
+    assert res.returncode == 4, res.stderr
+    assert f"airgap-bundle: error: manifest {host}/team/app:v1: connection refused by http://{host}/v2/team/app/" \
+           "manifests/v1 (start the registry, or fix the host and port in the spec's registries)" in res.stderr
+    assert "Traceback" not in res.stderr and not Layout(tmp_path / "out").entries()
+
+
+def test_cli_unwritable_layout_is_exit_11(cat: Catalog, run_cli: Any, tmp_path: Path) -> None:
+    # Running as root, permissions cannot make a folder unwritable: a file where a folder must go can.
+    (tmp_path / "file").write_text("not a folder")
+    res = run_cli("pull", "--insecure-registry", cat.host, "--output", str(tmp_path / "file" / "layout"),
+                  "--cache", str(tmp_path / "cache"), cat.refs["multi"])
+    assert res.returncode == 11, res.stderr
+    assert f"cannot create the OCI layout {tmp_path / 'file' / 'layout'}: Not a directory" in res.stderr
+    assert "Traceback" not in res.stderr and (tmp_path / "file").read_text() == "not a folder"
+
+
+def test_cli_docker_content_digest_mismatch_on_a_tag_is_exit_7(cat: Catalog, run_cli: Any, registry: Any,
+                                                               tmp_path: Path) -> None:
+    # A tag's bytes are checked against the registry's Docker-Content-Digest header: a proxy that
+    # says another digest than the bytes it serves fails the pull, and nothing is recorded.
+    proxy = start_proxy(registry.url)
+    try:
+        lie = "sha256:" + "0" * 64
+        proxy.add(Fault("header", match="/manifests/v1", header=("Docker-Content-Digest", lie)))
+        ref = f"{proxy.host}/pull/multi:v1"
+        res = run_cli("pull", "--insecure-registry", proxy.host, "--output", str(tmp_path / "out"), "--cache",
+                      str(tmp_path / "cache"), ref)
+    finally:
+        proxy.stop()
+    assert res.returncode == 7, res.stderr
+    assert f"manifest {proxy.host}/pull/multi:v1 from http://{proxy.host}: bytes hash to " \
+           f"{cat.items['multi'].digest}, Docker-Content-Digest says {lie}" in res.stderr
+    assert not Layout(tmp_path / "out").entries()
 
 
 def _listing(root: Path) -> dict[str, int]:

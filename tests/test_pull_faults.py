@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +42,10 @@ def proxy(registry: Any):  # type: ignore[no-untyped-def]
     p.stop()
 
 
-def pull_via(proxy: FaultProxy, path: str, tmp: Path, **kw: Any) -> list[PulledImage]:
+def pull_via(proxy: FaultProxy, path: str, tmp: Path, *, sleep: Callable[[float], None] = time.sleep,
+             **kw: Any) -> list[PulledImage]:
     ref = f"{proxy.host}/{path}"
-    sources = Sources.for_refs([ref], insecure_hosts=(proxy.host,), backoff=0.01)
+    sources = Sources.for_refs([ref], insecure_hosts=(proxy.host,), backoff=0.01, sleep=sleep)
     return pull([ref], layout=tmp / "out", cache=tmp / "cache", sources=sources, **kw)
 
 
@@ -66,11 +68,13 @@ def test_drop_mid_blob_recovers_with_range(proxy: FaultProxy, refs: dict[str, st
 
 def test_500_and_429_recover(proxy: FaultProxy, refs: dict[str, str], tmp_path: Path) -> None:
     proxy.add(Fault("status", match="/manifests/v1", status=500))
-    proxy.add(Fault("status", match="/blobs/", status=429, retry_after="1"))
-    started = time.monotonic()
-    [img] = pull_via(proxy, refs["app"], tmp_path)
-    assert time.monotonic() - started >= 1.0  # Retry-After honoured
+    proxy.add(Fault("status", match="/blobs/", status=429, retry_after="7"))
+    waits: list[float] = []  # the client's waits, recorded instead of spent: no clock in this test
+    [img] = pull_via(proxy, refs["app"], tmp_path, sleep=waits.append)
     assert img.upstream_digest == IMAGE.digest
+    assert 7.0 in waits  # Retry-After honoured to the second
+    assert len(waits) == 2 and all(w <= 0.01 for w in waits if w != 7.0)  # and the 500 backed off
+    assert [r.status for r in proxy.requests_to("/manifests/v1")] == [500, 200]
     assert {r.status for r in proxy.log} >= {500, 429, 200}
 
 
@@ -101,43 +105,48 @@ def test_persistent_500_fails_with_registry_error(proxy: FaultProxy, refs: dict[
     assert all(name.startswith(".") or len(name) == 64 for name in blobs_on_disk(tmp_path))
 
 
+def _until(condition: Callable[[], bool], what: str, child: subprocess.Popen[bytes]) -> None:
+    """Wait for a state the pull must reach. The deadline only turns a hang into a failure."""
+    deadline = time.monotonic() + 120
+    while not condition():
+        assert child.poll() is None, f"the pull exited ({child.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"no {what} after 120 s"
+        time.sleep(0.02)
+
+
 def test_sigkill_then_rerun_resumes_with_range(proxy: FaultProxy, refs: dict[str, str], tmp_path: Path) -> None:
-    proxy.throttle = 4_000_000  # bytes/s per response: ~1.5 s per 6 MB layer
+    # Event-driven: the proxy holds one layer after 3 MB, so the kill cannot race its completion,
+    # and the test waits for states (bytes on disk, the other blobs whole), never for a duration.
+    held = BIG.images[0].layers[0]
+    pause = proxy.add(Fault("pause", match=held.digest, after=3_000_000))
+    others = {h for h in SIZES if h != held.digest.removeprefix("sha256:")}
     ref = f"{proxy.host}/{refs['big']}"
     args = [sys.executable, "-m", "bundler", "pull", "--insecure-registry", proxy.host, "--jobs", "2",
             "--cache", str(tmp_path / "cache"), "--output", str(tmp_path / "out"), ref]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    blobs, partial_dir = tmp_path / "cache/blobs/sha256", tmp_path / "cache/blobs/sha256/.partial"
+    held_partial = partial_dir / held.digest.removeprefix("sha256:")
     child = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    partial_dir = tmp_path / "cache/blobs/sha256/.partial"
-    deadline = time.monotonic() + 30
     try:
-        while time.monotonic() < deadline:  # wait until some blob is whole and another is mid-way
-            # mid-way: at least 1 MB in and 1 MB to go (a quarter second at the throttle), so the kill
-            # lands before that blob completes
-            partials = [p for p in partial_dir.glob("*")
-                        if 1_000_000 < p.stat().st_size < SIZES.get(p.name, 0) - 1_000_000] \
-                if partial_dir.exists() else []
-            whole = [p for p in (tmp_path / "cache/blobs/sha256").glob("*") if p.is_file() and p.stat().st_size > 1_000_000]
-            if partials and whole:
-                break
-            time.sleep(0.02)
+        assert pause.reached.wait(120), "the held layer was never requested"
+        # mid-way on disk: the client wrote at least its first 1 MiB chunk of the held layer
+        _until(lambda: held_partial.exists() and held_partial.stat().st_size >= 1 << 20, "bytes of the held layer",
+               child)
+        # every other blob whole (the second job fetches them while the first is held)
+        _until(lambda: others <= {p.name for p in blobs.glob("*") if p.is_file()}, "other blobs", child)
         os.kill(child.pid, signal.SIGKILL)
     finally:
+        if child.poll() is None:
+            os.kill(child.pid, signal.SIGKILL)
         child.wait()
-    assert partials and whole, "the pull finished or stalled before it could be killed"
-    complete = {p.name for p in (tmp_path / "cache/blobs/sha256").glob("*") if p.is_file()}
-    resumed = {p.name: p.stat().st_size for p in partial_dir.glob("*") if p.stat().st_size > 0}
-    proxy.throttle = None
-    proxy.clear()
-    rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+    resumed = held_partial.stat().st_size
+    assert 1 << 20 <= resumed < held.size
+    proxy.clear()  # releases the held response and forgets the log
+    rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
     blob_gets = [r for r in proxy.log if "/blobs/" in r.path and r.method == "GET"]
-    assert not [r for r in blob_gets if r.path.rsplit(":", 1)[1] in complete]  # whole blobs not fetched again
-    ranged = {r.path.rsplit(":", 1)[1]: r.range for r in blob_gets if r.range}
-    # a partial that already held every byte when killed needs no request at all
-    unfinished = {h: n for h, n in resumed.items() if n < SIZES[h]}
-    assert ranged and all(ranged[h] == f"bytes={unfinished[h]}-" for h in ranged)
-    assert set(ranged) == set(unfinished)
+    # whole blobs are not fetched again; the held one continues from the byte the disk holds
+    assert [(r.path.rsplit("/", 1)[1], r.range) for r in blob_gets] == [(held.digest, f"bytes={resumed}-")]
     layout = Layout(tmp_path / "out")
     for image in BIG.images:
         assert all(layout.has_blob(b.digest) for b in image.blobs())

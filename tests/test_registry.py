@@ -16,7 +16,7 @@ from bundler.reference import ImageRef
 from bundler.registry import RegistryClient, _literal_or_loopback, load_credentials, plan_routes
 from bundler.spec import MirrorConfig, RegistryConfig
 from tests.support.faultproxy import Fault, FaultProxy, start_proxy
-from tests.support.images import Pusher, make_layer, multi_platform, single_platform
+from tests.support.images import Pusher, multi_platform, single_platform
 from tests.support.registry import free_port, running_registry
 
 INDEX = multi_platform("reg-test", seed=11)
@@ -334,6 +334,45 @@ def test_keep_alive_off_sends_connection_close(proxy: FaultProxy, pushed: dict[s
     assert proxy.log and all(r.connection == "close" for r in proxy.log)
 
 
-def test_small_layer_helper_is_deterministic() -> None:
-    assert make_layer("x", 100).digest == make_layer("x", 100).digest
-    assert make_layer("x", 100, compress=False).media_type.endswith(".tar")
+def test_credentials_are_dropped_on_a_redirect_to_another_host(auth_registry: Any, registry: Any,
+                                                              tmp_path: Path) -> None:
+    # Registries send blobs to storage elsewhere (S3, a CDN) with a redirect: the registry's
+    # credentials must not follow to that other host, and must follow a redirect on the same host.
+    Pusher.to(auth_registry).push("secure/redir", INDEX, "v1")
+    Pusher.to(registry).push("secure/redir", INDEX, "v1")  # the "storage" host holds the same blob
+    front, storage = start_proxy(auth_registry.url), start_proxy(registry.url)
+    try:
+        env = docker_config(tmp_path, front.host, auth_registry.username, auth_registry.password)
+        client = client_for(front.host, environ=env)
+        ref = ImageRef(front.host, "secure/redir", "v1")
+        client.get_manifest(ref)  # learns the basic-auth challenge: blob requests carry credentials
+        layer = INDEX.images[0].layers[0]
+        front.add(Fault("redirect", match=layer.digest, location=f"http://{storage.host}"))
+        assert b"".join(client.blob_chunks(ref, layer.digest)) == layer.data
+        [sent] = front.requests_to(layer.digest)
+        [followed] = storage.requests_to(layer.digest)
+        assert sent.status == 307 and (sent.authorization or "").startswith("Basic ")
+        assert followed.status == 200 and followed.authorization is None
+        other = INDEX.images[1].layers[0]
+        front.add(Fault("redirect", match=other.digest, location=f"http://{front.host}"))  # same host
+        assert b"".join(client.blob_chunks(ref, other.digest)) == other.data
+        assert [(r.status, r.authorization == sent.authorization) for r in front.requests_to(other.digest)] == \
+            [(307, True), (200, True)]
+    finally:
+        front.stop()
+        storage.stop()
+
+
+def test_errors_never_carry_credentials_or_tokens(auth_registry: Any, tmp_path: Path) -> None:
+    # A connection failure's text is built by urllib3 from what it was given; whatever it holds, the
+    # registry password, a bearer token of that endpoint and any Authorization header are masked.
+    env = docker_config(tmp_path, auth_registry.host, auth_registry.username, auth_registry.password)
+    client = client_for(auth_registry.host, environ=env)
+    [ep] = client.routes[auth_registry.host]
+    client._tokens[(ep.url, "repository:x:pull")] = "tok.en-value"
+    text = (f"GET {ep.url}/v2/ with password {auth_registry.password} and token tok.en-value failed; "
+            "headers {'Authorization': 'Basic dGVzdGVyOnMzY3JldA==', 'User-Agent': 'airgap-bundle'}")
+    redacted = client._redact(text, ep)
+    assert auth_registry.password not in redacted and "tok.en-value" not in redacted
+    assert "dGVzdGVyOnMzY3JldA==" not in redacted and "'Authorization': 'Basic ***'" in redacted
+    assert redacted.startswith(f"GET {ep.url}/v2/ with password *** and token *** failed")

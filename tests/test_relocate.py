@@ -73,3 +73,34 @@ def test_kustomize_overlay_builds_and_points_at_the_local_registry(tmp_path: Pat
     (overlay / "kustomization.yaml").write_text(kustomize_overlay(["nginx:1.27"], LOCAL, base="../base"))
     built = subprocess.run([kubectl, "kustomize", str(overlay)], capture_output=True, text=True, check=True).stdout
     assert f"image: {HOST}/docker.io/library/nginx@{D}" in built
+
+
+def test_env_values_are_rewritten_whole_and_inside_longer_strings() -> None:
+    text = MANIFEST.replace("            - --log-level=info\n", """            - --log-level=info
+          env:
+            - {name: RELATED_IMAGE_B, value: "quay.io/a/b:1"}
+            - {name: HELPERS, value: "main=quay.io/a/b:1,debug=off"}
+            - {name: LOG_LEVEL, value: info}
+""")
+    finder = sweep.find_images
+    out = rewrite_streams([Stream("m.yaml", text, "m.yaml")], finder, LOCAL)
+    local_b = f"{HOST}/quay.io/a/b:1@{D}"
+    assert f'{{name: RELATED_IMAGE_B, value: "{local_b}"}}' in out.streams[0].text
+    assert f'{{name: HELPERS, value: "main={local_b},debug=off"}}' in out.streams[0].text
+    assert "{name: LOG_LEVEL, value: info}" in out.streams[0].text
+    assert {c.path for c in out.changes} >= {"spec.template.spec.containers[0].env[0].value",
+                                             "spec.template.spec.containers[0].env[1].value"}
+
+
+def test_a_split_format_that_hard_codes_the_host_is_reported_unmapped() -> None:
+    # No field can move `quay.io/{name}:{release}` to the local registry: the rewrite says so rather
+    # than writing something else, and the build's closed loop then fails (tests/e2e/test_build_gates.py).
+    from bundler import catalogue
+    rule = catalogue.entry({"id": "acme", "operator": "ACME", "sources": [{"url": "https://acme.example", "versions": "1"}],
+                            "splits": [{"group": "acme.example", "kind": "Engine", "path": "spec.runtime",
+                                        "format": "quay.io/{name}:{release}"}]}, file="t", line=1)
+    known = catalogue.builtin().extend((rule,))
+    text = "apiVersion: acme.example/v1\nkind: Engine\nmetadata: {name: e}\nspec:\n  runtime: {name: a/b, release: '1'}\n"
+    out = rewrite_streams([Stream("e.yaml", text, "e.yaml")], lambda d: sweep.find_images(d, catalogue=known), LOCAL)
+    assert out.unmapped == (("e.yaml", "spec.runtime", "quay.io/a/b:1"),)
+    assert out.streams[0].text == text and not out.changes

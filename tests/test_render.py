@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -307,4 +305,9 @@ def test_timeout_is_render_error(tmp_path: Path) -> None:
 def test_condense_keeps_one_line() -> None:
     assert condense("WARNING: x\nError: boom\n\nUse --debug flag to render out invalid YAML\n") == "boom"
     assert condense("") == "no message"
-    assert shutil.which("sh") and os.sep == "/"
+    # several errors stay on one line; kubectl's `error: ` prefix goes; klog lines are noise
+    assert condense("W0101 12:00 warn.go:1] x\nerror: accumulating resources\nError: second\n") == \
+        "accumulating resources | second"
+    assert condense("WARNING: only a warning\n") == "WARNING: only a warning"  # nothing else to show
+    long = condense("Error: " + "x" * 1000, limit=50)
+    assert len(long) == 50 and long.endswith("...")

@@ -13,6 +13,9 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from bundler import archive, keys, sign, verify
 from bundler.bom import FileEntry
@@ -227,13 +230,36 @@ def test_certificate_chain_not_reaching_the_anchor(world: dict) -> None:
 
 
 def test_ca_key_signing_directly_is_not_a_leaf(world: dict) -> None:
-    # A self-signed certificate with the same subject as the root but another key: not issued by the root.
-    priv, _, _ = world["pki"].key("fake-root")
-    fake = keys.issue_certificate(priv.public_key(), common_name="vendor root CA", not_after=NOW + dt.timedelta(days=9),
-                                  issuer_key=priv, ca=False)
-    signer = keys.Signer(priv, priv.public_key(), keys.fingerprint(priv.public_key()), fake)
+    # The vendor signs with the root CA's own key and carries the root certificate: the chain holds
+    # (it is the anchor itself), so only the leaf-usage check stands between it and acceptance.
+    root_key, root_cert, _ = world["ca"]
+    signer = keys.Signer(root_key, root_key.public_key(), keys.fingerprint(root_key.public_key()), root_cert)
     built = build_bundle(world["tmp"] / "b.tar", {"vendor": signer})
-    rejects(built.path, world["trust"], UntrustedKeyError, 25, world["tmp"])
+    rejects(built.path, world["trust"], UntrustedKeyError, 25, world["tmp"],
+            text="the signing certificate is a CA certificate")
+
+
+def test_ca_certificate_issued_by_the_root_is_not_a_signing_leaf(world: dict) -> None:
+    # A certificate that passes every other check (issued by the root, valid now, digitalSignature,
+    # codeSigning) but says CA:TRUE: it may issue certificates, so it must not sign bundles.
+    root_key, root_cert, _ = world["ca"]
+    priv, _, _ = world["pki"].key("sub-ca")
+    usage = x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                          data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                          encipher_only=False, decipher_only=False)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vendor sub CA")]))
+            .issuer_name(root_cert.subject).public_key(priv.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(usage, critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
+            .sign(root_key, hashes.SHA256()))
+    signer = keys.Signer(priv, priv.public_key(), keys.fingerprint(priv.public_key()), cert)
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": signer})
+    rejects(built.path, world["trust"], UntrustedKeyError, 25, world["tmp"],
+            text="the signing certificate is a CA certificate")
 
 
 # --- step 5: members against the statement ----------------------------------------------------------------
@@ -332,6 +358,79 @@ def test_statement_predicate_failing_its_schema(world: dict) -> None:
                                  {"files": [{"path": p, "size": len(b), "sha256": sha(b)} for p, b in payload.items()]})
     built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]}, files=payload, statement=statement)
     rejects(built.path, world["trust"], StatementMismatchError, 29, world["tmp"], text="predicate")
+
+
+def _signed_statement(world: dict, doc: object, *, canonical: bool = True) -> Path:
+    """A bundle of the small payload whose statement is `doc` (serialised canonically or not), vendor-signed."""
+    payload = small_payload()
+    payload.pop("_index")
+    from bundler import attest
+    statement = attest.canonical_json(doc) if canonical else json.dumps(doc, indent=2).encode()
+    return build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]}, files=payload, statement=statement).path
+
+
+def test_statement_not_in_canonical_form(world: dict) -> None:
+    payload = small_payload()
+    index = payload.pop("_index")
+    doc = json.loads(statement_for(payload, index))
+    rejects(_signed_statement(world, doc, canonical=False), world["trust"], StatementMismatchError, 29,
+            world["tmp"], text="not in RFC 8785 canonical form")
+
+
+@pytest.mark.parametrize("change, text", [
+    (lambda d: {**d, "_type": "https://in-toto.io/Statement/v0.1"}, "_type is not https://in-toto.io/Statement/v1"),
+    (lambda d: {**d, "predicateType": "https://slsa.dev/provenance/v1"}, "predicateType 'https://slsa.dev"),
+    # the header scan reads predicate.files first (to refuse unlisted members as it goes)
+    (lambda d: [d], "no readable predicate.files (TypeError)"),
+], ids=["old-type", "other-predicate", "a-list"])
+def test_statement_of_the_wrong_type(world: dict, change, text: str) -> None:  # type: ignore[no-untyped-def]
+    payload = small_payload()
+    index = payload.pop("_index")
+    doc = change(json.loads(statement_for(payload, index)))
+    rejects(_signed_statement(world, doc), world["trust"], StatementMismatchError, 29, world["tmp"], text=text)
+
+
+def test_statement_whose_files_are_not_a_list(world: dict) -> None:
+    # `files: {}` lists nothing, so only a bundle without payload gets past the header scan to step 5.
+    payload = small_payload()
+    index = payload.pop("_index")
+    doc = json.loads(statement_for(payload, index))
+    doc["predicate"]["files"] = {}
+    from bundler import attest
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]}, files={},
+                         statement=attest.canonical_json(doc))
+    rejects(built.path, world["trust"], StatementMismatchError, 29, world["tmp"], text="predicate.files is missing")
+
+
+def test_blob_whose_name_is_not_its_digest(world: dict) -> None:
+    # Listed with its true sha256 (so the member hash check passes), under the name of another digest.
+    payload = small_payload()
+    index = payload.pop("_index")
+    impostor = "images/blobs/sha256/" + "0" * 64
+    payload[impostor] = b"not the blob named 000..."
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]}, files=payload,
+                         statement=statement_for(payload, index))
+    rejects(built.path, world["trust"], StatementMismatchError, 29, world["tmp"],
+            text=f"{impostor} is listed with sha256:{sha(payload[impostor])}, not the digest its name states")
+
+
+@pytest.mark.parametrize("member", ["charts/demo-1.0.0.tgz", "manifests/deployment.yaml", "sbom.cdx.json"],
+                         ids=["first", "middle", "last"])
+def test_cli_plain_verify_refuses_a_changed_payload_member(world: dict, run_cli, member: str) -> None:  # type: ignore[no-untyped-def]
+    # Plain `verify` (no --extract) must hash every member itself: extraction hashes again and would
+    # hide a gap here.
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]})
+    payload = archive.read_index(built.path).payload  # archive order: sorted by name
+    assert (payload[0].name, payload[-1].name) == ("charts/demo-1.0.0.tgz", "sbom.cdx.json")
+    m = archive.read_index(built.path).get(member)
+    assert m is not None
+    _flip(built.path, m.data_offset + m.size // 2)
+    res = run_cli("verify", str(built.path), "--policy", str(world["policy"]))
+    assert res.returncode == 26, res.stdout + res.stderr
+    assert f"{member} hashes to sha256:" in res.stderr and "Traceback" not in res.stderr
+    assert "verified" not in res.stdout
+    res = run_cli("verify", str(built.path), "--policy", str(world["policy"]), "--json")
+    assert res.returncode == 26 and json.loads(res.stdout)["failure"]["exitCode"] == 26
 
 
 # --- step 1: the tar itself -----------------------------------------------------------------------------

@@ -3,10 +3,12 @@ offline verification, and failures that leave nothing behind."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -52,6 +54,20 @@ def test_build_is_reproducible_verifies_and_carries_what_it_says(workspace: Path
     assert first.returncode == 0, first.stderr
     second = build(run_cli, workspace, registry, "b.bundle.tar", "--json")
     assert second.returncode == 0, second.stderr
+    report = json.loads(second.stdout)  # `build --json`: what a release pipeline reads
+    assert set(report) == {"output", "size", "statementSha256", "signedBy", "coverage", "images", "charts"}
+    assert report["output"] == "b.bundle.tar" and report["size"] == (workspace / "b.bundle.tar").stat().st_size
+    assert report["signedBy"] == ["vendor"]
+    assert report["statementSha256"] == hashlib.sha256(archive.read_statement(workspace / "b.bundle.tar")).hexdigest()
+    assert report["charts"] == [{"name": "demo", "version": "0.3.0", "path": "charts/demo-0.3.0.tgz"}]
+    assert len(report["images"]) == 5 and all(
+        set(i) == {"source", "local", "upstreamDigest", "bundledDigest", "platforms"}
+        and re.fullmatch(r"registry\.airgap\.local:5000/.+@" + re.escape(i["bundledDigest"]), i["local"])
+        for i in report["images"])
+    nginx = next(i for i in report["images"] if i["source"].endswith("nginx:1.27.3"))
+    assert nginx["platforms"] == ["linux/amd64", "linux/arm64"] and nginx["upstreamDigest"] != nginx["bundledDigest"]
+    assert any(re.fullmatch(r"manifests/chart-demo\.yaml: \d+ references rewritten", c) for c in report["coverage"])
+    assert any(c.startswith("charts/demo-0.3.0.values-airgap.yaml: ") for c in report["coverage"])
     # ECDSA signatures are randomised, so everything up to the signature member must be identical,
     # and two unsigned builds must be identical to the byte.
     a, b = (workspace / "a.bundle.tar").read_bytes(), (workspace / "b.bundle.tar").read_bytes()
@@ -129,6 +145,63 @@ def test_a_corrupted_cache_blob_is_caught_before_it_is_bundled(workspace: Path, 
     finally:
         blob.write_bytes(original)
         os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_offline_builds_from_the_cache_alone_and_names_what_it_lacks(workspace: Path, registry, run_cli) -> None:  # type: ignore[no-untyped-def]
+    warm = run_cli("build", "examples/bundle.yaml", "--output", "online.bundle.tar", "--unsigned", "--cache",
+                   str(workspace / "cache"), cwd=workspace)
+    assert warm.returncode == 0, warm.stderr
+    offline = run_cli("build", "examples/bundle.yaml", "--output", "offline.bundle.tar", "--unsigned", "--offline",
+                      "--cache", str(workspace / "cache"), cwd=workspace)
+    assert offline.returncode == 0, offline.stderr
+    assert "pull: offline; reading only the cache" in offline.stderr and "endpoints:" not in offline.stderr
+    assert (workspace / "offline.bundle.tar").read_bytes() == (workspace / "online.bundle.tar").read_bytes()
+    empty = workspace / "empty-cache"
+    empty.mkdir()
+    cold = run_cli("build", "examples/bundle.yaml", "--output", "cold.bundle.tar", "--unsigned", "--offline",
+                   "--cache", str(empty), cwd=workspace)
+    assert cold.returncode == 9, cold.stderr
+    assert re.search(r"airgap-bundle: error: \S+: not in the cache .*empty-cache \(run once online to fill the "
+                     r"cache, or drop --offline\)", cold.stderr), cold.stderr
+    assert "Traceback" not in cold.stderr and not (workspace / "cold.bundle.tar").exists()
+
+
+def test_source_date_epoch_overrides_the_spec_and_must_be_a_number(workspace: Path, registry, run_cli) -> None:  # type: ignore[no-untyped-def]
+    result = run_cli("build", "examples/bundle.yaml", "--output", "epoch.bundle.tar", "--unsigned", "--cache",
+                     str(workspace / "cache"), cwd=workspace, env={"SOURCE_DATE_EPOCH": "1700000000"})
+    assert result.returncode == 0, result.stderr
+    with tarfile.open(workspace / "epoch.bundle.tar") as tar:
+        assert {m.mtime for m in tar.getmembers()} == {1700000000}  # the spec says 1767225600
+        statement = json.loads(tar.extractfile("bundle.intoto.json").read())  # type: ignore[union-attr]
+    assert statement["predicate"]["created"] == "2023-11-14T22:13:20Z"
+    bad = run_cli("build", "examples/bundle.yaml", "--output", "bad-epoch.bundle.tar", "--unsigned", "--cache",
+                  str(workspace / "cache"), cwd=workspace, env={"SOURCE_DATE_EPOCH": "yesterday"})
+    assert bad.returncode == 2
+    assert "airgap-bundle: error: SOURCE_DATE_EPOCH='yesterday' is not a number of seconds" in bad.stderr
+    assert "Traceback" not in bad.stderr and not (workspace / "bad-epoch.bundle.tar").exists()
+
+
+def test_a_packaged_chart_is_bundled_as_is(workspace: Path, registry, run_cli, helm: str) -> None:  # type: ignore[no-untyped-def]
+    packaged = workspace / "packaged"
+    packaged.mkdir()
+    subprocess.run([helm, "package", str(workspace / "examples" / "charts" / "demo"), "--destination", str(packaged)],
+                   check=True, capture_output=True)
+    tgz = packaged / "demo-0.3.0.tgz"
+    spec = workspace / "examples" / "packaged.yaml"
+    spec.write_text((workspace / "examples" / "bundle.yaml").read_text()
+                    .replace("- path: charts/demo\n", "- path: ../packaged/demo-0.3.0.tgz\n"))
+    assert "demo-0.3.0.tgz" in spec.read_text()
+    result = run_cli("build", "examples/packaged.yaml", "--output", "packaged.bundle.tar", "--unsigned", "--cache",
+                     str(workspace / "cache"), "--json", cwd=workspace)
+    assert result.returncode == 0, result.stderr
+    with tarfile.open(workspace / "packaged.bundle.tar") as tar:
+        carried = tar.extractfile("charts/demo-0.3.0.tgz").read()  # type: ignore[union-attr]
+        override = tar.extractfile("charts/demo-0.3.0.values-airgap.yaml").read().decode()  # type: ignore[union-attr]
+        statement = json.loads(tar.extractfile("bundle.intoto.json").read())  # type: ignore[union-attr]
+    assert carried == tgz.read_bytes()  # the vendor's archive, byte for byte (helm's own provenance would match)
+    [chart] = statement["predicate"]["charts"]
+    assert chart["digest"] == "sha256:" + hashlib.sha256(tgz.read_bytes()).hexdigest()
+    assert "registry.airgap.local:5000/" in override
 
 
 def test_build_without_its_registry_fails_at_once_naming_the_url(repo_root: Path, tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]

@@ -59,7 +59,11 @@ def test_the_overlay_from_the_extracted_bundle_pulls_only_what_the_bundle_carrie
     result = run_cli("build", "bundle.yaml", "--output", "shop.bundle.tar", "--unsigned", "--cache",
                      str(workspace / "cache"), cwd=workspace)
     assert result.returncode == 0, result.stderr
-    assert "kustomize/prod/overlay: 2 images: entries, 5 fields patched over a tree of 15 files" in result.stdout
+    # the whole coverage line: the closed loop built the overlay from the bundle's own folder, swept it,
+    # and counted the one reference pinned by tag (an operator's split fields with no digest form)
+    assert "kustomize/prod/overlay: 2 images: entries, 5 fields patched over a tree of 15 files; every image of " \
+           "the built overlay is on the local registry, 1 pinned only by tag (an operator's split fields with no " \
+           "digest form), the rest by digest" in result.stdout
     customer = tmp_path / "customer"
     with tarfile.open(workspace / "shop.bundle.tar") as tar:
         names = tar.getnames()

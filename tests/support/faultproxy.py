@@ -7,10 +7,21 @@ rules matched against the request path, each firing a given number of times:
     proxy.add(Fault("status", match="/manifests/", status=500))     # answer 500
     proxy.add(Fault("status", status=429, retry_after="1"))         # 429 with Retry-After
     proxy.add(Fault("corrupt", match="/blobs/sha256:ab..."))        # flip one byte of the body
+    proxy.add(Fault("header", match="/manifests/v1",                 # rewrite a response header
+                    header=("Docker-Content-Digest", "sha256:00...")))
+    proxy.add(Fault("redirect", match="/blobs/", location="http://127.0.0.1:PORT"))  # 307 elsewhere
+    pause = proxy.add(Fault("pause", match="/blobs/sha256:ab...", after=2_000_000))
+    pause.reached.wait(60)   # set once `after` body bytes were sent; the response then blocks ...
+    pause.release.set()      # ... until released (stop() and clear() release every pause)
     proxy.throttle = 2_000_000                                      # bytes per second, per response
+    hold = proxy.add(Fault("hold", match="/blobs/uploads/", methods=("POST",), skip=2))
+    hold.reached.wait(); ...; hold.release.set()                    # park the third upload until released
 
-Every request is recorded (`proxy.log`: method, path, Range header, status sent) so tests can count
-requests and check that Range was used. Test support only.
+Every request is recorded (`proxy.log`: method, path, Range, Content-Range and Authorization headers,
+body size, status sent) so tests can count requests, check that Range was used and which credentials
+reached which host. `Location` headers that name the registry are rewritten to the proxy, so an upload's
+later requests come through it too. Tests wait on the events a fault sets, never on the clock. Test
+support only.
 """
 
 from __future__ import annotations
@@ -27,14 +38,19 @@ HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-encodin
 
 @dataclass
 class Fault:
-    kind: str                    # drop | status | corrupt
+    kind: str                    # drop | status | corrupt | header | redirect | pause | hold
     match: str = "/v2/"
     times: int = 1
-    after: int = 0               # drop: bytes of body sent before closing
+    after: int = 0               # drop, pause: bytes of body sent before closing or pausing
     status: int = 500
     retry_after: str | None = None
     methods: tuple[str, ...] = ("GET",)
+    header: tuple[str, str] | None = None  # header: (name, value) sent instead of the upstream's
+    location: str = ""           # redirect: base URL; the request path is appended
     fired: int = 0
+    skip: int = 0                # let this many matching requests through before firing
+    reached: threading.Event = field(default_factory=threading.Event)  # pause/hold: the point was reached
+    release: threading.Event = field(default_factory=threading.Event)  # pause/hold: let the response go on
 
 
 @dataclass
@@ -45,6 +61,9 @@ class Request:
     status: int
     sent: int = 0
     connection: str | None = None
+    content_range: str | None = None
+    received: int = 0
+    authorization: str | None = None
 
 
 @dataclass
@@ -64,6 +83,8 @@ class FaultProxy:
 
     def clear(self) -> None:
         with self._lock:
+            for fault in self.faults:
+                fault.release.set()
             self.faults.clear()
             self.log.clear()
 
@@ -71,6 +92,9 @@ class FaultProxy:
         with self._lock:
             for fault in self.faults:
                 if fault.fired < fault.times and fault.match in path and method in fault.methods:
+                    if fault.skip:
+                        fault.skip -= 1
+                        continue
                     fault.fired += 1
                     return fault
         return None
@@ -94,14 +118,27 @@ class FaultProxy:
                 method = self.command
                 fault = proxy._take(method, self.path)
                 record = Request(method, self.path, self.headers.get("Range"), 0,
-                                 connection=self.headers.get("Connection"))
+                                 connection=self.headers.get("Connection"),
+                                 content_range=self.headers.get("Content-Range"),
+                                 received=int(self.headers.get("Content-Length") or 0),
+                                 authorization=self.headers.get("Authorization"))
                 with proxy._lock:
                     proxy.log.append(record)
+                if fault is not None and fault.kind == "hold":
+                    fault.reached.set()
+                    fault.release.wait(60)
                 if fault is not None and fault.kind == "status":
                     record.status = fault.status
                     self.send_response(fault.status)
                     if fault.retry_after is not None:
                         self.send_header("Retry-After", fault.retry_after)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if fault is not None and fault.kind == "redirect":
+                    record.status = 307
+                    self.send_response(307)
+                    self.send_header("Location", fault.location + self.path)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
@@ -115,9 +152,12 @@ class FaultProxy:
                                            stream=True, allow_redirects=False, timeout=60)
                 record.status = upstream.status_code
                 self.send_response(upstream.status_code)
+                replaced = fault.header if fault is not None and fault.kind == "header" else None
                 for key, value in upstream.headers.items():
+                    if key.lower() == "location":
+                        value = value.replace(proxy.upstream, f"http://{proxy.host}")
                     if key.lower() not in HOP_HEADERS:
-                        self.send_header(key, value)
+                        self.send_header(key, replaced[1] if replaced and key.lower() == replaced[0].lower() else value)
                 self.end_headers()
                 if method == "HEAD":
                     upstream.close()
@@ -132,6 +172,15 @@ class FaultProxy:
                             self.close_connection = True
                             self.connection.shutdown(2)
                             return
+                        if fault is not None and fault.kind == "pause" and sent + len(chunk) >= fault.after:
+                            head, chunk = chunk[: max(0, fault.after - sent)], chunk[max(0, fault.after - sent):]
+                            self.wfile.write(head)
+                            self.wfile.flush()
+                            sent += len(head)
+                            record.sent = sent
+                            fault.reached.set()
+                            fault.release.wait()
+                            fault = None
                         if fault is not None and fault.kind == "corrupt" and sent == 0 and chunk:
                             chunk = bytes([chunk[0] ^ 0xFF]) + chunk[1:]
                         self.wfile.write(chunk)
@@ -155,6 +204,9 @@ class FaultProxy:
         return self
 
     def stop(self) -> None:
+        with self._lock:
+            for fault in self.faults:
+                fault.release.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

@@ -134,10 +134,11 @@ class _TokenIssuer:
         self.bundle.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
         self.username, self.password, self.service = username, password, service
         self.requests: list[str] = []
+        self.max_scopes: int | None = None  # grant only the first N scopes, as some token services do
 
-    def token(self, scope: str | None) -> str:
+    def token(self, scopes: list[str]) -> str:
         access = []
-        if scope:
+        for scope in scopes[:self.max_scopes]:  # one `scope` per repository (a mount also names its source)
             kind, _, rest = scope.partition(":")
             name, _, actions = rest.rpartition(":")
             access.append({"type": kind, "name": name, "actions": actions.split(",")})
@@ -167,7 +168,7 @@ class _TokenIssuer:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                body = json.dumps({"token": issuer.token((query.get("scope") or [None])[0]),
+                body = json.dumps({"token": issuer.token(query.get("scope") or []),
                                    "expires_in": 300}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -182,16 +183,24 @@ class _TokenIssuer:
 
 
 def start_registry(directory: Path, *, variant: str = "anonymous", username: str = "tester",
-                   password: str = "s3cret-Pa55", proxy_url: str | None = None) -> TestRegistry:
-    """Start docker-registry in `directory` (config, storage, certs). variant: anonymous|basic|tls|token.
+                   password: str = "s3cret-Pa55", proxy_url: str | None = None,
+                   s3_endpoint: str | None = None) -> TestRegistry:
+    """Start docker-registry in `directory` (config, storage, certs). variant: anonymous|basic|tls|token|s3.
 
-    `proxy_url` runs it as a pull-through cache of that registry (distribution's `proxy.remoteurl`)."""
+    `proxy_url` runs it as a pull-through cache of that registry (distribution's `proxy.remoteurl`).
+    `s3`: the registry's S3 storage driver on an S3-compatible server at `s3_endpoint` (bucket
+    `registry`, which must exist), with redirects off so clients never talk to S3 themselves.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     storage = directory / "storage"
     storage.mkdir(exist_ok=True)
+    driver = (["  s3:", "    accesskey: test", "    secretkey: test", "    region: us-east-1",
+               f"    regionendpoint: {s3_endpoint}", "    bucket: registry", "    secure: false",
+               "    v4auth: true", "    rootdirectory: /registry", "  redirect:", "    disable: true"]
+              if variant == "s3" else ["  filesystem:", f"    rootdirectory: {storage}"])
     lines = ["version: 0.1", "log:", "  level: error", "  accesslog:", "    disabled: true",
-             "storage:", "  filesystem:", f"    rootdirectory: {storage}", "  delete:", "    enabled: true",
+             "storage:", *driver, "  delete:", "    enabled: true",
              "http:", f"  addr: 127.0.0.1:{port}", f"  secret: test-{port}"]
     scheme, ca_file, extra = "http", None, {}
     if proxy_url:
@@ -215,8 +224,10 @@ def start_registry(directory: Path, *, variant: str = "anonymous", username: str
     config = directory / "config.yml"
     config.write_text("\n".join(lines) + "\n")
     log = open(directory / "registry.log", "wb")  # noqa: SIM115 (kept open for the child's lifetime)
+    # The S3 driver (aws-sdk-go) refuses to start when AWS_CA_BUNDLE is set and the endpoint is plain HTTP.
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
     process = subprocess.Popen([REGISTRY_BIN, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL)
+                               stdin=subprocess.DEVNULL, env=env)
     log.close()
     host = f"127.0.0.1:{port}"
     reg = TestRegistry(host=host, url=f"{scheme}://{host}", storage=storage, process=process,
