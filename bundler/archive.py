@@ -552,7 +552,9 @@ def extract(source: Path | str | BinaryIO, dest: Path | str, expected: Mapping[s
             target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
             hasher, written = hashlib.sha256(), 0
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-            with os.fdopen(fd, "wb", buffering=0) as out:
+            # buffered: a raw write may write only part of a chunk (disk or quota full) and say so
+            # only in its return value; the buffered writer retries and raises instead
+            with os.fdopen(fd, "wb", buffering=CHUNK) as out:
                 for chunk in iter_member(f, member):
                     hasher.update(chunk)
                     out.write(chunk)

@@ -129,6 +129,11 @@ def import_image(ref: ImageRef, archives: Sequence[Path], layout: Layout, *, req
             else:
                 raise InputError(f"{path}: neither an OCI layout (index.json) nor a docker save archive "
                                  "(manifest.json)", hint="pass a file written by `docker save` or `podman save`")
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            # JSON of the wrong shape inside an untrusted archive (a config that is not JSON, a descriptor
+            # without a digest): one line naming the archive, never a traceback
+            raise InputError(f"{path}: malformed image archive ({type(e).__name__}: {e})",
+                             hint="the archive is damaged; save the image again") from None
         finally:
             archive.close()
 

@@ -26,7 +26,7 @@ from .errors import InputError
 
 try:  # libyaml; fall back to pure Python only where the C extension is missing
     _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
-except AttributeError:  # pragma: no cover
+except AttributeError:  # pragma: no cover - PyYAML wheels ship libyaml; a source build may not
     _Loader = yaml.SafeLoader
 
 MAX_STREAM_BYTES = 64 * 1024 * 1024
@@ -139,7 +139,7 @@ def load_stream(text: str, origin: Origin) -> list[Document]:
     try:
         while loader.check_node():
             node = loader.get_node()
-            if node is None:
+            if node is None:  # pragma: no cover - check_node() said a node follows
                 continue
             if guarded:
                 _check_expansion(node, origin)

@@ -264,10 +264,6 @@ def load_private_key(data: bytes, *, source: str, password: PasswordFn | None = 
     return key  # type: ignore[no-any-return]
 
 
-def load_certificate(path: Path) -> x509.Certificate:
-    return load_certificates(path)[0]
-
-
 def load_certificates(path: Path) -> tuple[x509.Certificate, ...]:
     """Every certificate in a PEM file (a leaf followed by its intermediates, as in a fullchain file),
     or the one certificate of a DER file."""
@@ -423,7 +419,7 @@ def write_new_file(path: Path, data: bytes, *, mode: int = 0o644) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.link(tmp, path)  # fails if the path appeared meanwhile: never clobbers
-    except FileExistsError as e:
+    except FileExistsError as e:  # pragma: no cover - a race: the file appeared after the check above
         raise InputError(f"{path} already exists") from e
     finally:
         os.unlink(tmp)
@@ -561,7 +557,7 @@ def load_trust(path: Path | str) -> TrustPolicy:
     for i, entry in enumerate(doc["authorities"]):
         name = entry["name"]
         where = f"{path}: authorities[{i}]"
-        if not _AUTHORITY_NAME.match(name):
+        if not _AUTHORITY_NAME.match(name):  # pragma: no cover - the schema's name pattern refuses it first
             raise InputError(f"{where}: invalid authority name {name!r}", hint="use lowercase letters, digits and -")
         if name in authorities:
             raise InputError(f"{where}: authority {name!r} listed twice")

@@ -197,7 +197,7 @@ class Layout:
                     read = 0
                     while read < have:
                         chunk = os.read(fd, min(CHUNK, have - read))
-                        if not chunk:
+                        if not chunk:  # pragma: no cover - nobody else writes the partial file while we hold its lock
                             break
                         read += len(chunk)
                         yield chunk
@@ -291,7 +291,11 @@ class Layout:
                                    tuple(sorted(annotations.items()))).to_json()
                 kept.append(entry)
             kept.sort(key=lambda e: e["annotations"][ANNOTATION_REF_NAME] if e.get("annotations") else "")
-            _atomic_write(index, _index_bytes(kept))
+            try:
+                _atomic_write(index, _index_bytes(kept))
+            except OSError as exc:
+                raise LayoutError(f"{index}: cannot write: {exc.strerror}",
+                                  hint="free space or fix permissions; the previous index.json is unchanged") from None
 
 
 def _index_bytes(manifests: list[dict[str, Any]]) -> bytes:

@@ -281,8 +281,8 @@ class _Puller:
                                                            desc.digest, desc.size, child.media_type))
             return plan
         # A single manifest: acceptable only as the one platform still required.
-        config = top.json().get("config") or {}
-        config_desc = Descriptor.from_json(config)
+        blobs = _blobs_of(top)  # a malformed manifest is refused here, before its config is fetched
+        config_desc = Descriptor.from_json(top.json().get("config") or {})
         self.fetch_blob(ref, config_desc.digest, config_desc.size).result()
         cfg = json.loads(self.store.read_blob(config_desc.digest))
         have = Platform.from_json(cfg if isinstance(cfg, dict) else {})
@@ -297,7 +297,7 @@ class _Puller:
         exempted = tuple(x for x in exemptions if not x.platform.matches(have))
         return _Plan(source, ref, top, top.data, top.media_type,
                      [PlatformManifest(have, top.digest, len(top.data), top.media_type)], [], exempted, keep,
-                     [], _blobs_of(top))
+                     [], blobs)
 
     def _top(self, source: str, ref: ImageRef, pin: Pin | None) -> Manifest:
         """The reference's own index or manifest; a pinned one by its locked digest, never by tag."""

@@ -136,7 +136,7 @@ class ImageRef:
         if match is None:
             if not original:
                 raise InvalidReferenceError("invalid reference format: repository name must have at least one component")
-            if REFERENCE_RE.match(text.lower()):
+            if REFERENCE_RE.match(text.lower()):  # pragma: no cover - parse() refused an upper-case path first
                 raise InvalidReferenceError(
                     f"invalid reference format: {original!r}: repository name must be lowercase"
                 )

@@ -94,8 +94,9 @@ def sign(statement: bytes, signer: Signer, authority: str) -> bytes:
     sig = envelope.sign(CryptoSigner(signer.private_key, _sslib_key(signer)))
     raw_sig = bytes.fromhex(sig.signature)
     # Belt and braces: the verifier's own primitive must accept what the signer library produced.
-    if not verify_signature(signer.public_key, raw_sig, pae(PAYLOAD_TYPE, statement)):  # pragma: no cover
-        raise InputError(f"{signer.source}: the signature just made does not verify")
+    if not verify_signature(signer.public_key, raw_sig, pae(PAYLOAD_TYPE, statement)):
+        raise InputError(  # pragma: no cover - only a broken crypto backend fails its own fresh signature
+            f"{signer.source}: the signature just made does not verify")
 
     if signer.certificate is not None and signer.intermediates:
         # The Sigstore bundle's x509CertificateChain: the leaf, then the issuing intermediates, no root.

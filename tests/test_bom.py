@@ -58,6 +58,16 @@ def test_cyclonedx_is_valid_1_6_and_reproducible() -> None:
     assert cyclonedx(BOM) == sbom
 
 
+def test_attestations_round_trip_and_a_digest_only_image_has_no_tag_in_its_purl() -> None:
+    from dataclasses import replace
+    image = replace(IMAGE, normalized=f"docker.io/library/nginx@{D['c']}", attestations=(D["a"],))
+    bom = replace(BOM, images=(image,))
+    data = bom.to_dict()
+    assert data["images"][0]["attestations"] == [D["a"]]
+    assert Bom.from_dict(data) == bom
+    assert purl(image) == f"pkg:oci/nginx@{D['b']}?repository_url=docker.io/library/nginx"
+
+
 def test_a_chart_fetched_by_reference_records_source_version_and_digest() -> None:
     from dataclasses import replace
 

@@ -60,7 +60,7 @@ VENDOR_HINT = "vendor the remote base into the tree as a local folder and refere
 
 try:  # libyaml keeps line marks on composed nodes and is much faster (DESIGN.md "Performance")
     _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
-except AttributeError:  # pragma: no cover
+except AttributeError:  # pragma: no cover - PyYAML wheels ship libyaml; a source build may not
     _Loader = yaml.SafeLoader
 
 
@@ -348,7 +348,7 @@ def overlay(rendered: str, find: Finder, local: LocalRefs, *, tree: str, source:
         after = [d for d in yaml.load_all(rewritten.streams[0].text, Loader=_Loader) if d is not None]
     except yaml.YAMLError as exc:
         raise InputError(f"{source}: cannot re-read the rendered kustomization: {exc}") from None
-    if len(before) != len(after):  # rewrite_streams keeps every document; anything else is a bug
+    if len(before) != len(after):  # pragma: no cover - rewrite_streams keeps every document; this is a bug guard
         raise InputError(f"{source}: rewriting changed the number of documents ({len(before)} -> {len(after)})")
 
     # Which names the images transformer may pin: every container image of that name must map to

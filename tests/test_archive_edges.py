@@ -1,0 +1,151 @@
+"""archive.py's refusals and failure paths, each with the exact error, and nothing changed on disk."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from bundler import archive
+from bundler.errors import ArchiveError, InputError, UnsafeArchiveError
+from tests.support.bundles import EPOCH, sha
+from tests.support.limits import file_size_limit
+
+STATEMENT = (archive.STATEMENT, b'{"statement":true}')
+
+
+def _tar(path: Path, entries: list[tarfile.TarInfo | tuple[str, bytes]]) -> Path:
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tf:
+        for e in entries:
+            if isinstance(e, tarfile.TarInfo):
+                tf.addfile(e)
+            else:
+                info = tarfile.TarInfo(e[0])
+                info.size = len(e[1])
+                tf.addfile(info, io.BytesIO(e[1]))
+    return path
+
+
+@pytest.mark.parametrize(("name", "why"), [
+    ("", "an empty name"),
+    ("a/" + "n" * 4100, "a name longer than 4096 bytes"),
+    ("a\\b", "a backslash or control character"),
+    ("a\x07b", "a backslash or control character"),
+    ("a\x7fb", "a backslash or control character"),
+])
+def test_unsafe_names_are_refused_with_the_reason(name: str, why: str) -> None:
+    with pytest.raises(UnsafeArchiveError, match=f"has {why}"):
+        archive.check_name(name)
+
+
+def test_write_refuses_a_source_that_is_not_a_regular_file(tmp_path: Path) -> None:
+    with pytest.raises(ArchiveError, match="/dev/null: not a regular file"):
+        archive.write([STATEMENT, ("manifests/x.yaml", Path("/dev/null"))], tmp_path / "b.tar", EPOCH)
+    assert list(tmp_path.iterdir()) == []
+
+
+SHORTER_THAN_STAT = Path("/sys/kernel/mm/transparent_hugepage/enabled")  # st_size 4096, holds ~50 bytes
+
+
+@pytest.mark.skipif(not SHORTER_THAN_STAT.exists(), reason="needs a sysfs file whose size is not its length")
+def test_write_refuses_a_source_whose_size_changes_while_copied(tmp_path: Path) -> None:
+    with pytest.raises(ArchiveError, match="changed size while being archived"):
+        archive.write([STATEMENT, ("manifests/x", SHORTER_THAN_STAT)], tmp_path / "b.tar", EPOCH)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_refuses_a_misnamed_signature_and_a_member_under_a_file(tmp_path: Path) -> None:
+    with pytest.raises(ArchiveError, match="signatures/vendor.json is not signatures/<authority>.sigstore.json"):
+        archive.write([STATEMENT, ("signatures/vendor.json", b"{}")], tmp_path / "b.tar", EPOCH)
+    with pytest.raises(UnsafeArchiveError, match="member 'charts/a/b' lies under the file 'charts/a'"):
+        archive.write([STATEMENT, ("charts/a", b"1"), ("charts/a/b", b"2")], tmp_path / "b.tar", EPOCH)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_missing_bundle_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="nope.tar: cannot open the bundle: No such file or directory"):
+        archive.read_index(tmp_path / "nope.tar")
+
+
+def test_folder_entries_are_accepted_and_skipped(tmp_path: Path) -> None:
+    folder = tarfile.TarInfo("manifests/")
+    folder.type = tarfile.DIRTYPE
+    path = _tar(tmp_path / "b.tar", [STATEMENT, folder, ("manifests/x.yaml", b"x")])
+    index = archive.read_index(path)
+    assert [m.name for m in index.members] == [archive.STATEMENT, "manifests/x.yaml"]
+
+
+def test_a_tar_without_statement_is_not_a_bundle(tmp_path: Path) -> None:
+    path = _tar(tmp_path / "b.tar", [("manifests/x.yaml", b"x")])
+    with pytest.raises(ArchiveError, match="no bundle.intoto.json: not an airgap bundle"):
+        archive.read_statement(path)
+    before = path.read_bytes()
+    with pytest.raises(ArchiveError, match="no bundle.intoto.json: not a bundle"):
+        archive.append_signature(path, "vendor", b"{}")
+    assert path.read_bytes() == before
+
+
+def test_member_reads_stop_at_the_cap_and_at_a_short_file(tmp_path: Path) -> None:
+    path = _tar(tmp_path / "b.tar", [STATEMENT])
+    member = archive.read_index(path).get(archive.STATEMENT)
+    assert member is not None
+    with open(path, "rb") as f:
+        with pytest.raises(ArchiveError, match=r"bundle.intoto.json: 18 bytes, more than the 10 allowed"):
+            archive.read_member(f, member, cap=10)
+    cut = io.BytesIO(path.read_bytes()[: member.data_offset + 5])  # the member's data ends early
+    with pytest.raises(ArchiveError, match="bundle.intoto.json: unexpected end of file"):
+        archive.read_member(cut, member, cap=100)
+    with pytest.raises(ArchiveError, match="bundle.intoto.json: unexpected end of file"):
+        b"".join(bytes(c) for c in archive.iter_member(cut, member))
+
+
+def test_append_with_an_explicit_epoch_stamps_that_mtime(tmp_path: Path) -> None:
+    archive.write([STATEMENT], tmp_path / "b.tar", EPOCH)
+    archive.append_signature(tmp_path / "b.tar", "customer", b"{}", epoch=EPOCH + 99)
+    with tarfile.open(tmp_path / "b.tar") as tf:
+        assert tf.getmember("signatures/customer.sigstore.json").mtime == EPOCH + 99
+        assert tf.getmember(archive.STATEMENT).mtime == EPOCH
+
+
+def test_a_failed_append_restores_the_bundle_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "b.tar"
+    archive.write([STATEMENT], path, EPOCH)
+    before = path.read_bytes()
+    with file_size_limit(len(before) + 1024), pytest.raises(ArchiveError, match="cannot append the signature"):
+        archive.append_signature(path, "customer", b"x" * 100_000)
+    assert path.read_bytes() == before
+    assert archive.read_index(path).get("signatures/customer.sigstore.json") is None
+
+
+def test_replacing_a_signature_of_a_bundle_that_shrank_fails_and_keeps_the_file(tmp_path: Path) -> None:
+    # A re-sign rewrites the file from the header scan: if the bundle was cut in between, the copy
+    # notices the missing bytes instead of writing a shorter bundle.
+    path = tmp_path / "b.tar"
+    archive.write([STATEMENT, ("images/blob", b"b" * 5000), ("signatures/vendor.sigstore.json", b"{}")], path, EPOCH)
+    index = archive.read_index(path)
+    cut = path.read_bytes()[:1536]
+    path.write_bytes(cut)
+    dropped = index.get("signatures/vendor.sigstore.json")
+    assert dropped is not None
+    with pytest.raises(ArchiveError, match="unexpected end of file in images/blob"):
+        archive._rewrite_without(path, index, dropped, "signatures/vendor.sigstore.json", b"{}", EPOCH)
+    assert path.read_bytes() == cut
+    assert [p.name for p in tmp_path.iterdir()] == ["b.tar"]
+
+
+def test_extract_refuses_a_destination_under_a_missing_folder(tmp_path: Path) -> None:
+    archive.write([STATEMENT], tmp_path / "b.tar", EPOCH)
+    with pytest.raises(ArchiveError, match="missing is not a folder"):
+        archive.extract(tmp_path / "b.tar", tmp_path / "missing" / "out",
+                        {archive.STATEMENT: (len(STATEMENT[1]), sha(STATEMENT[1]))})
+
+
+def test_an_io_error_while_extracting_leaves_nothing(tmp_path: Path) -> None:
+    big = b"z" * 200_000
+    archive.write([STATEMENT, ("images/blob", big)], tmp_path / "b.tar", EPOCH)
+    expected = {archive.STATEMENT: (len(STATEMENT[1]), sha(STATEMENT[1])), "images/blob": (len(big), sha(big))}
+    with file_size_limit(100_000), pytest.raises(ArchiveError, match="out: cannot extract: File too large"):
+        archive.extract(tmp_path / "b.tar", tmp_path / "out", expected)
+    assert [p.name for p in tmp_path.iterdir()] == ["b.tar"]
