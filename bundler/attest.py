@@ -137,20 +137,26 @@ class Dependency:
 
 
 def provenance(*, subjects: Iterable[Subject | Mapping[str, Any]], spec: Mapping[str, Any], spec_digest: str,
-               dependencies: Iterable[tuple[str, str] | Dependency], builder_version: str, epoch: int) -> bytes:
+               dependencies: Iterable[tuple[str, str] | Dependency], builder_version: str, epoch: int,
+               lock: tuple[str, str] | None = None) -> bytes:
     """`provenance.intoto.json`: an in-toto Statement v1 with a SLSA provenance v1 predicate.
 
     The spec is the external parameters; every pulled image and chart, pinned by digest, is a resolved
     dependency (`(uri, "sha256:<hex>")`, or a `Dependency` with a name and annotations: a chart fetched
-    by reference names its source and version). Times are the build's SOURCE_DATE_EPOCH, so the bytes
-    are reproducible. Spec: https://slsa.dev/spec/v1.0/provenance
+    by reference names its source and version). `lock` is the lock file the build used or wrote, as
+    `(file name, "sha256:<hex of its bytes>")`: a parameter too (`externalParameters.lock`), so a
+    customer can tell which lock built the bundle. Times are the build's SOURCE_DATE_EPOCH, so the
+    bytes are reproducible. Spec: https://slsa.dev/spec/v1.0/provenance
     """
     resolved = {d if isinstance(d, Dependency) else Dependency(*d) for d in dependencies}
     created = dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    parameters: dict[str, Any] = {"spec": dict(spec), "specDigest": spec_digest}
+    if lock is not None:
+        parameters["lock"] = {"file": lock[0], "digest": lock[1]}
     predicate = {
         "buildDefinition": {
             "buildType": BUILD_TYPE,
-            "externalParameters": {"spec": dict(spec), "specDigest": spec_digest},
+            "externalParameters": parameters,
             "resolvedDependencies": [d.to_json() for d in sorted(resolved)],
         },
         "runDetails": {

@@ -56,6 +56,7 @@ import yaml
 from .errors import (
     DigestMismatchError,
     InputError,
+    LockedDigestGoneError,
     NotFoundError,
     OfflineMissError,
     ProvenanceError,
@@ -79,6 +80,8 @@ HELM_PROV = "application/vnd.cncf.helm.chart.provenance.v1.prov"
 MAX_INDEX_BYTES = 256 << 20   # a large public index.yaml is ~30 MiB
 MAX_CHART_BYTES = 64 << 20
 MAX_PROV_BYTES = 1 << 20
+_LOCK_HINT = ("the publisher removed or re-published that version; re-resolve on purpose with "
+              "`airgap-bundle lock SPEC --update` and review the change")
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,20 @@ class FetchedChart:
 
 
 @dataclass(frozen=True)
+class ChartPin:
+    """A chart version a lock fixes, and the digest its archive must have. `entry` names the lock entry."""
+
+    version: str
+    digest: str
+    entry: str
+
+
+def source_of(repo: str, name: str) -> str:
+    """`FetchedChart.source` of chart `name` in `repo`: the repository URL, or the OCI repository of the chart."""
+    return f"{repo.rstrip('/')}/{name}" if repo.startswith("oci://") else repo.rstrip("/")
+
+
+@dataclass(frozen=True)
 class Localized:
     """A spec chart made local: `chart.path` is a directory or archive helm can render without a network."""
 
@@ -140,8 +157,13 @@ def _host(url: str) -> str:
 def localize(charts: Sequence[ChartSource], *, workdir: Path, cache: Layout, tools: Tools,
              registries: Sequence[RegistryConfig] = (), insecure_hosts: Sequence[str] = (),
              ca_file: Path | None = None, repositories: Sequence[tuple[str, str]] = (), offline: bool = False,
-             environ: Mapping[str, str] | None = None) -> list[Localized]:
+             environ: Mapping[str, str] | None = None,
+             pins: Mapping[tuple[str, str], ChartPin] | None = None) -> list[Localized]:
     """Fetch every remote chart and every missing dependency; return the charts ready to render.
+
+    `pins` (from bundle.lock), by `(source_of(repo, name), name)`: that chart or dependency is fetched
+    at the pinned version, whatever the constraint would pick now, and its archive must hash to the
+    pinned digest (else `LockedDigestGoneError`, naming the lock entry).
 
     Raises:
         UsageError: a chart or dependency host not under `registries:`, an unknown `@repository`.
@@ -161,7 +183,7 @@ def localize(charts: Sequence[ChartSource], *, workdir: Path, cache: Layout, too
         log.info("charts: endpoints: %s; cache: %s", "; ".join(client.describe()) or "none", cache.path)
     elif needs_network:
         log.info("charts: offline; reading only the cache %s", cache.path)
-    fetcher = _Fetcher(client, cache, workdir, dict(repositories), tools)
+    fetcher = _Fetcher(client, cache, workdir, dict(repositories), tools, dict(pins or {}))
     return [fetcher.localize(chart, n) for n, chart in enumerate(charts)]
 
 
@@ -204,8 +226,8 @@ class _Want:
 
 class _Fetcher:
     def __init__(self, client: RegistryClient | None, cache: Layout, workdir: Path, repositories: dict[str, str],
-                 tools: Tools) -> None:
-        self.client, self.cache, self.workdir, self.tools = client, cache, workdir, tools
+                 tools: Tools, pins: dict[tuple[str, str], ChartPin]) -> None:
+        self.client, self.cache, self.workdir, self.tools, self.pins = client, cache, workdir, tools, pins
         self.repositories = {k: v.rstrip("/") for k, v in repositories.items()}
 
     # --- one spec chart ---------------------------------------------------------------------------
@@ -233,10 +255,8 @@ class _Fetcher:
     # --- fetching one archive -----------------------------------------------------------------------
     def fetch(self, repo: str, name: str, constraint: str, policy: ProvenancePolicy | None, dest: Path, *,
               label: str) -> FetchedChart:
-        if repo.startswith("oci://"):
-            chart, prov = self._fetch_oci(repo, name, constraint, label)
-        else:
-            chart, prov = self._fetch_repo(repo, name, constraint, label, want_prov=policy is not None)
+        pin = self.pins.get((source_of(repo, name), name))
+        chart, prov = self._fetch_pinned(repo, name, constraint, pin, label, want_prov=policy is not None)
         dest.mkdir(parents=True, exist_ok=True)
         path = dest / f"{chart.name}-{chart.version}.tgz"
         with path.open("wb") as f:
@@ -246,6 +266,28 @@ class _Fetcher:
         if policy is not None:
             chart = dataclasses.replace(chart, provenance=self._verify(chart, prov, policy, label))
         return chart
+
+    def _fetch_pinned(self, repo: str, name: str, constraint: str, pin: ChartPin | None, label: str, *,
+                      want_prov: bool) -> tuple[FetchedChart, str | None]:
+        """At the pinned version when the lock has one (the constraint is not resolved again); its
+        archive must be the locked one."""
+        version = pin.version if pin else constraint
+        try:
+            if repo.startswith("oci://"):
+                chart, prov = self._fetch_oci(repo, name, version, label)
+            else:
+                chart, prov = self._fetch_repo(repo, name, version, label, want_prov=want_prov)
+        except NotFoundError as exc:
+            if pin is None:
+                raise
+            raise LockedDigestGoneError(f"{label}: {pin.entry} pins {name} {pin.version}, which "
+                                        f"{source_of(repo, name)} no longer serves ({exc.message})",
+                                        hint=_LOCK_HINT) from None
+        if pin is not None and chart.digest != pin.digest:
+            raise LockedDigestGoneError(f"{label}: {pin.entry} pins {name} {pin.version} as {pin.digest}, but "
+                                        f"{source_of(repo, name)} now serves {chart.digest} for that version",
+                                        hint=_LOCK_HINT)
+        return dataclasses.replace(chart, constraint=constraint), prov
 
     def _fetch_repo(self, repo: str, name: str, constraint: str, label: str, *,
                     want_prov: bool) -> tuple[FetchedChart, str | None]:

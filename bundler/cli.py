@@ -29,12 +29,15 @@ from .errors import (
     CheckFailedError,
     InputError,
     InvalidReferenceError,
+    LockMismatchError,
     UnvendoredImageError,
     UsageError,
 )
 from .reference import ImageRef
 
 if TYPE_CHECKING:
+    from .lock import Lock
+    from .pipeline import LockOutcome
     from .spec import ChartSource, Spec
 
 
@@ -484,7 +487,8 @@ def sweep_command(spec_file: str | None, chart: str | None, values: tuple[str, .
     if (values or sets or release or namespace or kube_version) and not chart:
         raise UsageError("--values, --set, --release, --namespace and --kube-version need --chart")
     spec = spec_mod.load(spec_file) if spec_file else None
-    charts = _local_charts(spec, cache_dir, offline) if spec else []
+    locked = _lock_of(spec)
+    charts = _local_charts(spec, cache_dir, offline, locked) if spec else []
     if chart:
         chart_path = Path(chart)
         charts.append(spec_mod.ChartSource(
@@ -559,6 +563,22 @@ def sweep_command(spec_file: str | None, chart: str | None, values: tuple[str, .
                                f"reference(s), first {first.written!r}: {first.error}")
     if result.review:
         sweep_mod.require_reviewed(result, spec_file or "SPEC")
+
+    if spec is not None and locked is not None and not (chart or kustomize or manifests):
+        # `sweep SPEC` in CI: the images and charts SPEC carries must be the locked ones.
+        from . import lock as lockfile
+        from . import pipeline
+
+        lockfile.require_agrees(locked, pipeline.wanted(spec, result))
+        click.echo(f"airgap-bundle sweep: {locked.name} agrees with the spec", err=True)
+
+
+def _lock_of(spec: Spec | None) -> Lock | None:
+    """SPEC's lock, when it has one (its charts are then fetched at the locked versions)."""
+    from . import lock as lockfile
+
+    path = lockfile.path_for(spec.path) if spec else None
+    return lockfile.load(path) if path is not None and path.exists() else None
 
 # --- end sweep ---------------------------------------------------------------------------------
 
@@ -866,10 +886,12 @@ def push_command(bundle: str, policy: str, registry_host: str | None, insecure: 
               help="Cache layout consulted first [default: $XDG_CACHE_HOME/airgap-bundle].")
 @click.option("--offline", is_flag=True, help="Build from the cache alone; fail naming what is missing.")
 @click.option("--crossplane-target", metavar="VERSION", help="Crossplane version to check against (else the spec's).")
+@click.option("--update", is_flag=True,
+              help="Re-resolve every tag on purpose and rewrite the lock (prints old -> new digests).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def build_command(spec_file: str, output: str, authority: str, key_path: str | None, cert_path: str | None,
                   unsigned: bool, jobs: int, insecure: tuple[str, ...], cache_dir: str | None, offline: bool,
-                  crossplane_target: str | None, as_json: bool) -> None:
+                  crossplane_target: str | None, update: bool, as_json: bool) -> None:
     """Build a signed bundle: render, sweep, pull, Crossplane gate, rewrite, BOM, archive, sign.
 
     \b
@@ -878,10 +900,16 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
     unsigned bundle unless --unsigned is given.
 
     \b
+    The lock (SPEC with .lock for .yaml, beside it; docs/lock.md): the first build writes it; later
+    builds pull by its digests and resolve no tag, and fail (exit 16) when it disagrees with the spec
+    or a locked digest is gone. --update re-resolves every tag and rewrites it. One line says which.
+
+    \b
     Example (examples/bundle.yaml pulls through a mirror on 127.0.0.1:5000: scripts/demo.sh starts
     one with the images, and runs these steps and the rest of the flow end to end):
       airgap-bundle keys generate --out vendor --cert
       airgap-bundle build examples/bundle.yaml --output demo.bundle.tar --key vendor.key --cert vendor.crt
+      airgap-bundle build examples/bundle.yaml --output demo.bundle.tar --unsigned --update
     """
     from . import keys, pipeline
     from . import spec as spec_mod
@@ -898,7 +926,7 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
         output=Path(output), signer=signer, authority=authority, unsigned=unsigned,
         cache=Path(cache_dir) if cache_dir else default_cache_dir(), jobs=jobs, offline=offline,
         insecure_registries=insecure, crossplane_target=crossplane_target,
-        source_date_epoch=int(epoch_text) if epoch_text else None), progress)
+        source_date_epoch=int(epoch_text) if epoch_text else None, update=update), progress)
     if as_json:
         click.echo(json.dumps({
             "output": str(result.output), "size": result.size, "statementSha256": result.statement_sha256,
@@ -910,23 +938,102 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
                         **({"source": c.fetched.to_dict()} if c.fetched else {}),
                         **({"dependencies": [d.to_dict() for d in c.dependencies]} if c.dependencies else {})}
                        for c in result.charts],
+            "lock": result.lock.to_json(),
         }, indent=2))
         return
     for line in result.coverage:
         click.echo(f"  {line}")
     for image in result.images:
         click.echo(f"  {image.source} -> {image.local}")
+    _echo_lock(result.lock)
     click.echo(f"wrote {result.output} ({result.size:,} bytes, {len(result.images)} images, "
                f"statement sha256:{result.statement_sha256[:16]}..., signed by {', '.join(result.signed_by) or 'nobody'})")
 
 
 # --- end build ---------------------------------------------------------------------------------
+# --- lock --------------------------------------------------------------------------------------
 
 
-def _local_charts(spec: Spec, cache_dir: str | None, offline: bool) -> list[ChartSource]:
-    """The SPEC's charts, those named by reference fetched (through its registries) into a folder
-    removed at exit."""
+def _echo_lock(outcome: LockOutcome) -> None:
+    """The lock line, then each change (old -> new digest) and each difference, indented."""
+    click.echo(outcome.line())
+    if outcome.spec_changed and outcome.action in ("used", "checked") and not outcome.differences:
+        click.echo("  the spec changed since the lock was written, but nothing the lock pins differs")
+    for change in outcome.changes:
+        click.echo(f"  {change}")
+    for difference in outcome.differences:
+        click.echo(f"  {difference.message}")
+
+
+@cli.command("lock", short_help="Pin every image and chart of a spec in bundle.lock.")
+@click.argument("spec_file", metavar="SPEC", type=click.Path(dir_okay=False))
+@click.argument("images", nargs=-1, metavar="[IMAGE...]")
+@click.option("--update", is_flag=True,
+              help="Re-resolve on purpose: every tag, or only the IMAGEs named (name, name:tag or name@digest).")
+@click.option("--check", is_flag=True,
+              help="Only compare spec and lock (no image registry, nothing written); exit 16 when they disagree.")
+@click.option("--jobs", "-j", default=8, show_default=True, type=click.IntRange(1, 64), help="Concurrent requests.")
+@click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST",
+              help="Plain HTTP for this registry host (repeat); also `insecure: true` in the spec.")
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False),
+              help="Cache layout consulted first [default: $XDG_CACHE_HOME/airgap-bundle].")
+@click.option("--offline", is_flag=True, help="Resolve from the cache alone; fail naming what is missing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def lock_command(spec_file: str, images: tuple[str, ...], update: bool, check: bool, jobs: int,
+                 insecure: tuple[str, ...], cache_dir: str | None, offline: bool, as_json: bool) -> None:
+    """Write, update or check bundle.lock: every image and chart of SPEC pinned by digest.
+
+    \b
+    The lock lives beside SPEC (bundle.yaml -> bundle.lock; format in docs/lock.md). Without options:
+    write it, or make it agree with the spec, keeping every pin of an image the spec still carries,
+    resolving images the spec added and dropping those it removed. --update re-resolves on purpose
+    (all tags and chart versions, or only the IMAGEs named) and prints each old -> new digest.
+    --check compares only, writes nothing and asks no image registry: exit 16 when an image or chart
+    was added or removed, platforms differ, a local chart changed, or the spec's chart version no
+    longer admits the locked one. Exit 16 also when a locked digest is no longer served (nor cached).
+
+    \b
+    Examples:
+      airgap-bundle lock bundle.yaml                          # write or reconcile bundle.lock
+      airgap-bundle lock bundle.yaml --check                  # CI: spec and lock agree
+      airgap-bundle lock bundle.yaml --update nginx:1.27      # move one tag on purpose
+      airgap-bundle lock bundle.yaml --update --json          # re-resolve everything
+    """
+    from . import lock as lockfile
+    from . import pipeline
+    from . import spec as spec_mod
+    from .pull import default_cache_dir
+    from .render import display as render_display
+
+    if images and not update:
+        raise UsageError("IMAGE arguments go with --update", hint="airgap-bundle lock SPEC --update IMAGE...")
+    if check and update:
+        raise UsageError("--check and --update are exclusive")
+    _log_to_stderr()
+    spec = spec_mod.load(spec_file)
+    progress = _Progress(sys.stderr.isatty())
+    outcome = pipeline.lock(spec, pipeline.LockOptions(
+        lock=lockfile.path_for(spec.path), update=images if update else None, check=check,
+        cache=Path(cache_dir) if cache_dir else default_cache_dir(), jobs=jobs, offline=offline,
+        insecure_registries=insecure), progress)
+    if as_json:
+        click.echo(json.dumps({"ok": not outcome.differences, **outcome.to_json()}, indent=2))
+    else:
+        _echo_lock(outcome)
+    if outcome.differences:
+        first = outcome.differences[0]
+        raise LockMismatchError(f"{render_display(outcome.path)} disagrees with the spec in "
+                                f"{len(outcome.differences)} place(s), first: {first.message}",
+                                hint=lockfile.HINT_RECORD)
+
+# --- end lock ----------------------------------------------------------------------------------
+
+
+def _local_charts(spec: Spec, cache_dir: str | None, offline: bool, locked: Lock | None) -> list[ChartSource]:
+    """The SPEC's charts, those named by reference fetched (through its registries, at the versions
+    SPEC's lock pins) into a folder removed at exit."""
     from . import charts as charts_mod
+    from . import lock as lockfile
     from .layout import Layout
     from .pull import default_cache_dir
 
@@ -937,7 +1044,8 @@ def _local_charts(spec: Spec, cache_dir: str | None, offline: bool) -> list[Char
     from .render import Tools
 
     located = charts_mod.localize(spec.charts, workdir=work, cache=cache, tools=Tools(),
-                                  registries=spec.registries, repositories=spec.chart_repositories, offline=offline)
+                                  registries=spec.registries, repositories=spec.chart_repositories, offline=offline,
+                                  pins=lockfile.chart_pins(locked) if locked else None)
     return [c.chart for c in located]
 
 

@@ -128,6 +128,20 @@ class UnsafeArchiveError(ArchiveError):
     exit_code = 12
 
 
+# 16: bundle.lock (what a build pinned) and the spec or the registry disagree.
+class LockError(BundlerError):
+    exit_code = 16
+
+
+class LockMismatchError(LockError):
+    """The spec and its lock disagree: an image or chart added or removed, other platforms, a local
+    chart that changed, or a narrowed index that no longer narrows to the locked digest."""
+
+
+class LockedDigestGoneError(LockError):
+    """A digest the lock pins is served by no configured registry (and is not in the cache)."""
+
+
 # 17: Helm chart provenance.
 class ProvenanceError(BundlerError):
     """A chart's provenance (.prov) is required but missing, or does not verify against the spec's keyring."""

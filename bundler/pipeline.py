@@ -20,16 +20,24 @@ import io
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from . import __version__, archive, attest, bom, charts, crossplane, pull, relocate, render, sign, sweep, xpkg
+from . import lock as lockfile
 from .crossplane_model import Target
 from .documents import Document, Origin, load_stream
-from .errors import ArchiveError, DigestMismatchError, UnrelocatedImageError, UnvendoredImageError, UsageError
+from .errors import (
+    ArchiveError,
+    DigestMismatchError,
+    LockMismatchError,
+    UnrelocatedImageError,
+    UnvendoredImageError,
+    UsageError,
+)
 from .keys import Signer
 from .layout import Layout
 from .progress import NullProgress, Progress
@@ -54,6 +62,45 @@ class BuildOptions:
     source_date_epoch: int | None = None  # the caller's SOURCE_DATE_EPOCH; else the spec's; else 0
     tools: render.Tools = field(default_factory=render.Tools)
     crossplane_target: str | None = None
+    lock: Path | None = None  # the lock file; None: beside the spec (lock.path_for(spec.path))
+    update: bool = False      # re-resolve every tag on purpose and rewrite the lock
+
+
+@dataclass(frozen=True)
+class LockOutcome:
+    """What a build or `lock` did with the lock file."""
+
+    path: Path
+    action: str      # used | wrote | updated | unchanged | checked
+    digest: str      # sha256 of the lock file's bytes (what the provenance records)
+    images: int
+    charts: int
+    changes: tuple[lockfile.Change, ...] = ()
+    differences: tuple[lockfile.Difference, ...] = ()   # `lock --check`: empty when spec and lock agree
+    spec_changed: bool = False   # the spec's bytes differ from those the lock was made from
+
+    def line(self) -> str:
+        """The one line `build` and `lock` print about the lock."""
+        where = render.display(self.path)
+        counts = f"{_plural(self.images, 'image')}, {_plural(self.charts, 'chart')}"
+        if self.action in ("updated", "unchanged"):
+            counts += f"; {_plural(len(self.changes), 'change')}"
+        said = {"used": f"used {where} ({counts} pinned; no tag re-resolved",
+                "wrote": f"wrote {where} ({counts}",
+                "updated": f"updated {where} ({counts}",
+                "unchanged": f"kept {where}, already up to date ({counts}",
+                "checked": f"{where} {'disagrees with' if self.differences else 'agrees with'} the spec "
+                           f"({_plural(len(self.differences), 'difference')}; {counts}"}[self.action]
+        return f"lock: {said}; {self.digest[:19]}...)"
+
+    def to_json(self) -> dict[str, object]:
+        return {"path": str(self.path), "action": self.action, "digest": self.digest, "images": self.images,
+                "charts": self.charts, "changes": [c.to_json() for c in self.changes],
+                "differences": [d.to_json() for d in self.differences], "specChanged": self.spec_changed}
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 @dataclass(frozen=True)
@@ -65,6 +112,7 @@ class BuildResult:
     charts: tuple[bom.ChartEntry, ...]
     signed_by: tuple[str, ...]
     coverage: tuple[str, ...]  # one line per output: what it rewrote
+    lock: LockOutcome  # what the build did with the lock: used, wrote or updated
 
 
 def build(spec: Spec, options: BuildOptions, progress: Progress | None = None) -> BuildResult:
@@ -92,25 +140,30 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
     # Kustomize trees first: a remote base or helmCharts fails the build before kubectl could fetch it.
     trees = [relocate.closure(directory) for directory in spec.kustomize]
 
+    # The lock, when there is one and no --update: charts and images are fetched at its versions and digests.
+    lock_path = options.lock or lockfile.path_for(spec.path)
+    old = lockfile.load(lock_path) if lock_path.exists() else None
+    use = old if not options.update else None
+
     # charts by reference, and missing chart dependencies: fetched through the allowlist, verified
-    located = fetch_charts(spec, options, staging)
+    located = fetch_charts(spec, options, staging, pins=lockfile.chart_pins(use) if use else None)
     # What the BOM names as each chart's source: never the temporary folder a fetched chart sits in.
     shown = [c.fetched.reference if c.fetched else render.display(original.path)
              for c, original in zip(located, spec.charts, strict=True)]
+    as_written = spec
     spec = dataclasses.replace(spec, charts=tuple(c.chart for c in located))
 
     # render + sweep
-    progress.step("render", 0, len(spec.charts) + len(spec.kustomize) + len(spec.manifests))
-    streams = render.render_streams(spec, options.tools)
+    streams, found = _render_and_sweep(spec, options.tools, progress)
     streams[:len(shown)] = [dataclasses.replace(stream, source=source) for stream, source in zip(streams, shown, strict=False)]
     docs = [doc for stream in streams for doc in stream.documents]
-    progress.step("render", len(streams), len(streams), f"{len(docs)} documents")
-    chart_images = [image for chart in spec.charts for image in render.chart_images(chart.path)]
-    found = sweep.sweep(docs, chart_images=chart_images, extra_images=spec.extra_images, options=spec.images,
-                        spec_file=str(spec.path), catalogue=spec.catalogue)
-    _require_clean_sweep(found, render.display(spec.path))
     carried = [image for image in found.images if image.carried]
-    progress.step("sweep", 1, 1, f"{len(carried)} images from {found.documents} documents")
+
+    # the lock and the spec must agree (else --update, or `lock SPEC`, records the change on purpose)
+    charts_locked = tuple(lockfile.chart_entry(c, loc, spec.path.parent) for c, loc in zip(as_written.charts, located,
+                                                                                          strict=True))
+    if use is not None:
+        lockfile.require_agrees(use, wanted(as_written, found))
 
     # pull: every carried image, every required platform, into images/ (an OCI layout)
     layout = payload / "images"
@@ -118,8 +171,10 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
                        options_for=spec.options_for,
                        sources=pull.Sources(registries=spec.registries,
                                             insecure_hosts=options.insecure_registries),
-                       cache=options.cache, jobs=options.jobs, offline=options.offline, progress=progress)
+                       cache=options.cache, jobs=options.jobs, offline=options.offline, progress=progress,
+                       pins=lockfile.pins(use) if use is not None else None)
     by_source = {ImageRef.parse(p.source).canonical: p for p in pulled}
+    locked, lock_bytes = _lock_outcome(spec, lock_path, options.update, old, pulled, charts_locked)
     Layout(layout).tidy()  # ship a plain OCI layout: no partial blobs, lock or check record
 
     # crossplane gate: only when the sources hold Crossplane objects; fails closed
@@ -159,7 +214,8 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
         dependencies=[attest.Dependency(f"oci://{i.normalized}", i.upstream_digest) for i in images]
         + [attest.Dependency(f"file://{c.path}", c.digest) for c in charts]
         + [_chart_dependency(f) for located_chart in located for f in located_chart.all_fetched],
-        builder_version=__version__, epoch=epoch))
+        builder_version=__version__, epoch=epoch,
+        lock=(locked.path.name, locked.digest)))
     files = tuple(_file_entries(payload))
     full = dataclasses.replace(partial, files=files)
     statement = attest.statement(full.subjects(), bom.PREDICATE_TYPE, full.to_dict())
@@ -176,21 +232,141 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
     progress.step("archive", 0, 1)
     archive.write(members, options.output, epoch)
     progress.step("archive", 1, 1, str(options.output))
+    if locked.action != "used":
+        lockfile.write(locked.path, lock_bytes)  # only once the bundle is in place
     return BuildResult(options.output, options.output.stat().st_size, hashlib.sha256(statement).hexdigest(),
-                       images, charts, signed_by, tuple(coverage))
+                       images, charts, signed_by, tuple(coverage), locked)
+
+
+def _render_and_sweep(spec: Spec, tools: render.Tools, progress: Progress) -> tuple[list[render.Rendered],
+                                                                                    sweep.Sweep]:
+    progress.step("render", 0, len(spec.charts) + len(spec.kustomize) + len(spec.manifests))
+    streams = render.render_streams(spec, tools)
+    docs = [doc for stream in streams for doc in stream.documents]
+    progress.step("render", len(streams), len(streams), f"{len(docs)} documents")
+    chart_images = [image for chart in spec.charts for image in render.chart_images(chart.path)]
+    found = sweep.sweep(docs, chart_images=chart_images, extra_images=spec.extra_images, options=spec.images,
+                        spec_file=str(spec.path), catalogue=spec.catalogue)
+    _require_clean_sweep(found, render.display(spec.path))
+    progress.step("sweep", 1, 1, f"{sum(1 for i in found.images if i.carried)} images from "
+                                 f"{found.documents} documents")
+    return streams, found
+
+
+def wanted(spec: Spec, found: sweep.Sweep) -> lockfile.Wanted:
+    """What the spec (its charts as written, not fetched) asks for now, to compare with its lock:
+    carried images, platforms, charts."""
+    images: dict[str, tuple[bool, str]] = {}
+    for image in [i for i in found.images if i.carried]:
+        options = spec.options_for(image.ref)
+        first = image.findings[0]
+        images.setdefault(image.ref.canonical, (bool(options and options.keep_upstream_index),
+                                                f"{render.display(Path(first.origin.file))}:{first.line}"))
+    return lockfile.Wanted(spec.digest, tuple(map(str, spec.platforms)), images,
+                           tuple(lockfile.wanted_chart(c, spec.path.parent) for c in spec.charts))
+
+
+def _lock_outcome(spec: Spec, path: Path, update: bool, old: lockfile.Lock | None, pulled: list[pull.PulledImage],
+                  charts: tuple[lockfile.LockedChart, ...]) -> tuple[LockOutcome, bytes]:
+    """The lock this build used (checked against what it pulled) or will write, and its bytes."""
+    new = lockfile.make(spec.path, spec.digest, [str(p) for p in spec.platforms], pulled, charts)
+    changes = lockfile.changes(old, new)
+    if old is not None and not update:
+        if changes:  # fetched by the locked digests, yet the bundle would carry something else
+            raise LockMismatchError(
+                f"{old.name}: {changes[0]}: the locked digest was fetched, but this build would bundle "
+                "another index", hint="narrowing changed (another airgap-bundle version?); re-resolve with "
+                                      "`airgap-bundle lock SPEC --update` and review the change")
+        return LockOutcome(path, "used", old.file_digest or "", len(old.images), len(old.charts),
+                           spec_changed=old.spec_digest != spec.digest), b""
+    data = lockfile.dumps(new)
+    return LockOutcome(path, "wrote" if old is None else "updated", lockfile.digest_of(data),
+                       len(new.images), len(new.charts), changes if old is not None else ()), data
+
+
+@dataclass(frozen=True)
+class LockOptions:
+    lock: Path                                 # the lock file (lock.path_for(spec.path))
+    update: tuple[str, ...] | None = None      # None: keep every pin; (): re-resolve all; else these images
+    check: bool = False                        # compare only: no registry, nothing written
+    cache: Path | None = None
+    jobs: int = 8
+    offline: bool = False
+    insecure_registries: tuple[str, ...] = ()
+    tools: render.Tools = field(default_factory=render.Tools)
+
+
+def lock(spec: Spec, options: LockOptions, progress: Progress | None = None) -> LockOutcome:
+    """`airgap-bundle lock`: make the lock agree with the spec, or (`check`) say where it does not.
+
+    Without `update`, every pin of an image or chart the spec still has is kept (fetched by digest, which
+    also recomputes the bundled digest, so a pin no registry serves fails here); what the spec added is
+    resolved and what it removed dropped. `update` re-resolves every tag and chart version, or just the
+    images it names. The lock is rewritten (temporary name, rename) only when its bytes change. `check`
+    contacts no image registry; charts given by reference are fetched (at the locked versions, cache
+    first) because rendering them is how their images are found.
+
+    Raises:
+        LockMismatchError: `check` and there is no lock to check.
+        UsageError: an `update` image the spec does not carry.
+        LockedDigestGoneError, BundlerError: as charts, render, sweep and pull.
+    """
+    progress = progress or NullProgress()
+    old = lockfile.load(options.lock) if options.lock.exists() else None
+    if options.check and old is None:
+        raise LockMismatchError(f"{render.display(options.lock)}: no lock beside the spec",
+                                hint="write one with `airgap-bundle lock SPEC` and commit it")
+    keep_charts = old is not None and options.update != ()
+    with tempfile.TemporaryDirectory(prefix="airgap-lock-") as tmp:
+        located = fetch_charts(spec, options, Path(tmp),
+                               pins=lockfile.chart_pins(old) if old is not None and keep_charts else None)
+        _, found = _render_and_sweep(dataclasses.replace(spec, charts=tuple(c.chart for c in located)),
+                                     options.tools, progress)
+        charts = tuple(lockfile.chart_entry(c, loc, spec.path.parent)
+                       for c, loc in zip(spec.charts, located, strict=True))
+    if options.check:
+        assert old is not None
+        return LockOutcome(options.lock, "checked", old.file_digest or "", len(old.images), len(old.charts),
+                           differences=lockfile.compare(old, wanted(spec, found)),
+                           spec_changed=old.spec_digest != spec.digest)
+    carried = [image for image in found.images if image.carried]
+    queries = tuple(ImageRef.parse(q) for q in options.update or ())
+    for text, query in zip(options.update or (), queries, strict=True):
+        if not any(lockfile.matches(query, image.ref.canonical) for image in carried):
+            raise UsageError(f"--update {text}: the spec carries no such image",
+                             hint="name an image as `sweep SPEC` lists it (name, name:tag or name@digest)")
+    resolved = pull.resolve([image.written for image in carried], cache=options.cache or pull.default_cache_dir(),
+                            platforms=spec.platforms, options_for=spec.options_for,
+                            sources=pull.Sources(registries=spec.registries,
+                                                 insecure_hosts=options.insecure_registries),
+                            jobs=options.jobs, offline=options.offline, progress=progress,
+                            pins=lockfile.pins(old, update=queries if options.update is not None else None)
+                            if old is not None else None)
+    new = lockfile.make(spec.path, spec.digest, [str(p) for p in spec.platforms], resolved, charts)
+    data = lockfile.dumps(new)
+    changes = lockfile.changes(old, new) if old is not None else ()
+    digest = lockfile.digest_of(data)
+    if old is not None and digest == old.file_digest:
+        action = "unchanged"
+    else:
+        lockfile.write(options.lock, data)
+        action = "wrote" if old is None else "updated"
+    return LockOutcome(options.lock, action, digest, len(new.images), len(new.charts), changes)
 
 
 CROSSPLANE_PACKAGE_KINDS = frozenset({"Provider", "Function", "Configuration"})
 
 
-def fetch_charts(spec: Spec, options: BuildOptions, staging: Path) -> list[charts.Localized]:
-    """The spec's charts made local (charts.localize), with the build's cache and allowlist."""
+def fetch_charts(spec: Spec, options: BuildOptions | LockOptions, staging: Path,
+                 pins: Mapping[tuple[str, str], charts.ChartPin] | None = None) -> list[charts.Localized]:
+    """The spec's charts made local (charts.localize), with the build's cache and allowlist, at the
+    lock's versions when `pins` are given."""
     if options.offline and options.cache is None:
         raise UsageError("--offline needs a cache to read from", hint="pass --cache DIR")
     cache = Layout(options.cache if options.cache is not None else staging / "chart-cache", remember_checks=True)
     return charts.localize(spec.charts, workdir=staging / "charts", cache=cache, tools=options.tools,
                            registries=spec.registries, insecure_hosts=options.insecure_registries,
-                           repositories=spec.chart_repositories, offline=options.offline)
+                           repositories=spec.chart_repositories, offline=options.offline, pins=pins)
 
 
 def _chart_dependency(fetched: charts.FetchedChart) -> attest.Dependency:

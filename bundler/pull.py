@@ -32,7 +32,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -42,6 +42,8 @@ from . import archives
 from .errors import (
     BundlerError,
     DigestMismatchError,
+    LockedDigestGoneError,
+    NotFoundError,
     OfflineMissError,
     PlatformMissingError,
     RegistryError,
@@ -124,6 +126,16 @@ class Sources:
         """Allow exactly the registries of the given references (the CLI's REF... form)."""
         hosts = sorted({ImageRef.parse(r).domain for r in refs})
         return cls(registries=tuple(RegistryConfig(h) for h in hosts), **kwargs)
+
+
+@dataclass(frozen=True)
+class Pin:
+    """A digest a lock file fixes for a reference: the tag is not resolved, this digest is fetched.
+
+    `entry` names the lock entry for messages (`bundle.lock:12 images[1]`)."""
+
+    digest: str
+    entry: str
 
 
 @dataclass(frozen=True)
@@ -241,8 +253,8 @@ class _Puller:
         return self.client.get_manifest(ref, reference)
 
     def resolve(self, source: str, ref: ImageRef, required: Sequence[Platform],
-                options: ImageOptions | None) -> _Plan:
-        top = self.manifest(ref, ref.digest or ref.tag or "latest")
+                options: ImageOptions | None, pin: Pin | None = None) -> _Plan:
+        top = self._top(source, ref, pin)
         keep = bool(options and options.keep_upstream_index)
         exemptions = options.platform_exemptions if options else ()
         if top.media_type in INDEX_TYPES:
@@ -286,6 +298,25 @@ class _Puller:
         return _Plan(source, ref, top, top.data, top.media_type,
                      [PlatformManifest(have, top.digest, len(top.data), top.media_type)], [], exempted, keep,
                      [], blobs)
+
+    def _top(self, source: str, ref: ImageRef, pin: Pin | None) -> Manifest:
+        """The reference's own index or manifest; a pinned one by its locked digest, never by tag."""
+        if pin is None or ref in self.local:
+            top = self.manifest(ref, ref.digest or ref.tag or "latest")
+            if pin is not None and top.digest != pin.digest:  # an archive is what it holds: compare, never fetch
+                raise LockedDigestGoneError(f"{source}: {pin.entry} pins {pin.digest}, but its archives now hold "
+                                            f"{top.digest}", hint="restore the archives the lock was made from, "
+                                                                  "or re-resolve on purpose: airgap-bundle lock "
+                                                                  "SPEC --update IMAGE")
+            return top
+        try:
+            return self.manifest(ref, pin.digest)
+        except NotFoundError as exc:
+            raise LockedDigestGoneError(
+                f"{source}: {pin.entry} pins {pin.digest}, which no configured registry serves any more "
+                f"({exc.message})",
+                hint="restore that image upstream, or re-resolve the tag on purpose: "
+                     "airgap-bundle lock SPEC --update IMAGE") from None
 
     # blobs -------------------------------------------------------------------------------------------
     def fetch_blob(self, ref: ImageRef, digest: str, size: int) -> Future[None]:
@@ -341,7 +372,7 @@ def pull(refs: Sequence[str], *, layout: Path | Layout, platforms: Sequence[Plat
          options_for: Callable[[ImageRef], ImageOptions | None] = lambda ref: None,
          sources: Sources | None = None, cache: Path | Layout | None = None, jobs: int = DEFAULT_JOBS,
          offline: bool = False, progress: Progress | None = None,
-         environ: dict[str, str] | None = None) -> list[PulledImage]:
+         environ: dict[str, str] | None = None, pins: Mapping[str, Pin] | None = None) -> list[PulledImage]:
     """Pull every reference's required platforms into `layout`; return one PulledImage per reference.
 
     Args:
@@ -354,23 +385,80 @@ def pull(refs: Sequence[str], *, layout: Path | Layout, platforms: Sequence[Plat
         cache: a shared OCI layout consulted first and filled by the run; None: no cache.
         jobs: concurrent blob downloads.
         offline: contact nothing; everything must be in the cache.
+        pins: digests a lock fixes, by canonical reference (`ImageRef.canonical`): fetched by digest,
+            the tag is not resolved (and the cache's record of the tag is left alone).
 
     Raises:
         InvalidReferenceError, UsageError (a registry not allowed), AuthError, NotFoundError,
-        RegistryError, DigestMismatchError, PlatformMissingError, OfflineMissError, LayoutError.
+        RegistryError, DigestMismatchError, PlatformMissingError, OfflineMissError, LayoutError,
+        LockedDigestGoneError (a pinned digest no configured registry serves).
     """
     progress = progress or NullProgress()
-    parsed = [(text, ImageRef.parse(text).with_default_tag()) for text in refs]
-    local = {ref: opts for _, ref in parsed if (opts := options_for(ref)) is not None and opts.local}
+    pins = pins or {}
     out = layout if isinstance(layout, Layout) else Layout(layout)
     store = out
     if cache is not None:
         store = cache if isinstance(cache, Layout) else Layout(cache, remember_checks=True)
         if store.path.resolve() == out.path.resolve():
             store = out
+    elif offline:
+        raise UsageError("--offline needs a cache to read from", hint="pass --cache DIR")
+    parsed, puller = _open(refs, out, store, sources, offline=offline, jobs=jobs, progress=progress,
+                           environ=environ, options_for=options_for, platforms=platforms)
+    try:
+        unique, plans = _resolve_all(puller, parsed, platforms, options_for, pins, jobs, progress)
+        blob_futures = [puller.fetch_blob(ref, d, s) for ref in unique for d, s in plans[ref].blobs]
+        done, _ = wait(blob_futures, return_when=FIRST_EXCEPTION)
+        for fut in blob_futures:
+            if fut.done() and fut.exception() is not None:
+                raise fut.exception()  # type: ignore[misc]
+        results: dict[ImageRef, PulledImage] = {}
+        for ref in unique:
+            results[ref] = _store_manifests(plans[ref], out, store)
+            progress.step("images", len(results), len(unique), str(ref))
+        out.set_refs({p.name: p.descriptor for p in results.values()})
+        if store is not out:
+            store.set_refs({str(ref): Descriptor(plans[ref].top.media_type, plans[ref].top.digest,
+                                                 len(plans[ref].top.data))
+                            for ref in unique if not ref.digest and ref.canonical not in pins})
+        if store is not out or cache is None:  # an output, not also the cache: a plain OCI layout, no bookkeeping
+            out.tidy()
+    finally:
+        puller.close()
+    return [_as_written(results[r], text) for text, r in parsed]
+
+
+def resolve(refs: Sequence[str], *, cache: Path, platforms: Sequence[Platform] = DEFAULT_PLATFORMS,
+            options_for: Callable[[ImageRef], ImageOptions | None] = lambda ref: None,
+            sources: Sources | None = None, jobs: int = DEFAULT_JOBS, offline: bool = False,
+            progress: Progress | None = None, environ: dict[str, str] | None = None,
+            pins: Mapping[str, Pin] | None = None) -> list[PulledImage]:
+    """What `pull` would bundle, without its layers: each reference's upstream digest and the digest of
+    the index the bundle would carry (narrowed to `platforms` as `pull` narrows it). For `lock`.
+
+    Reads index and manifests (and a single-platform image's config, to learn its platform) through
+    the cache; writes nothing else. Same arguments and errors as `pull`.
+    """
+    progress = progress or NullProgress()
+    store = Layout(cache, remember_checks=True)
+    parsed, puller = _open(refs, store, store, sources, offline=offline, jobs=jobs, progress=progress,
+                           environ=environ, options_for=options_for, platforms=platforms)
+    try:
+        _, plans = _resolve_all(puller, parsed, platforms, options_for, pins or {}, jobs, progress)
+    finally:
+        puller.close()
+    return [_as_written(_planned(plans[r]), text) for text, r in parsed]
+
+
+def _open(refs: Sequence[str], out: Layout, store: Layout, sources: Sources | None, *, offline: bool, jobs: int,
+          progress: Progress, environ: dict[str, str] | None,
+          options_for: Callable[[ImageRef], ImageOptions | None],
+          platforms: Sequence[Platform]) -> tuple[list[tuple[str, ImageRef]], _Puller]:
+    """Parse the references, import the local ones (archives, daemon) into `store`, and connect (or
+    not, offline): the endpoint line is logged here."""
+    parsed = [(text, ImageRef.parse(text).with_default_tag()) for text in refs]
+    local = {ref: opts for _, ref in parsed if (opts := options_for(ref)) is not None and opts.local}
     if offline:
-        if store is out and cache is None:
-            raise UsageError("--offline needs a cache to read from", hint="pass --cache DIR")
         client = None
         log.info("pull: offline; reading only the cache %s", store.path)
     else:
@@ -385,35 +473,21 @@ def pull(refs: Sequence[str], *, layout: Path | Layout, platforms: Sequence[Plat
     for ref, opts in local.items():
         store.set_refs({str(ref): _import_local(ref, opts, store, platforms)})
         log.info("pull: %s imported from %s", ref, ", ".join(map(str, opts.archives)) or "the Docker daemon")
-    puller = _Puller(out, store, client, jobs=jobs, progress=progress, local=frozenset(local))
-    try:
-        unique = list(dict.fromkeys(r for _, r in parsed))
-        plans: dict[ImageRef, _Plan] = {}
-        with ThreadPoolExecutor(max_workers=max(1, min(4, jobs)), thread_name_prefix="resolve") as resolver:
-            futures = {ref: resolver.submit(puller.resolve, next(t for t, r in parsed if r == ref), ref,
-                                            platforms, options_for(ref)) for ref in unique}
-            for n, ref in enumerate(unique, 1):
-                plans[ref] = _result(futures[ref], [*futures.values()])
-                progress.step("resolve", n, len(unique), str(ref))
-        blob_futures = [puller.fetch_blob(ref, d, s) for ref in unique for d, s in plans[ref].blobs]
-        done, _ = wait(blob_futures, return_when=FIRST_EXCEPTION)
-        for fut in blob_futures:
-            if fut.done() and fut.exception() is not None:
-                raise fut.exception()  # type: ignore[misc]
-        results: dict[ImageRef, PulledImage] = {}
-        for ref in unique:
-            results[ref] = _store_manifests(plans[ref], out, store)
-            progress.step("images", len(results), len(unique), str(ref))
-        out.set_refs({p.name: p.descriptor for p in results.values()})
-        if store is not out:
-            store.set_refs({str(ref): Descriptor(plans[ref].top.media_type, plans[ref].top.digest,
-                                                 len(plans[ref].top.data))
-                            for ref in unique if not ref.digest})
-        if store is not out or cache is None:  # an output, not also the cache: a plain OCI layout, no bookkeeping
-            out.tidy()
-    finally:
-        puller.close()
-    return [_as_written(results[r], text) for text, r in parsed]
+    return parsed, _Puller(out, store, client, jobs=jobs, progress=progress, local=frozenset(local))
+
+
+def _resolve_all(puller: _Puller, parsed: list[tuple[str, ImageRef]], platforms: Sequence[Platform],
+                 options_for: Callable[[ImageRef], ImageOptions | None], pins: Mapping[str, Pin], jobs: int,
+                 progress: Progress) -> tuple[list[ImageRef], dict[ImageRef, _Plan]]:
+    unique = list(dict.fromkeys(r for _, r in parsed))
+    plans: dict[ImageRef, _Plan] = {}
+    with ThreadPoolExecutor(max_workers=max(1, min(4, jobs)), thread_name_prefix="resolve") as resolver:
+        futures = {ref: resolver.submit(puller.resolve, next(t for t, r in parsed if r == ref), ref,
+                                        platforms, options_for(ref), pins.get(ref.canonical)) for ref in unique}
+        for n, ref in enumerate(unique, 1):
+            plans[ref] = _result(futures[ref], [*futures.values()])
+            progress.step("resolve", n, len(unique), str(ref))
+    return unique, plans
 
 
 def _import_local(ref: ImageRef, opts: ImageOptions, store: Layout, platforms: Sequence[Platform]) -> Descriptor:
@@ -445,9 +519,14 @@ def _store_manifests(plan: _Plan, out: Layout, store: Layout) -> PulledImage:
     if bundled_digest != plan.top.digest:
         log.info("%s: index narrowed to %s (upstream %s, bundled %s)", plan.source,
                  ", ".join(str(p.platform) for p in plan.platforms), plan.top.digest, bundled_digest)
+    return _planned(plan)
+
+
+def _planned(plan: _Plan) -> PulledImage:
+    """The PulledImage a plan would give, without storing anything (`resolve`)."""
     return PulledImage(
         source=plan.source, ref=plan.ref, name=str(plan.ref), upstream_digest=plan.top.digest,
-        bundled_digest=bundled_digest, media_type=plan.bundled_type, size=len(plan.bundled),
+        bundled_digest=sha256_digest(plan.bundled), media_type=plan.bundled_type, size=len(plan.bundled),
         platforms=tuple(plan.platforms), attestations=tuple(plan.attestations), exempted=plan.exempted,
         keep_upstream_index=plan.keep, origin=plan.top.endpoint)
 

@@ -185,3 +185,18 @@ def test_an_archive_of_several_images_is_searched_by_name(saved: dict[str, Any],
                                          r"\(docker.io/team/app:1.4.0, other/tool:2.0\)"):
         _pull(tmp_path / "x", ImageOptions(ImageRef.parse("registry.example.com/missing:1.0"), archives=(both,),
                                            platform_exemptions=exempt), ref="registry.example.com/missing:1.0")
+
+
+def test_a_lock_pins_an_archived_image_by_what_the_archives_hold(saved: dict[str, Any], tmp_path: Path) -> None:
+    from bundler.errors import LockedDigestGoneError
+    from bundler.pull import Pin
+
+    opts = ImageOptions(ImageRef.parse(REF), archives=(saved["tmp"] / "amd64.tar", saved["tmp"] / "arm64.tar"))
+    image = _pull(tmp_path / "first", opts)
+    key = ImageRef.parse(REF).canonical
+    again = _pull(tmp_path / "again", opts, pins={key: Pin(image.upstream_digest, "bundle.lock:9 images[0]")})
+    assert again.bundled_digest == image.bundled_digest
+    other = "sha256:" + "0" * 64
+    with pytest.raises(LockedDigestGoneError, match=r"bundle\.lock:9 images\[0\] pins sha256:0+, but its archives "
+                                                    "now hold " + image.upstream_digest):
+        _pull(tmp_path / "moved", opts, pins={key: Pin(other, "bundle.lock:9 images[0]")})

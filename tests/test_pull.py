@@ -162,6 +162,8 @@ def test_offline_uses_cache_only(cat: Catalog, tmp_path: Path) -> None:
     with pytest.raises(OfflineMissError) as info:
         pull([cat.refs["attested"]], layout=tmp_path / "o2", cache=tmp_path / "cache", offline=True)
     assert cat.refs["attested"] in str(info.value) and info.value.exit_code == 9
+    with pytest.raises(UsageError, match="--offline needs a cache"):
+        pull(refs, layout=tmp_path / "o3", offline=True)
 
 
 def test_fail_closed_for_unlisted_registry(cat: Catalog, tmp_path: Path) -> None:

@@ -55,7 +55,10 @@ def test_build_is_reproducible_verifies_and_carries_what_it_says(workspace: Path
     second = build(run_cli, workspace, registry, "b.bundle.tar", "--json")
     assert second.returncode == 0, second.stderr
     report = json.loads(second.stdout)  # `build --json`: what a release pipeline reads
-    assert set(report) == {"output", "size", "statementSha256", "signedBy", "coverage", "images", "charts"}
+    assert set(report) == {"output", "size", "statementSha256", "signedBy", "coverage", "images", "charts", "lock"}
+    # the first build wrote examples/bundle.lock, the second fetched by its digests (docs/lock.md)
+    assert "lock: wrote" in first.stdout
+    assert report["lock"]["action"] == "used" and report["lock"]["images"] == 5 and report["lock"]["changes"] == []
     assert report["output"] == "b.bundle.tar" and report["size"] == (workspace / "b.bundle.tar").stat().st_size
     assert report["signedBy"] == ["vendor"]
     assert report["statementSha256"] == hashlib.sha256(archive.read_statement(workspace / "b.bundle.tar")).hexdigest()
