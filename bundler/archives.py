@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import DigestMismatchError, InputError, PlatformMissingError, RegistryError, UsageError
-from .layout import Layout
+from .layout import Layout, skip_bytes
 from .oci import (
     ANNOTATION_REF_NAME,
     INDEX_TYPES,
@@ -170,17 +170,7 @@ def _store_json(layout: Layout, data: bytes, expected: str | None, where: str) -
 
 def _copy_blob(archive: _Archive, name: str, digest: str, size: int, layout: Layout) -> None:
     if not layout.has_blob(digest):
-        layout.write_blob(digest, size, lambda offset: _skip(archive.chunks(name), offset))
-
-
-def _skip(chunks: Iterator[bytes], offset: int) -> Iterator[bytes]:
-    # write_blob continues a partial file from `offset`: drop what it already has.
-    for chunk in chunks:
-        if offset >= len(chunk):
-            offset -= len(chunk)
-            continue
-        yield chunk[offset:]
-        offset = 0
+        layout.write_blob(digest, size, lambda offset: skip_bytes(archive.chunks(name), offset))
 
 
 # --- oci-archive ----------------------------------------------------------------------------------

@@ -242,7 +242,7 @@ class Layout:
         except OSError:
             pass
         size = src.stat().st_size
-        self.write_blob(digest, size, lambda offset: _skip(other.open_blob(digest), offset))
+        self.write_blob(digest, size, lambda offset: skip_bytes(other.open_blob(digest), offset))
         return True
 
     # --- names.json: names of blobs that are not manifests (a chart repository's index.yaml) ------
@@ -303,7 +303,8 @@ def _index_bytes(manifests: list[dict[str, Any]]) -> bytes:
                       indent=2).encode() + b"\n"
 
 
-def _skip(chunks: Iterable[bytes], offset: int) -> Iterator[bytes]:
+def skip_bytes(chunks: Iterable[bytes], offset: int) -> Iterator[bytes]:
+    """The chunks from byte `offset` on: what a `write_blob` fetch gives when it continues a partial file."""
     for chunk in chunks:
         if offset >= len(chunk):
             offset -= len(chunk)
