@@ -34,6 +34,7 @@ from .errors import (
     ArchiveError,
     DigestMismatchError,
     LockMismatchError,
+    SpecError,
     UnrelocatedImageError,
     UnvendoredImageError,
     UsageError,
@@ -158,6 +159,9 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
     streams[:len(shown)] = [dataclasses.replace(stream, source=source) for stream, source in zip(streams, shown, strict=False)]
     docs = [doc for stream in streams for doc in stream.documents]
     carried = [image for image in found.images if image.carried]
+    if not carried and not spec.charts:  # the statement's subjects are the images and charts
+        raise SpecError(f"{render.display(spec.path)}: nothing to bundle: the sources pull no image and carry no chart",
+                        hint="add charts, Kustomize bases or manifests under sources:, or images under extraImages:")
 
     # the lock and the spec must agree (else --update, or `lock SPEC`, records the change on purpose)
     charts_locked = tuple(lockfile.chart_entry(c, loc, spec.path.parent) for c, loc in zip(as_written.charts, located,

@@ -269,3 +269,13 @@ def test_a_candidate_found_twice_is_named_where_it_is_first_found() -> None:
     with pytest.raises(UnvendoredImageError) as err:
         pipeline._require_clean_sweep(found, "bundle.yaml")
     assert err.value.message.startswith("m.yaml:5: quay.io/team/tool:1.2 looks like an image")
+
+
+def test_a_spec_that_bundles_nothing_is_one_line_not_a_traceback(tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    spec = tmp_path / "bundle.yaml"
+    spec.write_text("apiVersion: airgap-bundle.dev/v1alpha1\nkind: Bundle\nmetadata: {name: empty, version: 1.0.0}\n"
+                    "localRegistry: {host: registry.local:5000}\n")
+    result = run_cli("build", str(spec), "--output", str(tmp_path / "e.bundle.tar"), "--unsigned")
+    assert result.returncode == 2, result.stderr
+    assert "nothing to bundle: the sources pull no image and carry no chart" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "e.bundle.tar").exists()
