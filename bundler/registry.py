@@ -697,8 +697,8 @@ class RegistryClient:
                 if _refused(exc) and _literal_or_loopback(urllib.parse.urlsplit(target).hostname or ""):
                     # Nothing listens there, and no name resolution or balancer can change that by retrying.
                     raise RegistryError(f"{what}: connection refused by {target}",
-                                        hint="start the registry, or fix the host and port in the spec's "
-                                             "registries") from None
+                                        hint="start the registry, or fix its host and port (the spec's "
+                                             "registries:, or push --registry)") from None
                 last = f"{type(exc).__name__}: {self._redact(str(exc), ep)}"
                 resp = None
             else:

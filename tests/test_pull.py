@@ -250,7 +250,7 @@ def test_cli_unreachable_registry_is_exit_4(run_cli: Any, tmp_path: Path) -> Non
                       str(tmp_path / "cache"), f"{host}/team/app:v1")
     assert res.returncode == 4, res.stderr
     assert f"airgap-bundle: error: manifest {host}/team/app:v1: connection refused by http://{host}/v2/team/app/" \
-           "manifests/v1 (start the registry, or fix the host and port in the spec's registries)" in res.stderr
+           "manifests/v1 (start the registry, or fix its host and port (the spec's registries:, or push --registry))" in res.stderr
     assert "Traceback" not in res.stderr and not Layout(tmp_path / "out").entries()
 
 

@@ -252,7 +252,7 @@ def test_refused_connection_on_loopback_is_reported_at_once(host: str) -> None:
         client.get_manifest(ImageRef.parse(f"{address}/rt/app@sha256:{'a' * 64}"))
     assert str(info.value) == (f"manifest {address}/rt/app@sha256:{'a' * 64}: connection refused by "
                                f"http://{address}/v2/rt/app/manifests/sha256:{'a' * 64} (start the registry, or "
-                               "fix the host and port in the spec's registries)")
+                               "fix its host and port (the spec's registries:, or push --registry))")
     assert info.value.exit_code == 4 and slept == [] and client.stats["requests"] == 1
 
 
