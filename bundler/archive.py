@@ -32,8 +32,8 @@ import shutil
 import stat
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,58 +144,40 @@ def _header(name: str, size: int, epoch: int) -> bytes:
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "strict")
 
 
-def _write_member(out: BinaryIO, name: str, source: Source, epoch: int) -> int:
-    """Write header, data and padding; return bytes written."""
-    if isinstance(source, bytes):
-        head = _header(name, len(source), epoch)
-        out.write(head)
-        out.write(source)
-        size = len(source)
-    else:
-        with open(source, "rb", buffering=0) as src:
-            st = os.fstat(src.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise ArchiveError(f"{source}: not a regular file", hint="bundle members are regular files")
-            size = st.st_size
-            head = _header(name, size, epoch)
-            out.write(head)
-            copied = 0
-            buf = bytearray(CHUNK)
-            view = memoryview(buf)
-            while copied < size:
-                n = src.readinto(view[: min(CHUNK, size - copied)])
-                if not n:
-                    break
-                out.write(view[:n])
-                copied += n
-            if copied != size or src.read(1):
-                raise ArchiveError(f"{source}: changed size while being archived",
-                                   hint="do not modify the build folder while a bundle is written")
-    pad = -size % BLOCK
-    if pad:
-        out.write(b"\0" * pad)
-    return len(head) + size + pad
+def _write_member(out: BinaryIO, name: str, source: bytes, epoch: int) -> int:
+    """Write header, data and padding of a small member held in memory; return bytes written."""
+    head = _header(name, len(source), epoch)
+    out.write(head)
+    out.write(source)
+    pad = -len(source) % BLOCK
+    out.write(b"\0" * pad)
+    return len(head) + len(source) + pad
 
 
 def _finish(out: BinaryIO, offset: int) -> None:
     """End-of-archive: two zero blocks, then zero padding up to a full record (as tar(1) does)."""
+    out.write(_end_blocks(offset))
+
+
+def _end_blocks(offset: int) -> bytes:
     end = offset + 2 * BLOCK
     end += -end % RECORD
-    out.write(b"\0" * (end - offset))
+    return b"\0" * (end - offset)
 
 
 @contextmanager
-def _atomic_output(out: Path, what: str) -> Iterator[BinaryIO]:
-    """A file under a temporary name next to `out`; fsync'd and renamed onto `out` only if the block
-    finishes. On any error the temporary file is removed and `out` is untouched."""
+def _atomic_fd(out: Path, what: str) -> Iterator[int]:
+    """A file descriptor of a file under a temporary name next to `out`; fsync'd and renamed onto `out`
+    only if the block finishes. On any error the temporary file is removed and `out` is untouched."""
     fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
     tmp = Path(name)
-    os.fchmod(fd, 0o644)
     try:
-        with os.fdopen(fd, "wb", buffering=CHUNK) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            os.fchmod(fd, 0o644)
+            yield fd
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, out)
     except OSError as e:
         raise ArchiveError(f"{out}: cannot {what}: {e.strerror or e}") from e
@@ -204,11 +186,32 @@ def _atomic_output(out: Path, what: str) -> Iterator[BinaryIO]:
             tmp.unlink()
 
 
+@contextmanager
+def _atomic_output(out: Path, what: str) -> Iterator[BinaryIO]:
+    """`_atomic_fd` as a buffered file object."""
+    with _atomic_fd(out, what) as fd, os.fdopen(fd, "wb", buffering=CHUNK, closefd=False) as f:
+        yield f
+
+
+@dataclass(frozen=True)
+class Written:
+    """A payload member as the archive holds it: what the statement's `files` list says of it."""
+
+    name: str
+    size: int
+    sha256: str
+
+
+StatementOf = Callable[[Sequence[Written]], bytes]
+SignaturesOf = Callable[[bytes], Sequence[tuple[str, bytes]]]
+_UNKNOWN = "0" * 64  # stands for a digest not yet computed: sha256 hex is always 64 characters
+
+
 def write(members: Iterable[tuple[str, Source]], out: Path | str, epoch: int) -> None:
     """Write a bundle file with members in the fixed order and normalised headers.
 
     `members` are (arcname, source) pairs; a source is a file path or bytes. Exactly one member must
-    be `bundle.intoto.json`. Same inputs and epoch give the same bytes.
+    be `bundle.intoto.json`. Same inputs and epoch give the same bytes (those `write_hashed` gives).
 
     Raises:
         ArchiveError: no statement, a source that is not a regular file or changes while copied,
@@ -224,11 +227,183 @@ def write(members: Iterable[tuple[str, Source]], out: Path | str, epoch: int) ->
     for name in names:
         if name.startswith(SIGNATURES_DIR) and not _SIGNATURE_NAME.match(name):
             raise ArchiveError(f"{out}: {name} is not signatures/<authority>.sigstore.json")
-    with _atomic_output(out, "write the bundle") as f:
-        offset = 0
-        for name, source in items:
-            offset += _write_member(f, name, source, epoch)
-        _finish(f, offset)
+    statement = _in_memory(items[0][1])
+    signatures = [(n, _in_memory(s)) for n, s in items if n.startswith(SIGNATURES_DIR)]
+    payload = [(n, s) for n, s in items[1:] if not n.startswith(SIGNATURES_DIR)]
+    _write_single_pass(out, epoch, payload, lambda _: statement, lambda _: signatures, None)
+
+
+def write_hashed(files: Iterable[tuple[str, Path | bytes]], out: Path | str, epoch: int, *, statement: StatementOf,
+                 signatures: SignaturesOf = lambda _: (), check: Callable[[Written], None] | None = None) -> bytes:
+    """Write a bundle whose statement lists the payload's sizes and digests, reading each payload byte once.
+
+    `statement(files)` turns the payload members (in archive order, with size and sha256) into the
+    statement's bytes; `signatures(statement)` gives the signature members. `check(member)` sees each
+    payload member as soon as it is written and hashed, and raises to stop the build. The statement's
+    length is fixed by the sizes alone (a sha256 is always 64 hex characters): its slot is reserved
+    first, the payload is streamed behind it (read, hashed and written once; the write of one chunk
+    overlaps reading and hashing the next), and the statement is written into the slot at the end.
+    The bytes equal those of `write` given the same statement and signatures. Returns the statement.
+
+    Raises:
+        ArchiveError: a source that is not a regular file or changes while copied, a statement whose
+            length depends on the digests, a bad signature name, or an I/O error (nothing is left at
+            `out` and a previous file there is untouched).
+        UnsafeArchiveError: an unsafe or duplicate member name.
+        whatever `statement`, `signatures` or `check` raise (nothing is left at `out` either).
+    """
+    out = Path(out)
+    payload = sorted(files, key=lambda m: _order_key(m[0]))
+    names = [check_name(n, where=str(out)) for n, _ in payload]
+    _refuse_duplicates([STATEMENT, *names], str(out))
+    for name in names:
+        if name == STATEMENT or name.startswith(SIGNATURES_DIR):
+            raise ArchiveError(f"{out}: {name} is not a payload member", hint="the archive writes it itself")
+    return _write_single_pass(out, epoch, payload, statement, signatures, check)
+
+
+def _in_memory(source: Source) -> bytes:
+    if isinstance(source, bytes):
+        return source
+    _regular_size(Path(source))
+    return Path(source).read_bytes()
+
+
+def _write_single_pass(out: Path, epoch: int, payload: Sequence[tuple[str, Source]], statement_of: StatementOf,
+                       signatures_of: SignaturesOf, check: Callable[[Written], None] | None) -> bytes:
+    sizes = [len(source) if isinstance(source, bytes) else _regular_size(Path(source)) for _, source in payload]
+    reserved = len(statement_of(tuple(Written(n, size, _UNKNOWN) for (n, _), size in zip(payload, sizes,
+                                                                                          strict=True))))
+    slot = len(_header(STATEMENT, reserved, epoch)) + reserved + -reserved % BLOCK
+    with _atomic_fd(out, "write the bundle") as fd, _Sink(fd, slot) as sink:
+        written = []
+        for (name, source), size in zip(payload, sizes, strict=True):
+            sink.put(_header(name, size, epoch))
+            digest = _copy_hashing(sink, source, size)
+            sink.put(b"\0" * (-size % BLOCK))
+            member = Written(name, size, digest)
+            if check is not None:
+                check(member)
+            written.append(member)
+        statement = statement_of(tuple(written))
+        if len(statement) != reserved:
+            raise ArchiveError(f"{out}: the statement is {len(statement)} bytes, not the {reserved} reserved for it",
+                               hint="its length must depend on the sizes only, never on the digests; "
+                                    "this is a bug in airgap-bundle, please report it")
+        sink.write_at(0, _header(STATEMENT, reserved, epoch) + statement + b"\0" * (-reserved % BLOCK))
+        seen = set()
+        for name, data in signatures_of(statement):
+            if not _SIGNATURE_NAME.match(name) or name in seen:
+                raise ArchiveError(f"{out}: {name} is not a new signatures/<authority>.sigstore.json")
+            seen.add(name)
+            sink.put(_header(name, len(data), epoch) + data + b"\0" * (-len(data) % BLOCK))
+        sink.put(_end_blocks(sink.offset))
+    return statement
+
+
+def _regular_size(path: Path) -> int:
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise ArchiveError(f"{path}: cannot read: {e.strerror}", hint="the build folder changed under the build") from e
+    if not stat.S_ISREG(st.st_mode):
+        raise ArchiveError(f"{path}: not a regular file", hint="bundle members are regular files")
+    return st.st_size
+
+
+def _copy_hashing(sink: _Sink, source: Source, size: int) -> str:
+    """Stream `source` into the sink while hashing exactly the bytes written; return the sha256 hex."""
+    hasher = hashlib.sha256()
+    if isinstance(source, bytes):
+        hasher.update(source)
+        sink.put(source)
+        return hasher.hexdigest()
+    with open(source, "rb", buffering=0) as src:
+        copied = 0
+        while copied < size:
+            view = sink.buffer()
+            n = src.readinto(view[: min(len(view), size - copied)])
+            if not n:
+                break
+            hasher.update(view[:n])
+            sink.put(view[:n])
+            copied += n
+        if copied != size or os.fstat(src.fileno()).st_size != size or src.read(1):
+            raise ArchiveError(f"{source}: changed size while being archived",
+                               hint="do not modify the build folder while a bundle is written")
+    return hasher.hexdigest()
+
+
+class _Sink:
+    """Sequential writes to `fd` from `offset` on, done by one worker thread in the order given, so
+    that reading and hashing the next chunk (main thread) overlaps writing this one: hashlib and
+    os.write both release the GIL, and each core does one of them. Chunks come from a ring of DEPTH
+    buffers; `buffer()` hands out the next one once its previous write is done. The first write error
+    stops every later write and is raised by the next call."""
+
+    DEPTH = 4
+
+    def __init__(self, fd: int, offset: int) -> None:
+        self.fd, self.offset = fd, offset
+        os.lseek(fd, offset, os.SEEK_SET)
+        self._ring = [memoryview(bytearray(CHUNK)) for _ in range(self.DEPTH)]
+        self._busy: list[Future[None] | None] = [None] * self.DEPTH
+        self._next = 0
+        self._last: Future[None] | None = None
+        self._error: OSError | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="archive-write")
+
+    def __enter__(self) -> _Sink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=exc[0] is not None)
+        if exc[0] is None:
+            self._raise()
+
+    def buffer(self) -> memoryview:
+        """A free buffer to read the next chunk into; pass (a slice of) it to `put` before the next call."""
+        i = self._next
+        pending = self._busy[i]
+        if pending is not None:
+            pending.result()
+        self._raise()
+        return self._ring[i]
+
+    def put(self, data: bytes | memoryview) -> None:
+        self._raise()
+        if not data:
+            return
+        future = self._pool.submit(self._write, data)
+        if isinstance(data, memoryview) and data.obj is self._ring[self._next].obj:
+            self._busy[self._next] = future
+            self._next = (self._next + 1) % self.DEPTH
+        self._last = future
+        self.offset += len(data)
+
+    def write_at(self, position: int, data: bytes) -> None:
+        """Write `data` at `position` (a slot reserved earlier), once every queued write is done."""
+        if self._last is not None:
+            self._last.result()
+        self._raise()
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self.fd, view, position)
+            view, position = view[n:], position + n
+
+    def _write(self, data: bytes | memoryview) -> None:
+        if self._error is not None:
+            return
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view):]
+        except OSError as e:
+            self._error = e
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
 
 
 def _refuse_duplicates(names: Iterable[str], where: str) -> None:

@@ -20,7 +20,7 @@ import io
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,7 +46,6 @@ from .reference import ImageRef
 from .relocate import helm as relocate_helm
 from .spec import Spec
 
-CHUNK = 1 << 20
 STAGES = ("render", "sweep", "pull", "crossplane", "rewrite", "attest", "archive")
 
 
@@ -220,21 +219,25 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
         + [_chart_dependency(f) for located_chart in located for f in located_chart.all_fetched],
         builder_version=__version__, epoch=epoch,
         lock=(locked.path.name, locked.digest)))
-    files = tuple(_file_entries(payload))
-    full = dataclasses.replace(partial, files=files)
-    statement = attest.statement(full.subjects(), bom.PREDICATE_TYPE, full.to_dict())
+    files = _payload_files(payload)
     progress.step("attest", 1, 1, f"{len(files)} files")
 
-    # archive (+ vendor signature), written under a temporary name and renamed by archive.write
-    members: list[tuple[str, archive.Source]] = [(archive.STATEMENT, statement)]
-    members += [(f.path, payload / f.path) for f in files]
-    signed_by: tuple[str, ...] = ()
-    if options.signer is not None:
-        members.append((archive.signature_name(options.authority),
-                        sign.sign(statement, options.signer, options.authority)))
-        signed_by = (options.authority,)
+    def statement_of(written: Sequence[archive.Written]) -> bytes:
+        full = dataclasses.replace(partial, files=tuple(bom.FileEntry(f.name, f.size, f.sha256) for f in written))
+        return attest.statement(full.subjects(), bom.PREDICATE_TYPE, full.to_dict())
+
+    signer = options.signer
+    signature = archive.signature_name(options.authority) if signer is not None else ""  # a bad name fails first
+    signed_by = (options.authority,) if signer is not None else ()
+
+    def signatures_of(statement: bytes) -> list[tuple[str, bytes]]:
+        return [(signature, sign.sign(statement, signer, options.authority))] if signer is not None else []
+
+    # archive (+ vendor signature): one pass hashes each payload file for the statement while it is
+    # written; under a temporary name, renamed by archive.write_hashed
     progress.step("archive", 0, 1)
-    archive.write(members, options.output, epoch)
+    statement = archive.write_hashed(files, options.output, epoch, statement=statement_of, signatures=signatures_of,
+                                     check=_require_blob_named_by_digest)
     progress.step("archive", 1, 1, str(options.output))
     if locked.action != "used":
         lockfile.write(locked.path, lock_bytes)  # only once the bundle is in place
@@ -451,19 +454,18 @@ def _write(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def _file_entries(root: Path) -> Iterable[bom.FileEntry]:
-    """Path, size and sha256 of every payload file. An image blob must hash to its own name: the
-    cache may have skipped re-hashing it (layout RECORD), the bundle never does."""
-    blobs = root / "images" / "blobs" / "sha256"
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            while chunk := f.read(CHUNK):
-                digest.update(chunk)
-        if path.parent == blobs and digest.hexdigest() != path.name:
-            raise DigestMismatchError(f"{path.relative_to(root)}: content hashes to sha256:{digest.hexdigest()}",
-                                      hint="the cache holds a corrupted blob; delete it and build again")
-        yield bom.FileEntry(path.relative_to(root).as_posix(), path.stat().st_size, digest.hexdigest())
+def _payload_files(root: Path) -> list[tuple[str, Path]]:
+    """(member name, path) of every payload file, sorted by name."""
+    return sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*") if p.is_file())
+
+
+def _require_blob_named_by_digest(member: archive.Written) -> None:
+    """An image blob must hash to its own name: the cache may have skipped re-hashing it (layout
+    RECORD), the bundle never does. Called as each member is written, on the bytes written."""
+    folder, _, name = member.name.rpartition("/")
+    if folder == "images/blobs/sha256" and member.sha256 != name:
+        raise DigestMismatchError(f"{member.name}: content hashes to sha256:{member.sha256}",
+                                  hint="the cache holds a corrupted blob; delete it and build again")
 
 
 def _package_charts(spec: Spec, payload: Path, local: relocate.LocalRefs, epoch: int, tools: render.Tools,
