@@ -255,10 +255,10 @@ def write_hashed(files: Iterable[tuple[str, Path | bytes]], out: Path | str, epo
     out = Path(out)
     payload = sorted(files, key=lambda m: _order_key(m[0]))
     names = [check_name(n, where=str(out)) for n, _ in payload]
-    _refuse_duplicates([STATEMENT, *names], str(out))
     for name in names:
         if name == STATEMENT or name.startswith(SIGNATURES_DIR):
             raise ArchiveError(f"{out}: {name} is not a payload member", hint="the archive writes it itself")
+    _refuse_duplicates([STATEMENT, *names], str(out))
     return _write_single_pass(out, epoch, payload, statement, signatures, check)
 
 
@@ -292,7 +292,7 @@ def _write_single_pass(out: Path, epoch: int, payload: Sequence[tuple[str, Sourc
                                     "this is a bug in airgap-bundle, please report it")
         sink.write_at(0, _header(STATEMENT, reserved, epoch) + statement + b"\0" * (-reserved % BLOCK))
         seen = set()
-        for name, data in signatures_of(statement):
+        for name, data in sorted(signatures_of(statement)):  # by name, as _order_key sorts them
             if not _SIGNATURE_NAME.match(name) or name in seen:
                 raise ArchiveError(f"{out}: {name} is not a new signatures/<authority>.sigstore.json")
             seen.add(name)
@@ -328,7 +328,7 @@ def _copy_hashing(sink: _Sink, source: Source, size: int) -> str:
             hasher.update(view[:n])
             sink.put(view[:n])
             copied += n
-        if copied != size or os.fstat(src.fileno()).st_size != size or src.read(1):
+        if copied != size or src.read(1):
             raise ArchiveError(f"{source}: changed size while being archived",
                                hint="do not modify the build folder while a bundle is written")
     return hasher.hexdigest()

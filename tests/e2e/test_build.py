@@ -143,8 +143,13 @@ def test_a_corrupted_cache_blob_is_caught_before_it_is_bundled(workspace: Path, 
         os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))
         result = build(run_cli, workspace, registry, "corrupt.bundle.tar")
         assert result.returncode == 7, result.stderr
-        assert blob.name in result.stderr and "Traceback" not in result.stderr
+        corrupted = hashlib.sha256(blob.read_bytes()).hexdigest()
+        assert result.stderr.splitlines()[-1] == (
+            f"airgap-bundle: error: images/blobs/sha256/{blob.name}: content hashes to sha256:{corrupted} "
+            "(the cache holds a corrupted blob; delete it and build again)")
+        assert "Traceback" not in result.stderr
         assert not (workspace / "corrupt.bundle.tar").exists()
+        assert not [p for p in workspace.iterdir() if p.name.startswith(".corrupt.bundle.tar")]  # no temporary file
     finally:
         blob.write_bytes(original)
         os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))
