@@ -291,8 +291,11 @@ class Layout:
                                    tuple(sorted(annotations.items()))).to_json()
                 kept.append(entry)
             kept.sort(key=lambda e: e["annotations"][ANNOTATION_REF_NAME] if e.get("annotations") else "")
+            data = _index_bytes(kept)
+            if index.read_bytes() == data:  # a warm run changes nothing: no write, no fsync
+                return
             try:
-                _atomic_write(index, _index_bytes(kept))
+                _atomic_write(index, data)
             except OSError as exc:
                 raise LayoutError(f"{index}: cannot write: {exc.strerror}",
                                   hint="free space or fix permissions; the previous index.json is unchanged") from None

@@ -38,7 +38,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import archives
 from .errors import (
     BundlerError,
     DigestMismatchError,
@@ -492,6 +491,8 @@ def _resolve_all(puller: _Puller, parsed: list[tuple[str, ImageRef]], platforms:
 
 def _import_local(ref: ImageRef, opts: ImageOptions, store: Layout, platforms: Sequence[Platform]) -> Descriptor:
     """An image from `docker save` / `podman save` files, or the local Docker daemon, into `store`."""
+    from . import archives  # docker-save archives are rare: tarfile is loaded only for them
+
     with tempfile.TemporaryDirectory(prefix="airgap-daemon-") as tmp:
         files = list(opts.archives)
         if opts.docker_daemon:  # pragma: no cover - needs a Docker engine (docs/release-engineer.md "Images that were never in a registry")

@@ -9,23 +9,21 @@ Does not render, pull or read the files the spec names; it only checks that they
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap
-from ruamel.yaml.error import YAMLError
-
-from . import catalogue
 from .errors import InvalidReferenceError, SpecError
 from .oci import DEFAULT_PLATFORMS, Platform
 from .reference import ImageRef
+
+if TYPE_CHECKING:  # ruamel and the catalogue are imported where a spec is loaded: `pull REF...` never loads one
+    from ruamel.yaml.comments import CommentedMap
+
+    from . import catalogue
 
 API_VERSION = "airgap-bundle.dev/v1alpha1"
 DEFAULT_TEMPLATE = "{host}/{source_host}/{path}"
@@ -210,6 +208,8 @@ class Spec:
     @property
     def catalogue(self) -> catalogue.Catalogue:
         """The built-in operator catalogue plus this spec's `discovery.rules`."""
+        from . import catalogue
+
         return catalogue.builtin().extend(self.discovery_rules)
 
     def options_for(self, ref: ImageRef) -> ImageOptions | None:
@@ -233,6 +233,10 @@ def load(path: str | Path) -> Spec:
     Raises:
         SpecError: unreadable file, malformed YAML, or a schema violation; the message is `file:line: ...`.
     """
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap
+    from ruamel.yaml.error import YAMLError
+
     spec_path = Path(path)
     try:
         raw = spec_path.read_bytes()
@@ -263,6 +267,8 @@ def load(path: str | Path) -> Spec:
         unknown = _unknown_key(err)
         if unknown is not None:  # name the key at its own line, not the mapping that holds it
             key, allowed = unknown
+            import difflib
+
             close = difflib.get_close_matches(key, allowed, n=1)
             message = (f"{_field(where)}: " if where else "") + f"unknown key `{key}`; " + (
                 f"did you mean `{close[0]}`?" if close else f"expected one of {', '.join(sorted(allowed))}")
@@ -276,6 +282,8 @@ def load(path: str | Path) -> Spec:
 def _validator() -> Any:
     # Imported here: jsonschema costs ~45 ms at start-up, and commands that only use the spec's types
     # (`pull REF...`, `verify`) never validate a spec.
+    from importlib import resources
+
     import jsonschema
 
     schema = json.loads(resources.files("bundler").joinpath("schemas/bundle.schema.json").read_text())
@@ -306,6 +314,8 @@ def _unknown_key(err: Any) -> tuple[str, list[str]] | None:
 
 def _line(data: Any, path: list[str | int]) -> int:
     """1-based line of the deepest node on `path` that ruamel knows a position for."""
+    from . import catalogue
+
     return catalogue.line_in(data, path)
 
 
@@ -317,6 +327,8 @@ def _field(path: list[str | int]) -> str:
 
 
 def _build(path: Path, raw: bytes, d: CommentedMap, plain: dict[str, Any]) -> Spec:
+    from . import catalogue
+
     base = path.parent.resolve()
 
     def rel(p: str) -> Path:
