@@ -3,8 +3,10 @@
 20 images x 2 platforms (linux/amd64, linux/arm64), ~1 GB unique: a shared 48 MB base layer plus one
 24 MB layer per image and platform (uncompressed tar, seeded random bytes; built and pushed once).
 In each round, alternating: the tool (one CLI run, fresh cache and output) and skopeo (`copy --all`
-image by image into one OCI layout). Then, once: a warm rerun of the tool (nothing changed) and a rerun
-after one image changed (only its new blobs may be fetched). The machine's limits are measured in the
+image by image into one OCI layout). Then: warm reruns of the tool (nothing changed; --warm-runs of them,
+whole processes, min and median) beside what any such process costs before it does anything (a bare
+interpreter, and one that only imports the command line and the pull modules), and, once, a rerun after
+one image changed (only its new blobs may be fetched). The machine's limits are measured in the
 same run: sha256 throughput (hashlib), disk write (1 MiB writes + fsync) and loopback transfer (a plain
 streamed GET of the base layer from the same registry).
 
@@ -96,6 +98,16 @@ def run_skopeo(host: str, repos: list[str], out: Path) -> float:
     return time.perf_counter() - start
 
 
+def process_floor(code: str, runs: int) -> list[float]:
+    """Wall times of `python -c CODE`: what every run of the tool pays before its own work."""
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        times.append(time.perf_counter() - start)
+    return times
+
+
 def tree_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -107,6 +119,7 @@ def main() -> None:
     parser.add_argument("--layer-mb", type=int, default=24)
     parser.add_argument("--base-mb", type=int, default=48)
     parser.add_argument("--jobs", type=int, default=8)
+    parser.add_argument("--warm-runs", type=int, default=5)
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-pull-"))
@@ -128,7 +141,10 @@ def main() -> None:
             print(f"round {n}: tool {tool_times[-1]:.2f}s  skopeo {skopeo_times[-1]:.2f}s")
         last = args.rounds - 1
         stored = tree_bytes(work / f"t-out{last}")
-        warm = run_tool(reg.host, refs, work / f"t-cache{last}", work / f"t-out{last}", args.jobs)
+        warm_times = [run_tool(reg.host, refs, work / f"t-cache{last}", work / f"t-out{last}", args.jobs)
+                      for _ in range(args.warm_runs)]
+        bare = process_floor("pass", args.warm_runs)
+        imports = process_floor("import bundler.cli, bundler.pull", args.warm_runs)
         before = {p.name for p in (work / f"t-cache{last}/blobs/sha256").iterdir() if p.is_file()}
         build_and_push(Pusher.to(reg), 1, args.layer_mb * MB, args.base_mb * MB, version=2)
         changed = run_tool(reg.host, refs, work / f"t-cache{last}", work / f"t-out{last}", args.jobs)
@@ -144,7 +160,12 @@ def main() -> None:
               f"skopeo copy --all: {skopeo:.2f}s; ratio skopeo/tool = {skopeo / tool:.2f}x")
         print("limits: " + ", ".join(f"{k} {v:.0f} MB/s" for k, v in limits.items())
               + f"; tool = {unique / tool / MB / slowest * 100:.0f}% of the slowest")
-        print(f"warm rerun: {warm:.2f}s = {warm / tool * 100:.1f}% of cold")
+        warm, warm_median = min(warm_times), statistics.median(warm_times)
+        print(f"warm rerun, whole process ({args.warm_runs} runs): min {warm:.3f}s = {warm / tool * 100:.1f}% of cold, "
+              f"median {warm_median:.3f}s = {warm_median / tool * 100:.1f}%")
+        print(f"  of which any process pays: bare interpreter {min(bare):.3f}s, interpreter + imports of the "
+              f"command line and pull modules {min(imports):.3f}s (min of {args.warm_runs}); load average "
+              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         print(f"one image changed: {changed:.2f}s, {len(new)} new blobs, {new_bytes / MB:.1f} MB fetched "
               f"(expected 2 layers of {args.layer_mb} MB + 2 configs + manifests)")
     finally:

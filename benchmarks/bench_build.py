@@ -1,0 +1,129 @@
+"""Benchmark: `airgap-bundle build`, cold and warm, against `pull` alone and `tar -cf` of the same files.
+
+The images are bench_pull.py's: 20 images x 2 platforms, ~1 GB unique, in one loopback docker-registry.
+The spec carries them as extraImages. Each round, every step a whole process, one after the other:
+
+- pull alone: `airgap-bundle pull` of the same references, fresh cache and output;
+- cold build: `airgap-bundle build`, signed, fresh cache, no lock;
+- warm build: the same command again (every blob in the cache, the lock written by the cold build);
+- `tar -cf` of the bundle's files (extracted once from the bundle: statement, payload, signature);
+- `tar -cf` + fsync of the archive (the build fsyncs its output; tar does not).
+
+Reported: warm build / `tar -cf` (goal <= 1.3x) and cold build / (pull alone + `tar -cf`) (goal <= 1.3x),
+per round and as medians, with the load average before each round.
+
+    .venv/bin/python benchmarks/bench_build.py [--rounds 3] [--workdir /tmp/bench-build]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_pull import MB, PLATFORMS, build_and_push, run_tool  # noqa: E402
+
+from tests.support.images import Pusher  # noqa: E402
+from tests.support.registry import start_registry  # noqa: E402
+
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def write_spec(path: Path, host: str, repos: list[str]) -> None:
+    images = "".join(f"  - ref: {host}/{r}:v1\n    reason: benchmark\n" for r in repos)
+    path.write_text(f"""apiVersion: airgap-bundle.dev/v1alpha1
+kind: Bundle
+metadata: {{name: bench, version: 1.0.0, sourceDateEpoch: 1767225600}}
+localRegistry: {{host: registry.airgap.local:5000, template: "{{host}}/{{path}}"}}
+platforms: [{", ".join(PLATFORMS)}]
+extraImages:
+{images}registries:
+  - host: "{host}"
+    insecure: true
+""")
+
+
+def timed(cmd: list[str], cwd: Path | None = None) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=ENV)
+    if done.returncode:
+        sys.exit(f"{' '.join(cmd)}: exit {done.returncode}\n{done.stderr}")
+    return time.perf_counter() - start
+
+
+def run_build(work: Path, spec: Path, cache: Path, out: Path) -> float:
+    return timed([sys.executable, "-m", "bundler", "build", str(spec), "--output", str(out), "--key",
+                  str(work / "vendor.key"), "--cert", str(work / "vendor.crt"), "--cache", str(cache)], cwd=work)
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--images", type=int, default=20)
+    parser.add_argument("--layer-mb", type=int, default=24)
+    parser.add_argument("--base-mb", type=int, default=48)
+    parser.add_argument("--jobs", type=int, default=8)
+    parser.add_argument("--workdir", default=None)
+    args = parser.parse_args()
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-build-"))
+    work.mkdir(parents=True, exist_ok=True)
+    reg = start_registry(work / "registry")
+    try:
+        repos = build_and_push(Pusher.to(reg), args.images, args.layer_mb * MB, args.base_mb * MB)
+        refs = [f"{reg.host}/{r}:v1" for r in repos]
+        spec = work / "bundle.yaml"
+        write_spec(spec, reg.host, repos)
+        timed([sys.executable, "-m", "bundler", "keys", "generate", "--out", "vendor", "--cert"], cwd=work)
+        rows = []
+        for n in range(args.rounds):
+            before = load()
+            for name in ("pull-cache", "pull-out", "cache", "files", "bundle.lock", "cold.bundle.tar",
+                         "warm.bundle.tar", "plain.tar"):
+                target = work / name
+                shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+            pull = run_tool(reg.host, refs, work / "pull-cache", work / "pull-out", args.jobs)
+            cold = run_build(work, spec, work / "cache", work / "cold.bundle.tar")
+            warm = run_build(work, spec, work / "cache", work / "warm.bundle.tar")
+            if n == 0:
+                with tarfile.open(work / "warm.bundle.tar") as tar:
+                    members = tar.getmembers()
+                size = sum(m.size for m in members)
+                print(f"bundle: {(work / 'warm.bundle.tar').stat().st_size / MB:.0f} MB, {len(members)} members "
+                      f"({size / MB:.0f} MB of file data)")
+            (work / "files").mkdir()
+            subprocess.run(["tar", "-xf", str(work / "warm.bundle.tar"), "-C", str(work / "files")], check=True)
+            tar = timed(["tar", "-cf", str(work / "plain.tar"), "-C", str(work / "files"), "."])
+            tar_sync = timed(["sh", "-c", f"tar -cf '{work}/plain.tar' -C '{work}/files' . && sync '{work}/plain.tar'"])
+            rows.append((pull, cold, warm, tar, tar_sync))
+            print(f"round {n} (load before: {before}): pull {pull:.2f}s  cold build {cold:.2f}s  warm build "
+                  f"{warm:.2f}s  tar -cf {tar:.2f}s  tar -cf+fsync {tar_sync:.2f}s  |  warm/tar {warm / tar:.2f}x  "
+                  f"cold/(pull+tar) {cold / (pull + tar):.2f}x", flush=True)
+        pull, cold, warm, tar, tar_sync = (statistics.median(col) for col in zip(*rows, strict=True))
+        print(f"medians of {args.rounds} (load after: {load()}): pull {pull:.2f}s, cold build {cold:.2f}s, "
+              f"warm build {warm:.2f}s, tar -cf {tar:.2f}s, tar -cf+fsync {tar_sync:.2f}s")
+        print(f"warm build / tar -cf = {warm / tar:.2f}x (goal <= 1.3x); "
+              f"warm build / (tar -cf + fsync) = {warm / tar_sync:.2f}x")
+        print(f"cold build / (pull + tar -cf) = {cold / (pull + tar):.2f}x (goal <= 1.3x)")
+    finally:
+        reg.stop()
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
