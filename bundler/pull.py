@@ -512,15 +512,23 @@ def _result(fut: Future[_Plan], all_futures: list[Future[_Plan]]) -> _Plan:
 def _store_manifests(plan: _Plan, out: Layout, store: Layout) -> PulledImage:
     # Children before parents, so a layout never names a manifest whose parts are missing.
     for child in plan.manifests:
-        for layout in {id(out): out, id(store): store}.values():
-            layout.put_bytes(child.data, child.digest)
+        _put(child.data, child.digest, out, store)
     if store is not out:
         store.put_bytes(plan.top.data, plan.top.digest)
-    bundled_digest = out.put_bytes(plan.bundled, sha256_digest(plan.bundled))
+    bundled_digest = _put(plan.bundled, sha256_digest(plan.bundled), out, store)
     if bundled_digest != plan.top.digest:
         log.info("%s: index narrowed to %s (upstream %s, bundled %s)", plan.source,
                  ", ".join(str(p.platform) for p in plan.platforms), plan.top.digest, bundled_digest)
     return _planned(plan)
+
+
+def _put(data: bytes, digest: str, out: Layout, store: Layout) -> str:
+    """A manifest into the cache, then hard-linked into the output: written and fsync'd once, not once
+    per layout (a warm build's fresh output would otherwise sync every manifest of every image)."""
+    store.put_bytes(data, digest)
+    if store is not out and not out.has_blob(digest):
+        out.link_from(store, digest)
+    return digest
 
 
 def _planned(plan: _Plan) -> PulledImage:
