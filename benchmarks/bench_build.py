@@ -17,14 +17,12 @@ per round and as medians, with the load average before each round.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,10 +30,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_pull import MB, PLATFORMS, build_and_push, run_tool  # noqa: E402
+from bench_pull import MB, PLATFORMS, build_and_push, image_arguments, registry_workdir, run_tool  # noqa: E402
 
 from tests.support.images import Pusher  # noqa: E402
-from tests.support.registry import start_registry  # noqa: E402
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
@@ -72,18 +69,8 @@ def load() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--images", type=int, default=20)
-    parser.add_argument("--layer-mb", type=int, default=24)
-    parser.add_argument("--base-mb", type=int, default=48)
-    parser.add_argument("--jobs", type=int, default=8)
-    parser.add_argument("--workdir", default=None)
-    args = parser.parse_args()
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-build-"))
-    work.mkdir(parents=True, exist_ok=True)
-    reg = start_registry(work / "registry")
-    try:
+    args = image_arguments(rounds=3).parse_args()
+    with registry_workdir(args.workdir, "bench-build-") as (work, reg):
         repos = build_and_push(Pusher.to(reg), args.images, args.layer_mb * MB, args.base_mb * MB)
         refs = [f"{reg.host}/{r}:v1" for r in repos]
         spec = work / "bundle.yaml"
@@ -119,10 +106,6 @@ def main() -> None:
         print(f"warm build / tar -cf = {warm / tar:.2f}x (goal <= 1.3x); "
               f"warm build / (tar -cf + fsync) = {warm / tar_sync:.2f}x")
         print(f"cold build / (pull + tar -cf) = {cold / (pull + tar):.2f}x (goal <= 1.3x)")
-    finally:
-        reg.stop()
-        if not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
@@ -32,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.support.images import Pusher, make_image, make_index, make_layer  # noqa: E402
-from tests.support.registry import start_registry  # noqa: E402
+from tests.support.registry import TestRegistry, start_registry  # noqa: E402
 
 MB = 1_000_000
 PLATFORMS = ("linux/amd64", "linux/arm64")
@@ -112,20 +114,37 @@ def tree_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def main() -> None:
+@contextmanager
+def registry_workdir(workdir: str | None, prefix: str) -> Iterator[tuple[Path, TestRegistry]]:
+    """A work folder (removed afterwards unless given) with a loopback docker-registry in it."""
+    work = Path(workdir or tempfile.mkdtemp(prefix=prefix))
+    work.mkdir(parents=True, exist_ok=True)
+    reg = start_registry(work / "registry")
+    try:
+        yield work, reg
+    finally:
+        reg.stop()
+        if not workdir:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def image_arguments(rounds: int) -> argparse.ArgumentParser:
+    """The options of this benchmark's data set, shared with bench_build.py."""
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=rounds)
     parser.add_argument("--images", type=int, default=20)
     parser.add_argument("--layer-mb", type=int, default=24)
     parser.add_argument("--base-mb", type=int, default=48)
     parser.add_argument("--jobs", type=int, default=8)
-    parser.add_argument("--warm-runs", type=int, default=5)
     parser.add_argument("--workdir", default=None)
+    return parser
+
+
+def main() -> None:
+    parser = image_arguments(rounds=2)
+    parser.add_argument("--warm-runs", type=int, default=5)
     args = parser.parse_args()
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-pull-"))
-    work.mkdir(parents=True, exist_ok=True)
-    reg = start_registry(work / "registry")
-    try:
+    with registry_workdir(args.workdir, "bench-pull-") as (work, reg):
         t0 = time.perf_counter()
         repos = build_and_push(Pusher.to(reg), args.images, args.layer_mb * MB, args.base_mb * MB)
         refs = [f"{reg.host}/{r}:v1" for r in repos]
@@ -168,10 +187,6 @@ def main() -> None:
               f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         print(f"one image changed: {changed:.2f}s, {len(new)} new blobs, {new_bytes / MB:.1f} MB fetched "
               f"(expected 2 layers of {args.layer_mb} MB + 2 configs + manifests)")
-    finally:
-        reg.stop()
-        if not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
