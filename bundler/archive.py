@@ -339,7 +339,7 @@ class _Sink:
     that reading and hashing the next chunk (main thread) overlaps writing this one: hashlib and
     os.write both release the GIL, and each core does one of them. Chunks come from a ring of DEPTH
     buffers; `buffer()` hands out the next one once its previous write is done. The first write error
-    stops every later write and is raised by the next call."""
+    is raised by the next call (the file is then discarded, whatever later writes did to it)."""
 
     DEPTH = 4
 
@@ -350,7 +350,7 @@ class _Sink:
         self._busy: list[Future[None] | None] = [None] * self.DEPTH
         self._next = 0
         self._last: Future[None] | None = None
-        self._error: OSError | None = None
+        self._errors: list[OSError] = []  # the first one is raised; later ones follow from it
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="archive-write")
 
     def __enter__(self) -> _Sink:
@@ -392,18 +392,16 @@ class _Sink:
             view, position = view[n:], position + n
 
     def _write(self, data: bytes | memoryview) -> None:
-        if self._error is not None:
-            return
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(self.fd, view):]
         except OSError as e:
-            self._error = e
+            self._errors.append(e)
 
     def _raise(self) -> None:
-        if self._error is not None:
-            raise self._error
+        if self._errors:
+            raise self._errors[0]
 
 
 def _refuse_duplicates(names: Iterable[str], where: str) -> None:

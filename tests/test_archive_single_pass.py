@@ -62,6 +62,10 @@ def test_the_single_pass_gives_the_bytes_of_the_two_pass_writer(tmp_path: Path) 
     assert _sha(tmp_path / "one.tar") == GOLDEN
     archive.write([(archive.STATEMENT, STATEMENT), *files, *SIGNATURES], tmp_path / "two.tar", EPOCH)
     assert _sha(tmp_path / "two.tar") == GOLDEN
+    (tmp_path / "statement.json").write_bytes(STATEMENT)  # every member may come from a file
+    archive.write([(archive.STATEMENT, tmp_path / "statement.json"), *files, *SIGNATURES], tmp_path / "three.tar",
+                  EPOCH)
+    assert _sha(tmp_path / "three.tar") == GOLDEN
     # first call: sizes only, to reserve the slot; last call: what was written, in archive order
     ordered = sorted(files)
     assert [(w.name, w.size, w.sha256) for w in seen[-1]] == [
