@@ -34,8 +34,6 @@ from bench_pull import MB, PLATFORMS, build_and_push, image_arguments, registry_
 
 from tests.support.images import Pusher  # noqa: E402
 
-ENV = {**os.environ, "PYTHONPATH": str(REPO)}
-
 
 def write_spec(path: Path, host: str, repos: list[str]) -> None:
     images = "".join(f"  - ref: {host}/{r}:v1\n    reason: benchmark\n" for r in repos)
@@ -51,17 +49,18 @@ extraImages:
 """)
 
 
-def timed(cmd: list[str], cwd: Path | None = None) -> float:
+def timed(cmd: list[str], cwd: Path | None = None, repo: Path = REPO) -> float:
     start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=ENV)
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env={**os.environ, "PYTHONPATH": str(repo)})
     if done.returncode:
         sys.exit(f"{' '.join(cmd)}: exit {done.returncode}\n{done.stderr}")
     return time.perf_counter() - start
 
 
-def run_build(work: Path, spec: Path, cache: Path, out: Path) -> float:
+def run_build(work: Path, spec: Path, cache: Path, out: Path, repo: Path = REPO) -> float:
     return timed([sys.executable, "-m", "bundler", "build", str(spec), "--output", str(out), "--key",
-                  str(work / "vendor.key"), "--cert", str(work / "vendor.crt"), "--cache", str(cache)], cwd=work)
+                  str(work / "vendor.key"), "--cert", str(work / "vendor.crt"), "--cache", str(cache)], cwd=work,
+                 repo=repo)
 
 
 def load() -> str:
@@ -69,23 +68,34 @@ def load() -> str:
 
 
 def main() -> None:
-    args = image_arguments(rounds=3).parse_args()
+    parser = image_arguments(rounds=3)
+    parser.add_argument("--compare", type=Path, metavar="CHECKOUT",
+                        help="also time cold and warm builds with the airgap-bundle of another checkout (e.g. main)")
+    args = parser.parse_args()
     with registry_workdir(args.workdir, "bench-build-") as (work, reg):
         repos = build_and_push(Pusher.to(reg), args.images, args.layer_mb * MB, args.base_mb * MB)
         refs = [f"{reg.host}/{r}:v1" for r in repos]
         spec = work / "bundle.yaml"
         write_spec(spec, reg.host, repos)
+        (work / "compare").mkdir()
+        write_spec(work / "compare" / "bundle.yaml", reg.host, repos)  # its own lock, beside it
         timed([sys.executable, "-m", "bundler", "keys", "generate", "--out", "vendor", "--cert"], cwd=work)
         rows = []
         for n in range(args.rounds):
             before = load()
             for name in ("pull-cache", "pull-out", "cache", "files", "bundle.lock", "cold.bundle.tar",
-                         "warm.bundle.tar", "plain.tar"):
+                         "warm.bundle.tar", "plain.tar", "compare/cache", "compare/bundle.lock", "compare/cold.tar",
+                         "compare/warm.tar"):
                 target = work / name
                 shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
             pull = run_tool(reg.host, refs, work / "pull-cache", work / "pull-out", args.jobs)
             cold = run_build(work, spec, work / "cache", work / "cold.bundle.tar")
             warm = run_build(work, spec, work / "cache", work / "warm.bundle.tar")
+            if args.compare:
+                other = work / "compare"
+                other_cold = run_build(work, other / "bundle.yaml", other / "cache", other / "cold.tar", args.compare)
+                other_warm = run_build(work, other / "bundle.yaml", other / "cache", other / "warm.tar", args.compare)
+                print(f"  {args.compare}: cold build {other_cold:.2f}s, warm build {other_warm:.2f}s")
             if n == 0:
                 with tarfile.open(work / "warm.bundle.tar") as tar:
                     members = tar.getmembers()

@@ -55,7 +55,7 @@ _checked_lock = threading.Lock()
 # all four of its stat fields are unchanged (git's index makes the same bet); writing new bytes into
 # the file changes mtime_ns. ctime is left out on purpose: hard-linking a cache blob into an output
 # layout changes it. Build outputs never carry this file (`Layout.tidy`), and `build` hashes every
-# bundled blob again against its name while it computes the statement's file list.
+# bundled blob again against its name, on the bytes it writes into the bundle.
 RECORD = ".verified"
 NAMES = "names.json"
 
