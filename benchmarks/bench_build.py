@@ -8,6 +8,7 @@ The spec carries them as extraImages. Each round, every step a whole process, on
 - warm build: the same command again (every blob in the cache, the lock written by the cold build);
 - `tar -cf` of the bundle's files (extracted once from the bundle: statement, payload, signature);
 - `tar -cf` + fsync of the archive (the build fsyncs its output; tar does not).
+Every step starts after a `sync`, so none pays for the write-back of the one before it.
 
 Reported: warm build / `tar -cf` (goal <= 1.3x) and cold build / (pull alone + `tar -cf`) (goal <= 1.3x),
 per round and as medians, with the load average before each round.
@@ -50,6 +51,7 @@ extraImages:
 
 
 def timed(cmd: list[str], cwd: Path | None = None, repo: Path = REPO) -> float:
+    os.sync()  # no step pays for the write-back of the one before it
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env={**os.environ, "PYTHONPATH": str(repo)})
     if done.returncode:
@@ -88,6 +90,7 @@ def main() -> None:
                          "compare/warm.tar"):
                 target = work / name
                 shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+            os.sync()
             pull = run_tool(reg.host, refs, work / "pull-cache", work / "pull-out", args.jobs)
             cold = run_build(work, spec, work / "cache", work / "cold.bundle.tar")
             warm = run_build(work, spec, work / "cache", work / "warm.bundle.tar")
