@@ -335,8 +335,8 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, audit_log: 
                                                             "message": str(exc)}}))
         raise
     if as_json:
-        click.echo(json.dumps({**result.to_json(), "base": _base_json(result, base), "extractedTo": extract_to,
-                               "validAt": now.isoformat(),
+        click.echo(json.dumps({**result.to_json(), "base": _base_json(result.bom and result.bom.base, base),
+                               "extractedTo": extract_to, "validAt": now.isoformat(),
                                "validAtGiven": bool(at_time), "record": records[0].to_json() if records else None,
                                "auditLog": audit_log}, indent=2))
         return
@@ -348,17 +348,17 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, audit_log: 
                    + (f", appended to {audit_log}" if audit_log else ""))
 
 
-def _base_json(result: Any, base: str | None) -> dict[str, Any] | None:
-    """An update's base as the JSON of verify and push report it (None for a full bundle)."""
-    named = result.bom.base if base and result.bom else None
+def _base_json(named: Any, path: str | None) -> dict[str, Any] | None:
+    """An update's `predicate.base` (a bom.BaseEntry, or None for a full bundle) as build, verify and push
+    report it."""
     if named is None:
         return None
-    return {"path": base, "statementDigest": named.statement_digest, "name": named.name, "version": named.version,
+    return {"path": path, "statementDigest": named.statement_digest, "name": named.name, "version": named.version,
             "blobsFromBase": len(named.files), "bytesFromBase": sum(f.size for f in named.files)}
 
 
 def _base_line(result: Any, base: str) -> str:
-    b = _base_json(result, base)
+    b = _base_json(result.bom.base, base)
     assert b is not None  # open_pair refuses a full bundle given a base
     return (f"base ok: {base} is {b['name']} {b['version']} (statement {b['statementDigest']}), verified; it holds "
             f"the {b['blobsFromBase']} image blob(s) ({b['bytesFromBase']:,} bytes) the update takes from it")
@@ -886,7 +886,7 @@ def push_command(bundle: str, policy: str, registry_host: str | None, insecure: 
         audit.append_log(record, log_path)
     if as_json:
         click.echo(json.dumps({"verification": verified.verification.to_json(),
-                               "base": _base_json(verified.verification, base), **result.to_json(),
+                               "base": _base_json(verified.bom.base, base), **result.to_json(),
                                "record": record.to_json() if record else None,
                                "auditLog": str(log_path) if record else None}, indent=2))
         push_mod.require_readback(result)
@@ -1005,10 +1005,7 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
                         **({"dependencies": [d.to_dict() for d in c.dependencies]} if c.dependencies else {})}
                        for c in result.charts],
             "lock": result.lock.to_json(),
-            "base": None if result.base is None else {
-                "path": base_path, "statementDigest": result.base.statement_digest, "name": result.base.name,
-                "version": result.base.version, "blobsFromBase": len(result.base.files),
-                "bytesFromBase": sum(f.size for f in result.base.files)},
+            "base": _base_json(result.base, base_path),
         }, indent=2))
         return
     for line in result.coverage:
@@ -1016,9 +1013,10 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
     for image in result.images:
         click.echo(f"  {image.source} -> {image.local}")
     _echo_lock(result.lock)
-    if result.base is not None:
-        click.echo(f"update of {result.base.describe()}: {len(result.base.files)} image blob(s) "
-                   f"({sum(f.size for f in result.base.files):,} bytes) taken from the base, not carried")
+    if (b := _base_json(result.base, base_path)) is not None:
+        click.echo(f"update of {b['name']} {b['version']} (statement {b['statementDigest']}): {b['blobsFromBase']} "
+                   "image blob(s) "
+                   f"({b['bytesFromBase']:,} bytes) taken from the base, not carried")
     click.echo(f"wrote {result.output} ({result.size:,} bytes, {len(result.images)} images, "
                f"statement sha256:{result.statement_sha256[:16]}..., signed by {', '.join(result.signed_by) or 'nobody'})")
 

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
+from tests.conftest import REPO
 from tests.support.images import Pusher, make_layer, multi_platform
 from tests.support.registry import running_registry
 from tests.support.shipped import Shipped, ship
@@ -134,7 +136,9 @@ def test_update_alone_is_refused_naming_its_base(pair: Pair, run_cli: Any, tmp_p
     shown = pair.run(run_cli, "inspect", str(pair.update))
     assert shown.returncode == 0, shown.stderr
     assert f"update     of shop 1.0.0 (statement {digest}): takes " in shown.stdout
-    assert json.loads(pair.run(run_cli, "inspect", str(pair.update), "--json").stdout)["update"]["base"]["name"] == "shop"
+    inspected = json.loads(pair.run(run_cli, "inspect", str(pair.update), "--json").stdout)
+    jsonschema.validate(inspected, json.loads((REPO / "bundler/schemas/inspection.schema.json").read_text()))
+    assert inspected["update"]["base"] == {"statementDigest": digest, "name": "shop", "version": "1.0.0"}
     assert json.loads(pair.run(run_cli, "inspect", str(pair.base), "--json").stdout)["update"] is None
 
 
