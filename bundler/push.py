@@ -16,6 +16,8 @@ Steps (distribution-spec v1.1 "Push", image-spec v1.1 image-index.md / manifest.
 4. readback: every manifest by digest and the tag (digest and media type), every required platform,
    every blob, and every image a rewritten manifest (`manifests/`) names, at the target, by digest.
 
+An update bundle is pushed with its base (`open_verified(..., base=)`: both checked as `update.open_pair`
+checks them); each blob is then read from whichever of the two files holds it.
 A rerun after a failure or a kill resumes: what the registry already has is skipped (step 2-3 HEADs).
 A failure says what was in place when it stopped. `dry_run` does the HEADs only and reports them.
 Not here: verification rules (verify.py), HTTP, auth and retries (registry.py), printing (cli.py).
@@ -113,9 +115,6 @@ class VerifiedBundle:
     bom: Bom
     checked: dict[str, tuple[int, str]] = field(repr=False)  # member -> (size, sha256) as verified
     base: VerifiedBundle | None = None  # an update's base, `checked` limited to what the update takes
-
-    def member(self, name: str) -> archive.Member:
-        return self._locate(name)[1]
 
     def _locate(self, name: str) -> tuple[VerifiedBundle, archive.Member]:
         """The bundle (this one, or an update's base) that holds `name`, and the member."""
