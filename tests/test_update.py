@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import tarfile
 from dataclasses import dataclass
@@ -70,9 +71,11 @@ def pair(tmp_path_factory: pytest.TempPathFactory, registry: Any, run_cli: Any) 
     (v2 / "bundle.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     sign = ["--key", "../vendor.key", "--cert", "../vendor.crt", "--cache", str(work / "cache")]
     built = run_cli("build", "bundle.yaml", "--output", "update.bundle.tar", *sign, "--base", "../shop.bundle.tar",
-                    "--base-policy", "../policy.yaml", "--json", cwd=v2)
+                    "--base-policy", "../policy.yaml", cwd=v2)
     assert built.returncode == 0, built.stderr
-    assert json.loads(built.stdout)["base"]["version"] == "1.0.0"
+    assert "base: ../shop.bundle.tar is shop 1.0.0 (statement sha256:" in built.stderr  # verified before the build
+    assert re.search(r"^update of shop 1\.0\.0 \(statement sha256:[0-9a-f]{64}\): \d+ image blob\(s\) \([\d,]+ bytes\) "
+                     r"taken from the base, not carried$", built.stdout, re.M), built.stdout
     full = run_cli("build", "bundle.yaml", "--output", "full.bundle.tar", *sign, cwd=v2)
     assert full.returncode == 0, full.stderr
     new = {b.digest.removeprefix("sha256:") for image in tool.images for b in image.blobs()}
