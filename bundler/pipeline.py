@@ -28,6 +28,7 @@ import yaml
 
 from . import __version__, archive, attest, bom, charts, crossplane, pull, relocate, render, sign, sweep, xpkg
 from . import lock as lockfile
+from . import update as updates
 from .crossplane_model import Target
 from .documents import Document, Origin, load_stream
 from .errors import (
@@ -64,6 +65,7 @@ class BuildOptions:
     crossplane_target: str | None = None
     lock: Path | None = None  # the lock file; None: beside the spec (lock.path_for(spec.path))
     update: bool = False      # re-resolve every tag on purpose and rewrite the lock
+    base: updates.Base | None = None  # an update bundle: omit the image blobs this verified base holds
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,7 @@ class BuildResult:
     signed_by: tuple[str, ...]
     coverage: tuple[str, ...]  # one line per output: what it rewrote
     lock: LockOutcome  # what the build did with the lock: used, wrote or updated
+    base: bom.BaseEntry | None = None  # an update bundle: its base and the blobs taken from it
 
 
 def build(spec: Spec, options: BuildOptions, progress: Progress | None = None) -> BuildResult:
@@ -219,11 +222,15 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
         + [_chart_dependency(f) for located_chart in located for f in located_chart.all_fetched],
         builder_version=__version__, epoch=epoch,
         lock=(locked.path.name, locked.digest)))
-    files = _payload_files(payload)
+    files, taken = _payload_files(payload), tuple[bom.FileEntry, ...]()
+    if options.base is not None:  # an update bundle: the blobs its base holds are named, not carried
+        files, taken = _split_for_base(files, options.base)
+    base = options.base.entry(taken) if options.base else None
     progress.step("attest", 1, 1, f"{len(files)} files")
 
     def statement_of(written: Sequence[archive.Written]) -> bytes:
-        full = dataclasses.replace(partial, files=tuple(bom.FileEntry(f.name, f.size, f.sha256) for f in written))
+        full = dataclasses.replace(partial, files=tuple(bom.FileEntry(f.name, f.size, f.sha256) for f in written),
+                                   base=base)
         return attest.statement(full.subjects(), bom.PREDICATE_TYPE, full.to_dict())
 
     signer = options.signer
@@ -242,7 +249,7 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
     if locked.action != "used":
         lockfile.write(locked.path, lock_bytes)  # only once the bundle is in place
     return BuildResult(options.output, options.output.stat().st_size, hashlib.sha256(statement).hexdigest(),
-                       images, charts, signed_by, tuple(coverage), locked)
+                       images, charts, signed_by, tuple(coverage), locked, base)
 
 
 def _render_and_sweep(spec: Spec, tools: render.Tools, progress: Progress) -> tuple[list[render.Rendered],
@@ -457,6 +464,17 @@ def _write(path: Path, data: bytes) -> None:
 def _payload_files(root: Path) -> list[tuple[str, Path]]:
     """(member name, path) of every payload file, sorted by name."""
     return sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*") if p.is_file())
+
+
+def _split_for_base(files: list[tuple[str, Path]], base: updates.Base) -> tuple[list[tuple[str, Path]],
+                                                                                tuple[bom.FileEntry, ...]]:
+    """(carried, taken) for an update bundle: a blob the base holds with the same name and size is taken
+    from the base, whose copy was verified; its local copy is never read. Everything else is carried."""
+    named = [bom.FileEntry(name, path.stat().st_size, name.rpartition("/")[2]) for name, path in files
+             if name.rpartition("/")[0] == "images/blobs/sha256"]
+    _, taken = updates.split(named, base)
+    gone = {f.path for f in taken}
+    return [(name, path) for name, path in files if name not in gone], taken
 
 
 def _require_blob_named_by_digest(member: archive.Written) -> None:
