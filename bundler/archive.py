@@ -3,6 +3,9 @@
 Inputs and outputs:
 - `write(members, out, epoch)`: (arcname, source path or bytes) pairs -> `out`, written under a
   temporary name in the same folder and renamed into place.
+- `write_hashed(files, out, epoch, statement=..., signatures=...)`: the same for a build, whose statement
+  lists each payload file's size and sha256: every payload byte is read, hashed and written once, the
+  statement going into a slot reserved by its length (which the digests cannot change).
 - `read_index(source) -> BundleIndex`: scans the headers only (seeking over data) and refuses what a
   bundle never contains (links, devices, fifos, absolute paths, `..`, duplicate names, data after the
   end-of-archive marker).
