@@ -32,16 +32,16 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, Literal
 
 from . import archive, sweep, verify
 from .bom import Bom, ImageEntry
+from .bundlefile import BundleBytes, opened
 from .documents import MAX_STREAM_BYTES, Origin, load_stream
 from .errors import (
     ArchiveError,
     AuthError,
     DigestMismatchError,
-    InputError,
     InvalidReferenceError,
     NotFoundError,
     ReadbackError,
@@ -106,7 +106,7 @@ class VerifiedBundle:
     """A bundle that passed `verify`, held open: every read below is from the file that was checked."""
 
     path: Path
-    file: BinaryIO
+    file: BundleBytes
     verification: verify.VerificationResult
     index: archive.BundleIndex
     bom: Bom
@@ -125,7 +125,7 @@ class VerifiedBundle:
         size, sha = self.checked[name]
         if size > cap:
             raise ArchiveError(f"{self.path}: {name} has {size} bytes, more than the {cap} read into memory")
-        return b"".join(verified(archive.read_range(self.file.fileno(), member, 0, size), f"sha256:{sha}", size,
+        return b"".join(verified(archive.read_range(self.file, member, 0, size), f"sha256:{sha}", size,
                                  what=f"{self.path}: {name}"))
 
     def blob(self, digest: str) -> bytes:
@@ -134,10 +134,8 @@ class VerifiedBundle:
     def reader(self, digest: str) -> Callable[[int, int], Iterator[bytes]]:
         """`read(start, length)` over a blob member; a whole-blob read is hashed as it streams."""
         member = self.member(BLOBS + digest.removeprefix("sha256:"))
-        fd = self.file.fileno()
-
         def read(start: int, length: int) -> Iterator[bytes]:
-            chunks = archive.read_range(fd, member, start, length)
+            chunks = archive.read_range(self.file, member, start, length)
             if start == 0 and length == member.size:
                 return verified(chunks, digest, member.size, what=f"{self.path}: {member.name}")
             return chunks
@@ -146,22 +144,20 @@ class VerifiedBundle:
 
 
 @contextmanager
-def open_verified(path: Path | str, trust: TrustPolicy, *, now: dt.datetime) -> Iterator[VerifiedBundle]:
-    """Open the bundle, run `verify` on it (nothing is sent anywhere before this passes), keep it open.
+def open_verified(source: Path | str | BundleBytes, trust: TrustPolicy, *,
+                  now: dt.datetime) -> Iterator[VerifiedBundle]:
+    """Open the bundle (a file, or a split bundle's parts held open by the caller), run `verify` on it
+    (nothing is sent anywhere before this passes), keep it open.
 
     Raises:
         the verify failures (VerificationError subclasses, ArchiveError, UnsafeArchiveError),
         NoTrustAnchorError, InputError.
     """
-    try:
-        f = open(path, "rb", buffering=0)
-    except OSError as e:
-        raise InputError(f"{path}: cannot open the bundle: {e.strerror}") from e
-    with f:
-        result = verify.require(verify.verify_file(f, str(path), trust, now=now))
+    with opened(source) as (f, where):
+        result = verify.require(verify.verify_file(f, where, trust, now=now))
         assert result.bom is not None  # an accepted result always carries its statement's predicate
         checked = {name: (size, sha) for name, size, sha in result.verified_files}
-        yield VerifiedBundle(Path(path), f, result, verify.scan(f, str(path))[0], result.bom, checked)
+        yield VerifiedBundle(Path(where), f, result, verify.scan(f, where)[0], result.bom, checked)
 
 
 # --------------------------------------------------------------------------------------------------
