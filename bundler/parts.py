@@ -50,7 +50,7 @@ from .errors import (
     UsageError,
     VerificationError,
 )
-from .keys import VENDOR, Signer, TrustPolicy
+from .keys import VENDOR, Signer, TrustPolicy, read_capped
 
 log = logging.getLogger(__name__)
 
@@ -227,13 +227,7 @@ def read_index(path: Path, trust: TrustPolicy | None, now: dt.datetime) -> Check
         PartError: a signed index that is malformed (31).
     """
     where = str(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_INDEX_BYTES + 1)
-    except OSError as e:
-        raise InputError(f"{path}: cannot read the parts index: {e.strerror}") from e
-    if len(data) > MAX_INDEX_BYTES:
-        raise InputError(f"{path}: more than {MAX_INDEX_BYTES} bytes: not a parts index")
+    data = read_capped(path, MAX_INDEX_BYTES, "the parts index")
     try:
         payload = sign.parse(data, payload_type=PAYLOAD_TYPE).payload
         claimed = strict_json(payload).get("authority", VENDOR)  # untrusted: only selects the policy to apply

@@ -6,9 +6,11 @@ verify, inspect and extract, never copied. Push and build with parts: tests/test
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import shutil
+import tarfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,14 @@ import pytest
 from bundler import archive, keys, parts, sign, verify
 from bundler.attest import canonical_json
 from bundler.bundlefile import open_file
-from bundler.errors import ArchiveError, BadSignatureError, InputError, PartError, UsageError, VerificationError
+from bundler.errors import (
+    ArchiveError,
+    BadSignatureError,
+    InputError,
+    PartError,
+    UsageError,
+    VerificationError,
+)
 from tests.support.bundles import NOW, build_bundle, sha
 from tests.support.bundles import world as make_world
 
@@ -205,6 +214,7 @@ def test_short_and_long_parts_are_named_by_size(made: dict[str, Any], run_cli: A
     n = len(made["done"].index.parts)
     part = tmp_path / "set/app.bundle.tar.part-0004"
     part.write_bytes(part.read_bytes()[:-1])
+    (tmp_path / "set/app.bundle.tar.part-0002").write_bytes(b"x" * PART)  # damaged, but sizes are checked first
     res = cli_verify(run_cli, made, index)
     assert res.returncode == 31, res.stderr
     assert f"part 4 of {n} (app.bundle.tar.part-0004) is short: 999 bytes, the index says 1,000" in res.stderr
@@ -308,7 +318,7 @@ def test_not_an_index_and_malformed_signed_indexes(made: dict[str, Any], tmp_pat
     with pytest.raises(BadSignatureError, match="not a signed parts index"):
         parts.read_index(index, made["trust"], NOW)
     index.write_text("{" + " " * parts.MAX_INDEX_BYTES)
-    with pytest.raises(InputError, match="not a parts index"):
+    with pytest.raises(InputError, match="the parts index larger than"):
         parts.read_index(index, made["trust"], NOW)
     with pytest.raises(InputError, match="cannot read the parts index"):
         parts.read_index(tmp_path / "nothing.parts.json", made["trust"], NOW)
@@ -372,3 +382,35 @@ def test_inspect_a_set_with_and_without_policy(made: dict[str, Any], run_cli: An
 def test_part_and_index_names() -> None:
     assert parts.part_name("a.tar", 1) == "a.tar.part-0001" and parts.part_name("a.tar", 9999) == "a.tar.part-9999"
     assert parts.index_path(Path("/x/a.tar")) == Path("/x/a.tar.parts.json")
+
+
+def test_split_that_cannot_rename_leaves_no_temporary_file(made: dict[str, Any], tmp_path: Path) -> None:
+    (tmp_path / "app.bundle.tar.part-0002").mkdir()  # in the way of the second part's rename
+    with pytest.raises(ArchiveError, match="cannot write the parts"):
+        parts.split(made["built"].path, PART, made["vendor"], out_dir=tmp_path)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+    assert not (tmp_path / "app.bundle.tar.parts.json").exists()  # no index names a half-renamed set
+
+
+def test_unreadable_part_and_a_set_that_is_no_bundle(made: dict[str, Any], tmp_path: Path) -> None:
+    index = copy_set(made, tmp_path / "set")
+    loop = tmp_path / "set/app.bundle.tar.part-0002"
+    loop.unlink()
+    os.symlink(loop.name, loop)  # a link to itself: it exists, and cannot be opened
+    with pytest.raises(InputError, match="cannot open part 2 of"):
+        with parts.open_bundle(index, made["trust"], NOW):
+            pass  # pragma: no cover - refused on opening
+    # a correctly signed index over a tar whose first member is not a statement
+    plain = tmp_path / "plain.tar"
+    with tarfile.open(plain, "w", format=tarfile.PAX_FORMAT) as tf:
+        info = tarfile.TarInfo("readme.txt")
+        info.size = 3000
+        tf.addfile(info, io.BytesIO(b"x" * 3000))
+    data = plain.read_bytes()
+    shutil.copy(plain, tmp_path / "plain.tar.part-0001")
+    index = parts.PartsIndex("vendor", "plain.tar", len(data), sha(data), "e" * 64,
+                             (parts.Part("plain.tar.part-0001", len(data), sha(data), 0),))
+    resign(tmp_path / "plain.tar.parts.json", index, made["vendor"])
+    with pytest.raises(PartError, match="do not begin with the statement the index names"):
+        with parts.open_bundle(tmp_path / "plain.tar.parts.json", made["trust"], NOW):
+            pass  # pragma: no cover - refused on opening
