@@ -32,7 +32,8 @@ import os
 import re
 import tarfile
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -487,29 +488,38 @@ def _write_parts(f: BundleBytes, bundle: Path, size: int, max_part_size: int, ou
     view = memoryview(buf)
     parts: list[Part] = []
     f.seek(0)
-    for offset in range(0, size, max_part_size):
-        name = part_name(bundle.name, len(parts) + 1)
-        length = min(max_part_size, size - offset)
-        fd, temp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".partial")
-        temps.append(Path(temp))
-        hasher, done = hashlib.sha256(), 0
-        with os.fdopen(fd, "wb", buffering=CHUNK) as out:
-            os.fchmod(out.fileno(), 0o644)
-            while done < length:
-                n = f.readinto(view[: min(CHUNK, length - done)])
-                if not n:
-                    raise ArchiveError(f"{bundle}: shorter than when its headers were read",
-                                       hint="the bundle is being modified; split a stable copy")
-                hasher.update(view[:n])
-                whole.update(view[:n])
-                out.write(view[:n])
-                done += n
-            out.flush()
-            os.fsync(out.fileno())
-        parts.append(Part(name, length, hasher.hexdigest(), offset))
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the whole file's digest on a second core, as digest_all
+        for offset in range(0, size, max_part_size):
+            parts.append(_write_part(f, bundle, len(parts) + 1, offset, min(max_part_size, size - offset), out_dir,
+                                     temps, view, lambda chunk: pool.submit(whole.update, chunk)))
     if f.read(1):
         raise ArchiveError(f"{bundle}: grew while being split", hint="the bundle is being modified; split a stable copy")
     return parts, whole.hexdigest()
+
+
+def _write_part(f: BundleBytes, bundle: Path, number: int, offset: int, length: int, out_dir: Path,
+                temps: list[Path], view: memoryview, also: Callable[[memoryview], Future[None]]) -> Part:
+    """Copy `length` bytes from `f` into a new temporary part file, hashing them (and handing each
+    chunk to `also`, which must be done with it before the buffer is reused)."""
+    name = part_name(bundle.name, number)
+    fd, temp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".partial")
+    temps.append(Path(temp))
+    hasher, done = hashlib.sha256(), 0
+    with os.fdopen(fd, "wb", buffering=CHUNK) as out:  # buffered: it retries a short write, or raises
+        os.fchmod(out.fileno(), 0o644)
+        while done < length:
+            n = f.readinto(view[: min(CHUNK, length - done)])
+            if not n:
+                raise ArchiveError(f"{bundle}: shorter than when its headers were read",
+                                   hint="the bundle is being modified; split a stable copy")
+            pending = also(view[:n])
+            hasher.update(view[:n])
+            out.write(view[:n])
+            pending.result()
+            done += n
+        out.flush()
+        os.fsync(out.fileno())
+    return Part(name, length, hasher.hexdigest(), offset)
 
 
 def _write_temp(out_dir: Path, name: str, data: bytes, temps: list[Path]) -> None:
