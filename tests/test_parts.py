@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from bundler import archive, keys, parts, sign, verify
@@ -28,6 +29,7 @@ from bundler.errors import (
     UsageError,
     VerificationError,
 )
+from tests.conftest import REPO
 from tests.support.bundles import NOW, build_bundle, sha
 from tests.support.bundles import world as make_world
 
@@ -374,6 +376,7 @@ def test_inspect_a_set_with_and_without_policy(made: dict[str, Any], run_cli: An
     res = run_cli("inspect", str(index), "--policy", str(made["policy"]), "--json")
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
+    jsonschema.Draft202012Validator(json.loads((REPO / "schemas/inspection.schema.json").read_text())).validate(doc)
     assert doc["bundle"]["statementSha256"] == doc["parts"]["statementSha256"] == sha(made["built"].statement)
     assert doc["parts"]["verified"] and len(doc["parts"]["parts"]) == len(made["done"].index.parts)
     assert doc["bundle"]["size"] == made["built"].path.stat().st_size
