@@ -1048,7 +1048,7 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
                         **({"dependencies": [d.to_dict() for d in c.dependencies]} if c.dependencies else {})}
                        for c in result.charts],
             "lock": result.lock.to_json(),
-            "parts": None if split is None else {"index": str(split.index_path), **split.index.to_json()},
+            **({} if split is None else {"parts": {"index": str(split.index_path), **split.index.to_json()}}),
         }, indent=2))
         return
     for line in result.coverage:
