@@ -331,7 +331,8 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, audit_log: 
                                                             "message": str(exc)}}))
         raise
     if as_json:
-        click.echo(json.dumps({**result.to_json(), "parts": parts_json, "extractedTo": extract_to,
+        click.echo(json.dumps({**result.to_json(), **({"parts": parts_json} if parts_json else {}),
+                               "extractedTo": extract_to,
                                "validAt": now.isoformat(),
                                "validAtGiven": bool(at_time), "record": records[0].to_json() if records else None,
                                "auditLog": audit_log}, indent=2))
