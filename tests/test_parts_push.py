@@ -26,6 +26,12 @@ def test_build_max_part_size_needs_a_key(shipped: Shipped, run_cli: Any) -> None
                    cwd=shipped.work)
     assert done.returncode == 2 and "--max-part-size needs --key" in done.stderr, done.stderr
     assert not (shipped.work / "x.bundle.tar").exists()
+    text = run_cli("build", "bundle.yaml", "--output", "text.bundle.tar", "--key", "vendor.key", "--cache",
+                   str(shipped.work / "cache"), "--max-part-size", "1MiB", cwd=shipped.work)
+    assert text.returncode == 0, text.stderr
+    assert "wrote text.bundle.tar (" in text.stdout and "parts of text.bundle.tar" in text.stdout
+    assert "text.bundle.tar.parts.json, signed by vendor with SHA256:" in text.stdout
+    assert not (shipped.work / "text.bundle.tar").exists() and (shipped.work / "text.bundle.tar.part-0001").exists()
 
 
 def test_build_in_parts_then_push_from_the_parts_reads_back(shipped: Shipped, run_cli: Any, tmp_path: Path) -> None:
