@@ -27,6 +27,7 @@ import datetime as dt
 import decimal
 import hashlib
 import io
+import json
 import logging
 import os
 import re
@@ -208,12 +209,21 @@ class CheckedIndex:
 
 
 def is_index(path: Path | str) -> bool:
-    """Whether `path` holds a parts index (JSON) rather than a bundle (a tar, which starts with a name)."""
+    """Whether `path` holds a parts index (a JSON document) rather than a bundle (a tar, which starts
+    with its first member's name). Garbage that happens to start with `{` is not JSON: a bundle, then,
+    and the tar reader says what is wrong with it."""
     try:
         with open(path, "rb") as f:
-            return f.read(64).lstrip()[:1] == b"{"
+            head = f.read(MAX_INDEX_BYTES + 1)
     except OSError:
         return False  # opening it as a bundle says what is wrong
+    if head.lstrip()[:1] != b"{":
+        return False
+    try:
+        json.loads(head)
+    except ValueError:  # UnicodeDecodeError included
+        return False
+    return True
 
 
 def read_index(path: Path, trust: TrustPolicy | None, now: dt.datetime) -> CheckedIndex:

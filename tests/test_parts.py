@@ -325,6 +325,12 @@ def test_not_an_index_and_malformed_signed_indexes(made: dict[str, Any], tmp_pat
     with pytest.raises(InputError, match="cannot read the parts index"):
         parts.read_index(tmp_path / "nothing.parts.json", made["trust"], NOW)
     assert not parts.is_index(tmp_path / "nothing.parts.json")
+    garbage = tmp_path / "garbage.tar"
+    garbage.write_bytes(b"{" + bytes(range(256)) * 16)  # not JSON: read as a (broken) bundle, not an index
+    assert not parts.is_index(garbage) and parts.is_index(made["set"] / "app.bundle.tar.parts.json")
+    with pytest.raises(ArchiveError, match="not a readable tar"):
+        with parts.open_bundle(garbage, made["trust"], NOW) as source:
+            verify.require(verify.verify(source, made["trust"], now=NOW))
     doc = json.loads(good.to_bytes())
     cases: list[tuple[Any, str]] = [
         (b"[1,", "not JSON"),
