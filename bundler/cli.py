@@ -260,9 +260,11 @@ def sign_command(bundle: str, authority: str, key_path: str, cert_path: str | No
               help="With --extract: also append the verification record to this JSON Lines log (never truncated).")
 @click.option("--at", "at_time", metavar="TIME",
               help="Audit a stored bundle: check validity at TIME (RFC 3339) instead of now. Not with --extract.")
+@click.option("--base", "base", type=click.Path(dir_okay=False),
+              help="BUNDLE is an update: its base, the full bundle it was built against (verified too).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def verify_command(bundle: str, policy: str, extract_to: str | None, audit_log: str | None, at_time: str | None,
-                   as_json: bool) -> None:
+                   base: str | None, as_json: bool) -> None:
     """Verify a bundle offline: signatures against the policy, then every member; optionally extract.
 
     Nothing is written unless every check passed. With --extract, the folder also gets
@@ -288,13 +290,18 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, audit_log: 
       airgap-bundle verify app.bundle.tar --policy policy.yaml --extract ./app --audit-log audit.jsonl
       airgap-bundle verify app.bundle.tar --policy policy.yaml --at 2027-03-01T00:00:00Z   # an audit
       airgap-bundle verify app.bundle.tar.parts.json --policy policy.yaml --extract ./app   # a split bundle
+      airgap-bundle verify app-1.1.bundle.tar --base app-1.0.bundle.tar --policy policy.yaml --extract ./app
 
     \b
     BUNDLE may be a split bundle's parts index (NAME.parts.json from `split`): its signature is checked
     first, then each part's size, then the parts are verified as one bundle, read in place; a missing,
     short or damaged part is named (exit 31).
+
+    \b
+    An update bundle (build --base) is verified only with its base (exit 28 without it, or with
+    another base): both are verified, and --extract writes the full bundle's tree.
     """
-    from . import audit, keys, parts, verify
+    from . import audit, keys, parts, update, verify
 
     if at_time and extract_to:
         raise UsageError("--at checks validity at another time, for audits; --extract delivers, which requires "
@@ -319,8 +326,13 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, audit_log: 
         with parts.open_bundle(bundle, trust, now) as source:  # a file, or a split bundle's parts
             _echo_parts(source, err=as_json)
             parts_json = source.checked.to_json() if isinstance(source, parts.PartsFile) else None
-            if extract_to:
+            if extract_to and base:
+                result = update.verify_pair_and_extract(source, base, trust, extract_to, now=now, extra=record)
+            elif extract_to:
                 result = verify.verify_and_extract(source, trust, extract_to, now=now, extra=record)
+            elif base:
+                with update.open_pair(source, base, trust, now=now) as pair:
+                    result = pair.update
             else:
                 result = verify.require(verify.verify(source, trust, now=now))
         if audit_log:
@@ -331,13 +343,15 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, audit_log: 
                                                             "message": str(exc)}}))
         raise
     if as_json:
-        click.echo(json.dumps({**result.to_json(), **({"parts": parts_json} if parts_json else {}),
-                               "extractedTo": extract_to,
-                               "validAt": now.isoformat(),
+        click.echo(json.dumps({**result.to_json(), "base": _base_json(result.bom and result.bom.base, base),
+                               **({"parts": parts_json} if parts_json else {}),
+                               "extractedTo": extract_to, "validAt": now.isoformat(),
                                "validAtGiven": bool(at_time), "record": records[0].to_json() if records else None,
                                "auditLog": audit_log}, indent=2))
         return
     _echo_verified(bundle, result, extract_to=extract_to, note=when if at_time else None)
+    if base:
+        click.echo(_base_line(result, base))
     if extract_to:
         click.echo(f"verification record: {Path(extract_to) / audit.RECORD_PATH}"
                    + (f", appended to {audit_log}" if audit_log else ""))
@@ -353,6 +367,22 @@ def _echo_parts(source: Any, *, err: bool = False) -> None:
         by = f"signed by {signer.authority} key {signer.keyid}" if signer else "signature NOT verified (no policy)"
         click.echo(f"parts: {len(checked.index.parts)} parts of {checked.index.bundle} "
                    f"({checked.index.size:,} bytes), index {by}", err=err)
+
+
+def _base_json(named: Any, path: str | None) -> dict[str, Any] | None:
+    """An update's `predicate.base` (a bom.BaseEntry, or None for a full bundle) as build, verify and push
+    report it."""
+    if named is None:
+        return None
+    return {"path": path, "statementDigest": named.statement_digest, "name": named.name, "version": named.version,
+            "blobsFromBase": len(named.files), "bytesFromBase": sum(f.size for f in named.files)}
+
+
+def _base_line(result: Any, base: str) -> str:
+    b = _base_json(result.bom.base, base)
+    assert b is not None  # open_pair refuses a full bundle given a base
+    return (f"base ok: {base} is {b['name']} {b['version']} (statement {b['statementDigest']}), verified; it holds "
+            f"the {b['blobsFromBase']} image blob(s) ({b['bytesFromBase']:,} bytes) the update takes from it")
 
 
 def _echo_verified(bundle: str, result: Any, *, extract_to: str | None = None, note: str | None = None,
@@ -827,9 +857,13 @@ def pull_command(sources: tuple[str, ...], output: str, platform_texts: tuple[st
 @click.option("--audit-log", type=click.Path(dir_okay=False),
               help="Append the verification record to this JSON-lines file "
                    "[default: $XDG_STATE_HOME/airgap-bundle/audit.jsonl].")
+@click.option("--base", "base", type=click.Path(dir_okay=False),
+              help="BUNDLE is an update: its base, the full bundle it was built against (verified too; blobs the "
+                   "update omits are read from it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (progress lines go to stderr).")
 def push_command(bundle: str, policy: str, registry_host: str | None, insecure: tuple[str, ...], ca_file: str | None,
-                 jobs: int, chunk_mib: int, dry_run: bool, audit_log: str | None, as_json: bool) -> None:
+                 jobs: int, chunk_mib: int, dry_run: bool, audit_log: str | None, base: str | None,
+                 as_json: bool) -> None:
     """Verify a bundle, then push every image to the cluster-local registry and read it back.
 
     \b
@@ -847,6 +881,11 @@ def push_command(bundle: str, policy: str, registry_host: str | None, insecure: 
       airgap-bundle push app.bundle.tar.parts.json --policy policy.yaml   # a split bundle, read in place
       airgap-bundle push app.bundle.tar --policy policy.yaml --registry 127.0.0.1:5000 \\
           --insecure-registry 127.0.0.1:5000
+      airgap-bundle push app-1.1.bundle.tar --base app-1.0.bundle.tar --policy policy.yaml --dry-run
+
+    \b
+    An update bundle (build --base) is pushed only with its base (exit 28 without it): both are
+    verified, and each blob is read from whichever file holds it.
     """
     from . import audit, keys, parts
     from . import push as push_mod
@@ -856,9 +895,12 @@ def push_command(bundle: str, policy: str, registry_host: str | None, insecure: 
     if not dry_run:
         audit.check_log(log_path)  # fail before anything is sent, not after an unrecorded push
     now = datetime.datetime.now(datetime.UTC)
-    with parts.open_bundle(bundle, trust, now) as source, push_mod.open_verified(source, trust, now=now) as verified:
+    with parts.open_bundle(bundle, trust, now) as source, \
+            push_mod.open_verified(source, trust, now=now, base=base) as verified:
         _echo_parts(source, err=as_json)
         _echo_verified(bundle, verified.verification, err=as_json)
+        if base:
+            click.echo(_base_line(verified.verification, base), err=as_json)
         _log_to_stderr()  # after verification: its accepted signatures are printed once, as `verify` prints them
         host = registry_host or verified.bom.local_registry
         target = push_mod.Target(host, insecure=host in insecure, ca_file=Path(ca_file) if ca_file else None)
@@ -876,7 +918,8 @@ def push_command(bundle: str, policy: str, registry_host: str | None, insecure: 
                                   destination=result.target, image_count=len(result.images))
         audit.append_log(record, log_path)
     if as_json:
-        click.echo(json.dumps({"verification": verified.verification.to_json(), **result.to_json(),
+        click.echo(json.dumps({"verification": verified.verification.to_json(),
+                               "base": _base_json(verified.bom.base, base), **result.to_json(),
                                "record": record.to_json() if record else None,
                                "auditLog": str(log_path) if record else None}, indent=2))
         push_mod.require_readback(result)
@@ -947,7 +990,7 @@ def split_command(bundle: str, max_part_size: int, authority: str, key_path: str
     Writes BUNDLE.part-0001, BUNDLE.part-0002, ... (consecutive byte ranges of BUNDLE: `cat` joins
     them) and BUNDLE.parts.json, an index of each part's size and sha256 signed with --key. Co-sign
     before splitting: the parts are the signed file's bytes. BUNDLE is left as it is. `verify`,
-    `inspect` and `push` take BUNDLE.parts.json as the bundle (docs/bundle-format.md section 7).
+    `inspect` and `push` take BUNDLE.parts.json as the bundle (docs/bundle-format.md section 8).
 
     \b
     Examples:
@@ -987,10 +1030,15 @@ def split_command(bundle: str, max_part_size: int, authority: str, key_path: str
 @click.option("--max-part-size", metavar="SIZE", callback=_size,
               help="Then split the signed bundle into OUTPUT.part-NNNN of at most SIZE and a signed "
                    "OUTPUT.parts.json (4GiB, 700MB, ...); OUTPUT itself is removed.")
+@click.option("--base", "base_path", type=click.Path(dir_okay=False), metavar="PREVIOUS.bundle.tar",
+              help="Build an update bundle: omit the image blobs this full bundle holds (verified first).")
+@click.option("--base-policy", type=click.Path(dir_okay=False),
+              help="With --base: the verification policy the base must pass (as `verify` checks it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def build_command(spec_file: str, output: str, authority: str, key_path: str | None, cert_path: str | None,
                   unsigned: bool, jobs: int, insecure: tuple[str, ...], cache_dir: str | None, offline: bool,
-                  crossplane_target: str | None, update: bool, max_part_size: int | None, as_json: bool) -> None:
+                  crossplane_target: str | None, update: bool, max_part_size: int | None, base_path: str | None,
+                  base_policy: str | None, as_json: bool) -> None:
     """Build a signed bundle: render, sweep, pull, Crossplane gate, rewrite, BOM, archive, sign.
 
     \b
@@ -1010,12 +1058,24 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
       airgap-bundle build examples/bundle.yaml --output demo.bundle.tar --key vendor.key --cert vendor.crt
       airgap-bundle build examples/bundle.yaml --output demo.bundle.tar --unsigned --update
       airgap-bundle build examples/bundle.yaml --output demo.bundle.tar --key vendor.key --max-part-size 4GiB
+
+    \b
+    An update bundle (docs/release-engineer.md "Update bundles"): --base names the previous full
+    bundle, verified with --base-policy (signatures, then every member) before anything is taken
+    from it; the image blobs it holds are named in the statement, not carried. Customers verify and
+    push the update with --base PREVIOUS.bundle.tar.
+      airgap-bundle build examples/bundle.yaml --output demo-update.bundle.tar --key vendor.key \\
+          --cert vendor.crt --base demo.bundle.tar --base-policy policy.yaml
     """
     from . import keys, pipeline
     from . import spec as spec_mod
+    from . import update as updates
     from .pull import default_cache_dir
 
     _log_to_stderr()
+    if (base_path is None) != (base_policy is None):
+        raise UsageError("--base and --base-policy go together: the base is verified before anything is taken from it",
+                         hint="pass both, or neither for a full bundle")
     epoch_text = os.environ.get("SOURCE_DATE_EPOCH")
     if epoch_text is not None and not epoch_text.isdigit():
         raise UsageError(f"SOURCE_DATE_EPOCH={epoch_text!r} is not a number of seconds")
@@ -1024,12 +1084,17 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
                          hint="build a signed bundle, or build, co-sign, then `airgap-bundle split`")
     spec = spec_mod.load(spec_file)
     signer = keys.load_signer(key_path, cert_path=cert_path, password=_key_password) if key_path else None
+    base = None
+    if base_path is not None and base_policy is not None:
+        base = updates.load_base(base_path, keys.load_trust(base_policy), now=datetime.datetime.now(datetime.UTC))
+        click.echo(f"base: {base_path} is {base.name} {base.version} (statement {base.statement_digest}), verified",
+                   err=True)
     progress = _Progress(sys.stderr.isatty())
     result = pipeline.build(spec, pipeline.BuildOptions(
         output=Path(output), signer=signer, authority=authority, unsigned=unsigned,
         cache=Path(cache_dir) if cache_dir else default_cache_dir(), jobs=jobs, offline=offline,
         insecure_registries=insecure, crossplane_target=crossplane_target,
-        source_date_epoch=int(epoch_text) if epoch_text else None, update=update), progress)
+        source_date_epoch=int(epoch_text) if epoch_text else None, update=update, base=base), progress)
     split = None
     if max_part_size is not None:
         from . import parts
@@ -1049,6 +1114,7 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
                         **({"dependencies": [d.to_dict() for d in c.dependencies]} if c.dependencies else {})}
                        for c in result.charts],
             "lock": result.lock.to_json(),
+            "base": _base_json(result.base, base_path),
             **({} if split is None else {"parts": {"index": str(split.index_path), **split.index.to_json()}}),
         }, indent=2))
         return
@@ -1057,6 +1123,10 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
     for image in result.images:
         click.echo(f"  {image.source} -> {image.local}")
     _echo_lock(result.lock)
+    if (b := _base_json(result.base, base_path)) is not None:
+        click.echo(f"update of {b['name']} {b['version']} (statement {b['statementDigest']}): {b['blobsFromBase']} "
+                   "image blob(s) "
+                   f"({b['bytesFromBase']:,} bytes) taken from the base, not carried")
     click.echo(f"wrote {result.output} ({result.size:,} bytes, {len(result.images)} images, "
                f"statement sha256:{result.statement_sha256[:16]}..., signed by {', '.join(result.signed_by) or 'nobody'})")
     if split is not None:

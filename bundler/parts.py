@@ -17,7 +17,7 @@ Inputs and outputs:
 
 An intact set is read once by `verify`: its checks cover every byte (every member's digest, zeros
 after the end), so parts are only hashed to name the damaged one. Format: docs/bundle-format.md
-section 7. Does not verify bundles (verify.py) or print (cli.py).
+section 8. Does not verify bundles (verify.py) or print (cli.py).
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ class PartsIndex:
 
     @classmethod
     def from_bytes(cls, data: bytes, where: str) -> PartsIndex:
-        """Parse and check a payload (docs/bundle-format.md section 7.2).
+        """Parse and check a payload (docs/bundle-format.md section 8.2).
 
         Raises:
             PartError: not canonical JSON of that shape, parts out of order or not adding up to the bundle.
