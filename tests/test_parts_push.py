@@ -11,9 +11,13 @@ from typing import Any
 
 import pytest
 
+from tests import test_update
 from tests.support.registry import running_registry
 from tests.support.shipped import Shipped, ship
 from tests.test_push import check_served
+from tests.test_update import Pair
+
+pair = test_update.pair  # the update-bundle fixture: a base, and an update built against it
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +83,29 @@ def test_build_in_parts_then_push_from_the_parts_reads_back(shipped: Shipped, ru
                 assert "push: target" not in res.stderr + res.stdout
         finally:
             part.write_bytes(original)
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*")
+            if p.is_file() and p.name != "verification.json"}
+
+
+def test_an_update_bundle_in_parts_verifies_with_its_base(pair: Pair, run_cli: Any, tmp_path: Path) -> None:
+    """Parts and update bundles together: `verify UPDATE.parts.json --base PREVIOUS` reads the update's
+    parts in place and extracts the same tree as the single update file."""
+    work = pair.shipped.work
+    done = run_cli("split", str(pair.update), "--max-part-size", "512KiB", "--key", str(work / "vendor.key"),
+                   "--cert", str(work / "vendor.crt"), "--output-dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    index = tmp_path / "update.bundle.tar.parts.json"
+    policy = str(pair.shipped.policy)
+    res = run_cli("verify", str(index), "--base", str(pair.base), "--policy", policy, "--extract",
+                  str(tmp_path / "from-parts"))
+    assert res.returncode == 0, res.stderr
+    assert "parts: " in res.stdout and "base ok: " in res.stdout
+    single = run_cli("verify", str(pair.update), "--base", str(pair.base), "--policy", policy, "--extract",
+                     str(tmp_path / "from-file"))
+    assert single.returncode == 0, single.stderr
+    assert _tree(tmp_path / "from-parts") == _tree(tmp_path / "from-file")
+    alone = run_cli("verify", str(index), "--policy", policy)
+    assert alone.returncode == 28, alone.stderr  # an update in parts still needs its base
