@@ -87,7 +87,8 @@ class Spawner:
 
     def run(self, argv: list[str], cwd: Path, stdout: Path, stderr: Path) -> dict[str, Any]:
         assert self.proc.stdin and self.proc.stdout
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        # Bytecode is written and reused, as on a user's machine (a CI setting may turn it off).
+        env = {**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}, "PYTHONPATH": str(REPO)}
         self.proc.stdin.write(json.dumps({"argv": argv, "cwd": str(cwd), "env": env, "stdout": str(stdout),
                                           "stderr": str(stderr)}) + "\n")
         self.proc.stdin.flush()
@@ -597,6 +598,8 @@ def main() -> None:
     base.mkdir(parents=True, exist_ok=True)
     free = free_bytes(base)
     floor = spawner.run(["true"], base, Path(os.devnull), Path(os.devnull))["maxrss_kb"] / 1024
+    spawner.run([sys.executable, "-m", "compileall", "-q", str(REPO / "bundler")], base, Path(os.devnull),
+                Path(os.devnull))  # stages start from bytecode, as installed code does
     print(f"machine: {machine()}; free disk at {base}: {fmt_size(free)}; load {os.getloadavg()}; "
           f"RSS floor of a spawned stage {floor:.0f} MB", flush=True)
     fits = []
