@@ -543,11 +543,19 @@ def goals(results: list[SizeResult]) -> list[str]:
     return lines
 
 
-def machine() -> dict[str, Any]:
+def machine(work: Path) -> dict[str, Any]:
+    """Cores, memory and the work folder's file system and block device, from /proc and /sys."""
     mem = next((int(line.split()[1]) * 1024 for line in open("/proc/meminfo") if line.startswith("MemTotal:")), 0)
     model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
                   if line.startswith("model name")), "?")
-    return {"cpus": os.cpu_count(), "cpu": model, "memory_bytes": mem, "python": sys.version.split()[0]}
+    mounts = [line.split()[:3] for line in open("/proc/mounts")]
+    where = str(work.resolve())
+    device, _, fstype = max((m for m in mounts if where == m[1] or where.startswith(m[1].rstrip("/") + "/")),
+                            key=lambda m: len(m[1]), default=["?", "/", "?"])
+    rotational = Path(f"/sys/block/{Path(device).name}/queue/rotational")
+    return {"cpus": os.cpu_count(), "cpu": model, "memory_bytes": mem, "python": sys.version.split()[0],
+            "disk": {"device": device, "fstype": fstype, "size_bytes": shutil.disk_usage(work).total,
+                     "rotational": rotational.read_text().strip() if rotational.exists() else "?"}}
 
 
 def expected_seconds(plan: Plan, limits: dict[str, float], calibration: dict[str, float] | None,
@@ -600,7 +608,7 @@ def main() -> None:
     floor = spawner.run(["true"], base, Path(os.devnull), Path(os.devnull))["maxrss_kb"] / 1024
     spawner.run([sys.executable, "-m", "compileall", "-q", str(REPO / "bundler")], base, Path(os.devnull),
                 Path(os.devnull))  # stages start from bytecode, as installed code does
-    print(f"machine: {machine()}; free disk at {base}: {fmt_size(free)}; load {os.getloadavg()}; "
+    print(f"machine: {machine(base)}; free disk at {base}: {fmt_size(free)}; load {os.getloadavg()}; "
           f"RSS floor of a spawned stage {floor:.0f} MB", flush=True)
     fits = []
     for plan in plans:
@@ -639,7 +647,7 @@ def main() -> None:
                 shutil.rmtree(work, ignore_errors=True)
     finally:
         spawner.close()
-    doc = {"machine": machine(), "rss_floor_mb": floor, "argv": sys.argv[1:], "goals": goals(results),
+    doc = {"machine": machine(base), "rss_floor_mb": floor, "argv": sys.argv[1:], "goals": goals(results),
            "results": [{**asdict(r), "stages": [{**asdict(s), "mbps": s.mbps, "ratio": s.ratio} for s in r.stages]}
                        for r in results]}
     args.json.write_text(json.dumps(doc, indent=2) + "\n")
