@@ -54,6 +54,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from machine_limits import disk_limit, sha256_limit
+
 REPO = Path(__file__).resolve().parent.parent
 MB = 1_000_000
 CHUNK = 1 << 20
@@ -203,28 +205,6 @@ class DiskPoller:
 
 
 # --- machine limits ------------------------------------------------------------------------------------
-
-def sha256_limit() -> float:
-    buf = os.urandom(64 << 20)
-    start = time.perf_counter()
-    for _ in range(4):
-        hashlib.sha256(buf).digest()
-    return 4 * len(buf) / (time.perf_counter() - start) / MB
-
-
-def disk_limit(directory: Path, total_mib: int = 1024) -> float:
-    chunk = os.urandom(CHUNK)
-    path = directory / "dd.tmp"
-    start = time.perf_counter()
-    with open(path, "wb") as f:
-        for _ in range(total_mib):
-            f.write(chunk)
-        f.flush()
-        os.fsync(f.fileno())
-    elapsed = time.perf_counter() - start
-    path.unlink()
-    return total_mib * CHUNK / elapsed / MB
-
 
 def loopback_limit(url: str, blobs: list[tuple[str, str]], budget: int = 512 * MB) -> float:
     """A plain streamed GET of layers from the registry, up to `budget` bytes; the best of two passes."""
@@ -432,7 +412,7 @@ class Bench:
 
     @staticmethod
     def limits(work: Path, url: str | None, layers: list[tuple[str, str]]) -> dict[str, float]:
-        found = {"sha256": sha256_limit(), "disk write": disk_limit(work)}
+        found = {"sha256": sha256_limit(), "disk write": disk_limit(work, 1024)}
         if url:
             found["loopback GET"] = loopback_limit(url, layers)
         print("  limits: " + ", ".join(f"{k} {v:.0f} MB/s" for k, v in found.items())
@@ -624,7 +604,7 @@ def main() -> None:
         fits.append(plan)
     if args.dry_run:
         # Without a registry here, loopback GET and registry PUT are taken as the disk write figure.
-        limits = {"sha256": sha256_limit(), "disk write": disk_limit(base)}
+        limits = {"sha256": sha256_limit(), "disk write": disk_limit(base, 1024)}
         limits |= {"loopback GET": limits["disk write"], "registry PUT": limits["disk write"]}
         calibration = calibration_from(args.calibrate) if args.calibrate else None
         print("limits now: " + ", ".join(f"{k} {v:.0f} MB/s" for k, v in limits.items())
