@@ -37,8 +37,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
+from .bundlefile import BundleBytes, open_file
 from .errors import ArchiveError, InputError, UnlistedMemberError, UnsafeArchiveError
 
 STATEMENT = "bundle.intoto.json"
@@ -252,16 +253,14 @@ def _refuse_duplicates(names: Iterable[str], where: str) -> None:
 # Reading
 
 
-def _open(source: Path | str | BinaryIO) -> tuple[BinaryIO, bool]:
+def _open(source: Path | str | BundleBytes) -> tuple[BundleBytes, bool]:
     if isinstance(source, (str, Path)):
-        try:
-            return open(source, "rb", buffering=0), True
-        except OSError as e:
-            raise InputError(f"{source}: cannot open the bundle: {e.strerror}") from e
+        return open_file(source), True
     return source, False
 
 
-def read_index(source: Path | str | BinaryIO, *, admit: Callable[[BinaryIO, Member], None] | None = None) -> BundleIndex:
+def read_index(source: Path | str | BundleBytes, *,
+               admit: Callable[[BundleBytes, Member], None] | None = None) -> BundleIndex:
     """Scan the tar headers (seeking over data) and return the members in archive order.
 
     Directory entries are tolerated and skipped (they carry nothing; extraction makes folders itself).
@@ -282,7 +281,7 @@ def read_index(source: Path | str | BinaryIO, *, admit: Callable[[BinaryIO, Memb
         members: list[Member] = []
         end = 0
         try:
-            with tarfile.open(fileobj=f, mode="r:") as tf:
+            with tarfile.open(fileobj=cast(BinaryIO, f), mode="r:") as tf:
                 while (info := tf.next()) is not None:
                     check_name(info.name.rstrip("/") if info.isdir() else info.name, where=where)
                     if info.isdir():
@@ -312,7 +311,7 @@ def read_index(source: Path | str | BinaryIO, *, admit: Callable[[BinaryIO, Memb
             f.close()
 
 
-def _check_trailer(f: BinaryIO, end: int, size: int, where: str) -> None:
+def _check_trailer(f: BundleBytes, end: int, size: int, where: str) -> None:
     """Everything after the last member must be zeros: no hidden members for a lenient tar to find."""
     f.seek(end)
     while chunk := f.read(CHUNK):
@@ -321,7 +320,7 @@ def _check_trailer(f: BinaryIO, end: int, size: int, where: str) -> None:
                                      hint="something was appended to the bundle outside the tar structure")
 
 
-def iter_member(f: BinaryIO, member: Member) -> Iterator[memoryview]:
+def iter_member(f: BundleBytes, member: Member) -> Iterator[memoryview]:
     """Yield a member's data in chunks of at most 1 MiB, read into one reused buffer.
 
     Each chunk is valid only until the next one is requested (memory stays flat whatever the size):
@@ -332,18 +331,18 @@ def iter_member(f: BinaryIO, member: Member) -> Iterator[memoryview]:
     view = memoryview(buf)
     f.seek(member.data_offset)
     while remaining > 0:
-        n = f.readinto(view[: min(len(buf), remaining)])  # type: ignore[attr-defined]
+        n = f.readinto(view[: min(len(buf), remaining)])
         if not n:
             raise ArchiveError(f"{member.name}: unexpected end of file")
         remaining -= n
         yield view[:n]
 
 
-def read_range(fd: int, member: Member, start: int, length: int) -> Iterator[bytes]:
+def read_range(f: BundleBytes, member: Member, start: int, length: int) -> Iterator[bytes]:
     """Yield bytes [start, start + length) of a member's data, in chunks of at most 1 MiB.
 
-    Positioned reads (`os.pread`) on a file descriptor: many threads can stream members of one open
-    bundle at once without sharing a file position, and nothing is extracted to disk.
+    Positioned reads (`pread`): many threads can stream members of one open bundle (a file or a
+    split bundle's parts) at once without sharing a file position, and nothing is extracted to disk.
 
     Raises:
         ArchiveError: the range lies outside the member, or the file ends early.
@@ -352,14 +351,14 @@ def read_range(fd: int, member: Member, start: int, length: int) -> Iterator[byt
         raise ArchiveError(f"{member.name}: bytes {start}-{start + length} are outside its {member.size} bytes")
     position, end = member.data_offset + start, member.data_offset + start + length
     while position < end:
-        chunk = os.pread(fd, min(CHUNK, end - position), position)
+        chunk = f.pread(min(CHUNK, end - position), position)
         if not chunk:
             raise ArchiveError(f"{member.name}: unexpected end of file", hint="the bundle file was truncated")
         position += len(chunk)
         yield chunk
 
 
-def digest_all(f: BinaryIO, index: BundleIndex) -> tuple[str, dict[str, str]]:
+def digest_all(f: BundleBytes, index: BundleIndex) -> tuple[str, dict[str, str]]:
     """Read the file once, first byte to last: the sha256 of the whole file and of each member's data.
 
     One sequential pass (headers, data, padding and trailer alike) so a verifier gets the bundle
@@ -379,7 +378,7 @@ def digest_all(f: BinaryIO, index: BundleIndex) -> tuple[str, dict[str, str]]:
     def feed(stop: int, member: hashlib._Hash | None) -> None:
         nonlocal pos
         while pos < stop:
-            n = f.readinto(view[: min(CHUNK, stop - pos)])  # type: ignore[attr-defined]
+            n = f.readinto(view[: min(CHUNK, stop - pos)])
             if not n:
                 raise ArchiveError(f"{getattr(f, 'name', 'bundle')}: shorter than when its headers were read",
                                    hint="the bundle file is being modified; try again on a stable copy")
@@ -404,7 +403,7 @@ def digest_all(f: BinaryIO, index: BundleIndex) -> tuple[str, dict[str, str]]:
     return whole.hexdigest(), members
 
 
-def read_member(f: BinaryIO, member: Member, *, cap: int) -> bytes:
+def read_member(f: BundleBytes, member: Member, *, cap: int) -> bytes:
     """Read a whole member into memory, refusing members larger than `cap` before reading."""
     if member.size > cap:
         raise ArchiveError(f"{member.name}: {member.size} bytes, more than the {cap} allowed",
@@ -423,8 +422,7 @@ def read_statement(path: Path | str, *, cap: int = 64 * 1024 * 1024) -> bytes:
         ArchiveError: no statement, or larger than `cap`.
         UnsafeArchiveError: the header scan refuses the bundle.
     """
-    f, _ = _open(path)
-    with f:
+    with open_file(path) as f:
         member = read_index(f).get(STATEMENT)
         if member is None:
             raise ArchiveError(f"{path}: no {STATEMENT}: not an airgap bundle")
@@ -515,9 +513,9 @@ def _rewrite_without(path: Path, index: BundleIndex, dropped: Member, name: str,
 # Extracting
 
 
-def extract(source: Path | str | BinaryIO, dest: Path | str, expected: Mapping[str, tuple[int, str]], *,
+def extract(source: Path | str | BundleBytes, dest: Path | str, expected: Mapping[str, tuple[int, str]], *,
             extra: Mapping[str, bytes] | None = None,
-            also: Sequence[tuple[BinaryIO, Mapping[str, tuple[int, str]]]] = ()) -> None:
+            also: Sequence[tuple[BundleBytes, Mapping[str, tuple[int, str]]]] = ()) -> None:
     """Extract exactly the `expected` members ({name: (size, sha256 hex)}) into the new folder `dest`.
 
     `extra` files ({relative path: bytes}, not members: e.g. the verification record) are written into
@@ -577,7 +575,7 @@ def extract(source: Path | str | BinaryIO, dest: Path | str, expected: Mapping[s
             f.close()
 
 
-def _extract_members(f: BinaryIO, members: Iterable[Member], expected: Mapping[str, tuple[int, str]],
+def _extract_members(f: BundleBytes, members: Iterable[Member], expected: Mapping[str, tuple[int, str]],
                      staging: Path) -> None:
     """Write each member under `staging` while hashing it; refuse one whose bytes differ from `expected`."""
     for member in members:

@@ -289,13 +289,19 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, audit_log: 
       airgap-bundle verify app.bundle.tar --policy policy.yaml
       airgap-bundle verify app.bundle.tar --policy policy.yaml --extract ./app --audit-log audit.jsonl
       airgap-bundle verify app.bundle.tar --policy policy.yaml --at 2027-03-01T00:00:00Z   # an audit
+      airgap-bundle verify app.bundle.tar.parts.json --policy policy.yaml --extract ./app   # a split bundle
       airgap-bundle verify app-1.1.bundle.tar --base app-1.0.bundle.tar --policy policy.yaml --extract ./app
+
+    \b
+    BUNDLE may be a split bundle's parts index (NAME.parts.json from `split`): its signature is checked
+    first, then each part's size, then the parts are verified as one bundle, read in place; a missing,
+    short or damaged part is named (exit 31).
 
     \b
     An update bundle (build --base) is verified only with its base (exit 28 without it, or with
     another base): both are verified, and --extract writes the full bundle's tree.
     """
-    from . import audit, keys, update, verify
+    from . import audit, keys, parts, update, verify
 
     if at_time and extract_to:
         raise UsageError("--at checks validity at another time, for audits; --extract delivers, which requires "
@@ -315,20 +321,22 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, audit_log: 
         return {audit.RECORD_PATH: records[0].to_bytes()}
 
     try:
-        if extract_to:
-            if audit_log:
-                audit.check_log(Path(audit_log))  # fail before extracting, not after
-            if base:
-                result = update.verify_pair_and_extract(bundle, base, trust, extract_to, now=now, extra=record)
+        if audit_log:
+            audit.check_log(Path(audit_log))  # fail before extracting, not after
+        with parts.open_bundle(bundle, trust, now) as source:  # a file, or a split bundle's parts
+            _echo_parts(source, err=as_json)
+            parts_json = source.checked.to_json() if isinstance(source, parts.PartsFile) else None
+            if extract_to and base:
+                result = update.verify_pair_and_extract(source, base, trust, extract_to, now=now, extra=record)
+            elif extract_to:
+                result = verify.verify_and_extract(source, trust, extract_to, now=now, extra=record)
+            elif base:
+                with update.open_pair(source, base, trust, now=now) as pair:
+                    result = pair.update
             else:
-                result = verify.verify_and_extract(bundle, trust, extract_to, now=now, extra=record)
-            if audit_log:
-                audit.append_log(records[0], Path(audit_log))
-        elif base:
-            with update.open_pair(bundle, base, trust, now=now) as pair:
-                result = pair.update
-        else:
-            result = verify.require(verify.verify(bundle, trust, now=now))
+                result = verify.require(verify.verify(source, trust, now=now))
+        if audit_log:
+            audit.append_log(records[0], Path(audit_log))
     except BundlerError as exc:
         if as_json:
             click.echo(json.dumps({"ok": False, "failure": {"error": type(exc).__name__, "exitCode": exc.exit_code,
@@ -336,6 +344,7 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, audit_log: 
         raise
     if as_json:
         click.echo(json.dumps({**result.to_json(), "base": _base_json(result.bom and result.bom.base, base),
+                               **({"parts": parts_json} if parts_json else {}),
                                "extractedTo": extract_to, "validAt": now.isoformat(),
                                "validAtGiven": bool(at_time), "record": records[0].to_json() if records else None,
                                "auditLog": audit_log}, indent=2))
@@ -346,6 +355,18 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, audit_log: 
     if extract_to:
         click.echo(f"verification record: {Path(extract_to) / audit.RECORD_PATH}"
                    + (f", appended to {audit_log}" if audit_log else ""))
+
+
+def _echo_parts(source: Any, *, err: bool = False) -> None:
+    """For a split bundle: which index, how many parts, and who signed the index."""
+    from . import parts
+
+    if isinstance(source, parts.PartsFile):
+        checked = source.checked
+        signer = checked.signer
+        by = f"signed by {signer.authority} key {signer.keyid}" if signer else "signature NOT verified (no policy)"
+        click.echo(f"parts: {len(checked.index.parts)} parts of {checked.index.bundle} "
+                   f"({checked.index.size:,} bytes), index {by}", err=err)
 
 
 def _base_json(named: Any, path: str | None) -> dict[str, Any] | None:
@@ -408,8 +429,9 @@ def inspect_command(bundle: str | None, policy: str | None, record_path: str | N
       airgap-bundle inspect app.bundle.tar
       airgap-bundle inspect app.bundle.tar --policy policy.yaml --json > ticket.json
       airgap-bundle inspect --record ~/.local/state/airgap-bundle/audit.jsonl --image sha256:3b1f...
+      airgap-bundle inspect app.bundle.tar.parts.json --policy policy.yaml   # a split bundle
     """
-    from . import audit, keys
+    from . import audit, keys, parts
     from . import inspect as inspect_mod
 
     if record_path is not None:
@@ -431,13 +453,19 @@ def inspect_command(bundle: str | None, policy: str | None, record_path: str | N
     if image is not None:
         raise UsageError("--image filters records: use it with --record")
     trust = keys.load_trust(policy) if policy else None
-    result = inspect_mod.inspect(bundle, trust=trust, now=datetime.datetime.now(datetime.UTC))
-    if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2))
-    else:
-        click.echo(inspect_mod.render_text(result), nl=False)
-    if result.failure is not None:
-        raise result.failure
+    now = datetime.datetime.now(datetime.UTC)
+    with parts.open_bundle(bundle, trust, now) as source:  # a file, or a split bundle's parts
+        result = inspect_mod.inspect(source, trust=trust, now=now)
+        if as_json:
+            doc = result.to_json()
+            if isinstance(source, parts.PartsFile):
+                doc["parts"] = source.checked.to_json()
+            click.echo(json.dumps(doc, indent=2))
+        else:
+            _echo_parts(source)
+            click.echo(inspect_mod.render_text(result), nl=False)
+        if result.failure is not None:
+            raise result.failure
 
 # --- sweep -------------------------------------------------------------------------------------
 
@@ -844,10 +872,13 @@ def push_command(bundle: str, policy: str, registry_host: str | None, insecure: 
     the bundle file, skipped when the registry has them, mounted across repositories when it can.
     A run that stops midway says what is in place; the same command again resumes.
     Exit codes: 20-29 and 11-12 the bundle is not accepted; 4-7 the registry; 30 readback failed.
+    BUNDLE may be a split bundle's parts index (NAME.parts.json): checked as verify checks it (a
+    missing, short or damaged part: exit 31), then blobs stream out of the parts, across their edges.
 
     \b
     Examples (the registry must be running; the policy format: verify --help):
       airgap-bundle push app.bundle.tar --policy policy.yaml --dry-run
+      airgap-bundle push app.bundle.tar.parts.json --policy policy.yaml   # a split bundle, read in place
       airgap-bundle push app.bundle.tar --policy policy.yaml --registry 127.0.0.1:5000 \\
           --insecure-registry 127.0.0.1:5000
       airgap-bundle push app-1.1.bundle.tar --base app-1.0.bundle.tar --policy policy.yaml --dry-run
@@ -856,7 +887,7 @@ def push_command(bundle: str, policy: str, registry_host: str | None, insecure: 
     An update bundle (build --base) is pushed only with its base (exit 28 without it): both are
     verified, and each blob is read from whichever file holds it.
     """
-    from . import audit, keys
+    from . import audit, keys, parts
     from . import push as push_mod
 
     trust = keys.load_trust(policy)
@@ -864,7 +895,9 @@ def push_command(bundle: str, policy: str, registry_host: str | None, insecure: 
     if not dry_run:
         audit.check_log(log_path)  # fail before anything is sent, not after an unrecorded push
     now = datetime.datetime.now(datetime.UTC)
-    with push_mod.open_verified(bundle, trust, now=now, base=base) as verified:
+    with parts.open_bundle(bundle, trust, now) as source, \
+            push_mod.open_verified(source, trust, now=now, base=base) as verified:
+        _echo_parts(source, err=as_json)
         _echo_verified(bundle, verified.verification, err=as_json)
         if base:
             click.echo(_base_line(verified.verification, base), err=as_json)
@@ -910,6 +943,68 @@ def push_command(bundle: str, policy: str, registry_host: str | None, insecure: 
 
 
 # --- end push ----------------------------------------------------------------------------------
+# --- split (issue 13) ---------------------------------------------------------------------------
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """A size with a binary or decimal suffix (4GiB, 700MB, 65536); parts.parse_size says what is wrong."""
+    from .parts import parse_size
+
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+def _split_echo(done: Any, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"index": str(done.index_path), "signedBy": done.signer, **done.index.to_json()},
+                              indent=2))
+        return
+    for part in done.index.parts:
+        click.echo(f"  {part.name}  {part.size:,} bytes  sha256:{part.sha256}")
+    click.echo(f"wrote {len(done.index.parts)} parts of {done.index.bundle} ({done.index.size:,} bytes) and "
+               f"{done.index_path.name}, signed by {done.index.authority} with {done.signer}")
+
+
+@cli.command("split", short_help="Split a signed bundle into parts that fit the media.")
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False))
+@click.option("--max-part-size", required=True, metavar="SIZE", callback=_size,
+              help="Largest part: 4GiB, 4095MiB (FAT32 holds files under 4 GiB), 700MB, or bytes.")
+@click.option("--authority", default="vendor", show_default=True,
+              help="Who signs the parts index: an authority the customers' policies require (the vendor always is).")
+@click.option("--key", "key_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Signing key for the index (PKCS#8 PEM or cosign). Password from $AIRGAP_BUNDLE_KEY_PASSWORD.")
+@click.option("--cert", "cert_path", type=click.Path(exists=True, dir_okay=False),
+              help="The signer's X.509 certificate (recommended: it carries notAfter).")
+@click.option("--output-dir", type=click.Path(file_okay=False, exists=True),
+              help="Write the parts and the index here [default: beside BUNDLE].")
+@click.option("--json", "as_json", is_flag=True, help="Print the index as JSON.")
+def split_command(bundle: str, max_part_size: int, authority: str, key_path: str, cert_path: str | None,
+                  output_dir: str | None, as_json: bool) -> None:
+    """Split a signed bundle into numbered parts and a signed index, for media with a size limit.
+
+    \b
+    Writes BUNDLE.part-0001, BUNDLE.part-0002, ... (consecutive byte ranges of BUNDLE: `cat` joins
+    them) and BUNDLE.parts.json, an index of each part's size and sha256 signed with --key. Co-sign
+    before splitting: the parts are the signed file's bytes. BUNDLE is left as it is. `verify`,
+    `inspect` and `push` take BUNDLE.parts.json as the bundle (docs/bundle-format.md section 8).
+
+    \b
+    Examples:
+      airgap-bundle split app.bundle.tar --max-part-size 4GiB --key vendor.key --cert vendor.crt
+      airgap-bundle split app.bundle.tar --max-part-size 4095MiB --key vendor.key --output-dir /media/usb
+    """
+    from . import keys, parts
+
+    signer = keys.load_signer(key_path, cert_path=cert_path, password=_key_password)
+    _split_echo(parts.split(Path(bundle), max_part_size, signer, authority,
+                            out_dir=Path(output_dir) if output_dir else None), as_json)
+
+
+# --- end split ---------------------------------------------------------------------------------
 # --- build -------------------------------------------------------------------------------------
 
 
@@ -932,6 +1027,9 @@ def push_command(bundle: str, policy: str, registry_host: str | None, insecure: 
 @click.option("--crossplane-target", metavar="VERSION", help="Crossplane version to check against (else the spec's).")
 @click.option("--update", is_flag=True,
               help="Re-resolve every tag on purpose and rewrite the lock (prints old -> new digests).")
+@click.option("--max-part-size", metavar="SIZE", callback=_size,
+              help="Then split the signed bundle into OUTPUT.part-NNNN of at most SIZE and a signed "
+                   "OUTPUT.parts.json (4GiB, 700MB, ...); OUTPUT itself is removed.")
 @click.option("--base", "base_path", type=click.Path(dir_okay=False), metavar="PREVIOUS.bundle.tar",
               help="Build an update bundle: omit the image blobs this full bundle holds (verified first).")
 @click.option("--base-policy", type=click.Path(dir_okay=False),
@@ -939,8 +1037,8 @@ def push_command(bundle: str, policy: str, registry_host: str | None, insecure: 
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def build_command(spec_file: str, output: str, authority: str, key_path: str | None, cert_path: str | None,
                   unsigned: bool, jobs: int, insecure: tuple[str, ...], cache_dir: str | None, offline: bool,
-                  crossplane_target: str | None, update: bool, base_path: str | None, base_policy: str | None,
-                  as_json: bool) -> None:
+                  crossplane_target: str | None, update: bool, max_part_size: int | None, base_path: str | None,
+                  base_policy: str | None, as_json: bool) -> None:
     """Build a signed bundle: render, sweep, pull, Crossplane gate, rewrite, BOM, archive, sign.
 
     \b
@@ -959,6 +1057,7 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
       airgap-bundle keys generate --out vendor --cert
       airgap-bundle build examples/bundle.yaml --output demo.bundle.tar --key vendor.key --cert vendor.crt
       airgap-bundle build examples/bundle.yaml --output demo.bundle.tar --unsigned --update
+      airgap-bundle build examples/bundle.yaml --output demo.bundle.tar --key vendor.key --max-part-size 4GiB
 
     \b
     An update bundle (docs/release-engineer.md "Update bundles"): --base names the previous full
@@ -980,6 +1079,9 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
     epoch_text = os.environ.get("SOURCE_DATE_EPOCH")
     if epoch_text is not None and not epoch_text.isdigit():
         raise UsageError(f"SOURCE_DATE_EPOCH={epoch_text!r} is not a number of seconds")
+    if max_part_size is not None and not key_path:
+        raise UsageError("--max-part-size needs --key: the parts index is signed",
+                         hint="build a signed bundle, or build, co-sign, then `airgap-bundle split`")
     spec = spec_mod.load(spec_file)
     signer = keys.load_signer(key_path, cert_path=cert_path, password=_key_password) if key_path else None
     base = None
@@ -993,6 +1095,13 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
         cache=Path(cache_dir) if cache_dir else default_cache_dir(), jobs=jobs, offline=offline,
         insecure_registries=insecure, crossplane_target=crossplane_target,
         source_date_epoch=int(epoch_text) if epoch_text else None, update=update, base=base), progress)
+    split = None
+    if max_part_size is not None:
+        from . import parts
+
+        assert signer is not None  # --max-part-size requires --key, checked above
+        split = parts.split(result.output, max_part_size, signer, authority)
+        result.output.unlink()  # the parts are the output; `split` keeps the bundle when both are wanted
     if as_json:
         click.echo(json.dumps({
             "output": str(result.output), "size": result.size, "statementSha256": result.statement_sha256,
@@ -1006,6 +1115,7 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
                        for c in result.charts],
             "lock": result.lock.to_json(),
             "base": _base_json(result.base, base_path),
+            **({} if split is None else {"parts": {"index": str(split.index_path), **split.index.to_json()}}),
         }, indent=2))
         return
     for line in result.coverage:
@@ -1019,6 +1129,8 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
                    f"({b['bytesFromBase']:,} bytes) taken from the base, not carried")
     click.echo(f"wrote {result.output} ({result.size:,} bytes, {len(result.images)} images, "
                f"statement sha256:{result.statement_sha256[:16]}..., signed by {', '.join(result.signed_by) or 'nobody'})")
+    if split is not None:
+        _split_echo(split, as_json=False)
 
 
 # --- end build ---------------------------------------------------------------------------------

@@ -207,6 +207,14 @@ class StatementMismatchError(VerificationError):
     exit_code = 29
 
 
+# 31: a split bundle's parts (bundler/parts.py) do not match their signed index.
+class PartError(VerificationError):
+    """A part of a split bundle is missing, has another size than its signed index says, or its sha256
+    differs; or the signed index itself is malformed (parts out of order, sizes that do not add up)."""
+
+    exit_code = 31
+
+
 # 30: push readback.
 class ReadbackError(BundlerError):
     """After a push, the target registry does not serve what was pushed (a manifest, a platform, a

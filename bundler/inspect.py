@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from . import archive, sign, verify
 from .bom import Bom
+from .bundlefile import BundleBytes, opened
 from .errors import BundlerError, InputError
 from .keys import TrustPolicy, check_public_key, fingerprint
 
@@ -173,7 +174,7 @@ class Inspection:
         }
 
 
-def inspect(path: Path | str, *, now: dt.datetime, trust: TrustPolicy | None = None) -> Inspection:
+def inspect(source: Path | str | BundleBytes, *, now: dt.datetime, trust: TrustPolicy | None = None) -> Inspection:
     """Read a bundle's headers, statement and signatures; with `trust`, judge the signatures as verify does.
 
     A policy rejection is not raised: it is `Inspection.failure` (the caller shows the report, then
@@ -186,20 +187,16 @@ def inspect(path: Path | str, *, now: dt.datetime, trust: TrustPolicy | None = N
             is malformed or does not describe the members.
     """
     now = now if now.tzinfo else now.replace(tzinfo=dt.UTC)
-    try:
-        f = open(path, "rb", buffering=0)
-    except OSError as e:
-        raise InputError(f"{path}: cannot open the bundle: {e.strerror}") from e
-    with f:
-        parts = verify.read_signed(f, str(path))
+    with opened(source) as (f, path):
+        parts = verify.read_signed(f, path)
     results: Mapping[str, verify.AuthorityResult] = {}
     failure = None
     if trust is not None:
-        checked, failure = verify.check_signatures(parts, trust, now, str(path))
+        checked, failure = verify.check_signatures(parts, trust, now, path)
         results = {r.authority: r for r in checked}
-    listed, bom = verify.check_listing(parts.index, parts.statement, str(path))
+    listed, bom = verify.check_listing(parts.index, parts.statement, path)
     return Inspection(
-        path=str(path), file_size=parts.index.file_size, member_count=len(parts.index.members),
+        path=path, file_size=parts.index.file_size, member_count=len(parts.index.members),
         statement_sha256=hashlib.sha256(parts.statement).hexdigest(), bom=bom, listed=listed,
         signatures=tuple(describe_signature(a, parts.signatures[a], parts.statement, now, results.get(a))
                          for a in sorted(parts.signatures)),

@@ -34,16 +34,16 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, Literal
 
 from . import archive, sweep, update, verify
 from .bom import Bom, ImageEntry
+from .bundlefile import BundleBytes, opened
 from .documents import MAX_STREAM_BYTES, Origin, load_stream
 from .errors import (
     ArchiveError,
     AuthError,
     DigestMismatchError,
-    InputError,
     InvalidReferenceError,
     NotFoundError,
     ReadbackError,
@@ -109,7 +109,7 @@ class VerifiedBundle:
     An update bundle holds its verified base too, and reads the blobs it takes from there."""
 
     path: Path
-    file: BinaryIO
+    file: BundleBytes
     verification: verify.VerificationResult
     index: archive.BundleIndex
     bom: Bom
@@ -132,7 +132,7 @@ class VerifiedBundle:
         size, sha = owner.checked[name]
         if size > cap:
             raise ArchiveError(f"{owner.path}: {name} has {size} bytes, more than the {cap} read into memory")
-        return b"".join(verified(archive.read_range(owner.file.fileno(), member, 0, size), f"sha256:{sha}", size,
+        return b"".join(verified(archive.read_range(owner.file, member, 0, size), f"sha256:{sha}", size,
                                  what=f"{owner.path}: {name}"))
 
     def blob(self, digest: str) -> bytes:
@@ -141,10 +141,9 @@ class VerifiedBundle:
     def reader(self, digest: str) -> Callable[[int, int], Iterator[bytes]]:
         """`read(start, length)` over a blob member; a whole-blob read is hashed as it streams."""
         owner, member = self._locate(BLOBS + digest.removeprefix("sha256:"))
-        fd = owner.file.fileno()
 
         def read(start: int, length: int) -> Iterator[bytes]:
-            chunks = archive.read_range(fd, member, start, length)
+            chunks = archive.read_range(owner.file, member, start, length)
             if start == 0 and length == member.size:
                 return verified(chunks, digest, member.size, what=f"{owner.path}: {member.name}")
             return chunks
@@ -153,9 +152,10 @@ class VerifiedBundle:
 
 
 @contextmanager
-def open_verified(path: Path | str, trust: TrustPolicy, *, now: dt.datetime,
-                  base: Path | str | None = None) -> Iterator[VerifiedBundle]:
-    """Open the bundle, run `verify` on it (nothing is sent anywhere before this passes), keep it open.
+def open_verified(source: Path | str | BundleBytes, trust: TrustPolicy, *, now: dt.datetime,
+                  base: Path | str | BundleBytes | None = None) -> Iterator[VerifiedBundle]:
+    """Open the bundle (a file, or a split bundle's parts held open by the caller), run `verify` on it
+    (nothing is sent anywhere before this passes), keep it open.
     With `base`, the bundle is an update and both are checked as `update.open_pair` checks them.
 
     Raises:
@@ -163,19 +163,15 @@ def open_verified(path: Path | str, trust: TrustPolicy, *, now: dt.datetime,
         NoTrustAnchorError, InputError; with `base`, those of `update.open_pair`.
     """
     if base is not None:
-        with update.open_pair(path, base, trust, now=now) as pair:
-            base_bundle = _held(Path(base), pair.base_file, pair.base, pair.taken)
-            yield _held(Path(path), pair.update_file, pair.update, base=base_bundle)
+        with update.open_pair(source, base, trust, now=now) as pair:
+            base_bundle = _held(Path(pair.base_where), pair.base_file, pair.base, pair.taken)
+            yield _held(Path(pair.update_where), pair.update_file, pair.update, base=base_bundle)
         return
-    try:
-        f = open(path, "rb", buffering=0)
-    except OSError as e:
-        raise InputError(f"{path}: cannot open the bundle: {e.strerror}") from e
-    with f:
-        yield _held(Path(path), f, verify.require(verify.verify_file(f, str(path), trust, now=now)))
+    with opened(source) as (f, where):
+        yield _held(Path(where), f, verify.require(verify.verify_file(f, where, trust, now=now)))
 
 
-def _held(path: Path, f: BinaryIO, result: verify.VerificationResult, only: Mapping[str, tuple[int, str]] | None = None,
+def _held(path: Path, f: BundleBytes, result: verify.VerificationResult, only: Mapping[str, tuple[int, str]] | None = None,
           base: VerifiedBundle | None = None) -> VerifiedBundle:
     """A VerifiedBundle over an accepted result; `only` limits the members read from it."""
     assert result.bom is not None  # an accepted result always carries its statement's predicate

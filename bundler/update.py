@@ -27,11 +27,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 from . import archive, verify
 from .bom import BaseEntry, FileEntry
-from .errors import BaseRequiredError, InputError, StatementMismatchError, UsageError
+from .bundlefile import BundleBytes, opened
+from .errors import BaseRequiredError, StatementMismatchError, UsageError
 from .keys import TrustPolicy
 
 Files = Mapping[str, tuple[int, str]]  # member path -> (size, sha256 hex)
@@ -77,15 +77,18 @@ def split(files: Sequence[FileEntry], base: Base) -> tuple[tuple[FileEntry, ...]
 class Pair:
     """An update and its base, both verified, held open: what is read next is what was checked."""
 
-    update_file: BinaryIO
-    base_file: BinaryIO
+    update_file: BundleBytes
+    base_file: BundleBytes
     update: verify.VerificationResult
     base: verify.VerificationResult
     taken: Files  # what the update takes from the base, each checked against the base's verified members
+    update_where: str = ""  # the paths, for messages
+    base_where: str = ""
 
 
 @contextmanager
-def open_pair(update: Path | str, base: Path | str, trust: TrustPolicy, *, now: dt.datetime) -> Iterator[Pair]:
+def open_pair(update: Path | str | BundleBytes, base: Path | str | BundleBytes, trust: TrustPolicy, *,
+              now: dt.datetime) -> Iterator[Pair]:
     """Open and verify an update bundle and its base (see the module docstring for the order).
 
     Raises:
@@ -94,31 +97,32 @@ def open_pair(update: Path | str, base: Path | str, trust: TrustPolicy, *, now: 
         update takes from it; UsageError: UPDATE is a full bundle; InputError: a file cannot be opened.
     """
     with ExitStack() as stack:
-        fu, fb = (stack.enter_context(_open(p)) for p in (update, base))
-        checked = verify.require(verify.verify_file(fu, str(update), trust, now=now, allow_update=True))
+        (fu, wu), (fb, wb) = (stack.enter_context(opened(p)) for p in (update, base))
+        checked = verify.require(verify.verify_file(fu, wu, trust, now=now, allow_update=True))
         assert checked.bom is not None  # an accepted result carries its predicate
         named = checked.bom.base
         if named is None:
-            raise UsageError(f"{update} is a full bundle, not an update: it needs no base",
+            raise UsageError(f"{wu} is a full bundle, not an update: it needs no base",
                              hint="drop --base")
         # the cheap check first: a wrong base is refused before its members are hashed
-        statement = "sha256:" + hashlib.sha256(verify.scan(fb, str(base))[1]).hexdigest()
+        statement = "sha256:" + hashlib.sha256(verify.scan(fb, wb)[1]).hexdigest()
         if statement != named.statement_digest:
-            raise BaseRequiredError(f"{base} is not the base of {update}: its statement is {statement}, the update "
+            raise BaseRequiredError(f"{wb} is not the base of {wu}: its statement is {statement}, the update "
                                     f"needs {named.describe()}",
                                     hint="pass --base with the full bundle the update was built against")
-        base_result = verify.require(verify.verify_file(fb, str(base), trust, now=now))
+        base_result = verify.require(verify.verify_file(fb, wb, trust, now=now))
         held = _payload(base_result)
         taken = {f.path: (f.size, f.sha256) for f in named.files}
         for path, want in taken.items():
             if held.get(path) != want:
-                raise StatementMismatchError(f"{update}: takes {path} from its base, which "
+                raise StatementMismatchError(f"{wu}: takes {path} from its base, which "
                                              + ("holds other bytes under that name" if path in held else "lacks it"),
                                              hint="the update does not describe this base; rebuild it with --base")
-        yield Pair(fu, fb, checked, base_result, taken)
+        yield Pair(fu, fb, checked, base_result, taken, wu, wb)
 
 
-def verify_pair_and_extract(update: Path | str, base: Path | str, trust: TrustPolicy, dest: Path | str, *,
+def verify_pair_and_extract(update: Path | str | BundleBytes, base: Path | str | BundleBytes, trust: TrustPolicy,
+                            dest: Path | str, *,
                             now: dt.datetime,
                             extra: Callable[[verify.VerificationResult], Mapping[str, bytes]] | None = None,
                             ) -> verify.VerificationResult:
@@ -141,13 +145,3 @@ def verify_pair_and_extract(update: Path | str, base: Path | str, trust: TrustPo
 def _payload(result: verify.VerificationResult) -> dict[str, tuple[int, str]]:
     return {name: (size, sha) for name, size, sha in result.verified_files
             if name != archive.STATEMENT and not name.startswith(archive.SIGNATURES_DIR)}
-
-
-@contextmanager
-def _open(path: Path | str) -> Iterator[BinaryIO]:
-    try:
-        f = open(path, "rb", buffering=0)
-    except OSError as e:
-        raise InputError(f"{path}: cannot open the bundle: {e.strerror}") from e
-    with f:
-        yield f
