@@ -163,16 +163,20 @@ def test_cosign_base64_is_strict(field: str) -> None:
         "k: cannot parse private key: Only base64 data is allowed"
 
 
-def test_all_three_scrypt_parameter_sets_of_go_securesystemslib_decrypt() -> None:
-    # Legacy (N=32768), Standard (65536) and OWASP (131072), each with r=8, p=1; the next power of two is refused.
-    for n in (32768, 65536, 131072):
-        blob = keys.cosign_encrypt(b"secret", b"pw", n=n)
-        assert json.loads(blob)["kdf"]["params"] == {"N": n, "r": 8, "p": 1}
-        assert keys.cosign_decrypt(blob, b"pw") == b"secret"
-    too_big = json.loads(keys.cosign_encrypt(b"secret", b"pw", n=131072))
-    too_big["kdf"]["params"]["N"] = 262144
-    with pytest.raises(ValueError, match="^unsupported scrypt parameters N=262144 r=8 p=1$"):
-        keys.cosign_decrypt(json.dumps(too_big).encode(), b"pw")
+# Made by keys.cosign_encrypt(b"owasp", b"pw", n=131072): go-securesystemslib's OWASP parameter set.
+OWASP_BLOB = (b'{"kdf":{"name":"scrypt","params":{"N":131072,"r":8,"p":1},'
+              b'"salt":"YJzs76AoBOfrwfE3HcoW5LW3APpa4WW8Xs1nSkODJyo="},'
+              b'"cipher":{"name":"nacl/secretbox","nonce":"HATzkXwHArjg8r77WHcBE3pI+1NtgJNT"},'
+              b'"ciphertext":"fjps1TN7JRF4uIe88YIl230N9JPY"}')
+
+
+def test_the_owasp_scrypt_parameters_decrypt_and_larger_ones_are_refused() -> None:
+    # Legacy (N=32768) and Standard (65536) are tested in test_keys.py; OWASP is 131072, each with r=8, p=1.
+    assert keys.cosign_decrypt(OWASP_BLOB, b"pw") == b"owasp"
+    for n, r, p in ((262144, 8, 1), (131072, 16, 1), (131072, 8, 2)):
+        changed = OWASP_BLOB.replace(b'"N":131072,"r":8,"p":1', f'"N":{n},"r":{r},"p":{p}'.encode())
+        with pytest.raises(ValueError, match=f"^unsupported scrypt parameters N={n} r={r} p={p}$"):
+            keys.cosign_decrypt(changed, b"pw")
 
 
 def _unknown_algorithm(der: bytes) -> bytes:
