@@ -300,6 +300,13 @@ def test_chain_file_refusals_name_the_certificates(tmp_path: Path) -> None:
     with pytest.raises(InputError) as err:
         keys.load_signer(key_path, cert_path=chain)
     assert err.value.message == f"{chain}: the chain ends with a self-signed root (CN=vendor root CA)"
+    # the shortest such file: a leaf the root issued, then the root
+    direct, _ = pki.cert_signer("direct", root)
+    assert direct.intermediates == ()
+    chain.write_bytes(b"".join(c.public_bytes(pem) for c in (direct.certificate, root[1])))  # type: ignore[union-attr]
+    with pytest.raises(InputError) as err:
+        keys.load_signer(tmp_path / "direct.key", cert_path=chain)
+    assert err.value.message == f"{chain}: the chain ends with a self-signed root (CN=vendor root CA)"
 
 
 def test_a_self_signed_leaf_alone_is_a_valid_certificate_file(tmp_path: Path) -> None:
