@@ -368,3 +368,17 @@ def test_cli_keys_generate_ca_and_short_lived_leaf(tmp_path: Path, run_cli) -> N
     assert res.returncode == 2 and "already exists" in res.stderr
     res = run_cli("keys", "generate", "--out", str(tmp_path / "cos"), "--cosign", env=env)
     assert res.returncode == 0 and b"ENCRYPTED SIGSTORE PRIVATE KEY" in (tmp_path / "cos.key").read_bytes()
+
+
+def test_cli_a_cosign_key_of_the_wrong_shape_is_one_line_and_exit_2(tmp_path: Path, run_cli) -> None:
+    import base64
+    import json
+    t = keys.COSIGN_PEM_TYPES[0]
+    blob = base64.b64encode(json.dumps({"kdf": 1, "cipher": {}, "ciphertext": ""}).encode()).decode()
+    (tmp_path / "bad.key").write_text(f"-----BEGIN {t}-----\n{blob}\n-----END {t}-----\n")
+    (tmp_path / "ca.crt").write_text("unused: the key is read first\n")
+    res = run_cli("keys", "generate", "--out", str(tmp_path / "leaf"), "--ca-key", str(tmp_path / "bad.key"),
+                  "--ca-cert", str(tmp_path / "ca.crt"), env={keys.PASSWORD_ENV: "pw"})
+    assert res.returncode == 2
+    assert res.stderr == f"airgap-bundle: error: {tmp_path / 'bad.key'}: cannot parse private key: " \
+                         "kdf and cipher are not JSON objects\n"
