@@ -32,7 +32,7 @@ import shutil
 import stat
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -516,11 +516,13 @@ def _rewrite_without(path: Path, index: BundleIndex, dropped: Member, name: str,
 
 
 def extract(source: Path | str | BinaryIO, dest: Path | str, expected: Mapping[str, tuple[int, str]], *,
-            extra: Mapping[str, bytes] | None = None) -> None:
+            extra: Mapping[str, bytes] | None = None,
+            also: Sequence[tuple[BinaryIO, Mapping[str, tuple[int, str]]]] = ()) -> None:
     """Extract exactly the `expected` members ({name: (size, sha256 hex)}) into the new folder `dest`.
 
     `extra` files ({relative path: bytes}, not members: e.g. the verification record) are written into
-    the staging folder too, so `dest` appears with them or not at all.
+    the staging folder too, so `dest` appears with them or not at all. `also` names other archives and
+    the members to take from each (an update bundle's base: the blobs it omits), hashed the same way.
 
     Each file is written into a staging folder next to `dest` while it is hashed; the folder is
     renamed to `dest` only when every member matched. Files get mode 0644 and folders 0755 whatever
@@ -546,22 +548,13 @@ def extract(source: Path | str | BinaryIO, dest: Path | str, expected: Mapping[s
             raise UnlistedMemberError(f"{dest}: archive members differ from the verified list "
                                       f"(unexpected: {unexpected[:5]}, missing: {missing[:5]})")
         staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.staging-"))
-        for member in index.members:
-            size, digest = expected[member.name]
-            target = staging.joinpath(*member.name.split("/"))
-            target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-            hasher, written = hashlib.sha256(), 0
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-            # buffered: a raw write may write only part of a chunk (disk or quota full) and say so
-            # only in its return value; the buffered writer retries and raises instead
-            with os.fdopen(fd, "wb", buffering=CHUNK) as out:
-                for chunk in iter_member(f, member):
-                    hasher.update(chunk)
-                    out.write(chunk)
-                    written += len(chunk)
-            if written != size or hasher.hexdigest() != digest:
-                raise UnlistedMemberError(f"{member.name}: content changed between verification and extraction",
-                                          hint="the bundle file is being modified; nothing was extracted")
+        _extract_members(f, index.members, expected, staging)
+        for other, wanted in also:
+            members = [m for m in read_index(other).members if m.name in wanted]
+            if len(members) != len(wanted) or present & set(wanted):
+                raise UnlistedMemberError(f"{dest}: the members to take from another archive are not all there, "
+                                          "or overlap the bundle's own")
+            _extract_members(other, members, wanted, staging)
         for name, data in (extra or {}).items():
             if name in present:
                 raise UnlistedMemberError(f"{dest}: the bundle has a member {name}, which extraction writes itself",
@@ -582,3 +575,24 @@ def extract(source: Path | str | BinaryIO, dest: Path | str, expected: Mapping[s
             shutil.rmtree(staging, ignore_errors=True)
         if owned:
             f.close()
+
+
+def _extract_members(f: BinaryIO, members: Iterable[Member], expected: Mapping[str, tuple[int, str]],
+                     staging: Path) -> None:
+    """Write each member under `staging` while hashing it; refuse one whose bytes differ from `expected`."""
+    for member in members:
+        size, digest = expected[member.name]
+        target = staging.joinpath(*member.name.split("/"))
+        target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        hasher, written = hashlib.sha256(), 0
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        # buffered: a raw write may write only part of a chunk (disk or quota full) and say so
+        # only in its return value; the buffered writer retries and raises instead
+        with os.fdopen(fd, "wb", buffering=CHUNK) as out:
+            for chunk in iter_member(f, member):
+                hasher.update(chunk)
+                out.write(chunk)
+                written += len(chunk)
+        if written != size or hasher.hexdigest() != digest:
+            raise UnlistedMemberError(f"{member.name}: content changed between verification and extraction",
+                                      hint="the bundle file is being modified; nothing was extracted")

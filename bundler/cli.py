@@ -260,9 +260,11 @@ def sign_command(bundle: str, authority: str, key_path: str, cert_path: str | No
               help="With --extract: also append the verification record to this JSON Lines log (never truncated).")
 @click.option("--at", "at_time", metavar="TIME",
               help="Audit a stored bundle: check validity at TIME (RFC 3339) instead of now. Not with --extract.")
+@click.option("--base", "base", type=click.Path(dir_okay=False),
+              help="BUNDLE is an update: its base, the full bundle it was built against (verified too).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def verify_command(bundle: str, policy: str, extract_to: str | None, audit_log: str | None, at_time: str | None,
-                   as_json: bool) -> None:
+                   base: str | None, as_json: bool) -> None:
     """Verify a bundle offline: signatures against the policy, then every member; optionally extract.
 
     Nothing is written unless every check passed. With --extract, the folder also gets
@@ -287,8 +289,13 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, audit_log: 
       airgap-bundle verify app.bundle.tar --policy policy.yaml
       airgap-bundle verify app.bundle.tar --policy policy.yaml --extract ./app --audit-log audit.jsonl
       airgap-bundle verify app.bundle.tar --policy policy.yaml --at 2027-03-01T00:00:00Z   # an audit
+      airgap-bundle verify app-1.1.bundle.tar --base app-1.0.bundle.tar --policy policy.yaml --extract ./app
+
+    \b
+    An update bundle (build --base) is verified only with its base (exit 28 without it, or with
+    another base): both are verified, and --extract writes the full bundle's tree.
     """
-    from . import audit, keys, verify
+    from . import audit, keys, update, verify
 
     if at_time and extract_to:
         raise UsageError("--at checks validity at another time, for audits; --extract delivers, which requires "
@@ -311,9 +318,15 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, audit_log: 
         if extract_to:
             if audit_log:
                 audit.check_log(Path(audit_log))  # fail before extracting, not after
-            result = verify.verify_and_extract(bundle, trust, extract_to, now=now, extra=record)
+            if base:
+                result = update.verify_pair_and_extract(bundle, base, trust, extract_to, now=now, extra=record)
+            else:
+                result = verify.verify_and_extract(bundle, trust, extract_to, now=now, extra=record)
             if audit_log:
                 audit.append_log(records[0], Path(audit_log))
+        elif base:
+            with update.open_pair(bundle, base, trust, now=now) as pair:
+                result = pair.update
         else:
             result = verify.require(verify.verify(bundle, trust, now=now))
     except BundlerError as exc:
@@ -322,14 +335,33 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, audit_log: 
                                                             "message": str(exc)}}))
         raise
     if as_json:
-        click.echo(json.dumps({**result.to_json(), "extractedTo": extract_to, "validAt": now.isoformat(),
+        click.echo(json.dumps({**result.to_json(), "base": _base_json(result.bom and result.bom.base, base),
+                               "extractedTo": extract_to, "validAt": now.isoformat(),
                                "validAtGiven": bool(at_time), "record": records[0].to_json() if records else None,
                                "auditLog": audit_log}, indent=2))
         return
     _echo_verified(bundle, result, extract_to=extract_to, note=when if at_time else None)
+    if base:
+        click.echo(_base_line(result, base))
     if extract_to:
         click.echo(f"verification record: {Path(extract_to) / audit.RECORD_PATH}"
                    + (f", appended to {audit_log}" if audit_log else ""))
+
+
+def _base_json(named: Any, path: str | None) -> dict[str, Any] | None:
+    """An update's `predicate.base` (a bom.BaseEntry, or None for a full bundle) as build, verify and push
+    report it."""
+    if named is None:
+        return None
+    return {"path": path, "statementDigest": named.statement_digest, "name": named.name, "version": named.version,
+            "blobsFromBase": len(named.files), "bytesFromBase": sum(f.size for f in named.files)}
+
+
+def _base_line(result: Any, base: str) -> str:
+    b = _base_json(result.bom.base, base)
+    assert b is not None  # open_pair refuses a full bundle given a base
+    return (f"base ok: {base} is {b['name']} {b['version']} (statement {b['statementDigest']}), verified; it holds "
+            f"the {b['blobsFromBase']} image blob(s) ({b['bytesFromBase']:,} bytes) the update takes from it")
 
 
 def _echo_verified(bundle: str, result: Any, *, extract_to: str | None = None, note: str | None = None,
@@ -797,9 +829,13 @@ def pull_command(sources: tuple[str, ...], output: str, platform_texts: tuple[st
 @click.option("--audit-log", type=click.Path(dir_okay=False),
               help="Append the verification record to this JSON-lines file "
                    "[default: $XDG_STATE_HOME/airgap-bundle/audit.jsonl].")
+@click.option("--base", "base", type=click.Path(dir_okay=False),
+              help="BUNDLE is an update: its base, the full bundle it was built against (verified too; blobs the "
+                   "update omits are read from it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (progress lines go to stderr).")
 def push_command(bundle: str, policy: str, registry_host: str | None, insecure: tuple[str, ...], ca_file: str | None,
-                 jobs: int, chunk_mib: int, dry_run: bool, audit_log: str | None, as_json: bool) -> None:
+                 jobs: int, chunk_mib: int, dry_run: bool, audit_log: str | None, base: str | None,
+                 as_json: bool) -> None:
     """Verify a bundle, then push every image to the cluster-local registry and read it back.
 
     \b
@@ -814,6 +850,11 @@ def push_command(bundle: str, policy: str, registry_host: str | None, insecure: 
       airgap-bundle push app.bundle.tar --policy policy.yaml --dry-run
       airgap-bundle push app.bundle.tar --policy policy.yaml --registry 127.0.0.1:5000 \\
           --insecure-registry 127.0.0.1:5000
+      airgap-bundle push app-1.1.bundle.tar --base app-1.0.bundle.tar --policy policy.yaml --dry-run
+
+    \b
+    An update bundle (build --base) is pushed only with its base (exit 28 without it): both are
+    verified, and each blob is read from whichever file holds it.
     """
     from . import audit, keys
     from . import push as push_mod
@@ -823,8 +864,10 @@ def push_command(bundle: str, policy: str, registry_host: str | None, insecure: 
     if not dry_run:
         audit.check_log(log_path)  # fail before anything is sent, not after an unrecorded push
     now = datetime.datetime.now(datetime.UTC)
-    with push_mod.open_verified(bundle, trust, now=now) as verified:
+    with push_mod.open_verified(bundle, trust, now=now, base=base) as verified:
         _echo_verified(bundle, verified.verification, err=as_json)
+        if base:
+            click.echo(_base_line(verified.verification, base), err=as_json)
         _log_to_stderr()  # after verification: its accepted signatures are printed once, as `verify` prints them
         host = registry_host or verified.bom.local_registry
         target = push_mod.Target(host, insecure=host in insecure, ca_file=Path(ca_file) if ca_file else None)
@@ -842,7 +885,8 @@ def push_command(bundle: str, policy: str, registry_host: str | None, insecure: 
                                   destination=result.target, image_count=len(result.images))
         audit.append_log(record, log_path)
     if as_json:
-        click.echo(json.dumps({"verification": verified.verification.to_json(), **result.to_json(),
+        click.echo(json.dumps({"verification": verified.verification.to_json(),
+                               "base": _base_json(verified.bom.base, base), **result.to_json(),
                                "record": record.to_json() if record else None,
                                "auditLog": str(log_path) if record else None}, indent=2))
         push_mod.require_readback(result)
@@ -888,10 +932,15 @@ def push_command(bundle: str, policy: str, registry_host: str | None, insecure: 
 @click.option("--crossplane-target", metavar="VERSION", help="Crossplane version to check against (else the spec's).")
 @click.option("--update", is_flag=True,
               help="Re-resolve every tag on purpose and rewrite the lock (prints old -> new digests).")
+@click.option("--base", "base_path", type=click.Path(dir_okay=False), metavar="PREVIOUS.bundle.tar",
+              help="Build an update bundle: omit the image blobs this full bundle holds (verified first).")
+@click.option("--base-policy", type=click.Path(dir_okay=False),
+              help="With --base: the verification policy the base must pass (as `verify` checks it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def build_command(spec_file: str, output: str, authority: str, key_path: str | None, cert_path: str | None,
                   unsigned: bool, jobs: int, insecure: tuple[str, ...], cache_dir: str | None, offline: bool,
-                  crossplane_target: str | None, update: bool, as_json: bool) -> None:
+                  crossplane_target: str | None, update: bool, base_path: str | None, base_policy: str | None,
+                  as_json: bool) -> None:
     """Build a signed bundle: render, sweep, pull, Crossplane gate, rewrite, BOM, archive, sign.
 
     \b
@@ -910,23 +959,40 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
       airgap-bundle keys generate --out vendor --cert
       airgap-bundle build examples/bundle.yaml --output demo.bundle.tar --key vendor.key --cert vendor.crt
       airgap-bundle build examples/bundle.yaml --output demo.bundle.tar --unsigned --update
+
+    \b
+    An update bundle (docs/release-engineer.md "Update bundles"): --base names the previous full
+    bundle, verified with --base-policy (signatures, then every member) before anything is taken
+    from it; the image blobs it holds are named in the statement, not carried. Customers verify and
+    push the update with --base PREVIOUS.bundle.tar.
+      airgap-bundle build examples/bundle.yaml --output demo-update.bundle.tar --key vendor.key \\
+          --cert vendor.crt --base demo.bundle.tar --base-policy policy.yaml
     """
     from . import keys, pipeline
     from . import spec as spec_mod
+    from . import update as updates
     from .pull import default_cache_dir
 
     _log_to_stderr()
+    if (base_path is None) != (base_policy is None):
+        raise UsageError("--base and --base-policy go together: the base is verified before anything is taken from it",
+                         hint="pass both, or neither for a full bundle")
     epoch_text = os.environ.get("SOURCE_DATE_EPOCH")
     if epoch_text is not None and not epoch_text.isdigit():
         raise UsageError(f"SOURCE_DATE_EPOCH={epoch_text!r} is not a number of seconds")
     spec = spec_mod.load(spec_file)
     signer = keys.load_signer(key_path, cert_path=cert_path, password=_key_password) if key_path else None
+    base = None
+    if base_path is not None and base_policy is not None:
+        base = updates.load_base(base_path, keys.load_trust(base_policy), now=datetime.datetime.now(datetime.UTC))
+        click.echo(f"base: {base_path} is {base.name} {base.version} (statement {base.statement_digest}), verified",
+                   err=True)
     progress = _Progress(sys.stderr.isatty())
     result = pipeline.build(spec, pipeline.BuildOptions(
         output=Path(output), signer=signer, authority=authority, unsigned=unsigned,
         cache=Path(cache_dir) if cache_dir else default_cache_dir(), jobs=jobs, offline=offline,
         insecure_registries=insecure, crossplane_target=crossplane_target,
-        source_date_epoch=int(epoch_text) if epoch_text else None, update=update), progress)
+        source_date_epoch=int(epoch_text) if epoch_text else None, update=update, base=base), progress)
     if as_json:
         click.echo(json.dumps({
             "output": str(result.output), "size": result.size, "statementSha256": result.statement_sha256,
@@ -939,6 +1005,7 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
                         **({"dependencies": [d.to_dict() for d in c.dependencies]} if c.dependencies else {})}
                        for c in result.charts],
             "lock": result.lock.to_json(),
+            "base": _base_json(result.base, base_path),
         }, indent=2))
         return
     for line in result.coverage:
@@ -946,6 +1013,10 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
     for image in result.images:
         click.echo(f"  {image.source} -> {image.local}")
     _echo_lock(result.lock)
+    if (b := _base_json(result.base, base_path)) is not None:
+        click.echo(f"update of {b['name']} {b['version']} (statement {b['statementDigest']}): {b['blobsFromBase']} "
+                   "image blob(s) "
+                   f"({b['bytesFromBase']:,} bytes) taken from the base, not carried")
     click.echo(f"wrote {result.output} ({result.size:,} bytes, {len(result.images)} images, "
                f"statement sha256:{result.statement_sha256[:16]}..., signed by {', '.join(result.signed_by) or 'nobody'})")
 

@@ -195,6 +195,12 @@ class NotYetValidError(ExpiredKeyError):
     """
 
 
+class BaseRequiredError(VerificationError):
+    """An update bundle given without its base, or with another base than the one its statement names."""
+
+    exit_code = 28
+
+
 class StatementMismatchError(VerificationError):
     """The statement is malformed, or its subjects or predicate disagree with the members."""
 

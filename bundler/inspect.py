@@ -166,6 +166,9 @@ class Inspection:
             "kustomizeOverlays": [{"name": o.name, "path": o.path, "treeFiles": o.tree_files} for o in self.overlays],
             "crossplanePackages": [{"ref": p.ref, "kind": p.kind, "local": p.local} for p in b.crossplane_packages],
             "signatures": [_signature_json(s) for s in self.signatures],
+            "update": None if b.base is None else {
+                "base": {"statementDigest": b.base.statement_digest, "name": b.base.name, "version": b.base.version},
+                "blobsFromBase": len(b.base.files), "bytesFromBase": sum(f.size for f in b.base.files)},
             "totals": self.totals(),
         }
 
@@ -274,7 +277,12 @@ def render_text(ins: Inspection) -> str:
         lines.append(("trust      " if n == 0 else "           ") + note)
     lines += ["", f"name       {b.name} {b.version}, created {b.created_rfc3339}",
               f"tool       airgap-bundle {b.tool_version}, spec {b.spec_digest}",
-              f"registry   {b.local_registry}", "", f"images ({len(b.images)})"]
+              f"registry   {b.local_registry}"]
+    if b.base is not None:  # alone, this bundle is refused by verify and push (exit 28)
+        lines += [f"update     of {b.base.describe()}: takes {_n(len(b.base.files), 'image blob')} "
+                  f"({sum(f.size for f in b.base.files):,} bytes) from it; verify and push it with --base "
+                  "PREVIOUS.bundle.tar"]
+    lines += ["", f"images ({len(b.images)})"]
     for i in b.images:
         lines.append(f"  {i.source}")
         lines.append(f"    local      {i.local}")

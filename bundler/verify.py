@@ -50,10 +50,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from . import archive, sign
 from .attest import PAYLOAD_TYPE, STATEMENT_TYPE, canonical_json, pae, strict_json
 from .bom import PREDICATE_TYPE as BOM_PREDICATE_TYPE
-from .bom import Bom
+from .bom import BaseEntry, Bom
 from .errors import (
     ArchiveError,
     BadSignatureError,
+    BaseRequiredError,
     BundlerError,
     ExpiredKeyError,
     InputError,
@@ -170,15 +171,19 @@ def verify(path: Path | str, trust: TrustPolicy, *, now: dt.datetime) -> Verific
         return _verify_open(f, str(path), trust, _utc(now))
 
 
-def verify_file(f: BinaryIO, where: str, trust: TrustPolicy, *, now: dt.datetime) -> VerificationResult:
+def verify_file(f: BinaryIO, where: str, trust: TrustPolicy, *, now: dt.datetime,
+                allow_update: bool = False) -> VerificationResult:
     """`verify` on a bundle the caller holds open, so that what it then reads (push streams blobs out
     of this very file) is the file that was checked, whatever happens to the path meanwhile.
+
+    An update bundle (its predicate names a `base`) is refused with BaseRequiredError unless
+    `allow_update`: only `update.py`, which then checks the base, passes it.
 
     Raises:
         NoTrustAnchorError: the policy has no vendor anchor.
     """
     _check_trust(trust)
-    return _verify_open(f, where, trust, _utc(now))
+    return _verify_open(f, where, trust, _utc(now), allow_update=allow_update)
 
 
 def verify_and_extract(path: Path | str, trust: TrustPolicy, dest: Path | str, *, now: dt.datetime,
@@ -346,7 +351,14 @@ def check_signatures(parts: SignedParts, trust: TrustPolicy, now: dt.datetime,
     return tuple(results), None
 
 
-def _verify_open(f: BinaryIO, where: str, trust: TrustPolicy, now: dt.datetime) -> VerificationResult:
+def needs_base(where: str, base: BaseEntry) -> BaseRequiredError:
+    """The refusal of an update bundle met without its base: it names the base and the fix."""
+    return BaseRequiredError(f"{where} is an update bundle: it needs its base {base.describe()}",
+                             hint="pass --base PREVIOUS.bundle.tar, the full bundle it was built against")
+
+
+def _verify_open(f: BinaryIO, where: str, trust: TrustPolicy, now: dt.datetime, *,
+                 allow_update: bool = False) -> VerificationResult:
     required = trust.required
     try:
         parts = read_signed(f, where)
@@ -362,6 +374,8 @@ def _verify_open(f: BinaryIO, where: str, trust: TrustPolicy, now: dt.datetime) 
     verified += [(archive.signature_name(a), len(d), hashlib.sha256(d).hexdigest()) for a, d in parts.signatures.items()]
     try:
         files, bom = check_listing(parts.index, statement, where)
+        if bom.base is not None and not allow_update:  # before hashing: alone, it can never be accepted
+            raise needs_base(where, bom.base)
         file_sha256 = _check_digests(f, parts.index, files, verified, where)
     except (VerificationError, ArchiveError) as e:
         return VerificationResult(results, required, failure=e)
@@ -639,11 +653,24 @@ def _check_digests(f: BinaryIO, index: archive.BundleIndex, listed: dict[str, tu
     return file_sha256
 
 
+def _base_listing(bom: Bom, listed: dict[str, tuple[int, str]], mismatch: Any) -> dict[str, tuple[int, str]]:
+    """An update's `base.files` (docs/bundle-format.md section 7): image blobs only, each listed once,
+    none also carried. Whether the base holds them is `update.py`'s check, with the base at hand."""
+    taken: dict[str, tuple[int, str]] = {}
+    for entry in bom.base.files if bom.base is not None else ():
+        if not entry.path.startswith(BLOBS_DIR) or entry.path in listed or entry.path in taken:
+            raise mismatch(f"predicate.base.files lists {entry.path!r}: only image blobs the update does not "
+                           "carry, each once")
+        taken[entry.path] = (entry.size, entry.sha256)
+    return taken
+
+
 def _check_subjects(doc: dict[str, Any], bom: Bom, listed: dict[str, tuple[int, str]], mismatch: Any) -> None:
     """Subjects and predicate must describe the members: see docs/bundle-format.md "Consistency"."""
     subjects = doc.get("subject")
     if not isinstance(subjects, list) or not subjects:
         raise mismatch("no subject")
+    listed = {**listed, **_base_listing(bom, listed, mismatch)}  # rules 3-4 count what the base supplies
     pairs: set[tuple[str, str]] = set()
     for i, s in enumerate(subjects):
         digest = s.get("digest") if isinstance(s, dict) else None

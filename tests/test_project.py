@@ -14,7 +14,7 @@ from bundler import errors
 ORDER = [
     "errors", "reference", "oci", "documents", "progress", "catalogue", "spec", "render", "sweep", "report",
     "registry", "layout", "archives", "pull", "semver", "charts", "lock", "xpkg", "crossplane_model", "crossplane_rules", "crossplane_pv", "crossplane", "relocate", "bom",
-    "attest", "keys", "sign", "archive", "verify", "audit", "inspect", "push", "pipeline", "cli", "__main__", "__init__",
+    "attest", "keys", "sign", "archive", "verify", "update", "audit", "inspect", "push", "pipeline", "cli", "__main__", "__init__",
 ]
 
 
