@@ -204,6 +204,12 @@ def test_keys_of_an_unknown_algorithm_are_refused_in_one_line(tmp_path: Path) ->
     assert err.value.message == f"{path}: not a PEM public key: Unknown key type: 1.3.101.99"
 
 
+def test_an_ed25519_signature_is_over_the_data_itself() -> None:
+    key = keys.generate_private_key("ed25519")
+    assert keys.verify_signature(key.public_key(), key.sign(b"statement"), b"statement")  # type: ignore[call-arg]
+    assert not keys.verify_signature(key.public_key(), key.sign(b"statement"), b"statement!")  # type: ignore[call-arg]
+
+
 def test_verify_signature_says_no_for_a_key_type_it_does_not_support() -> None:
     key = dsa.generate_private_key(2048)
     from cryptography.hazmat.primitives import hashes
