@@ -194,7 +194,7 @@ def inspect(path: Path | str, *, now: dt.datetime, trust: TrustPolicy | None = N
     if trust is not None:
         checked, failure = verify.check_signatures(parts, trust, now, str(path))
         results = {r.authority: r for r in checked}
-    listed, bom = verify.check_listing(parts.index, parts.statement, str(path))
+    listed, bom = verify.check_listing(parts, str(path))
     return Inspection(
         path=str(path), file_size=parts.index.file_size, member_count=len(parts.index.members),
         statement_sha256=hashlib.sha256(parts.statement).hexdigest(), bom=bom, listed=listed,
