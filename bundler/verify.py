@@ -33,7 +33,6 @@ the statement: it compares and hashes the stored bytes.
 
 from __future__ import annotations
 
-import binascii
 import datetime as dt
 import hashlib
 import logging
@@ -283,7 +282,7 @@ def _parse_statement(statement: bytes) -> tuple[dict[str, Any], frozenset[str]]:
         doc = strict_json(statement)
         files = doc["predicate"]["files"]
         return doc, frozenset(entry["path"] for entry in files if isinstance(entry["path"], str))
-    except (ValueError, UnicodeDecodeError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError) as e:  # ValueError: also not UTF-8 (UnicodeDecodeError)
         raise StatementMismatchError(f"{archive.STATEMENT}: no readable predicate.files ({type(e).__name__})",
                                      hint="this is not a bundle statement; refusing the bundle") from e
 
@@ -432,7 +431,7 @@ def _check_signature(authority: str, data: bytes, statement: bytes, policy: Auth
             not_after = live[0].not_after
     except VerificationError as e:
         return reject(e, serial=serial, not_after=not_after)
-    except (ValueError, TypeError, binascii.Error, InputError) as e:
+    except (ValueError, TypeError, InputError) as e:  # ValueError: also bad base64 (binascii.Error)
         return reject(BadSignatureError(f"{member}: unreadable key material: {e}"))
     # (3e) signature over DSSE PAE(payloadType, payload)
     signed = pae(PAYLOAD_TYPE, payload)

@@ -36,6 +36,7 @@ from tests.support.bundles import EPOCH, NOW, build_bundle, sha, small_payload, 
 world = test_verify.world
 rejects = test_verify.rejects
 SIG = archive.signature_name("vendor")
+pytestmark = pytest.mark.filterwarnings("error")  # see tests/test_verify.py
 
 
 # --- signature files, shape by shape --------------------------------------------------------------------
