@@ -250,6 +250,11 @@ def test_extract_refuses_an_extra_file_that_is_a_member(tmp_path: Path) -> None:
         f"{tmp_path / 'out'}: the bundle has a member d/member, which extraction writes itself",
         "refusing to overwrite a bundle member")
     assert [p.name for p in tmp_path.iterdir()] == ["b.tar"]
+    # an extra file where a member's folder is: O_EXCL refuses the existing name (not a write into a folder)
+    with pytest.raises(ArchiveError) as err:
+        archive.extract(path, tmp_path / "out", expected, extra={"d": b"other"})
+    assert err.value.message == f"{tmp_path / 'out'}: cannot extract: File exists"
+    assert [p.name for p in tmp_path.iterdir()] == ["b.tar"]
 
 
 def test_a_short_write_of_an_extra_file_fails_the_extraction(tmp_path: Path) -> None:

@@ -306,3 +306,32 @@ def test_a_missing_bundle_or_an_existing_destination_are_input_errors(world: dic
     (world["tmp"] / "taken").mkdir()
     with pytest.raises(UsageError, match="taken already exists: a bundle is extracted only into a new folder"):
         verify.verify_and_extract(world["tmp"] / "nope.tar", world["trust"], world["tmp"] / "taken", now=NOW)
+
+
+def test_a_member_read_in_steps_2_3_must_hash_the_same_in_the_digest_pass(world: dict) -> None:
+    # The statement and signatures are read (and checked) before the one hashing pass over the file; if
+    # the file changed in between, the bytes hashed are not the bytes checked. Staging that race needs a
+    # second writer at the right moment, so the pass is given a statement digest that differs instead.
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]})
+    with open(built.path, "rb") as f:
+        parts = verify.read_signed(f, "b.tar")
+        listed, _ = verify.check_listing(parts, "b.tar")
+        assert verify._check_digests(f, parts.index, listed, [(archive.STATEMENT, 0, sha(built.statement))],
+                                     "b.tar") == sha(built.path.read_bytes())
+        read = [(archive.STATEMENT, len(built.statement), sha(built.statement)), (SIG, 1, "0" * 64)]
+        with pytest.raises(UnlistedMemberError) as err:
+            verify._check_digests(f, parts.index, listed, read, "b.tar")
+    assert (err.value.message, err.value.hint) == (
+        f"b.tar: {SIG} changed while the bundle was being verified",
+        "the bundle file is being modified; verify a stable copy")
+
+
+def test_a_pinned_key_is_valid_through_its_not_after_second(world: dict) -> None:
+    signer, pub = world["pki"].signer("pinned")
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": signer})
+    policy = {"vendor": {"keys": [{"path": str(pub), "notAfter": NOW.strftime("%Y-%m-%dT%H:%M:%SZ")}]}}
+    trust = keys.load_trust(write_policy(world["tmp"] / "p.yaml", policy))
+    assert verify.verify(built.path, trust, now=NOW)
+    late = verify.verify(built.path, trust, now=NOW + dt.timedelta(seconds=1)).failure
+    assert late is not None and late.message == (f"signatures/vendor.sigstore.json: the pinned key {signer.fingerprint} "
+                                                 f"for vendor expired {NOW.isoformat()}; re-sign")
