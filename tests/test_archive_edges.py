@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import resource
 import tarfile
 from pathlib import Path
 
@@ -265,3 +266,22 @@ def test_a_short_write_of_an_extra_file_fails_the_extraction(tmp_path: Path) -> 
         archive.extract(path, tmp_path / "out", expected, extra={"record.json": b"r" * 200_000})
     assert err.value.message == f"{tmp_path / 'out'}: cannot extract: File too large"
     assert [p.name for p in tmp_path.iterdir()] == ["b.tar"]
+
+
+def test_running_out_of_file_descriptors_is_an_archive_error(tmp_path: Path) -> None:
+    # With no descriptor left, the member cannot be opened and neither can the staging folder for its
+    # removal: the error is still the one-line ArchiveError (exit 11), not the clean-up's own OSError.
+    # (The hidden `.out.staging-*` folder then stays, as rmtree needs descriptors too; `out` never appears.)
+    path, expected = _bundle(tmp_path, [STATEMENT, ("d/e/f", b"x")])
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with open(path, "rb") as f:
+        lowest_free = os.open(os.devnull, os.O_RDONLY)
+        os.close(lowest_free)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))  # every descriptor is now in use
+        try:
+            with pytest.raises(ArchiveError) as err:
+                archive.extract(f, tmp_path / "out", expected)
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert err.value.message == f"{tmp_path / 'out'}: cannot extract: Too many open files"
+    assert not (tmp_path / "out").exists()
