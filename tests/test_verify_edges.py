@@ -335,3 +335,15 @@ def test_a_pinned_key_is_valid_through_its_not_after_second(world: dict) -> None
     late = verify.verify(built.path, trust, now=NOW + dt.timedelta(seconds=1)).failure
     assert late is not None and late.message == (f"signatures/vendor.sigstore.json: the pinned key {signer.fingerprint} "
                                                  f"for vendor expired {NOW.isoformat()}; re-sign")
+
+
+def test_what_verify_hands_on_is_immutable(world: dict) -> None:
+    import dataclasses
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]})
+    result = verify.verify(built.path, world["trust"], now=NOW)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.members_checked = 0  # type: ignore[misc]
+    with open(built.path, "rb") as f:
+        parts = verify.read_signed(f, "b.tar")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        parts.statement = b"{}"  # type: ignore[misc]
