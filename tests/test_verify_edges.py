@@ -347,3 +347,36 @@ def test_what_verify_hands_on_is_immutable(world: dict) -> None:
         parts = verify.read_signed(f, "b.tar")
     with pytest.raises(dataclasses.FrozenInstanceError):
         parts.statement = b"{}"  # type: ignore[misc]
+
+
+def test_an_expired_intermediate_asks_for_a_re_signature_not_a_new_policy(world: dict) -> None:
+    # Only the policy's own root expiring is the policy's problem; an intermediate is the signer's chain.
+    pki = world["pki"]
+    root = pki.ca("chain", path_length=1)
+    issuing = pki.intermediate("issuing", root, not_after=NOW - dt.timedelta(days=1),
+                               not_before=NOW - dt.timedelta(days=90))
+    signer, _ = pki.cert_signer("vendor-chain", issuing)
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": signer})
+    trust = keys.load_trust(write_policy(world["tmp"] / "p.yaml", {"vendor": {"roots": [root[2]]}}))
+    failure = verify.verify(built.path, trust, now=NOW).failure
+    assert failure is not None and failure.message.startswith(
+        "signatures/vendor.sigstore.json: intermediate CA certificate serial ")
+    assert failure.hint == verify.RESIGN_HINT
+
+
+def test_a_signature_no_candidate_key_verifies_names_the_first_candidate(world: dict) -> None:
+    # Without a hint every pinned key of the authority is a candidate; the result names the first tried.
+    first, first_pub = world["pki"].signer("first")
+    _, second_pub = world["pki"].signer("second")
+    stranger, _ = world["pki"].signer("stranger")
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": stranger})
+    sig = json.loads(built.signatures["vendor"])
+    sig["verificationMaterial"]["publicKey"]["hint"] = ""
+    unhinted = build_bundle(world["tmp"] / "u.tar", {}, files={**built.files, "_index": b""},
+                            statement=built.statement, extra={SIG: json.dumps(sig).encode()})
+    policy = {"vendor": {"keys": [{"path": str(first_pub)}, {"path": str(second_pub)}]}}
+    trust = keys.load_trust(write_policy(world["tmp"] / "p.yaml", policy))
+    result = verify.verify(unhinted.path, trust, now=NOW)
+    assert type(result.failure) is BadSignatureError
+    assert result.failure.message == "signatures/vendor.sigstore.json: the signature does not verify"
+    assert result.authorities[0].keyid == first.fingerprint
