@@ -380,3 +380,6 @@ def test_a_signature_no_candidate_key_verifies_names_the_first_candidate(world: 
     assert type(result.failure) is BadSignatureError
     assert result.failure.message == "signatures/vendor.sigstore.json: the signature does not verify"
     assert result.authorities[0].keyid == first.fingerprint
+    # results are values: the same rejection twice compares equal (the exceptions they carry are not compared)
+    again = verify.verify(unhinted.path, trust, now=NOW)
+    assert again == result and again.authorities[0].error is not result.authorities[0].error
