@@ -69,6 +69,7 @@ from .errors import (
 from .keys import (
     VENDOR,
     AuthorityPolicy,
+    PublicKey,
     TrustPolicy,
     check_public_key,
     fingerprint,
@@ -407,13 +408,14 @@ def _check_signature(authority: str, data: bytes, statement: bytes, policy: Auth
     # (3c) key or certificate chain to a configured anchor, (3d) valid now
     serial: str | None = None
     not_after: dt.datetime | None = None
+    candidates: list[tuple[PublicKey, dt.datetime | None]]  # each key to try, with its own end of validity
     try:
         if parsed.material != "publicKey":
             leaf, *intermediates = _carried_certificates(parsed)
             key = check_public_key(leaf.public_key(), what=member)
             serial, not_after = format(leaf.serial_number, "x"), leaf.not_valid_after_utc
             _check_chain(authority, member, leaf, tuple(intermediates), policy, now)
-            candidates = [key]
+            candidates = [(key, not_after)]
         else:
             hint = parsed.hint
             # sigstore-go's hint form, or the fingerprint form of bundles signed before it; no hint: try all
@@ -427,20 +429,20 @@ def _check_signature(authority: str, data: bytes, statement: bytes, policy: Auth
                 not_after = pinned[0].not_after
                 raise ExpiredKeyError(f"{member}: the pinned key {pinned[0].fingerprint} for {authority} expired "
                                       f"{not_after.isoformat() if not_after else ''}; re-sign", hint=RESIGN_HINT)
-            candidates = [k.public_key for k in live]
-            not_after = live[0].not_after
+            candidates = [(k.public_key, k.not_after) for k in live]
     except VerificationError as e:
         return reject(e, serial=serial, not_after=not_after)
     except (ValueError, TypeError, InputError) as e:  # ValueError: also bad base64 (binascii.Error)
         return reject(BadSignatureError(f"{member}: unreadable key material: {e}"))
     # (3e) signature over DSSE PAE(payloadType, payload)
     signed = pae(PAYLOAD_TYPE, payload)
-    for key in candidates:
+    for key, key_not_after in candidates:
         if verify_signature(key, signature, signed):
-            return AuthorityResult(authority, True, None, fingerprint(key), serial, not_after)
+            return AuthorityResult(authority, True, None, fingerprint(key), serial, key_not_after)
+    key, key_not_after = candidates[0]
     return reject(BadSignatureError(f"{member}: the signature does not verify",
                                     hint="the statement or signature was altered, or the wrong key signed"),
-                  keyid=fingerprint(candidates[0]), serial=serial, not_after=not_after)
+                  keyid=fingerprint(key), serial=serial, not_after=key_not_after)
 
 
 MAX_INTERMEDIATES = 4  # CAs between a signing certificate and a root; enterprise PKIs use one or two

@@ -383,3 +383,21 @@ def test_a_signature_no_candidate_key_verifies_names_the_first_candidate(world: 
     # results are values: the same rejection twice compares equal (the exceptions they carry are not compared)
     again = verify.verify(unhinted.path, trust, now=NOW)
     assert again == result and again.authorities[0].error is not result.authorities[0].error
+
+
+def test_an_accepted_pinned_key_reports_its_own_not_after(world: dict) -> None:
+    # Without a hint every live pinned key is a candidate; the result names the key that verified, with
+    # that key's notAfter (not the first candidate's).
+    _, first_pub = world["pki"].signer("first")
+    second, second_pub = world["pki"].signer("second")
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": second})
+    sig = json.loads(built.signatures["vendor"])
+    sig["verificationMaterial"]["publicKey"]["hint"] = ""
+    unhinted = build_bundle(world["tmp"] / "u.tar", {}, files={**built.files, "_index": b""},
+                            statement=built.statement, extra={SIG: json.dumps(sig).encode()})
+    soon, later = NOW + dt.timedelta(days=10), NOW + dt.timedelta(days=400)
+    policy = {"vendor": {"keys": [{"path": str(first_pub), "notAfter": soon.strftime("%Y-%m-%dT%H:%M:%SZ")},
+                                  {"path": str(second_pub), "notAfter": later.strftime("%Y-%m-%dT%H:%M:%SZ")}]}}
+    trust = keys.load_trust(write_policy(world["tmp"] / "p.yaml", policy))
+    result = verify.verify(unhinted.path, trust, now=NOW)
+    assert result and (result.authorities[0].keyid, result.authorities[0].not_after) == (second.fingerprint, later)
