@@ -14,7 +14,6 @@ streamed GET of the base layer from the same registry).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import statistics
@@ -28,6 +27,8 @@ import requests
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from machine_limits import disk_limit, sha256_limit  # noqa: E402
 
 from tests.support.images import Pusher, make_image, make_index, make_layer  # noqa: E402
 from tests.support.registry import start_registry  # noqa: E402
@@ -45,28 +46,6 @@ def build_and_push(pusher: Pusher, n: int, own: int, base_size: int, version: in
         pusher.push(f"bench/app{i:02d}", make_index(images), "v1")
         repos.append(f"bench/app{i:02d}")
     return repos
-
-
-def sha256_limit() -> float:
-    buf = os.urandom(64 << 20)
-    start = time.perf_counter()
-    for _ in range(4):
-        hashlib.sha256(buf).digest()
-    return 4 * len(buf) / (time.perf_counter() - start) / MB
-
-
-def disk_limit(directory: Path) -> float:
-    chunk, total = os.urandom(1 << 20), 512
-    path = directory / "dd.tmp"
-    start = time.perf_counter()
-    with open(path, "wb") as f:
-        for _ in range(total):
-            f.write(chunk)
-        f.flush()
-        os.fsync(f.fileno())
-    elapsed = time.perf_counter() - start
-    path.unlink()
-    return total * len(chunk) / elapsed / MB
 
 
 def loopback_limit(url: str, repo: str, digest: str) -> float:

@@ -32,13 +32,14 @@ import shutil
 import stat
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
+from .bundlefile import BundleBytes, open_file
 from .errors import ArchiveError, InputError, UnlistedMemberError, UnsafeArchiveError
 
 STATEMENT = "bundle.intoto.json"
@@ -250,16 +251,14 @@ def _refuse_duplicates(names: Iterable[str], where: str) -> None:
 # Reading
 
 
-def _open(source: Path | str | BinaryIO) -> tuple[BinaryIO, bool]:
+def _open(source: Path | str | BundleBytes) -> tuple[BundleBytes, bool]:
     if isinstance(source, (str, Path)):
-        try:
-            return open(source, "rb", buffering=0), True
-        except OSError as e:
-            raise InputError(f"{source}: cannot open the bundle: {e.strerror}") from e
+        return open_file(source), True
     return source, False
 
 
-def read_index(source: Path | str | BinaryIO, *, admit: Callable[[BinaryIO, Member], None] | None = None) -> BundleIndex:
+def read_index(source: Path | str | BundleBytes, *,
+               admit: Callable[[BundleBytes, Member], None] | None = None) -> BundleIndex:
     """Scan the tar headers (seeking over data) and return the members in archive order.
 
     Directory entries are tolerated and skipped (they carry nothing; extraction makes folders itself).
@@ -280,7 +279,7 @@ def read_index(source: Path | str | BinaryIO, *, admit: Callable[[BinaryIO, Memb
         members: list[Member] = []
         end = 0
         try:
-            with tarfile.open(fileobj=f, mode="r:") as tf:
+            with tarfile.open(fileobj=cast(BinaryIO, f), mode="r:") as tf:
                 while (info := tf.next()) is not None:
                     check_name(info.name, where=where)  # tarfile strips a folder's trailing "/"
                     if info.isdir():
@@ -310,7 +309,7 @@ def read_index(source: Path | str | BinaryIO, *, admit: Callable[[BinaryIO, Memb
             f.close()
 
 
-def _check_trailer(f: BinaryIO, end: int, size: int, where: str) -> None:
+def _check_trailer(f: BundleBytes, end: int, size: int, where: str) -> None:
     """Everything after the last member must be zeros: no hidden members for a lenient tar to find."""
     f.seek(end)
     while chunk := f.read(CHUNK):
@@ -319,7 +318,7 @@ def _check_trailer(f: BinaryIO, end: int, size: int, where: str) -> None:
                                      hint="something was appended to the bundle outside the tar structure")
 
 
-def iter_member(f: BinaryIO, member: Member) -> Iterator[memoryview]:
+def iter_member(f: BundleBytes, member: Member) -> Iterator[memoryview]:
     """Yield a member's data in chunks of at most 1 MiB, read into one reused buffer.
 
     Each chunk is valid only until the next one is requested (memory stays flat whatever the size):
@@ -330,18 +329,18 @@ def iter_member(f: BinaryIO, member: Member) -> Iterator[memoryview]:
     view = memoryview(buf)
     f.seek(member.data_offset)
     while remaining > 0:
-        n = f.readinto(view[: min(len(buf), remaining)])  # type: ignore[attr-defined]
+        n = f.readinto(view[: min(len(buf), remaining)])
         if not n:
             raise ArchiveError(f"{member.name}: unexpected end of file")
         remaining -= n
         yield view[:n]
 
 
-def read_range(fd: int, member: Member, start: int, length: int) -> Iterator[bytes]:
+def read_range(f: BundleBytes, member: Member, start: int, length: int) -> Iterator[bytes]:
     """Yield bytes [start, start + length) of a member's data, in chunks of at most 1 MiB.
 
-    Positioned reads (`os.pread`) on a file descriptor: many threads can stream members of one open
-    bundle at once without sharing a file position, and nothing is extracted to disk.
+    Positioned reads (`pread`): many threads can stream members of one open bundle (a file or a
+    split bundle's parts) at once without sharing a file position, and nothing is extracted to disk.
 
     Raises:
         ArchiveError: the range lies outside the member, or the file ends early.
@@ -350,14 +349,14 @@ def read_range(fd: int, member: Member, start: int, length: int) -> Iterator[byt
         raise ArchiveError(f"{member.name}: bytes {start}-{start + length} are outside its {member.size} bytes")
     position, end = member.data_offset + start, member.data_offset + start + length
     while position < end:
-        chunk = os.pread(fd, min(CHUNK, end - position), position)
+        chunk = f.pread(min(CHUNK, end - position), position)
         if not chunk:
             raise ArchiveError(f"{member.name}: unexpected end of file", hint="the bundle file was truncated")
         position += len(chunk)
         yield chunk
 
 
-def digest_all(f: BinaryIO, index: BundleIndex) -> tuple[str, dict[str, str]]:
+def digest_all(f: BundleBytes, index: BundleIndex) -> tuple[str, dict[str, str]]:
     """Read the file once, first byte to last: the sha256 of the whole file and of each member's data.
 
     One sequential pass (headers, data, padding and trailer alike) so a verifier gets the bundle
@@ -377,7 +376,7 @@ def digest_all(f: BinaryIO, index: BundleIndex) -> tuple[str, dict[str, str]]:
     def feed(stop: int, member: hashlib._Hash | None) -> None:
         nonlocal pos
         while pos < stop:
-            n = f.readinto(view[: min(CHUNK, stop - pos)])  # type: ignore[attr-defined]
+            n = f.readinto(view[: min(CHUNK, stop - pos)])
             if not n:
                 raise ArchiveError(f"{getattr(f, 'name', 'bundle')}: shorter than when its headers were read",
                                    hint="the bundle file is being modified; try again on a stable copy")
@@ -402,7 +401,7 @@ def digest_all(f: BinaryIO, index: BundleIndex) -> tuple[str, dict[str, str]]:
     return whole.hexdigest(), members
 
 
-def read_member(f: BinaryIO, member: Member, *, cap: int) -> bytes:
+def read_member(f: BundleBytes, member: Member, *, cap: int) -> bytes:
     """Read a whole member into memory, refusing members larger than `cap` before reading."""
     if member.size > cap:
         raise ArchiveError(f"{member.name}: {member.size} bytes, more than the {cap} allowed",
@@ -421,8 +420,7 @@ def read_statement(path: Path | str, *, cap: int = 64 * 1024 * 1024) -> bytes:
         ArchiveError: no statement, or larger than `cap`.
         UnsafeArchiveError: the header scan refuses the bundle.
     """
-    f, _ = _open(path)
-    with f:
+    with open_file(path) as f:
         member = read_index(f).get(STATEMENT)
         if member is None:
             raise ArchiveError(f"{path}: no {STATEMENT}: not an airgap bundle")
@@ -513,12 +511,14 @@ def _rewrite_without(path: Path, index: BundleIndex, dropped: Member, name: str,
 # Extracting
 
 
-def extract(source: Path | str | BinaryIO, dest: Path | str, expected: Mapping[str, tuple[int, str]], *,
-            extra: Mapping[str, bytes] | None = None) -> None:
+def extract(source: Path | str | BundleBytes, dest: Path | str, expected: Mapping[str, tuple[int, str]], *,
+            extra: Mapping[str, bytes] | None = None,
+            also: Sequence[tuple[BundleBytes, Mapping[str, tuple[int, str]]]] = ()) -> None:
     """Extract exactly the `expected` members ({name: (size, sha256 hex)}) into the new folder `dest`.
 
     `extra` files ({relative path: bytes}, not members: e.g. the verification record) are written into
-    the staging folder too, so `dest` appears with them or not at all.
+    the staging folder too, so `dest` appears with them or not at all. `also` names other archives and
+    the members to take from each (an update bundle's base: the blobs it omits), hashed the same way.
 
     Each file is written into a staging folder next to `dest` while it is hashed; the folder is
     renamed to `dest` only when every member matched. Files get mode 0644 and folders 0755 whatever
@@ -544,22 +544,13 @@ def extract(source: Path | str | BinaryIO, dest: Path | str, expected: Mapping[s
             raise UnlistedMemberError(f"{dest}: archive members differ from the verified list "
                                       f"(unexpected: {unexpected[:5]}, missing: {missing[:5]})")
         staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.staging-"))
-        for member in index.members:
-            size, digest = expected[member.name]
-            target = staging.joinpath(*member.name.split("/"))
-            target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-            hasher, written = hashlib.sha256(), 0
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-            # buffered: a raw write may write only part of a chunk (disk or quota full) and say so
-            # only in its return value; the buffered writer retries and raises instead
-            with os.fdopen(fd, "wb", buffering=CHUNK) as out:
-                for chunk in iter_member(f, member):
-                    hasher.update(chunk)
-                    out.write(chunk)
-                    written += len(chunk)
-            if written != size or hasher.hexdigest() != digest:
-                raise UnlistedMemberError(f"{member.name}: content changed between verification and extraction",
-                                          hint="the bundle file is being modified; nothing was extracted")
+        _extract_members(f, index.members, expected, staging)
+        for other, wanted in also:
+            members = [m for m in read_index(other).members if m.name in wanted]
+            if len(members) != len(wanted) or present & set(wanted):
+                raise UnlistedMemberError(f"{dest}: the members to take from another archive are not all there, "
+                                          "or overlap the bundle's own")
+            _extract_members(other, members, wanted, staging)
         for name, data in (extra or {}).items():
             if name in present:
                 raise UnlistedMemberError(f"{dest}: the bundle has a member {name}, which extraction writes itself",
@@ -581,3 +572,24 @@ def extract(source: Path | str | BinaryIO, dest: Path | str, expected: Mapping[s
             shutil.rmtree(staging, ignore_errors=True)
         if owned:
             f.close()
+
+
+def _extract_members(f: BundleBytes, members: Iterable[Member], expected: Mapping[str, tuple[int, str]],
+                     staging: Path) -> None:
+    """Write each member under `staging` while hashing it; refuse one whose bytes differ from `expected`."""
+    for member in members:
+        size, digest = expected[member.name]
+        target = staging.joinpath(*member.name.split("/"))
+        target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        hasher, written = hashlib.sha256(), 0
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        # buffered: a raw write may write only part of a chunk (disk or quota full) and say so
+        # only in its return value; the buffered writer retries and raises instead
+        with os.fdopen(fd, "wb", buffering=CHUNK) as out:
+            for chunk in iter_member(f, member):
+                hasher.update(chunk)
+                out.write(chunk)
+                written += len(chunk)
+        if written != size or hasher.hexdigest() != digest:
+            raise UnlistedMemberError(f"{member.name}: content changed between verification and extraction",
+                                      hint="the bundle file is being modified; nothing was extracted")

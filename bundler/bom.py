@@ -109,6 +109,30 @@ class FileEntry:
 
 
 @dataclass(frozen=True)
+class BaseEntry:
+    """An update bundle's base: the full bundle it was built against, named by the sha256 of its
+    `bundle.intoto.json` bytes, and the image blobs the update takes from it instead of carrying them
+    (docs/bundle-format.md section 7)."""
+
+    statement_digest: str  # sha256:<hex> of the base's statement bytes
+    name: str
+    version: str
+    files: tuple[FileEntry, ...] = ()
+
+    def describe(self) -> str:
+        """`NAME VERSION (statement sha256:...)`: how messages name the base."""
+        return f"{self.name} {self.version} (statement {self.statement_digest})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"statementDigest": self.statement_digest, "name": self.name, "version": self.version,
+                "files": _file_dicts(self.files)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BaseEntry:
+        return cls(d["statementDigest"], d["name"], d["version"], _file_entries(d["files"]))
+
+
+@dataclass(frozen=True)
 class Bom:
     name: str
     version: str
@@ -121,6 +145,7 @@ class Bom:
     manifests: tuple[ManifestEntry, ...] = ()
     crossplane_packages: tuple[CrossplanePackageEntry, ...] = ()
     files: tuple[FileEntry, ...] = field(default=())
+    base: BaseEntry | None = None  # set on an update bundle: what it takes from its base
 
     @property
     def created_rfc3339(self) -> str:
@@ -140,9 +165,10 @@ class Bom:
             "manifests": [{"path": m.path, "source": m.source} for m in sorted(self.manifests, key=lambda m: m.path)],
             "crossplanePackages": [_drop_none({"ref": p.ref, "kind": p.kind, "local": p.local})
                                    for p in sorted(self.crossplane_packages, key=lambda p: p.ref)],
-            "files": [{"path": f.path, "size": f.size, "sha256": f.sha256}
-                      for f in sorted(self.files, key=lambda f: f.path)],
+            "files": _file_dicts(self.files),
         }
+        if self.base is not None:
+            out["base"] = self.base.to_dict()
         _validate(out)
         return out
 
@@ -177,7 +203,8 @@ class Bom:
             manifests=tuple(ManifestEntry(m["path"], m["source"]) for m in data["manifests"]),
             crossplane_packages=tuple(CrossplanePackageEntry(p["ref"], p["kind"], p.get("local"))
                                       for p in data["crossplanePackages"]),
-            files=tuple(FileEntry(f["path"], f["size"], f["sha256"]) for f in data["files"]),
+            files=_file_entries(data["files"]),
+            base=BaseEntry.from_dict(data["base"]) if "base" in data else None,
         )
 
     def subjects(self) -> list[dict[str, Any]]:
@@ -189,6 +216,14 @@ class Bom:
         for chart in self.charts:
             subjects[chart.path] = {"name": chart.path, "digest": {"sha256": chart.digest.removeprefix("sha256:")}}
         return [subjects[k] for k in sorted(subjects)]
+
+
+def _file_dicts(files: tuple[FileEntry, ...]) -> list[dict[str, Any]]:
+    return [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in sorted(files, key=lambda f: f.path)]
+
+
+def _file_entries(files: list[dict[str, Any]]) -> tuple[FileEntry, ...]:
+    return tuple(FileEntry(f["path"], f["size"], f["sha256"]) for f in files)
 
 
 def _chart_dict(chart: ChartEntry) -> dict[str, Any]:

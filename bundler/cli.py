@@ -260,9 +260,11 @@ def sign_command(bundle: str, authority: str, key_path: str, cert_path: str | No
               help="With --extract: also append the verification record to this JSON Lines log (never truncated).")
 @click.option("--at", "at_time", metavar="TIME",
               help="Audit a stored bundle: check validity at TIME (RFC 3339) instead of now. Not with --extract.")
+@click.option("--base", "base", type=click.Path(dir_okay=False),
+              help="BUNDLE is an update: its base, the full bundle it was built against (verified too).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def verify_command(bundle: str, policy: str, extract_to: str | None, audit_log: str | None, at_time: str | None,
-                   as_json: bool) -> None:
+                   base: str | None, as_json: bool) -> None:
     """Verify a bundle offline: signatures against the policy, then every member; optionally extract.
 
     Nothing is written unless every check passed. With --extract, the folder also gets
@@ -287,8 +289,19 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, audit_log: 
       airgap-bundle verify app.bundle.tar --policy policy.yaml
       airgap-bundle verify app.bundle.tar --policy policy.yaml --extract ./app --audit-log audit.jsonl
       airgap-bundle verify app.bundle.tar --policy policy.yaml --at 2027-03-01T00:00:00Z   # an audit
+      airgap-bundle verify app.bundle.tar.parts.json --policy policy.yaml --extract ./app   # a split bundle
+      airgap-bundle verify app-1.1.bundle.tar --base app-1.0.bundle.tar --policy policy.yaml --extract ./app
+
+    \b
+    BUNDLE may be a split bundle's parts index (NAME.parts.json from `split`): its signature is checked
+    first, then each part's size, then the parts are verified as one bundle, read in place; a missing,
+    short or damaged part is named (exit 31).
+
+    \b
+    An update bundle (build --base) is verified only with its base (exit 28 without it, or with
+    another base): both are verified, and --extract writes the full bundle's tree.
     """
-    from . import audit, keys, verify
+    from . import audit, keys, parts, update, verify
 
     if at_time and extract_to:
         raise UsageError("--at checks validity at another time, for audits; --extract delivers, which requires "
@@ -308,28 +321,68 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, audit_log: 
         return {audit.RECORD_PATH: records[0].to_bytes()}
 
     try:
-        if extract_to:
-            if audit_log:
-                audit.check_log(Path(audit_log))  # fail before extracting, not after
-            result = verify.verify_and_extract(bundle, trust, extract_to, now=now, extra=record)
-            if audit_log:
-                audit.append_log(records[0], Path(audit_log))
-        else:
-            result = verify.require(verify.verify(bundle, trust, now=now))
+        if audit_log:
+            audit.check_log(Path(audit_log))  # fail before extracting, not after
+        with parts.open_bundle(bundle, trust, now) as source:  # a file, or a split bundle's parts
+            _echo_parts(source, err=as_json)
+            parts_json = source.checked.to_json() if isinstance(source, parts.PartsFile) else None
+            if extract_to and base:
+                result = update.verify_pair_and_extract(source, base, trust, extract_to, now=now, extra=record)
+            elif extract_to:
+                result = verify.verify_and_extract(source, trust, extract_to, now=now, extra=record)
+            elif base:
+                with update.open_pair(source, base, trust, now=now) as pair:
+                    result = pair.update
+            else:
+                result = verify.require(verify.verify(source, trust, now=now))
+        if audit_log:
+            audit.append_log(records[0], Path(audit_log))
     except BundlerError as exc:
         if as_json:
             click.echo(json.dumps({"ok": False, "failure": {"error": type(exc).__name__, "exitCode": exc.exit_code,
                                                             "message": str(exc)}}))
         raise
     if as_json:
-        click.echo(json.dumps({**result.to_json(), "extractedTo": extract_to, "validAt": now.isoformat(),
+        click.echo(json.dumps({**result.to_json(), "base": _base_json(result.bom and result.bom.base, base),
+                               **({"parts": parts_json} if parts_json else {}),
+                               "extractedTo": extract_to, "validAt": now.isoformat(),
                                "validAtGiven": bool(at_time), "record": records[0].to_json() if records else None,
                                "auditLog": audit_log}, indent=2))
         return
     _echo_verified(bundle, result, extract_to=extract_to, note=when if at_time else None)
+    if base:
+        click.echo(_base_line(result, base))
     if extract_to:
         click.echo(f"verification record: {Path(extract_to) / audit.RECORD_PATH}"
                    + (f", appended to {audit_log}" if audit_log else ""))
+
+
+def _echo_parts(source: Any, *, err: bool = False) -> None:
+    """For a split bundle: which index, how many parts, and who signed the index."""
+    from . import parts
+
+    if isinstance(source, parts.PartsFile):
+        checked = source.checked
+        signer = checked.signer
+        by = f"signed by {signer.authority} key {signer.keyid}" if signer else "signature NOT verified (no policy)"
+        click.echo(f"parts: {len(checked.index.parts)} parts of {checked.index.bundle} "
+                   f"({checked.index.size:,} bytes), index {by}", err=err)
+
+
+def _base_json(named: Any, path: str | None) -> dict[str, Any] | None:
+    """An update's `predicate.base` (a bom.BaseEntry, or None for a full bundle) as build, verify and push
+    report it."""
+    if named is None:
+        return None
+    return {"path": path, "statementDigest": named.statement_digest, "name": named.name, "version": named.version,
+            "blobsFromBase": len(named.files), "bytesFromBase": sum(f.size for f in named.files)}
+
+
+def _base_line(result: Any, base: str) -> str:
+    b = _base_json(result.bom.base, base)
+    assert b is not None  # open_pair refuses a full bundle given a base
+    return (f"base ok: {base} is {b['name']} {b['version']} (statement {b['statementDigest']}), verified; it holds "
+            f"the {b['blobsFromBase']} image blob(s) ({b['bytesFromBase']:,} bytes) the update takes from it")
 
 
 def _echo_verified(bundle: str, result: Any, *, extract_to: str | None = None, note: str | None = None,
@@ -376,8 +429,9 @@ def inspect_command(bundle: str | None, policy: str | None, record_path: str | N
       airgap-bundle inspect app.bundle.tar
       airgap-bundle inspect app.bundle.tar --policy policy.yaml --json > ticket.json
       airgap-bundle inspect --record ~/.local/state/airgap-bundle/audit.jsonl --image sha256:3b1f...
+      airgap-bundle inspect app.bundle.tar.parts.json --policy policy.yaml   # a split bundle
     """
-    from . import audit, keys
+    from . import audit, keys, parts
     from . import inspect as inspect_mod
 
     if record_path is not None:
@@ -399,13 +453,19 @@ def inspect_command(bundle: str | None, policy: str | None, record_path: str | N
     if image is not None:
         raise UsageError("--image filters records: use it with --record")
     trust = keys.load_trust(policy) if policy else None
-    result = inspect_mod.inspect(bundle, trust=trust, now=datetime.datetime.now(datetime.UTC))
-    if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2))
-    else:
-        click.echo(inspect_mod.render_text(result), nl=False)
-    if result.failure is not None:
-        raise result.failure
+    now = datetime.datetime.now(datetime.UTC)
+    with parts.open_bundle(bundle, trust, now) as source:  # a file, or a split bundle's parts
+        result = inspect_mod.inspect(source, trust=trust, now=now)
+        if as_json:
+            doc = result.to_json()
+            if isinstance(source, parts.PartsFile):
+                doc["parts"] = source.checked.to_json()
+            click.echo(json.dumps(doc, indent=2))
+        else:
+            _echo_parts(source)
+            click.echo(inspect_mod.render_text(result), nl=False)
+        if result.failure is not None:
+            raise result.failure
 
 # --- sweep -------------------------------------------------------------------------------------
 
@@ -797,9 +857,13 @@ def pull_command(sources: tuple[str, ...], output: str, platform_texts: tuple[st
 @click.option("--audit-log", type=click.Path(dir_okay=False),
               help="Append the verification record to this JSON-lines file "
                    "[default: $XDG_STATE_HOME/airgap-bundle/audit.jsonl].")
+@click.option("--base", "base", type=click.Path(dir_okay=False),
+              help="BUNDLE is an update: its base, the full bundle it was built against (verified too; blobs the "
+                   "update omits are read from it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (progress lines go to stderr).")
 def push_command(bundle: str, policy: str, registry_host: str | None, insecure: tuple[str, ...], ca_file: str | None,
-                 jobs: int, chunk_mib: int, dry_run: bool, audit_log: str | None, as_json: bool) -> None:
+                 jobs: int, chunk_mib: int, dry_run: bool, audit_log: str | None, base: str | None,
+                 as_json: bool) -> None:
     """Verify a bundle, then push every image to the cluster-local registry and read it back.
 
     \b
@@ -808,14 +872,22 @@ def push_command(bundle: str, policy: str, registry_host: str | None, insecure: 
     the bundle file, skipped when the registry has them, mounted across repositories when it can.
     A run that stops midway says what is in place; the same command again resumes.
     Exit codes: 20-29 and 11-12 the bundle is not accepted; 4-7 the registry; 30 readback failed.
+    BUNDLE may be a split bundle's parts index (NAME.parts.json): checked as verify checks it (a
+    missing, short or damaged part: exit 31), then blobs stream out of the parts, across their edges.
 
     \b
     Examples (the registry must be running; the policy format: verify --help):
       airgap-bundle push app.bundle.tar --policy policy.yaml --dry-run
+      airgap-bundle push app.bundle.tar.parts.json --policy policy.yaml   # a split bundle, read in place
       airgap-bundle push app.bundle.tar --policy policy.yaml --registry 127.0.0.1:5000 \\
           --insecure-registry 127.0.0.1:5000
+      airgap-bundle push app-1.1.bundle.tar --base app-1.0.bundle.tar --policy policy.yaml --dry-run
+
+    \b
+    An update bundle (build --base) is pushed only with its base (exit 28 without it): both are
+    verified, and each blob is read from whichever file holds it.
     """
-    from . import audit, keys
+    from . import audit, keys, parts
     from . import push as push_mod
 
     trust = keys.load_trust(policy)
@@ -823,8 +895,12 @@ def push_command(bundle: str, policy: str, registry_host: str | None, insecure: 
     if not dry_run:
         audit.check_log(log_path)  # fail before anything is sent, not after an unrecorded push
     now = datetime.datetime.now(datetime.UTC)
-    with push_mod.open_verified(bundle, trust, now=now) as verified:
+    with parts.open_bundle(bundle, trust, now) as source, \
+            push_mod.open_verified(source, trust, now=now, base=base) as verified:
+        _echo_parts(source, err=as_json)
         _echo_verified(bundle, verified.verification, err=as_json)
+        if base:
+            click.echo(_base_line(verified.verification, base), err=as_json)
         _log_to_stderr()  # after verification: its accepted signatures are printed once, as `verify` prints them
         host = registry_host or verified.bom.local_registry
         target = push_mod.Target(host, insecure=host in insecure, ca_file=Path(ca_file) if ca_file else None)
@@ -842,7 +918,8 @@ def push_command(bundle: str, policy: str, registry_host: str | None, insecure: 
                                   destination=result.target, image_count=len(result.images))
         audit.append_log(record, log_path)
     if as_json:
-        click.echo(json.dumps({"verification": verified.verification.to_json(), **result.to_json(),
+        click.echo(json.dumps({"verification": verified.verification.to_json(),
+                               "base": _base_json(verified.bom.base, base), **result.to_json(),
                                "record": record.to_json() if record else None,
                                "auditLog": str(log_path) if record else None}, indent=2))
         push_mod.require_readback(result)
@@ -866,6 +943,68 @@ def push_command(bundle: str, policy: str, registry_host: str | None, insecure: 
 
 
 # --- end push ----------------------------------------------------------------------------------
+# --- split (issue 13) ---------------------------------------------------------------------------
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """A size with a binary or decimal suffix (4GiB, 700MB, 65536); parts.parse_size says what is wrong."""
+    from .parts import parse_size
+
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+def _split_echo(done: Any, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"index": str(done.index_path), "signedBy": done.signer, **done.index.to_json()},
+                              indent=2))
+        return
+    for part in done.index.parts:
+        click.echo(f"  {part.name}  {part.size:,} bytes  sha256:{part.sha256}")
+    click.echo(f"wrote {len(done.index.parts)} parts of {done.index.bundle} ({done.index.size:,} bytes) and "
+               f"{done.index_path.name}, signed by {done.index.authority} with {done.signer}")
+
+
+@cli.command("split", short_help="Split a signed bundle into parts that fit the media.")
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False))
+@click.option("--max-part-size", required=True, metavar="SIZE", callback=_size,
+              help="Largest part: 4GiB, 4095MiB (FAT32 holds files under 4 GiB), 700MB, or bytes.")
+@click.option("--authority", default="vendor", show_default=True,
+              help="Who signs the parts index: an authority the customers' policies require (the vendor always is).")
+@click.option("--key", "key_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Signing key for the index (PKCS#8 PEM or cosign). Password from $AIRGAP_BUNDLE_KEY_PASSWORD.")
+@click.option("--cert", "cert_path", type=click.Path(exists=True, dir_okay=False),
+              help="The signer's X.509 certificate (recommended: it carries notAfter).")
+@click.option("--output-dir", type=click.Path(file_okay=False, exists=True),
+              help="Write the parts and the index here [default: beside BUNDLE].")
+@click.option("--json", "as_json", is_flag=True, help="Print the index as JSON.")
+def split_command(bundle: str, max_part_size: int, authority: str, key_path: str, cert_path: str | None,
+                  output_dir: str | None, as_json: bool) -> None:
+    """Split a signed bundle into numbered parts and a signed index, for media with a size limit.
+
+    \b
+    Writes BUNDLE.part-0001, BUNDLE.part-0002, ... (consecutive byte ranges of BUNDLE: `cat` joins
+    them) and BUNDLE.parts.json, an index of each part's size and sha256 signed with --key. Co-sign
+    before splitting: the parts are the signed file's bytes. BUNDLE is left as it is. `verify`,
+    `inspect` and `push` take BUNDLE.parts.json as the bundle (docs/bundle-format.md section 8).
+
+    \b
+    Examples:
+      airgap-bundle split app.bundle.tar --max-part-size 4GiB --key vendor.key --cert vendor.crt
+      airgap-bundle split app.bundle.tar --max-part-size 4095MiB --key vendor.key --output-dir /media/usb
+    """
+    from . import keys, parts
+
+    signer = keys.load_signer(key_path, cert_path=cert_path, password=_key_password)
+    _split_echo(parts.split(Path(bundle), max_part_size, signer, authority,
+                            out_dir=Path(output_dir) if output_dir else None), as_json)
+
+
+# --- end split ---------------------------------------------------------------------------------
 # --- build -------------------------------------------------------------------------------------
 
 
@@ -888,10 +1027,18 @@ def push_command(bundle: str, policy: str, registry_host: str | None, insecure: 
 @click.option("--crossplane-target", metavar="VERSION", help="Crossplane version to check against (else the spec's).")
 @click.option("--update", is_flag=True,
               help="Re-resolve every tag on purpose and rewrite the lock (prints old -> new digests).")
+@click.option("--max-part-size", metavar="SIZE", callback=_size,
+              help="Then split the signed bundle into OUTPUT.part-NNNN of at most SIZE and a signed "
+                   "OUTPUT.parts.json (4GiB, 700MB, ...); OUTPUT itself is removed.")
+@click.option("--base", "base_path", type=click.Path(dir_okay=False), metavar="PREVIOUS.bundle.tar",
+              help="Build an update bundle: omit the image blobs this full bundle holds (verified first).")
+@click.option("--base-policy", type=click.Path(dir_okay=False),
+              help="With --base: the verification policy the base must pass (as `verify` checks it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def build_command(spec_file: str, output: str, authority: str, key_path: str | None, cert_path: str | None,
                   unsigned: bool, jobs: int, insecure: tuple[str, ...], cache_dir: str | None, offline: bool,
-                  crossplane_target: str | None, update: bool, as_json: bool) -> None:
+                  crossplane_target: str | None, update: bool, max_part_size: int | None, base_path: str | None,
+                  base_policy: str | None, as_json: bool) -> None:
     """Build a signed bundle: render, sweep, pull, Crossplane gate, rewrite, BOM, archive, sign.
 
     \b
@@ -910,23 +1057,51 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
       airgap-bundle keys generate --out vendor --cert
       airgap-bundle build examples/bundle.yaml --output demo.bundle.tar --key vendor.key --cert vendor.crt
       airgap-bundle build examples/bundle.yaml --output demo.bundle.tar --unsigned --update
+      airgap-bundle build examples/bundle.yaml --output demo.bundle.tar --key vendor.key --max-part-size 4GiB
+
+    \b
+    An update bundle (docs/release-engineer.md "Update bundles"): --base names the previous full
+    bundle, verified with --base-policy (signatures, then every member) before anything is taken
+    from it; the image blobs it holds are named in the statement, not carried. Customers verify and
+    push the update with --base PREVIOUS.bundle.tar.
+      airgap-bundle build examples/bundle.yaml --output demo-update.bundle.tar --key vendor.key \\
+          --cert vendor.crt --base demo.bundle.tar --base-policy policy.yaml
     """
     from . import keys, pipeline
     from . import spec as spec_mod
+    from . import update as updates
     from .pull import default_cache_dir
 
     _log_to_stderr()
+    if (base_path is None) != (base_policy is None):
+        raise UsageError("--base and --base-policy go together: the base is verified before anything is taken from it",
+                         hint="pass both, or neither for a full bundle")
     epoch_text = os.environ.get("SOURCE_DATE_EPOCH")
     if epoch_text is not None and not epoch_text.isdigit():
         raise UsageError(f"SOURCE_DATE_EPOCH={epoch_text!r} is not a number of seconds")
+    if max_part_size is not None and not key_path:
+        raise UsageError("--max-part-size needs --key: the parts index is signed",
+                         hint="build a signed bundle, or build, co-sign, then `airgap-bundle split`")
     spec = spec_mod.load(spec_file)
     signer = keys.load_signer(key_path, cert_path=cert_path, password=_key_password) if key_path else None
+    base = None
+    if base_path is not None and base_policy is not None:
+        base = updates.load_base(base_path, keys.load_trust(base_policy), now=datetime.datetime.now(datetime.UTC))
+        click.echo(f"base: {base_path} is {base.name} {base.version} (statement {base.statement_digest}), verified",
+                   err=True)
     progress = _Progress(sys.stderr.isatty())
     result = pipeline.build(spec, pipeline.BuildOptions(
         output=Path(output), signer=signer, authority=authority, unsigned=unsigned,
         cache=Path(cache_dir) if cache_dir else default_cache_dir(), jobs=jobs, offline=offline,
         insecure_registries=insecure, crossplane_target=crossplane_target,
-        source_date_epoch=int(epoch_text) if epoch_text else None, update=update), progress)
+        source_date_epoch=int(epoch_text) if epoch_text else None, update=update, base=base), progress)
+    split = None
+    if max_part_size is not None:
+        from . import parts
+
+        assert signer is not None  # --max-part-size requires --key, checked above
+        split = parts.split(result.output, max_part_size, signer, authority)
+        result.output.unlink()  # the parts are the output; `split` keeps the bundle when both are wanted
     if as_json:
         click.echo(json.dumps({
             "output": str(result.output), "size": result.size, "statementSha256": result.statement_sha256,
@@ -939,6 +1114,8 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
                         **({"dependencies": [d.to_dict() for d in c.dependencies]} if c.dependencies else {})}
                        for c in result.charts],
             "lock": result.lock.to_json(),
+            "base": _base_json(result.base, base_path),
+            **({} if split is None else {"parts": {"index": str(split.index_path), **split.index.to_json()}}),
         }, indent=2))
         return
     for line in result.coverage:
@@ -946,8 +1123,14 @@ def build_command(spec_file: str, output: str, authority: str, key_path: str | N
     for image in result.images:
         click.echo(f"  {image.source} -> {image.local}")
     _echo_lock(result.lock)
+    if (b := _base_json(result.base, base_path)) is not None:
+        click.echo(f"update of {b['name']} {b['version']} (statement {b['statementDigest']}): {b['blobsFromBase']} "
+                   "image blob(s) "
+                   f"({b['bytesFromBase']:,} bytes) taken from the base, not carried")
     click.echo(f"wrote {result.output} ({result.size:,} bytes, {len(result.images)} images, "
                f"statement sha256:{result.statement_sha256[:16]}..., signed by {', '.join(result.signed_by) or 'nobody'})")
+    if split is not None:
+        _split_echo(split, as_json=False)
 
 
 # --- end build ---------------------------------------------------------------------------------

@@ -195,10 +195,24 @@ class NotYetValidError(ExpiredKeyError):
     """
 
 
+class BaseRequiredError(VerificationError):
+    """An update bundle given without its base, or with another base than the one its statement names."""
+
+    exit_code = 28
+
+
 class StatementMismatchError(VerificationError):
     """The statement is malformed, or its subjects or predicate disagree with the members."""
 
     exit_code = 29
+
+
+# 31: a split bundle's parts (bundler/parts.py) do not match their signed index.
+class PartError(VerificationError):
+    """A part of a split bundle is missing, has another size than its signed index says, or its sha256
+    differs; or the signed index itself is malformed (parts out of order, sizes that do not add up)."""
+
+    exit_code = 31
 
 
 # 30: push readback.

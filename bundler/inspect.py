@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from . import archive, sign, verify
 from .bom import Bom
+from .bundlefile import BundleBytes, opened
 from .errors import BundlerError, InputError
 from .keys import TrustPolicy, check_public_key, fingerprint
 
@@ -166,11 +167,14 @@ class Inspection:
             "kustomizeOverlays": [{"name": o.name, "path": o.path, "treeFiles": o.tree_files} for o in self.overlays],
             "crossplanePackages": [{"ref": p.ref, "kind": p.kind, "local": p.local} for p in b.crossplane_packages],
             "signatures": [_signature_json(s) for s in self.signatures],
+            "update": None if b.base is None else {
+                "base": {"statementDigest": b.base.statement_digest, "name": b.base.name, "version": b.base.version},
+                "blobsFromBase": len(b.base.files), "bytesFromBase": sum(f.size for f in b.base.files)},
             "totals": self.totals(),
         }
 
 
-def inspect(path: Path | str, *, now: dt.datetime, trust: TrustPolicy | None = None) -> Inspection:
+def inspect(source: Path | str | BundleBytes, *, now: dt.datetime, trust: TrustPolicy | None = None) -> Inspection:
     """Read a bundle's headers, statement and signatures; with `trust`, judge the signatures as verify does.
 
     A policy rejection is not raised: it is `Inspection.failure` (the caller shows the report, then
@@ -183,20 +187,16 @@ def inspect(path: Path | str, *, now: dt.datetime, trust: TrustPolicy | None = N
             is malformed or does not describe the members.
     """
     now = now if now.tzinfo else now.replace(tzinfo=dt.UTC)
-    try:
-        f = open(path, "rb", buffering=0)
-    except OSError as e:
-        raise InputError(f"{path}: cannot open the bundle: {e.strerror}") from e
-    with f:
-        parts = verify.read_signed(f, str(path))
+    with opened(source) as (f, path):
+        parts = verify.read_signed(f, path)
     results: Mapping[str, verify.AuthorityResult] = {}
     failure = None
     if trust is not None:
-        checked, failure = verify.check_signatures(parts, trust, now, str(path))
+        checked, failure = verify.check_signatures(parts, trust, now, path)
         results = {r.authority: r for r in checked}
-    listed, bom = verify.check_listing(parts, str(path))
+    listed, bom = verify.check_listing(parts, path)
     return Inspection(
-        path=str(path), file_size=parts.index.file_size, member_count=len(parts.index.members),
+        path=path, file_size=parts.index.file_size, member_count=len(parts.index.members),
         statement_sha256=hashlib.sha256(parts.statement).hexdigest(), bom=bom, listed=listed,
         signatures=tuple(describe_signature(a, parts.signatures[a], parts.statement, now, results.get(a))
                          for a in sorted(parts.signatures)),
@@ -274,7 +274,12 @@ def render_text(ins: Inspection) -> str:
         lines.append(("trust      " if n == 0 else "           ") + note)
     lines += ["", f"name       {b.name} {b.version}, created {b.created_rfc3339}",
               f"tool       airgap-bundle {b.tool_version}, spec {b.spec_digest}",
-              f"registry   {b.local_registry}", "", f"images ({len(b.images)})"]
+              f"registry   {b.local_registry}"]
+    if b.base is not None:  # alone, this bundle is refused by verify and push (exit 28)
+        lines += [f"update     of {b.base.describe()}: takes {_n(len(b.base.files), 'image blob')} "
+                  f"({sum(f.size for f in b.base.files):,} bytes) from it; verify and push it with --base "
+                  "PREVIOUS.bundle.tar"]
+    lines += ["", f"images ({len(b.images)})"]
     for i in b.images:
         lines.append(f"  {i.source}")
         lines.append(f"    local      {i.local}")

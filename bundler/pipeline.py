@@ -28,6 +28,7 @@ import yaml
 
 from . import __version__, archive, attest, bom, charts, crossplane, pull, relocate, render, sign, sweep, xpkg
 from . import lock as lockfile
+from . import update as updates
 from .crossplane_model import Target
 from .documents import Document, Origin, load_stream
 from .errors import (
@@ -65,6 +66,7 @@ class BuildOptions:
     crossplane_target: str | None = None
     lock: Path | None = None  # the lock file; None: beside the spec (lock.path_for(spec.path))
     update: bool = False      # re-resolve every tag on purpose and rewrite the lock
+    base: updates.Base | None = None  # an update bundle: omit the image blobs this verified base holds
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ class BuildResult:
     signed_by: tuple[str, ...]
     coverage: tuple[str, ...]  # one line per output: what it rewrote
     lock: LockOutcome  # what the build did with the lock: used, wrote or updated
+    base: bom.BaseEntry | None = None  # an update bundle: its base and the blobs taken from it
 
 
 def build(spec: Spec, options: BuildOptions, progress: Progress | None = None) -> BuildResult:
@@ -220,8 +223,10 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
         + [_chart_dependency(f) for located_chart in located for f in located_chart.all_fetched],
         builder_version=__version__, epoch=epoch,
         lock=(locked.path.name, locked.digest)))
-    files = tuple(_file_entries(payload))
-    full = dataclasses.replace(partial, files=files)
+    files, taken = tuple(_file_entries(payload)), tuple[bom.FileEntry, ...]()
+    if options.base is not None:  # an update bundle: the blobs its base holds are named, not carried
+        files, taken = updates.split(files, options.base)
+    full = dataclasses.replace(partial, files=files, base=options.base.entry(taken) if options.base else None)
     statement = attest.statement(full.subjects(), bom.PREDICATE_TYPE, full.to_dict())
     progress.step("attest", 1, 1, f"{len(files)} files")
 
@@ -239,7 +244,7 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
     if locked.action != "used":
         lockfile.write(locked.path, lock_bytes)  # only once the bundle is in place
     return BuildResult(options.output, options.output.stat().st_size, hashlib.sha256(statement).hexdigest(),
-                       images, charts, signed_by, tuple(coverage), locked)
+                       images, charts, signed_by, tuple(coverage), locked, full.base)
 
 
 def _render_and_sweep(spec: Spec, tools: render.Tools, progress: Progress) -> tuple[list[render.Rendered],

@@ -412,9 +412,12 @@ def pull(refs: Sequence[str], *, layout: Path | Layout, platforms: Sequence[Plat
         for fut in blob_futures:
             if fut.done() and fut.exception() is not None:
                 raise fut.exception()  # type: ignore[misc]
+        # One task per image on the blob pool: a manifest write ends in an fsync, and hundreds of
+        # images one after another would wait on the disk once per manifest.
+        stored = {ref: puller.pool.submit(_store_manifests, plans[ref], out, store) for ref in unique}
         results: dict[ImageRef, PulledImage] = {}
         for ref in unique:
-            results[ref] = _store_manifests(plans[ref], out, store)
+            results[ref] = stored[ref].result()
             progress.step("images", len(results), len(unique), str(ref))
         out.set_refs({p.name: p.descriptor for p in results.values()})
         if store is not out:
@@ -509,13 +512,19 @@ def _result(fut: Future[_Plan], all_futures: list[Future[_Plan]]) -> _Plan:
 
 
 def _store_manifests(plan: _Plan, out: Layout, store: Layout) -> PulledImage:
-    # Children before parents, so a layout never names a manifest whose parts are missing.
+    # Children before parents, so a layout never names a manifest whose parts are missing. A manifest
+    # the cache holds is hard-linked into the output, as blobs are: one write (and fsync) instead of two.
     for child in plan.manifests:
-        for layout in {id(out): out, id(store): store}.values():
-            layout.put_bytes(child.data, child.digest)
+        store.put_bytes(child.data, child.digest)
+        if store is not out:
+            out.link_from(store, child.digest)
     if store is not out:
         store.put_bytes(plan.top.data, plan.top.digest)
-    bundled_digest = out.put_bytes(plan.bundled, sha256_digest(plan.bundled))
+    bundled_digest = sha256_digest(plan.bundled)
+    if store is out or bundled_digest != plan.top.digest:  # a narrowed index is the output's own
+        out.put_bytes(plan.bundled, bundled_digest)
+    else:
+        out.link_from(store, bundled_digest)
     if bundled_digest != plan.top.digest:
         log.info("%s: index narrowed to %s (upstream %s, bundled %s)", plan.source,
                  ", ".join(str(p.platform) for p in plan.platforms), plan.top.digest, bundled_digest)

@@ -16,6 +16,8 @@ Steps (distribution-spec v1.1 "Push", image-spec v1.1 image-index.md / manifest.
 4. readback: every manifest by digest and the tag (digest and media type), every required platform,
    every blob, and every image a rewritten manifest (`manifests/`) names, at the target, by digest.
 
+An update bundle is pushed with its base (`open_verified(..., base=)`: both checked as `update.open_pair`
+checks them); each blob is then read from whichever of the two files holds it.
 A rerun after a failure or a kill resumes: what the registry already has is skipped (step 2-3 HEADs).
 A failure says what was in place when it stopped. `dry_run` does the HEADs only and reports them.
 Not here: verification rules (verify.py), HTTP, auth and retries (registry.py), printing (cli.py).
@@ -27,21 +29,21 @@ import datetime as dt
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, Literal
 
-from . import archive, sweep, verify
+from . import archive, sweep, update, verify
 from .bom import Bom, ImageEntry
+from .bundlefile import BundleBytes, opened
 from .documents import MAX_STREAM_BYTES, Origin, load_stream
 from .errors import (
     ArchiveError,
     AuthError,
     DigestMismatchError,
-    InputError,
     InvalidReferenceError,
     NotFoundError,
     ReadbackError,
@@ -103,65 +105,80 @@ def connect(target: Target, *, jobs: int = DEFAULT_JOBS, environ: dict[str, str]
 
 @dataclass(frozen=True)
 class VerifiedBundle:
-    """A bundle that passed `verify`, held open: every read below is from the file that was checked."""
+    """A bundle that passed `verify`, held open: every read below is from the file that was checked.
+    An update bundle holds its verified base too, and reads the blobs it takes from there."""
 
     path: Path
-    file: BinaryIO
+    file: BundleBytes
     verification: verify.VerificationResult
     index: archive.BundleIndex
     bom: Bom
     checked: dict[str, tuple[int, str]] = field(repr=False)  # member -> (size, sha256) as verified
+    base: VerifiedBundle | None = None  # an update's base, `checked` limited to what the update takes
 
-    def member(self, name: str) -> archive.Member:
+    def _locate(self, name: str) -> tuple[VerifiedBundle, archive.Member]:
+        """The bundle (this one, or an update's base) that holds `name`, and the member."""
         found = self.index.get(name)
         if found is None or name not in self.checked:
+            if self.base is not None and name in self.base.checked:
+                return self.base._locate(name)
             raise ArchiveError(f"{self.path}: {name} is not in the bundle",
                                hint="the bundle is incomplete; ask the vendor for a new one")
-        return found
+        return self, found
 
     def read(self, name: str, *, cap: int = MAX_MANIFEST_BYTES) -> bytes:
         """A small member (a manifest, a rewritten YAML file), checked against its verified digest again."""
-        member = self.member(name)
-        size, sha = self.checked[name]
+        owner, member = self._locate(name)
+        size, sha = owner.checked[name]
         if size > cap:
-            raise ArchiveError(f"{self.path}: {name} has {size} bytes, more than the {cap} read into memory")
-        return b"".join(verified(archive.read_range(self.file.fileno(), member, 0, size), f"sha256:{sha}", size,
-                                 what=f"{self.path}: {name}"))
+            raise ArchiveError(f"{owner.path}: {name} has {size} bytes, more than the {cap} read into memory")
+        return b"".join(verified(archive.read_range(owner.file, member, 0, size), f"sha256:{sha}", size,
+                                 what=f"{owner.path}: {name}"))
 
     def blob(self, digest: str) -> bytes:
         return self.read(BLOBS + digest.removeprefix("sha256:"))
 
     def reader(self, digest: str) -> Callable[[int, int], Iterator[bytes]]:
         """`read(start, length)` over a blob member; a whole-blob read is hashed as it streams."""
-        member = self.member(BLOBS + digest.removeprefix("sha256:"))
-        fd = self.file.fileno()
+        owner, member = self._locate(BLOBS + digest.removeprefix("sha256:"))
 
         def read(start: int, length: int) -> Iterator[bytes]:
-            chunks = archive.read_range(fd, member, start, length)
+            chunks = archive.read_range(owner.file, member, start, length)
             if start == 0 and length == member.size:
-                return verified(chunks, digest, member.size, what=f"{self.path}: {member.name}")
+                return verified(chunks, digest, member.size, what=f"{owner.path}: {member.name}")
             return chunks
 
         return read
 
 
 @contextmanager
-def open_verified(path: Path | str, trust: TrustPolicy, *, now: dt.datetime) -> Iterator[VerifiedBundle]:
-    """Open the bundle, run `verify` on it (nothing is sent anywhere before this passes), keep it open.
+def open_verified(source: Path | str | BundleBytes, trust: TrustPolicy, *, now: dt.datetime,
+                  base: Path | str | BundleBytes | None = None) -> Iterator[VerifiedBundle]:
+    """Open the bundle (a file, or a split bundle's parts held open by the caller), run `verify` on it
+    (nothing is sent anywhere before this passes), keep it open.
+    With `base`, the bundle is an update and both are checked as `update.open_pair` checks them.
 
     Raises:
         the verify failures (VerificationError subclasses, ArchiveError, UnsafeArchiveError),
-        NoTrustAnchorError, InputError.
+        NoTrustAnchorError, InputError; with `base`, those of `update.open_pair`.
     """
-    try:
-        f = open(path, "rb", buffering=0)
-    except OSError as e:
-        raise InputError(f"{path}: cannot open the bundle: {e.strerror}") from e
-    with f:
-        result = verify.require(verify.verify_file(f, str(path), trust, now=now))
-        assert result.bom is not None  # an accepted result always carries its statement's predicate
-        checked = {name: (size, sha) for name, size, sha in result.verified_files}
-        yield VerifiedBundle(Path(path), f, result, verify.scan(f, str(path))[0], result.bom, checked)
+    if base is not None:
+        with update.open_pair(source, base, trust, now=now) as pair:
+            base_bundle = _held(Path(pair.base_where), pair.base_file, pair.base, pair.taken)
+            yield _held(Path(pair.update_where), pair.update_file, pair.update, base=base_bundle)
+        return
+    with opened(source) as (f, where):
+        yield _held(Path(where), f, verify.require(verify.verify_file(f, where, trust, now=now)))
+
+
+def _held(path: Path, f: BundleBytes, result: verify.VerificationResult, only: Mapping[str, tuple[int, str]] | None = None,
+          base: VerifiedBundle | None = None) -> VerifiedBundle:
+    """A VerifiedBundle over an accepted result; `only` limits the members read from it."""
+    assert result.bom is not None  # an accepted result always carries its statement's predicate
+    checked = {name: (size, sha) for name, size, sha in result.verified_files}
+    if only is not None:
+        checked = {name: checked[name] for name in only}
+    return VerifiedBundle(path, f, result, verify.scan(f, str(path))[0], result.bom, checked, base)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -75,8 +75,11 @@ def _b64(data: bytes) -> bytes:
     return base64.b64encode(data)
 
 
-def sign(statement: bytes, signer: Signer, authority: str) -> bytes:
+def sign(statement: bytes, signer: Signer, authority: str, *, payload_type: str = PAYLOAD_TYPE) -> bytes:
     """Sign the statement bytes and return the Sigstore bundle JSON for `signatures/<authority>...`.
+
+    `payload_type` is the DSSE payloadType: the in-toto statement's by default; a split bundle's
+    parts index is signed with its own (bundler/parts.py), so neither can stand for the other.
 
     Raises:
         InputError: invalid authority name.
@@ -90,11 +93,11 @@ def sign(statement: bytes, signer: Signer, authority: str) -> bytes:
 
     signature_member(authority)  # validates the name
     # DSSE v1: sign PAE(payloadType, payload) over the exact statement bytes.
-    envelope = DsseEnvelope(payload=statement, payload_type=PAYLOAD_TYPE, signatures={})
+    envelope = DsseEnvelope(payload=statement, payload_type=payload_type, signatures={})
     sig = envelope.sign(CryptoSigner(signer.private_key, _sslib_key(signer)))
     raw_sig = bytes.fromhex(sig.signature)
     # Belt and braces: the verifier's own primitive must accept what the signer library produced.
-    if not verify_signature(signer.public_key, raw_sig, pae(PAYLOAD_TYPE, statement)):
+    if not verify_signature(signer.public_key, raw_sig, pae(payload_type, statement)):
         raise InputError(  # pragma: no cover - only a broken crypto backend fails its own fresh signature
             f"{signer.source}: the signature just made does not verify")
 
@@ -114,7 +117,7 @@ def sign(statement: bytes, signer: Signer, authority: str) -> bytes:
         verification_material=material,
         dsse_envelope=Envelope(
             payload=_b64(statement),
-            payload_type=PAYLOAD_TYPE,
+            payload_type=payload_type,
             signatures=[Signature(sig=_b64(raw_sig), keyid=signer.fingerprint)],
         ),
     )
@@ -146,9 +149,9 @@ class SignatureFile:
         return x509.load_der_x509_certificate(self.certificates[0])
 
 
-def parse(data: bytes) -> SignatureFile:
-    """Check the shape of a signature file (Sigstore bundle v0.3, a DSSE envelope, one signature,
-    exactly one kind of verification material) and return its parts.
+def parse(data: bytes, *, payload_type: str = PAYLOAD_TYPE) -> SignatureFile:
+    """Check the shape of a signature file (Sigstore bundle v0.3, a DSSE envelope of `payload_type`,
+    one signature, exactly one kind of verification material) and return its parts.
 
     Raises:
         ValueError: the reason it is not such a file.
@@ -160,8 +163,8 @@ def parse(data: bytes) -> SignatureFile:
         if set(doc) - {"mediaType", "verificationMaterial", "dsseEnvelope"}:
             raise ValueError("unexpected fields (only dsseEnvelope bundles are accepted)")
         envelope, material = doc["dsseEnvelope"], doc["verificationMaterial"]
-        if envelope.get("payloadType") != PAYLOAD_TYPE:
-            raise ValueError(f"payloadType is not {PAYLOAD_TYPE}")
+        if envelope.get("payloadType") != payload_type:
+            raise ValueError(f"payloadType is not {payload_type}")
         sigs = envelope.get("signatures")
         if not isinstance(sigs, list) or len(sigs) != 1:
             raise ValueError("the envelope must carry exactly one signature")

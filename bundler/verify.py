@@ -40,7 +40,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -49,10 +49,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from . import archive, sign
 from .attest import PAYLOAD_TYPE, STATEMENT_TYPE, canonical_json, pae, strict_json
 from .bom import PREDICATE_TYPE as BOM_PREDICATE_TYPE
-from .bom import Bom
+from .bom import BaseEntry, Bom
+from .bundlefile import BundleBytes, opened
 from .errors import (
     ArchiveError,
     BadSignatureError,
+    BaseRequiredError,
     BundlerError,
     ExpiredKeyError,
     InputError,
@@ -154,34 +156,35 @@ def require(result: VerificationResult) -> VerificationResult:
     return result
 
 
-def verify(path: Path | str, trust: TrustPolicy, *, now: dt.datetime) -> VerificationResult:
-    """Verify a bundle file offline. Writes nothing.
+def verify(source: Path | str | BundleBytes, trust: TrustPolicy, *, now: dt.datetime) -> VerificationResult:
+    """Verify a bundle offline: a file, or the bytes of one the caller holds open (a split bundle's
+    parts, `parts.open_bundle`). Writes nothing.
 
     Raises (only for the caller's inputs; a bad bundle is a result with a `failure`):
         NoTrustAnchorError: the policy has no vendor anchor.
         InputError: the bundle file cannot be opened.
     """
     _check_trust(trust)
-    try:
-        f = open(path, "rb", buffering=0)
-    except OSError as e:
-        raise InputError(f"{path}: cannot open the bundle: {e.strerror}") from e
-    with f:
-        return _verify_open(f, str(path), trust, _utc(now))
+    with opened(source) as (f, where):
+        return _verify_open(f, where, trust, _utc(now))
 
 
-def verify_file(f: BinaryIO, where: str, trust: TrustPolicy, *, now: dt.datetime) -> VerificationResult:
+def verify_file(f: BundleBytes, where: str, trust: TrustPolicy, *, now: dt.datetime,
+                allow_update: bool = False) -> VerificationResult:
     """`verify` on a bundle the caller holds open, so that what it then reads (push streams blobs out
     of this very file) is the file that was checked, whatever happens to the path meanwhile.
+
+    An update bundle (its predicate names a `base`) is refused with BaseRequiredError unless
+    `allow_update`: only `update.py`, which then checks the base, passes it.
 
     Raises:
         NoTrustAnchorError: the policy has no vendor anchor.
     """
     _check_trust(trust)
-    return _verify_open(f, where, trust, _utc(now))
+    return _verify_open(f, where, trust, _utc(now), allow_update=allow_update)
 
 
-def verify_and_extract(path: Path | str, trust: TrustPolicy, dest: Path | str, *, now: dt.datetime,
+def verify_and_extract(source: Path | str | BundleBytes, trust: TrustPolicy, dest: Path | str, *, now: dt.datetime,
                        extra: Callable[[VerificationResult], Mapping[str, bytes]] | None = None
                        ) -> VerificationResult:
     """Verify, then extract every member into the new folder `dest` (step 6); nothing is written on failure.
@@ -198,12 +201,8 @@ def verify_and_extract(path: Path | str, trust: TrustPolicy, dest: Path | str, *
     if dest.exists() or dest.is_symlink():  # checked first so a long verification is not wasted
         raise UsageError(f"{dest} already exists: a bundle is extracted only into a new folder",
                          hint="name a folder that does not exist yet; nothing was verified or written")
-    try:
-        f = open(path, "rb", buffering=0)
-    except OSError as e:
-        raise InputError(f"{path}: cannot open the bundle: {e.strerror}") from e
-    with f:  # the same open file for checking and extracting: swapping the path midway changes nothing
-        result = require(_verify_open(f, str(path), trust, _utc(now)))
+    with opened(source) as (f, where):  # the same open file for checking and extracting: swapping the path
+        result = require(_verify_open(f, where, trust, _utc(now)))  # midway changes nothing
         # 6: extract into staging while hashing again, then rename into place
         archive.extract(f, dest, {name: (size, sha) for name, size, sha in result.verified_files},
                         extra=extra(result) if extra else None)
@@ -225,7 +224,7 @@ def _check_trust(trust: TrustPolicy) -> None:
                                  hint="configure the vendor root CA or public key in the policy")
 
 
-def scan(f: BinaryIO, where: str) -> tuple[archive.BundleIndex, bytes, dict[str, Any]]:
+def scan(f: BundleBytes, where: str) -> tuple[archive.BundleIndex, bytes, dict[str, Any]]:
     """Scan a bundle's headers with work and memory bounded by its statement; return the index, the
     statement bytes (read once, capped) and the JSON object they parse to (parsed once, here; neither
     is trusted yet: step 5, `check_listing`, checks them).
@@ -258,7 +257,7 @@ class _ScanBound:
     listed: frozenset[str] = frozenset()
     signature_files: int = 0
 
-    def __call__(self, f: BinaryIO, member: archive.Member) -> None:
+    def __call__(self, f: BundleBytes, member: archive.Member) -> None:
         if self.statement is None:
             if member.name != archive.STATEMENT:
                 raise VerificationError(f"{self.where}: the first member is {member.name!r}, not "
@@ -299,7 +298,7 @@ class SignedParts:
     signatures: Mapping[str, bytes]  # authority -> bytes of signatures/<authority>.sigstore.json
 
 
-def read_signed(f: BinaryIO, where: str) -> SignedParts:
+def read_signed(f: BundleBytes, where: str) -> SignedParts:
     """Steps 1-2: the header scan bounded by the statement (`scan`), then the signature files, size-capped.
 
     `inspect` reads a bundle through this too, so it meets exactly verify's refusals.
@@ -331,7 +330,7 @@ def check_signatures(parts: SignedParts, trust: TrustPolicy, now: dt.datetime,
             results.append(AuthorityResult(authority, False, "authority not named in the policy: not checked",
                                            configured=False))
             continue
-        result = _check_signature(authority, parts.signatures[authority], parts.statement, policy, _utc(now))
+        result = check_signature_file(authority, parts.signatures[authority], parts.statement, policy, _utc(now))
         if result.ok:
             log.info("accepted signature: authority=%s key=%s serial=%s notAfter=%s", authority, result.keyid,
                      result.serial or "-", result.not_after.isoformat() if result.not_after else "-")
@@ -353,7 +352,14 @@ def check_signatures(parts: SignedParts, trust: TrustPolicy, now: dt.datetime,
     return tuple(results), None
 
 
-def _verify_open(f: BinaryIO, where: str, trust: TrustPolicy, now: dt.datetime) -> VerificationResult:
+def needs_base(where: str, base: BaseEntry) -> BaseRequiredError:
+    """The refusal of an update bundle met without its base: it names the base and the fix."""
+    return BaseRequiredError(f"{where} is an update bundle: it needs its base {base.describe()}",
+                             hint="pass --base PREVIOUS.bundle.tar, the full bundle it was built against")
+
+
+def _verify_open(f: BundleBytes, where: str, trust: TrustPolicy, now: dt.datetime, *,
+                 allow_update: bool = False) -> VerificationResult:
     required = trust.required
     try:
         parts = read_signed(f, where)
@@ -369,6 +375,8 @@ def _verify_open(f: BinaryIO, where: str, trust: TrustPolicy, now: dt.datetime) 
     verified += [(archive.signature_name(a), len(d), hashlib.sha256(d).hexdigest()) for a, d in parts.signatures.items()]
     try:
         files, bom = check_listing(parts, where)
+        if bom.base is not None and not allow_update:  # before hashing: alone, it can never be accepted
+            raise needs_base(where, bom.base)
         file_sha256 = _check_digests(f, parts.index, files, verified, where)
     except (VerificationError, ArchiveError) as e:
         return VerificationResult(results, required, failure=e)
@@ -388,21 +396,28 @@ def _carried_certificates(parsed: sign.SignatureFile) -> list[x509.Certificate]:
     return [x509.load_der_x509_certificate(der) for der in parsed.certificates]
 
 
-def _check_signature(authority: str, data: bytes, statement: bytes, policy: AuthorityPolicy,
-                     now: dt.datetime) -> AuthorityResult:
+def check_signature_file(authority: str, data: bytes, statement: bytes | None, policy: AuthorityPolicy,
+                         now: dt.datetime, *, member: str | None = None,
+                         payload_type: str = PAYLOAD_TYPE) -> AuthorityResult:
+    """Step 3 for one signature file of `authority`, judged against that authority's `policy`.
+
+    `statement` None: the envelope's payload is taken as it is, not compared with a statement (a
+    split bundle's parts index, whose signature file carries the index itself, bundler/parts.py).
+    `member` names the file in messages (default: the bundle member of `authority`).
+    """
     def reject(error: VerificationError, **extra: Any) -> AuthorityResult:
         return AuthorityResult(authority, False, error.message, error=error, **extra)
 
-    member = f"signatures/{authority}.sigstore.json"
+    member = member or f"signatures/{authority}.sigstore.json"
     # (3a) envelope shape: Sigstore bundle v0.3, DSSE, one signature
     try:
-        parsed = sign.parse(data)
+        parsed = sign.parse(data, payload_type=payload_type)
     except ValueError as e:
         return reject(BadSignatureError(f"{member}: malformed signature file: {e}",
                                         hint="not a Sigstore bundle v0.3 with a DSSE envelope"))
     payload, signature = parsed.payload, parsed.signature
     # (3b) the payload is the statement, byte for byte
-    if payload != statement:
+    if statement is not None and payload != statement:
         return reject(BadSignatureError(f"{member}: signs a different statement than the bundle's {archive.STATEMENT}",
                                         hint="the statement or the signature file was changed"))
     # (3c) key or certificate chain to a configured anchor, (3d) valid now
@@ -435,7 +450,7 @@ def _check_signature(authority: str, data: bytes, statement: bytes, policy: Auth
     except (ValueError, TypeError, InputError) as e:  # ValueError: also bad base64 (binascii.Error)
         return reject(BadSignatureError(f"{member}: unreadable key material: {e}"))
     # (3e) signature over DSSE PAE(payloadType, payload)
-    signed = pae(PAYLOAD_TYPE, payload)
+    signed = pae(payload_type, payload)
     for key, key_not_after in candidates:
         if verify_signature(key, signature, signed):
             return AuthorityResult(authority, True, None, fingerprint(key), serial, key_not_after)
@@ -621,7 +636,7 @@ def check_listing(parts: SignedParts, where: str) -> tuple[dict[str, tuple[int, 
     return listed, bom
 
 
-def _check_digests(f: BinaryIO, index: archive.BundleIndex, listed: dict[str, tuple[int, str]],
+def _check_digests(f: BundleBytes, index: archive.BundleIndex, listed: dict[str, tuple[int, str]],
                    read: list[tuple[str, int, str]], where: str) -> str:
     """Stream the whole file once (archive order, sequential reads): every payload member must hash to
     its listed sha256, and the statement and signatures to the bytes steps 2-3 checked. Returns the
@@ -639,11 +654,24 @@ def _check_digests(f: BinaryIO, index: archive.BundleIndex, listed: dict[str, tu
     return file_sha256
 
 
+def _base_listing(bom: Bom, listed: dict[str, tuple[int, str]], mismatch: Any) -> dict[str, tuple[int, str]]:
+    """An update's `base.files` (docs/bundle-format.md section 7): image blobs only, each listed once,
+    none also carried. Whether the base holds them is `update.py`'s check, with the base at hand."""
+    taken: dict[str, tuple[int, str]] = {}
+    for entry in bom.base.files if bom.base is not None else ():
+        if not entry.path.startswith(BLOBS_DIR) or entry.path in listed or entry.path in taken:
+            raise mismatch(f"predicate.base.files lists {entry.path!r}: only image blobs the update does not "
+                           "carry, each once")
+        taken[entry.path] = (entry.size, entry.sha256)
+    return taken
+
+
 def _check_subjects(doc: dict[str, Any], bom: Bom, listed: dict[str, tuple[int, str]], mismatch: Any) -> None:
     """Subjects and predicate must describe the members: see docs/bundle-format.md "Consistency"."""
     subjects = doc.get("subject")
     if not isinstance(subjects, list) or not subjects:
         raise mismatch("no subject")
+    listed = {**listed, **_base_listing(bom, listed, mismatch)}  # rules 3-4 count what the base supplies
     pairs: set[tuple[str, str]] = set()
     for i, s in enumerate(subjects):
         digest = s.get("digest") if isinstance(s, dict) else None

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bundler import archive
+from bundler.bundlefile import open_file
 from bundler.errors import ArchiveError, InputError, UnlistedMemberError, UnsafeArchiveError
 from tests.support.bundles import EPOCH, sha
 
@@ -494,11 +495,8 @@ def _ranged(tmp_path: Path) -> tuple[Path, archive.Member, bytes]:
     (MIB - 1, MIB + 2)])
 def test_read_range_yields_exactly_the_requested_bytes(tmp_path: Path, start: int, length: int) -> None:
     path, member, data = _ranged(tmp_path)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        chunks = list(archive.read_range(fd, member, start, length))
-    finally:
-        os.close(fd)
+    with open_file(path) as f:
+        chunks = list(archive.read_range(f, member, start, length))
     assert b"".join(chunks) == data[start : start + length]
     assert [len(c) for c in chunks] == [MIB] * (length // MIB) + ([length % MIB] if length % MIB else [])
 
@@ -507,27 +505,20 @@ def test_read_range_yields_exactly_the_requested_bytes(tmp_path: Path, start: in
                                                (0, 2 * MIB + 701), (2 * MIB + 701, 0)])
 def test_read_range_refuses_a_range_outside_the_member(tmp_path: Path, start: int, length: int) -> None:
     path, member, _ = _ranged(tmp_path)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        with pytest.raises(ArchiveError) as err:
-            next(archive.read_range(fd, member, start, length))
-    finally:
-        os.close(fd)
+    with open_file(path) as f, pytest.raises(ArchiveError) as err:
+        next(archive.read_range(f, member, start, length))
     assert err.value.message == f"blob: bytes {start}-{start + length} are outside its {2 * MIB + 700} bytes"
 
 
 def test_read_range_stops_at_a_file_that_ends_early(tmp_path: Path) -> None:
     path, member, data = _ranged(tmp_path)
     os.truncate(path, member.data_offset + MIB + 10)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        chunks = archive.read_range(fd, member, 1, 2 * MIB)
+    with open_file(path) as f:
+        chunks = archive.read_range(f, member, 1, 2 * MIB)
         assert next(chunks) == data[1 : MIB + 1]
         assert next(chunks) == data[MIB + 1 : MIB + 10]
         with pytest.raises(ArchiveError) as err:
             next(chunks)
-    finally:
-        os.close(fd)
     assert (err.value.message, err.value.hint) == ("blob: unexpected end of file", "the bundle file was truncated")
 
 

@@ -14,7 +14,8 @@ from bundler import errors
 ORDER = [
     "errors", "reference", "oci", "documents", "progress", "catalogue", "spec", "render", "sweep", "report",
     "registry", "layout", "archives", "pull", "semver", "charts", "lock", "xpkg", "crossplane_model", "crossplane_rules", "crossplane_pv", "crossplane", "relocate", "bom",
-    "attest", "keys", "sign", "archive", "verify", "audit", "inspect", "push", "pipeline", "cli", "__main__", "__init__",
+    "attest", "keys", "sign", "bundlefile", "archive", "verify", "update", "parts", "audit", "inspect", "push", "pipeline",
+    "cli", "__main__", "__init__",
 ]
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from bundler import archive, attest, push
 from bundler.bom import PREDICATE_TYPE, Bom, FileEntry, ImageEntry, ManifestEntry, PlatformEntry
+from bundler.bundlefile import open_file
 from bundler.errors import (
     ArchiveError,
     AuthError,
@@ -259,13 +260,13 @@ def test_read_range_refuses_ranges_outside_the_member_and_short_files(tmp_path: 
     archive.write([(archive.STATEMENT, b"{}"), ("a", b"0123456789")], path, EPOCH)
     member = archive.read_index(path).get("a")
     assert member is not None
-    with open(path, "rb") as f:
-        assert b"".join(archive.read_range(f.fileno(), member, 2, 5)) == b"23456"
+    with open_file(path) as f:
+        assert b"".join(archive.read_range(f, member, 2, 5)) == b"23456"
         with pytest.raises(ArchiveError, match="outside"):
-            list(archive.read_range(f.fileno(), member, 8, 5))
+            list(archive.read_range(f, member, 8, 5))
     os.truncate(path, member.data_offset + 4)
-    with open(path, "rb") as f, pytest.raises(ArchiveError, match="unexpected end of file"):
-        list(archive.read_range(f.fileno(), member, 0, 10))
+    with open_file(path) as f, pytest.raises(ArchiveError, match="unexpected end of file"):
+        list(archive.read_range(f, member, 0, 10))
 
 
 def test_an_unreachable_target_or_not_a_registry_fails_once(edges: tuple[Path, Path], registry: Any) -> None:

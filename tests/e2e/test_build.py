@@ -55,7 +55,9 @@ def test_build_is_reproducible_verifies_and_carries_what_it_says(workspace: Path
     second = build(run_cli, workspace, registry, "b.bundle.tar", "--json")
     assert second.returncode == 0, second.stderr
     report = json.loads(second.stdout)  # `build --json`: what a release pipeline reads
-    assert set(report) == {"output", "size", "statementSha256", "signedBy", "coverage", "images", "charts", "lock"}
+    assert set(report) == {"output", "size", "statementSha256", "signedBy", "coverage", "images", "charts", "lock",
+                           "base"}
+    assert report["base"] is None  # a full bundle; an update names its base here (tests/test_update.py)
     # the first build wrote examples/bundle.lock, the second fetched by its digests (docs/lock.md)
     assert "lock: wrote" in first.stdout
     assert report["lock"]["action"] == "used" and report["lock"]["images"] == 5 and report["lock"]["changes"] == []

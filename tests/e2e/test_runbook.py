@@ -9,7 +9,9 @@ second docker-registry as its cluster-local registry. Then the runbook's fenced 
 - ```` ```sh cluster ```` blocks need a cluster: `helm template` stands in for `helm install`,
   `kubectl kustomize` for `kubectl apply -k`, and the files themselves for `kubectl apply -f`. Every
   image in what they would apply must be on the bundle's local registry and resolve in the registry
-  the runbook pushed to, by digest (read with skopeo).
+  the runbook pushed to, by digest (read with skopeo);
+- ```` ```sh update ```` blocks need an update bundle and its base: tests/test_update.py runs the same
+  commands (inspect, verify --base, push --base, verify --base --extract) on a real pair.
 """
 
 from __future__ import annotations

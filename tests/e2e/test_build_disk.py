@@ -1,0 +1,57 @@
+"""Disk at size: the build's staging payload hard-links the cache's blobs, never copies them.
+
+A bundle of tens of gigabytes must fit beside its cache: the build assembles its payload in a staging
+folder next to the output, and every image blob there (layers, configs and manifests) is the cache's
+own file (one inode), so the build's disk is the bundle plus the cache plus a small constant
+(docs/performance.md "At size"). A real build from the real registry; the staging folder is looked at
+while it exists, when the build reports the archive step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bundler import pipeline
+from bundler.keys import load_signer
+from bundler.spec import load as load_spec
+from tests.support.images import Pusher, multi_platform
+
+
+class StagingWatch:
+    """A Progress that, when the archive is about to be written, records (payload blob, its inode)."""
+
+    def __init__(self, output: Path) -> None:
+        self.output = output
+        self.blobs: dict[str, int] = {}
+
+    def step(self, stage: str, done: int, total: int | None, detail: str = "") -> None:
+        if stage == "archive" and done == 0:
+            (staging,) = self.output.parent.glob(f".{self.output.name}.*/payload/images/blobs/sha256")
+            self.blobs = {p.name: p.stat().st_ino for p in staging.iterdir() if p.is_file()}
+
+    def transferred(self, n: int) -> None:
+        pass
+
+
+def test_staging_payload_shares_the_cache_blobs_inodes(registry, tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    index = multi_platform("disk", seed=13, platforms=("linux/amd64", "linux/arm64"), layer_size=300_000)
+    Pusher.to(registry).push("bench/disk", index, "v1")
+    (tmp_path / "bundle.yaml").write_text(
+        "apiVersion: airgap-bundle.dev/v1alpha1\nkind: Bundle\nmetadata: {name: disk, version: 1.0.0}\n"
+        "localRegistry: {host: registry.airgap.local:5000, template: '{host}/{path}'}\n"
+        f"extraImages: [{{ref: '{registry.host}/bench/disk:v1', reason: test}}]\n"
+        f"registries: [{{host: '{registry.host}', insecure: true}}]\n")
+    assert run_cli("keys", "generate", "--out", "vendor", cwd=tmp_path).returncode == 0
+    output, cache = tmp_path / "out" / "disk.bundle.tar", tmp_path / "cache"
+    watch = StagingWatch(output)
+    options = pipeline.BuildOptions(output=output, signer=load_signer(tmp_path / "vendor.key"), cache=cache)
+    pipeline.build(load_spec(tmp_path / "bundle.yaml"), options, watch)
+
+    # Every blob: layers and configs (the bytes that scale) and the manifests (one fsync'd write fewer
+    # each, which counts at hundreds of images); the index is the upstream one, not narrowed.
+    blobs = {b.digest for i in index.images for b in (*i.blobs(), i.manifest)} | {index.digest}
+    assert {d.removeprefix("sha256:") for d in blobs} == set(watch.blobs)
+    for name, inode in watch.blobs.items():
+        cached = cache / "blobs" / "sha256" / name
+        assert cached.stat().st_ino == inode, f"{name} was copied into the staging payload, not linked"
+    assert output.is_file() and not list(output.parent.glob(f".{output.name}.*"))  # staging removed
