@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bundler import archive
+from bundler.bundlefile import open_file
 from bundler.errors import ArchiveError, InputError, UnlistedMemberError, UnsafeArchiveError
 from tests.support.bundles import EPOCH, sha
 from tests.support.limits import file_size_limit
@@ -285,3 +286,23 @@ def test_running_out_of_file_descriptors_is_an_archive_error(tmp_path: Path) -> 
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert err.value.message == f"{tmp_path / 'out'}: cannot extract: Too many open files"
     assert not (tmp_path / "out").exists()
+
+
+def test_extract_takes_the_named_members_of_another_archive(tmp_path: Path) -> None:
+    # An update bundle omits blobs its base carries: `also` takes exactly those from the base, hashed.
+    blob = b"base layer"
+    archive.write([STATEMENT, ("images/blob", blob), ("manifests/old", b"o")], tmp_path / "base.tar", EPOCH)
+    path, expected = _bundle(tmp_path, [STATEMENT, ("manifests/new", b"n")])
+    wanted = {"images/blob": (len(blob), sha(blob))}
+    with open_file(tmp_path / "base.tar") as base:
+        archive.extract(path, tmp_path / "out", expected, also=[(base, wanted)])
+        assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*")
+                      if p.is_file()) == [archive.STATEMENT, "images/blob", "manifests/new"]
+        assert (tmp_path / "out" / "images" / "blob").read_bytes() == blob
+        message = (f"{tmp_path / 'out2'}: the members to take from another archive are not all there, "
+                   "or overlap the bundle's own")
+        for bad in ({**wanted, "images/gone": (1, sha(b"x"))}, {**wanted, archive.STATEMENT: expected[archive.STATEMENT]}):
+            with pytest.raises(UnlistedMemberError) as err:
+                archive.extract(path, tmp_path / "out2", expected, also=[(base, bad)])
+            assert err.value.message == message
+    assert not (tmp_path / "out2").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out2")]
