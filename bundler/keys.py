@@ -185,6 +185,8 @@ def cosign_decrypt(blob: bytes, password: bytes) -> bytes:
     """
     doc = json.loads(blob)
     kdf, cipher = doc["kdf"], doc["cipher"]
+    if not (isinstance(kdf, dict) and isinstance(cipher, dict)):
+        raise ValueError("kdf and cipher are not JSON objects")
     if kdf.get("name") != "scrypt" or cipher.get("name") != "nacl/secretbox":
         raise ValueError(f"unsupported kdf/cipher {kdf.get('name')}/{cipher.get('name')}")
     params = (int(kdf["params"]["N"]), int(kdf["params"]["r"]), int(kdf["params"]["p"]))
@@ -194,7 +196,12 @@ def cosign_decrypt(blob: bytes, password: bytes) -> bytes:
     nonce = base64.b64decode(cipher["nonce"], validate=True)
     ciphertext = base64.b64decode(doc["ciphertext"], validate=True)
     key = _scrypt(password, salt, params)
-    return bytes(nacl.secret.SecretBox(key).decrypt(ciphertext, nonce))
+    try:
+        return bytes(nacl.secret.SecretBox(key).decrypt(ciphertext, nonce))
+    except (nacl.exceptions.ValueError, nacl.exceptions.TypeError) as e:
+        # A nonce or ciphertext of the wrong size: a damaged file. These are CryptoErrors too, which the
+        # caller reports as a wrong password; only a ciphertext that fails authentication is one.
+        raise ValueError(str(e)) from e
 
 
 def _b64(data: bytes) -> str:
@@ -256,9 +263,7 @@ def load_private_key(data: bytes, *, source: str, password: PasswordFn | None = 
         else:
             raise InputError(f"{source}: PEM type {pem_type!r} is not supported",
                              hint="convert it to PKCS#8: openssl pkcs8 -topk8 -in OLD -out NEW")
-    except InputError:
-        raise
-    except (ValueError, KeyError, TypeError, UnsupportedAlgorithm, json.JSONDecodeError) as e:
+    except (ValueError, KeyError, TypeError, UnsupportedAlgorithm) as e:  # JSONDecodeError is a ValueError
         raise InputError(f"{source}: cannot parse private key: {e}") from e
     check_public_key(key.public_key(), what=source)
     return key  # type: ignore[no-any-return]
@@ -419,7 +424,7 @@ def write_new_file(path: Path, data: bytes, *, mode: int = 0o644) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.link(tmp, path)  # fails if the path appeared meanwhile: never clobbers
-    except FileExistsError as e:  # pragma: no cover - a race: the file appeared after the check above
+    except FileExistsError as e:  # the file appeared after the check above, or is a dangling symlink
         raise InputError(f"{path} already exists") from e
     finally:
         os.unlink(tmp)

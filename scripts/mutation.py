@@ -55,10 +55,11 @@ class Target:
 TRUST_PATH = {
     "verify": Target("bundler/verify.py", ("tests/test_verify.py", "tests/test_verify_edges.py", "tests/test_chains.py")),
     "archive": Target("bundler/archive.py", ("tests/test_archive.py", "tests/test_archive_edges.py")),
-    "keys": Target("bundler/keys.py", ("tests/test_keys.py", "tests/test_keys_edges.py", "tests/test_chains.py")),
+    # edges first: quick tests of exact messages, which most mutants fail (-x stops there)
+    "keys": Target("bundler/keys.py", ("tests/test_keys_edges.py", "tests/test_keys.py", "tests/test_chains.py")),
     "sign": Target("bundler/sign.py", ("tests/test_sign.py", "tests/test_chains.py")),
     "layout": Target("bundler/layout.py", ("tests/test_layout.py", "tests/test_layout_edges.py")),
-    "oci": Target("bundler/oci.py", ("tests/test_layout.py", "tests/test_layout_edges.py")),
+    "oci": Target("bundler/oci.py", ("tests/test_oci.py", "tests/test_layout.py", "tests/test_layout_edges.py")),
     "pipeline": Target("bundler/pipeline.py", ("tests/test_pipeline.py",), GATES),
     "manifests": Target("bundler/relocate/manifests.py", ("tests/test_relocate.py",)),
 }

@@ -30,24 +30,6 @@ def test_fingerprint_is_sha256_of_the_der_public_key() -> None:
     assert keys.fingerprint(key.public_key()) == "SHA256:" + hashlib.sha256(der).hexdigest()
 
 
-@pytest.mark.parametrize("kind", keys.KEY_KINDS)
-def test_plain_and_encrypted_pkcs8_keys_load(tmp_path: Path, kind: str) -> None:
-    key = keys.generate_private_key(kind)
-    plain, enc = tmp_path / "plain.key", tmp_path / "enc.key"
-    plain.write_bytes(keys.private_key_pem(key))
-    enc.write_bytes(keys.private_key_pem(key, PASSWORD))
-    assert b"ENCRYPTED PRIVATE KEY" in enc.read_bytes()
-    asked = []
-    a = keys.load_signer(plain, password=lambda: asked.append(1) or PASSWORD)
-    assert not asked  # the password is asked only for encrypted keys
-    b = keys.load_signer(enc, password=lambda: PASSWORD)
-    assert a.fingerprint == b.fingerprint == keys.fingerprint(key.public_key())
-    with pytest.raises(InputError, match="no password"):
-        keys.load_signer(enc)
-    with pytest.raises(InputError, match="wrong password"):
-        keys.load_signer(enc, password=lambda: b"wrong")
-
-
 def test_cosign_format_decrypts_the_go_test_vector() -> None:
     assert keys.cosign_decrypt(GO_VECTOR, b"supersecret") == b"reallyimportant"
     with pytest.raises(nacl.exceptions.CryptoError):
@@ -157,28 +139,6 @@ def test_write_new_file_never_overwrites(tmp_path: Path) -> None:
         keys.write_new_file(tmp_path / "k", b"other")
     assert (tmp_path / "k").read_bytes() == b"secret"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k"]
-
-
-def test_cli_keys_generate_ca_and_short_lived_leaf(tmp_path: Path, run_cli) -> None:
-    env = {keys.PASSWORD_ENV: "pw"}
-    res = run_cli("keys", "generate", "--out", str(tmp_path / "root"), "--ca", "--valid-days", "3650", "--encrypt",
-                  env=env)
-    assert res.returncode == 0, res.stderr
-    assert b"ENCRYPTED PRIVATE KEY" in (tmp_path / "root.key").read_bytes()
-    assert (tmp_path / "root.key").stat().st_mode & 0o777 == 0o600
-    res = run_cli("keys", "generate", "--out", str(tmp_path / "signing"), "--type", "ed25519", "--cert",
-                  "--ca-key", str(tmp_path / "root.key"), "--ca-cert", str(tmp_path / "root.crt"),
-                  "--not-after", "2030-01-01", env=env)
-    assert res.returncode == 0, res.stderr
-    leaf = x509.load_pem_x509_certificate((tmp_path / "signing.crt").read_bytes())
-    root = x509.load_pem_x509_certificate((tmp_path / "root.crt").read_bytes())
-    leaf.verify_directly_issued_by(root)
-    assert leaf.not_valid_after_utc == dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
-    assert "fingerprint SHA256:" in res.stdout
-    res = run_cli("keys", "generate", "--out", str(tmp_path / "signing"), env=env)
-    assert res.returncode == 2 and "already exists" in res.stderr
-    res = run_cli("keys", "generate", "--out", str(tmp_path / "cos"), "--cosign", env=env)
-    assert res.returncode == 0 and b"ENCRYPTED SIGSTORE PRIVATE KEY" in (tmp_path / "cos.key").read_bytes()
 
 
 # --- each refusal with its exact reason, and the boundaries (mutation testing, docs/testing.md) -------------------
@@ -366,3 +326,59 @@ def test_policy_refusals_name_the_entry(tmp_path: Path) -> None:
         keys.TrustPolicy({})
     assert trust_err.value.message == "policy: no trust anchor for the vendor"
     assert keys.valid_authority_name("integrator-1") and not keys.valid_authority_name("-x")
+
+
+# --- the slow ones last: mutation runs stop at the first failure (-x), so cheap tests first -----------------------
+
+@pytest.mark.parametrize("kind", keys.KEY_KINDS)
+def test_plain_and_encrypted_pkcs8_keys_load(tmp_path: Path, kind: str) -> None:
+    key = keys.generate_private_key(kind)
+    plain, enc = tmp_path / "plain.key", tmp_path / "enc.key"
+    plain.write_bytes(keys.private_key_pem(key))
+    enc.write_bytes(keys.private_key_pem(key, PASSWORD))
+    assert b"ENCRYPTED PRIVATE KEY" in enc.read_bytes()
+    asked = []
+    a = keys.load_signer(plain, password=lambda: asked.append(1) or PASSWORD)
+    assert not asked  # the password is asked only for encrypted keys
+    b = keys.load_signer(enc, password=lambda: PASSWORD)
+    assert a.fingerprint == b.fingerprint == keys.fingerprint(key.public_key())
+    with pytest.raises(InputError, match="no password"):
+        keys.load_signer(enc)
+    with pytest.raises(InputError, match="wrong password"):
+        keys.load_signer(enc, password=lambda: b"wrong")
+
+
+def test_cli_keys_generate_ca_and_short_lived_leaf(tmp_path: Path, run_cli) -> None:
+    env = {keys.PASSWORD_ENV: "pw"}
+    res = run_cli("keys", "generate", "--out", str(tmp_path / "root"), "--ca", "--valid-days", "3650", "--encrypt",
+                  env=env)
+    assert res.returncode == 0, res.stderr
+    assert b"ENCRYPTED PRIVATE KEY" in (tmp_path / "root.key").read_bytes()
+    assert (tmp_path / "root.key").stat().st_mode & 0o777 == 0o600
+    res = run_cli("keys", "generate", "--out", str(tmp_path / "signing"), "--type", "ed25519", "--cert",
+                  "--ca-key", str(tmp_path / "root.key"), "--ca-cert", str(tmp_path / "root.crt"),
+                  "--not-after", "2030-01-01", env=env)
+    assert res.returncode == 0, res.stderr
+    leaf = x509.load_pem_x509_certificate((tmp_path / "signing.crt").read_bytes())
+    root = x509.load_pem_x509_certificate((tmp_path / "root.crt").read_bytes())
+    leaf.verify_directly_issued_by(root)
+    assert leaf.not_valid_after_utc == dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    assert "fingerprint SHA256:" in res.stdout
+    res = run_cli("keys", "generate", "--out", str(tmp_path / "signing"), env=env)
+    assert res.returncode == 2 and "already exists" in res.stderr
+    res = run_cli("keys", "generate", "--out", str(tmp_path / "cos"), "--cosign", env=env)
+    assert res.returncode == 0 and b"ENCRYPTED SIGSTORE PRIVATE KEY" in (tmp_path / "cos.key").read_bytes()
+
+
+def test_cli_a_cosign_key_of_the_wrong_shape_is_one_line_and_exit_2(tmp_path: Path, run_cli) -> None:
+    import base64
+    import json
+    t = keys.COSIGN_PEM_TYPES[0]
+    blob = base64.b64encode(json.dumps({"kdf": 1, "cipher": {}, "ciphertext": ""}).encode()).decode()
+    (tmp_path / "bad.key").write_text(f"-----BEGIN {t}-----\n{blob}\n-----END {t}-----\n")
+    (tmp_path / "ca.crt").write_text("unused: the key is read first\n")
+    res = run_cli("keys", "generate", "--out", str(tmp_path / "leaf"), "--ca-key", str(tmp_path / "bad.key"),
+                  "--ca-cert", str(tmp_path / "ca.crt"), env={keys.PASSWORD_ENV: "pw"})
+    assert res.returncode == 2
+    assert res.stderr == f"airgap-bundle: error: {tmp_path / 'bad.key'}: cannot parse private key: " \
+                         "kdf and cipher are not JSON objects\n"

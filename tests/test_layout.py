@@ -383,3 +383,41 @@ def test_a_write_that_fails_midway_closes_and_removes_its_temp_file(tmp_path: Pa
     assert err.value.errno == errno.EFBIG
     assert list(tmp_path.iterdir()) == []
     assert sorted(os.listdir("/proc/self/fd")) == before  # the descriptor was closed
+
+
+# --- names.json: the names of blobs index.json cannot name (chart indexes, tag lists) -----------------------------
+
+def test_names_are_merged_and_read_back(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    assert layout.names() == {}  # no names.json yet
+    layout.set_names({"b": "sha256:" + "b" * 64, "a": "sha256:" + "a" * 64})
+    layout.set_names({"b": "sha256:" + "c" * 64})  # a later name replaces, the others stay
+    assert layout.names() == {"a": "sha256:" + "a" * 64, "b": "sha256:" + "c" * 64}
+    assert Layout(tmp_path).names() == layout.names()  # on disk, not in memory
+    (tmp_path / "names.json").write_text('["not", "a", "mapping"]')
+    assert layout.names() == {}  # another shape names nothing
+
+
+def test_an_unreadable_names_file_is_one_clear_error(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    (tmp_path / "names.json").write_text("{broken")
+    with pytest.raises(LayoutError) as err:
+        layout.names()
+    assert err.value.message.startswith(f"{tmp_path}/names.json is unreadable: Expecting property name")
+    assert err.value.hint == "delete names.json; the next online run writes it again"
+    (tmp_path / "names.json").unlink()
+    (tmp_path / "names.json").mkdir()  # a read that fails: IsADirectoryError, an OSError
+    with pytest.raises(LayoutError, match="names.json is unreadable: .*Is a directory"):
+        layout.names()
+
+
+def test_layout_files_are_written_0644_less_the_umask(tmp_path: Path) -> None:
+    # Not mkstemp's 0600: other users (a registry serving the layout, a CI job) read index.json and names.json.
+    old = os.umask(0o022)
+    try:
+        layout = Layout(tmp_path)
+        layout.set_names({"x": "sha256:" + "a" * 64})
+    finally:
+        os.umask(old)
+    for name in ("oci-layout", "index.json", "names.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bundler.errors import DigestMismatchError, InvalidReferenceError
-from bundler.oci import Descriptor, Platform, digest_hex, sha256_digest, verified
+from bundler.oci import Descriptor, Platform, blob_descriptors, digest_hex, sha256_digest, verified
 
 
 def test_only_sha256_digests_name_a_blob() -> None:
@@ -50,3 +50,15 @@ def test_verified_refuses_too_few_bytes_and_too_many() -> None:
         list(verified([data[:4]], digest, 5, what="blob"))
     with pytest.raises(DigestMismatchError, match="blob: more than the 4 bytes declared"):
         list(verified([data], digest, 4, what="blob"))
+
+
+def test_blob_descriptors_are_the_config_then_the_layers_in_order() -> None:
+    def desc(n: int) -> dict[str, object]:
+        return {"mediaType": "application/octet-stream", "digest": "sha256:" + str(n) * 64, "size": n}
+
+    manifest = {"config": desc(1), "layers": [desc(2), desc(3)]}
+    assert [(d.digest[7], d.size) for d in blob_descriptors(manifest)] == [("1", 1), ("2", 2), ("3", 3)]
+    assert [d.size for d in blob_descriptors({"config": desc(1)})] == [1]  # no layers: the config alone
+    assert [d.size for d in blob_descriptors({"config": desc(1), "layers": None})] == [1]
+    with pytest.raises(KeyError):  # no config: malformed, the caller names the manifest
+        blob_descriptors({"layers": [desc(2)]})
