@@ -128,11 +128,9 @@ def check_name(name: str, *, where: str = "archive") -> str:
     return name
 
 
-def _order_key(name: str) -> tuple[int, str]:
+def _order_key(name: str) -> tuple[bool, bool, str]:
     # Statement first, payload sorted by name (bytewise on UTF-8), signatures last.
-    if name == STATEMENT:
-        return (0, "")
-    return (2, name) if name.startswith(SIGNATURES_DIR) else (1, name)
+    return (name != STATEMENT, name.startswith(SIGNATURES_DIR), name)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -459,7 +457,7 @@ def read_index(source: Path | str | BundleBytes, *,
         try:
             with tarfile.open(fileobj=cast(BinaryIO, f), mode="r:") as tf:
                 while (info := tf.next()) is not None:
-                    check_name(info.name.rstrip("/") if info.isdir() else info.name, where=where)
+                    check_name(info.name, where=where)  # tarfile strips a folder's trailing "/"
                     if info.isdir():
                         end = info.offset_data
                         continue
@@ -503,7 +501,7 @@ def iter_member(f: BundleBytes, member: Member) -> Iterator[memoryview]:
     hash or write it, never keep it.
     """
     remaining = member.size
-    buf = bytearray(min(CHUNK, max(member.size, 1)))
+    buf = bytearray(min(CHUNK, member.size))
     view = memoryview(buf)
     f.seek(member.data_offset)
     while remaining > 0:
@@ -736,8 +734,9 @@ def extract(source: Path | str | BundleBytes, dest: Path | str, expected: Mappin
             target = staging.joinpath(*check_name(name, where=str(dest)).split("/"))
             target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-            with os.fdopen(fd, "wb", buffering=0) as out:
+            with os.fdopen(fd, "wb", buffering=CHUNK) as out:  # buffered, as above: no silent short write
                 out.write(data)
+                out.flush()
                 os.fsync(out.fileno())
         os.chmod(staging, 0o755)
         os.rename(staging, dest)

@@ -194,7 +194,7 @@ def inspect(source: Path | str | BundleBytes, *, now: dt.datetime, trust: TrustP
     if trust is not None:
         checked, failure = verify.check_signatures(parts, trust, now, path)
         results = {r.authority: r for r in checked}
-    listed, bom = verify.check_listing(parts.index, parts.statement, path)
+    listed, bom = verify.check_listing(parts, path)
     return Inspection(
         path=path, file_size=parts.index.file_size, member_count=len(parts.index.members),
         statement_sha256=hashlib.sha256(parts.statement).hexdigest(), bom=bom, listed=listed,

@@ -465,7 +465,7 @@ def split(bundle: Path, max_part_size: int, signer: Signer, authority: str = VEN
     """
     out_dir = out_dir or bundle.parent
     with open_file(bundle) as f:
-        index, statement = verify.scan(f, str(bundle))
+        index, statement, _ = verify.scan(f, str(bundle))
         size = index.file_size
         count = -(-size // max_part_size)
         if count > MAX_PARTS:

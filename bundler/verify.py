@@ -33,7 +33,6 @@ the statement: it compares and hashes the stored bytes.
 
 from __future__ import annotations
 
-import binascii
 import datetime as dt
 import hashlib
 import logging
@@ -72,6 +71,7 @@ from .errors import (
 from .keys import (
     VENDOR,
     AuthorityPolicy,
+    PublicKey,
     TrustPolicy,
     check_public_key,
     fingerprint,
@@ -224,11 +224,12 @@ def _check_trust(trust: TrustPolicy) -> None:
                                  hint="configure the vendor root CA or public key in the policy")
 
 
-def scan(f: BundleBytes, where: str) -> tuple[archive.BundleIndex, bytes]:
-    """Scan a bundle's headers with work and memory bounded by its statement; return the index and the
-    statement bytes (read once, capped, not yet trusted).
+def scan(f: BundleBytes, where: str) -> tuple[archive.BundleIndex, bytes, dict[str, Any]]:
+    """Scan a bundle's headers with work and memory bounded by its statement; return the index, the
+    statement bytes (read once, capped) and the JSON object they parse to (parsed once, here; neither
+    is trusted yet: step 5, `check_listing`, checks them).
 
-    The statement must be the first member. Its `predicate.files` paths (parsed here only to bound the
+    The statement must be the first member. Its `predicate.files` paths (read here to bound the
     scan) and up to MAX_SIGNATURE_MEMBERS signature files are the only members admitted after it:
     any other member dooms the bundle, so the scan stops there rather than reading every header of a
     file with members appended. `inspect` and `push` scan with this too.
@@ -243,7 +244,7 @@ def scan(f: BundleBytes, where: str) -> tuple[archive.BundleIndex, bytes]:
     index = archive.read_index(f, admit=bound)
     if bound.statement is None:
         raise VerificationError(f"{where}: no {archive.STATEMENT}: not an airgap bundle")
-    return index, bound.statement
+    return index, bound.statement, bound.document
 
 
 @dataclass
@@ -252,6 +253,7 @@ class _ScanBound:
 
     where: str
     statement: bytes | None = None
+    document: dict[str, Any] = field(default_factory=dict)  # `statement` parsed, once it is read
     listed: frozenset[str] = frozenset()
     signature_files: int = 0
 
@@ -261,7 +263,7 @@ class _ScanBound:
                 raise VerificationError(f"{self.where}: the first member is {member.name!r}, not "
                                         f"{archive.STATEMENT}: not an airgap bundle")
             self.statement = archive.read_member(f, member, cap=MAX_STATEMENT_BYTES)
-            self.listed = _listed_paths(self.statement)
+            self.document, self.listed = _parse_statement(self.statement)
         elif member.name.startswith(archive.SIGNATURES_DIR):
             self.signature_files += 1
             if self.signature_files > MAX_SIGNATURE_MEMBERS:
@@ -272,22 +274,27 @@ class _ScanBound:
                                       hint="a file was added or renamed after signing; refusing the bundle")
 
 
-def _listed_paths(statement: bytes) -> frozenset[str]:
-    """The `predicate.files[].path` strings of an untrusted statement (checked properly in step 5)."""
+def _parse_statement(statement: bytes) -> tuple[dict[str, Any], frozenset[str]]:
+    """The one parse of an untrusted statement, and its `predicate.files[].path` strings (step 5 checks
+    the rest). Getting the paths proves the shape step 5 relies on: the statement and its predicate are
+    JSON objects, and every entry of `files` is an object with a `path`."""
     try:
-        files = strict_json(statement)["predicate"]["files"]
-        return frozenset(entry["path"] for entry in files if isinstance(entry["path"], str))
-    except (ValueError, UnicodeDecodeError, KeyError, TypeError) as e:
+        doc = strict_json(statement)
+        files = doc["predicate"]["files"]
+        return doc, frozenset(entry["path"] for entry in files if isinstance(entry["path"], str))
+    except (ValueError, KeyError, TypeError) as e:  # ValueError: also not UTF-8 (UnicodeDecodeError)
         raise StatementMismatchError(f"{archive.STATEMENT}: no readable predicate.files ({type(e).__name__})",
                                      hint="this is not a bundle statement; refusing the bundle") from e
 
 
 @dataclass(frozen=True)
 class SignedParts:
-    """What steps 1-2 read: the header index, the statement bytes and each authority's signature file."""
+    """What steps 1-2 read: the header index, the statement (its bytes and the object they parse to, not
+    yet checked) and each authority's signature file."""
 
     index: archive.BundleIndex
     statement: bytes
+    document: dict[str, Any]  # `statement` parsed by the scan (see `_parse_statement`); checked by `check_listing`
     signatures: Mapping[str, bytes]  # authority -> bytes of signatures/<authority>.sigstore.json
 
 
@@ -302,10 +309,10 @@ def read_signed(f: BundleBytes, where: str) -> SignedParts:
             UnlistedMemberError: see `scan`.
     """
     # 1: headers only, bounded by the statement, which is read (capped) on the way
-    index, statement = scan(f, where)
+    index, statement, document = scan(f, where)
     # 2: the signature files into memory, capped
     signatures = {a: archive.read_member(f, m, cap=MAX_SIGNATURE_BYTES) for a, m in index.signatures.items()}
-    return SignedParts(index, statement, signatures)
+    return SignedParts(index, statement, document, signatures)
 
 
 def check_signatures(parts: SignedParts, trust: TrustPolicy, now: dt.datetime,
@@ -367,7 +374,7 @@ def _verify_open(f: BundleBytes, where: str, trust: TrustPolicy, now: dt.datetim
     verified = [(archive.STATEMENT, len(statement), hashlib.sha256(statement).hexdigest())]
     verified += [(archive.signature_name(a), len(d), hashlib.sha256(d).hexdigest()) for a, d in parts.signatures.items()]
     try:
-        files, bom = check_listing(parts.index, statement, where)
+        files, bom = check_listing(parts, where)
         if bom.base is not None and not allow_update:  # before hashing: alone, it can never be accepted
             raise needs_base(where, bom.base)
         file_sha256 = _check_digests(f, parts.index, files, verified, where)
@@ -416,13 +423,14 @@ def check_signature_file(authority: str, data: bytes, statement: bytes | None, p
     # (3c) key or certificate chain to a configured anchor, (3d) valid now
     serial: str | None = None
     not_after: dt.datetime | None = None
+    candidates: list[tuple[PublicKey, dt.datetime | None]]  # each key to try, with its own end of validity
     try:
         if parsed.material != "publicKey":
             leaf, *intermediates = _carried_certificates(parsed)
             key = check_public_key(leaf.public_key(), what=member)
             serial, not_after = format(leaf.serial_number, "x"), leaf.not_valid_after_utc
             _check_chain(authority, member, leaf, tuple(intermediates), policy, now)
-            candidates = [key]
+            candidates = [(key, not_after)]
         else:
             hint = parsed.hint
             # sigstore-go's hint form, or the fingerprint form of bundles signed before it; no hint: try all
@@ -436,20 +444,20 @@ def check_signature_file(authority: str, data: bytes, statement: bytes | None, p
                 not_after = pinned[0].not_after
                 raise ExpiredKeyError(f"{member}: the pinned key {pinned[0].fingerprint} for {authority} expired "
                                       f"{not_after.isoformat() if not_after else ''}; re-sign", hint=RESIGN_HINT)
-            candidates = [k.public_key for k in live]
-            not_after = live[0].not_after
+            candidates = [(k.public_key, k.not_after) for k in live]
     except VerificationError as e:
         return reject(e, serial=serial, not_after=not_after)
-    except (ValueError, TypeError, binascii.Error, InputError) as e:
+    except (ValueError, TypeError, InputError) as e:  # ValueError: also bad base64 (binascii.Error)
         return reject(BadSignatureError(f"{member}: unreadable key material: {e}"))
     # (3e) signature over DSSE PAE(payloadType, payload)
     signed = pae(payload_type, payload)
-    for key in candidates:
+    for key, key_not_after in candidates:
         if verify_signature(key, signature, signed):
-            return AuthorityResult(authority, True, None, fingerprint(key), serial, not_after)
+            return AuthorityResult(authority, True, None, fingerprint(key), serial, key_not_after)
+    key, key_not_after = candidates[0]
     return reject(BadSignatureError(f"{member}: the signature does not verify",
                                     hint="the statement or signature was altered, or the wrong key signed"),
-                  keyid=fingerprint(candidates[0]), serial=serial, not_after=not_after)
+                  keyid=fingerprint(key), serial=serial, not_after=key_not_after)
 
 
 MAX_INTERMEDIATES = 4  # CAs between a signing certificate and a root; enterprise PKIs use one or two
@@ -565,11 +573,11 @@ def _check_leaf_usage(member: str, leaf: x509.Certificate) -> None:
 # Step 5: the statement against the members
 
 
-def check_listing(index: archive.BundleIndex, statement: bytes,
-                  where: str) -> tuple[dict[str, tuple[int, str]], Bom]:
-    """Parse the statement and check it against the headers (names and sizes) and its own schema and
+def check_listing(parts: SignedParts, where: str) -> tuple[dict[str, tuple[int, str]], Bom]:
+    """Check the statement the scan parsed against the headers (names and sizes) and its own schema and
     consistency rules; return {path: (size, sha256)} of the payload and the predicate. The member
-    bytes are hashed by `_check_digests`; `inspect` stops here (it reads no payload).
+    bytes are hashed by `_check_digests`; `inspect` stops here (it reads no payload). A member the
+    statement does not list never gets here: the scan refused it.
 
     Raises:
         StatementMismatchError, UnlistedMemberError, UnsafeArchiveError (an unsafe listed path).
@@ -579,24 +587,21 @@ def check_listing(index: archive.BundleIndex, statement: bytes,
         return StatementMismatchError(f"{archive.STATEMENT}: {msg}",
                                       hint="the statement does not describe this bundle; rebuild it")
 
-    try:
-        doc = strict_json(statement)
-    except (ValueError, UnicodeDecodeError) as e:  # pragma: no cover - scan() parsed it with the same parser
-        raise mismatch(f"not valid JSON: {e}") from e
-    if canonical_json(doc) != statement:
+    index, doc = parts.index, parts.document  # an object whose predicate is an object (`_parse_statement`)
+    if canonical_json(doc) != parts.statement:
         raise mismatch("not in RFC 8785 canonical form")
-    if not isinstance(doc, dict) or doc.get("_type") != STATEMENT_TYPE:
+    if doc.get("_type") != STATEMENT_TYPE:
         raise mismatch(f"_type is not {STATEMENT_TYPE}")
     if doc.get("predicateType") != BOM_PREDICATE_TYPE:
         raise mismatch(f"predicateType {doc.get('predicateType')!r} is not {BOM_PREDICATE_TYPE}")
-    predicate = doc.get("predicate")
-    listing = predicate.get("files") if isinstance(predicate, dict) else None
+    predicate = doc["predicate"]
+    listing = predicate["files"]
     if not isinstance(listing, list):
         raise mismatch("predicate.files is missing")
 
     listed: dict[str, tuple[int, str]] = {}
-    for i, entry in enumerate(listing):
-        if (not isinstance(entry, dict) or not isinstance(entry.get("path"), str)
+    for i, entry in enumerate(listing):  # each entry an object with a path (`_parse_statement`)
+        if (not isinstance(entry.get("path"), str)
                 or not isinstance(entry.get("size"), int) or isinstance(entry.get("size"), bool)
                 or entry["size"] < 0 or not isinstance(entry.get("sha256"), str) or not _HEX64.match(entry["sha256"])):
             raise mismatch(f"predicate.files[{i}] is not {{path, size, sha256}}")
@@ -613,12 +618,7 @@ def check_listing(index: archive.BundleIndex, statement: bytes,
     for m in index.members:
         if m.name.startswith(archive.SIGNATURES_DIR) and m.name not in signature_names:
             raise UnlistedMemberError(f"{where}: {m.name} is not signatures/<authority>.sigstore.json")
-    payload = {m.name: m for m in index.payload}
-    extra = sorted(set(payload) - set(listed))
-    if extra:  # pragma: no cover - scan() stops at the first unlisted member; kept as the step-5 rule
-        raise UnlistedMemberError(f"{where}: member {extra[0]} is not listed in the statement"
-                                  + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""),
-                                  hint="a file was added or renamed after signing; refusing the bundle")
+    payload = {m.name: m for m in index.payload}  # all listed: the scan stopped at any other member
     missing = sorted(set(listed) - set(payload))
     if missing:
         raise UnlistedMemberError(f"{where}: {missing[0]} is listed in the statement but not in the bundle"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
 import os
 import subprocess
@@ -11,10 +13,16 @@ from pathlib import Path
 import pytest
 
 from bundler import archive
+from bundler.bundlefile import open_file
 from bundler.errors import ArchiveError, InputError, UnlistedMemberError, UnsafeArchiveError
 from tests.support.bundles import EPOCH, sha
 
 LONG = "images/blobs/sha256/" + "a" * 64 + "/" + "n" * 60  # > 100 bytes: needs a pax header
+MIB = 1 << 20  # the documented chunk size ("data moves in 1 MiB chunks")
+RECORD = 10240  # tar(1)'s record: 20 blocks of 512 bytes
+
+# No warning either: a buffered/unbuffered mix-up in open() shows up as a RuntimeWarning on the user's terminal.
+pytestmark = pytest.mark.filterwarnings("error")
 
 
 def _members(root: Path) -> list[tuple[str, archive.Source]]:
@@ -243,15 +251,24 @@ def test_member_data_is_padded_to_whole_blocks(tmp_path: Path, size: int, blocks
     assert (statement.offset, statement.data_offset, statement.size) == (0, 512, size)
     assert statement.end == 512 + blocks * 512 == z.offset
     assert index.end == z.end == z.data_offset + 512
-    assert index.file_size == (tmp_path / "a.tar").stat().st_size == archive.RECORD
+    assert index.file_size == (tmp_path / "a.tar").stat().st_size == RECORD
 
 
 def test_the_end_marker_fills_the_last_record(tmp_path: Path) -> None:
     # 2 zero blocks after the last member, then zeros to a multiple of 10240 bytes.
-    for data, size in ((b"x" * (archive.RECORD - 3 * 512), archive.RECORD),
-                       (b"x" * (archive.RECORD - 3 * 512 + 1), 2 * archive.RECORD)):
+    for data, size in ((b"x" * (RECORD - 3 * 512), RECORD), (b"x" * (RECORD - 3 * 512 + 1), 2 * RECORD)):
         archive.write([(archive.STATEMENT, data)], tmp_path / "a.tar", EPOCH)
-        assert (tmp_path / "a.tar").stat().st_size == size
+        raw = (tmp_path / "a.tar").read_bytes()
+        assert len(raw) == size
+        end = archive.read_index(tmp_path / "a.tar").end
+        assert end == 512 + -(-len(data) // 512) * 512 and len(raw) - end >= 2 * 512
+        assert raw[end:] == bytes(len(raw) - end)
+    # GNU tar writes the same end: the same member through tar(1) gives a file of the same size.
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / archive.STATEMENT).write_bytes(b"x" * 100)
+    subprocess.run(["tar", "-cf", str(tmp_path / "gnu.tar"), "-C", str(tmp_path / "src"), archive.STATEMENT], check=True)
+    archive.write([(archive.STATEMENT, b"x" * 100)], tmp_path / "a.tar", EPOCH)
+    assert (tmp_path / "a.tar").stat().st_size == (tmp_path / "gnu.tar").stat().st_size == RECORD
 
 
 def test_index_lookups(tmp_path: Path) -> None:
@@ -310,13 +327,14 @@ def test_directory_entries_are_skipped(tmp_path: Path) -> None:
 
 
 def test_reading_members_caps_and_chunks(tmp_path: Path) -> None:
-    big = os.urandom(2 * archive.CHUNK + 5)
-    archive.write([(archive.STATEMENT, b"{}"), ("big", big), ("empty", b"")], tmp_path / "a.tar", EPOCH)
+    big = os.urandom(2 * MIB + 5)
+    archive.write([(archive.STATEMENT, b"{}"), ("big", big), ("empty", b""), ("one", b"1")], tmp_path / "a.tar", EPOCH)
     index = archive.read_index(tmp_path / "a.tar")
     with open(tmp_path / "a.tar", "rb") as f:
         chunks = [bytes(c) for c in archive.iter_member(f, index.get("big"))]
-        assert [len(c) for c in chunks] == [archive.CHUNK, archive.CHUNK, 5] and b"".join(chunks) == big
+        assert [len(c) for c in chunks] == [MIB, MIB, 5] and b"".join(chunks) == big
         assert list(archive.iter_member(f, index.get("empty"))) == []
+        assert [bytes(c) for c in archive.iter_member(f, index.get("one"))] == [b"1"]
         assert archive.read_member(f, index.get("big"), cap=len(big)) == big
         with pytest.raises(ArchiveError) as err:
             archive.read_member(f, index.get("big"), cap=len(big) - 1)
@@ -389,3 +407,133 @@ def test_extract_refuses_an_odd_destination_and_changed_content(tmp_path: Path) 
     modes = {p.relative_to(tmp_path / "out").as_posix(): p.stat().st_mode & 0o777 for p in (tmp_path / "out").rglob("*")}
     assert modes == {archive.STATEMENT: 0o644, "d": 0o755, "d/e": 0o755, "d/e/f": 0o644}
     assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755
+
+
+# --- pins for mutation testing (docs/testing-mutation.md): each fails when the line it names changes ----------
+
+def test_member_order_is_statement_then_payload_by_name_then_signatures(tmp_path: Path) -> None:
+    # Names that sort before the statement's and after "signatures/" must not move it or the signatures.
+    names = ["zz/last", "signatures/b.sigstore.json", "sbom.cdx.json", "a", "signatures/a.sigstore.json",
+             archive.STATEMENT, "bundle.a", "images/x"]
+    archive.write([(n, n.encode()) for n in names], tmp_path / "a.tar", EPOCH)
+    assert [m.name for m in archive.read_index(tmp_path / "a.tar").members] == [
+        archive.STATEMENT, "a", "bundle.a", "images/x", "sbom.cdx.json", "zz/last",
+        "signatures/a.sigstore.json", "signatures/b.sigstore.json"]
+
+
+def test_index_values_are_immutable(tmp_path: Path) -> None:
+    archive.write([(archive.STATEMENT, b"{}")], tmp_path / "a.tar", EPOCH)
+    index = archive.read_index(tmp_path / "a.tar")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        index.end = 0  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        index.members[0].size = 0  # type: ignore[misc]
+
+
+def test_the_written_bundle_is_mode_0644_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o077)
+    try:
+        archive.write([(archive.STATEMENT, b"{}"), ("signatures/v.sigstore.json", b"1")], tmp_path / "a.tar", EPOCH)
+        assert (tmp_path / "a.tar").stat().st_mode & 0o777 == 0o644
+        archive.append_signature(tmp_path / "a.tar", "v", b"2", replace=True)  # rewritten through a temp file
+        assert (tmp_path / "a.tar").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)
+
+
+def test_an_empty_tar_has_no_members_and_ends_at_zero() -> None:
+    assert archive.read_index(io.BytesIO(bytes(RECORD))) == archive.BundleIndex((), 0, RECORD)
+
+
+def test_a_member_whose_data_ends_at_the_last_byte_is_complete(tmp_path: Path) -> None:
+    # A tar cut right after a member's data (no padding, no end blocks) is short, not truncated inside it.
+    archive.write([(archive.STATEMENT, b"s" * 512)], tmp_path / "a.tar", EPOCH)
+    (tmp_path / "cut.tar").write_bytes((tmp_path / "a.tar").read_bytes()[:1024])
+    index = archive.read_index(tmp_path / "cut.tar")
+    assert [(m.name, m.data_offset, m.size) for m in index.members] == [(archive.STATEMENT, 512, 512)]
+    assert (index.end, index.file_size) == (1024, 1024)
+
+
+def test_read_index_names_the_source_and_closes_only_what_it_opened(tmp_path: Path) -> None:
+    archive.write([(archive.STATEMENT, b"{}"), ("z", b"z")], tmp_path / "a.tar", EPOCH)
+    seen: list[object] = []
+    archive.read_index(tmp_path / "a.tar", admit=lambda f, m: seen.append(f))
+    assert seen and all(f.closed for f in seen)  # type: ignore[attr-defined]
+    with open(tmp_path / "a.tar", "rb") as f:
+        assert [m.name for m in archive.read_index(f).members] == [archive.STATEMENT, "z"]
+        assert not f.closed
+    regular_with_slash = tarfile.TarInfo("x/")  # ustar keeps a regular file's trailing "/"
+    with tarfile.open(tmp_path / "b.tar", "w", format=tarfile.USTAR_FORMAT) as tf:
+        tf.addfile(regular_with_slash)
+    with open(tmp_path / "b.tar", "rb") as f, pytest.raises(UnsafeArchiveError) as err:
+        archive.read_index(f)
+    assert err.value.message == f"{tmp_path / 'b.tar'}: member 'x/' has an empty or '.' component"
+    with pytest.raises(ArchiveError) as err:
+        archive.read_index(io.BytesIO(b""))
+    assert err.value.message == "bundle: not a readable tar file: empty file"
+
+
+def test_a_member_cut_inside_its_data_is_truncated(tmp_path: Path) -> None:
+    archive.write([(archive.STATEMENT, b"{}"), ("big", b"b" * 5000)], tmp_path / "a.tar", EPOCH)
+    (tmp_path / "t.tar").write_bytes((tmp_path / "a.tar").read_bytes()[:3000])
+    with pytest.raises(ArchiveError) as err:
+        archive.read_index(tmp_path / "t.tar")
+    assert (err.value.message, err.value.hint) == (
+        f"{tmp_path / 't.tar'}: truncated inside member 'big'", "the file is incomplete; copy it again")
+
+
+def _ranged(tmp_path: Path) -> tuple[Path, archive.Member, bytes]:
+    data = os.urandom(2 * MIB + 700)
+    archive.write([(archive.STATEMENT, b"{}"), ("blob", data), ("z", b"after")], tmp_path / "a.tar", EPOCH)
+    member = archive.read_index(tmp_path / "a.tar").get("blob")
+    assert member is not None
+    return tmp_path / "a.tar", member, data
+
+
+@pytest.mark.parametrize(("start", "length"), [
+    (0, 0), (0, 1), (0, 2 * MIB + 700), (1, 2 * MIB + 699), (5, 10), (2 * MIB + 699, 1), (2 * MIB + 700, 0),
+    (MIB - 1, MIB + 2)])
+def test_read_range_yields_exactly_the_requested_bytes(tmp_path: Path, start: int, length: int) -> None:
+    path, member, data = _ranged(tmp_path)
+    with open_file(path) as f:
+        chunks = list(archive.read_range(f, member, start, length))
+    assert b"".join(chunks) == data[start : start + length]
+    assert [len(c) for c in chunks] == [MIB] * (length // MIB) + ([length % MIB] if length % MIB else [])
+
+
+@pytest.mark.parametrize(("start", "length"), [(-1, 1), (0, -1), (-1, 0), (2 * MIB + 700, 1), (2 * MIB + 699, 2),
+                                               (0, 2 * MIB + 701), (2 * MIB + 701, 0)])
+def test_read_range_refuses_a_range_outside_the_member(tmp_path: Path, start: int, length: int) -> None:
+    path, member, _ = _ranged(tmp_path)
+    with open_file(path) as f, pytest.raises(ArchiveError) as err:
+        next(archive.read_range(f, member, start, length))
+    assert err.value.message == f"blob: bytes {start}-{start + length} are outside its {2 * MIB + 700} bytes"
+
+
+def test_read_range_stops_at_a_file_that_ends_early(tmp_path: Path) -> None:
+    path, member, data = _ranged(tmp_path)
+    os.truncate(path, member.data_offset + MIB + 10)
+    with open_file(path) as f:
+        chunks = archive.read_range(f, member, 1, 2 * MIB)
+        assert next(chunks) == data[1 : MIB + 1]
+        assert next(chunks) == data[MIB + 1 : MIB + 10]
+        with pytest.raises(ArchiveError) as err:
+            next(chunks)
+    assert (err.value.message, err.value.hint) == ("blob: unexpected end of file", "the bundle file was truncated")
+
+
+def test_digest_all_hashes_the_whole_file_and_each_member_in_one_pass(tmp_path: Path) -> None:
+    members = _members(tmp_path)
+    path = tmp_path / "a.tar"
+    archive.write(members, path, EPOCH)
+    archive.append_signature(path, "customer", b"c" * 700)  # a member after the first end blocks were rewritten
+    index = archive.read_index(path)
+    raw = path.read_bytes()
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)  # wherever the file position was, the pass starts at byte 0
+        whole, digests = archive.digest_all(f, index)
+    assert whole == hashlib.sha256(raw).hexdigest()
+    assert digests == {m.name: hashlib.sha256(raw[m.data_offset : m.data_offset + m.size]).hexdigest()
+                       for m in index.members}
+    assert digests == {**{n: sha(s if isinstance(s, bytes) else Path(s).read_bytes()) for n, s in members},
+                       "signatures/customer.sigstore.json": sha(b"c" * 700)}

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import io
+import os
+import resource
 import tarfile
 from pathlib import Path
 
 import pytest
 
 from bundler import archive
-from bundler.errors import ArchiveError, InputError, UnsafeArchiveError
+from bundler.bundlefile import open_file
+from bundler.errors import ArchiveError, InputError, UnlistedMemberError, UnsafeArchiveError
 from tests.support.bundles import EPOCH, sha
 from tests.support.limits import file_size_limit
 
 STATEMENT = (archive.STATEMENT, b'{"statement":true}')
+
+pytestmark = pytest.mark.filterwarnings("error")  # see tests/test_archive.py
 
 
 def _tar(path: Path, entries: list[tarfile.TarInfo | tuple[str, bytes]]) -> Path:
@@ -113,8 +118,9 @@ def test_a_failed_append_restores_the_bundle_bytes(tmp_path: Path) -> None:
     path = tmp_path / "b.tar"
     archive.write([STATEMENT], path, EPOCH)
     before = path.read_bytes()
-    with file_size_limit(len(before) + 1024), pytest.raises(ArchiveError, match="cannot append the signature"):
+    with file_size_limit(len(before) + 1024), pytest.raises(ArchiveError) as err:
         archive.append_signature(path, "customer", b"x" * 100_000)
+    assert err.value.message == f"{path}: cannot append the signature: File too large"
     assert path.read_bytes() == before
     assert archive.read_index(path).get("signatures/customer.sigstore.json") is None
 
@@ -149,3 +155,154 @@ def test_an_io_error_while_extracting_leaves_nothing(tmp_path: Path) -> None:
     with file_size_limit(100_000), pytest.raises(ArchiveError, match="out: cannot extract: File too large"):
         archive.extract(tmp_path / "b.tar", tmp_path / "out", expected)
     assert [p.name for p in tmp_path.iterdir()] == ["b.tar"]
+
+
+GROWS = Path("/proc/self/status")  # a regular file whose st_size is 0 but which holds text
+
+
+@pytest.mark.skipif(not GROWS.exists(), reason="needs procfs")
+def test_write_refuses_a_source_longer_than_its_size(tmp_path: Path) -> None:
+    assert GROWS.stat().st_size == 0
+    with pytest.raises(ArchiveError) as err:
+        archive.write([STATEMENT, ("manifests/x", GROWS)], tmp_path / "b.tar", EPOCH)
+    assert (err.value.message, err.value.hint) == (
+        f"{GROWS}: changed size while being archived", "do not modify the build folder while a bundle is written")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_io_error_while_writing_keeps_the_old_bundle(tmp_path: Path) -> None:
+    out = tmp_path / "b.tar"
+    out.write_bytes(b"previous")
+    with file_size_limit(50_000), pytest.raises(ArchiveError) as err:
+        archive.write([STATEMENT, ("images/blob", b"b" * 100_000)], out, EPOCH)
+    assert err.value.message == f"{out}: cannot write the bundle: File too large"
+    assert out.read_bytes() == b"previous" and [p.name for p in tmp_path.iterdir()] == ["b.tar"]
+
+
+def test_digest_all_refuses_a_file_that_changed_since_its_headers_were_read(tmp_path: Path) -> None:
+    path = tmp_path / "b.tar"
+    archive.write([STATEMENT, ("images/blob", b"b" * 5000)], path, EPOCH)
+    index = archive.read_index(path)
+    hint = "the bundle file is being modified; try again on a stable copy"
+    with open(path, "ab") as f:
+        f.write(b"\0")
+    with open(path, "rb") as f, pytest.raises(ArchiveError) as err:
+        archive.digest_all(f, index)
+    assert (err.value.message, err.value.hint) == (f"{path}: grew while being read", hint)
+    os.truncate(path, index.file_size - 1)
+    with open(path, "rb") as f, pytest.raises(ArchiveError) as err:
+        archive.digest_all(f, index)
+    assert (err.value.message, err.value.hint) == (f"{path}: shorter than when its headers were read", hint)
+    with pytest.raises(ArchiveError, match="^bundle: shorter than"):
+        archive.digest_all(io.BytesIO(path.read_bytes()[:1000]), index)
+
+
+def _sparse_statement(path: Path, size: int) -> Path:
+    """A bundle whose statement is `size` zero bytes, as a sparse file: no disk or time spent on the data."""
+    info = tarfile.TarInfo(archive.STATEMENT)
+    info.size = size
+    with open(path, "wb") as f:
+        f.write(info.tobuf(tarfile.PAX_FORMAT))
+        f.truncate(512 + -(-size // 512) * 512 + 1024)
+    return path
+
+
+def test_the_statement_cap_is_64_mib_by_default(tmp_path: Path) -> None:
+    cap = 64 * 1024 * 1024
+    assert archive.read_statement(_sparse_statement(tmp_path / "ok.tar", cap)) == bytes(cap)
+    with pytest.raises(ArchiveError) as err:
+        archive.read_statement(_sparse_statement(tmp_path / "big.tar", cap + 1))
+    assert err.value.message == f"{archive.STATEMENT}: {cap + 1} bytes, more than the {cap} allowed"
+
+
+def _bundle(tmp_path: Path, members: list[tuple[str, bytes]]) -> tuple[Path, dict[str, tuple[int, str]]]:
+    archive.write(members, tmp_path / "b.tar", EPOCH)
+    return tmp_path / "b.tar", {name: (len(data), sha(data)) for name, data in members}
+
+
+def test_extract_names_at_most_five_unexpected_and_five_missing_members(tmp_path: Path) -> None:
+    path, expected = _bundle(tmp_path, [STATEMENT, *((f"m{i}", b"") for i in range(6))])
+    listed = {archive.STATEMENT: expected[archive.STATEMENT], **{f"n{i}": (0, sha(b"")) for i in range(6)}}
+    with pytest.raises(UnlistedMemberError) as err:
+        archive.extract(path, tmp_path / "out", listed)
+    assert err.value.message == (f"{tmp_path / 'out'}: archive members differ from the verified list "
+                                 "(unexpected: ['m0', 'm1', 'm2', 'm3', 'm4'], missing: ['n0', 'n1', 'n2', 'n3', 'n4'])")
+    assert [p.name for p in tmp_path.iterdir()] == ["b.tar"]
+
+
+def test_extract_writes_the_extra_files_with_the_members(tmp_path: Path) -> None:
+    path, expected = _bundle(tmp_path, [STATEMENT, ("d/member", b"m")])
+    extra = {"d/record.json": b"beside a member", "audit/deep/record.json": b"in new folders"}
+    with open(path, "rb") as f:
+        archive.extract(f, tmp_path / "out", expected, extra=extra)
+        assert not f.closed  # the caller's file stays the caller's
+    out = tmp_path / "out"
+    assert {p.relative_to(out).as_posix(): (p.stat().st_mode & 0o777, p.read_bytes() if p.is_file() else None)
+            for p in out.rglob("*")} == {
+        archive.STATEMENT: (0o644, STATEMENT[1]), "d": (0o755, None), "d/member": (0o644, b"m"),
+        "d/record.json": (0o644, b"beside a member"), "audit": (0o755, None), "audit/deep": (0o755, None),
+        "audit/deep/record.json": (0o644, b"in new folders")}
+
+
+def test_extract_refuses_an_extra_file_that_is_a_member(tmp_path: Path) -> None:
+    path, expected = _bundle(tmp_path, [STATEMENT, ("d/member", b"m")])
+    with pytest.raises(UnlistedMemberError) as err:
+        archive.extract(path, tmp_path / "out", expected, extra={"d/member": b"other"})
+    assert (err.value.message, err.value.hint) == (
+        f"{tmp_path / 'out'}: the bundle has a member d/member, which extraction writes itself",
+        "refusing to overwrite a bundle member")
+    assert [p.name for p in tmp_path.iterdir()] == ["b.tar"]
+    # an extra file where a member's folder is: O_EXCL refuses the existing name (not a write into a folder)
+    with pytest.raises(ArchiveError) as err:
+        archive.extract(path, tmp_path / "out", expected, extra={"d": b"other"})
+    assert err.value.message == f"{tmp_path / 'out'}: cannot extract: File exists"
+    assert [p.name for p in tmp_path.iterdir()] == ["b.tar"]
+
+
+def test_a_short_write_of_an_extra_file_fails_the_extraction(tmp_path: Path) -> None:
+    # The kernel writes up to the size limit and reports a short count, as on a nearly full disk: the
+    # record must not be left cut short while the extraction claims success.
+    path, expected = _bundle(tmp_path, [STATEMENT])
+    with file_size_limit(100_000), pytest.raises(ArchiveError) as err:
+        archive.extract(path, tmp_path / "out", expected, extra={"record.json": b"r" * 200_000})
+    assert err.value.message == f"{tmp_path / 'out'}: cannot extract: File too large"
+    assert [p.name for p in tmp_path.iterdir()] == ["b.tar"]
+
+
+def test_running_out_of_file_descriptors_is_an_archive_error(tmp_path: Path) -> None:
+    # With no descriptor left, the member cannot be opened and neither can the staging folder for its
+    # removal: the error is still the one-line ArchiveError (exit 11), not the clean-up's own OSError.
+    # (The hidden `.out.staging-*` folder then stays, as rmtree needs descriptors too; `out` never appears.)
+    path, expected = _bundle(tmp_path, [STATEMENT, ("d/e/f", b"x")])
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with open(path, "rb") as f:
+        lowest_free = os.open(os.devnull, os.O_RDONLY)
+        os.close(lowest_free)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))  # every descriptor is now in use
+        try:
+            with pytest.raises(ArchiveError) as err:
+                archive.extract(f, tmp_path / "out", expected)
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert err.value.message == f"{tmp_path / 'out'}: cannot extract: Too many open files"
+    assert not (tmp_path / "out").exists()
+
+
+def test_extract_takes_the_named_members_of_another_archive(tmp_path: Path) -> None:
+    # An update bundle omits blobs its base carries: `also` takes exactly those from the base, hashed.
+    blob = b"base layer"
+    archive.write([STATEMENT, ("images/blob", blob), ("manifests/old", b"o")], tmp_path / "base.tar", EPOCH)
+    path, expected = _bundle(tmp_path, [STATEMENT, ("manifests/new", b"n")])
+    wanted = {"images/blob": (len(blob), sha(blob))}
+    with open_file(tmp_path / "base.tar") as base:
+        archive.extract(path, tmp_path / "out", expected, also=[(base, wanted)])
+        assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*")
+                      if p.is_file()) == [archive.STATEMENT, "images/blob", "manifests/new"]
+        assert (tmp_path / "out" / "images" / "blob").read_bytes() == blob
+        message = (f"{tmp_path / 'out2'}: the members to take from another archive are not all there, "
+                   "or overlap the bundle's own")
+        for bad in ({**wanted, "images/gone": (1, sha(b"x"))}, {**wanted, archive.STATEMENT: expected[archive.STATEMENT]}):
+            with pytest.raises(UnlistedMemberError) as err:
+                archive.extract(path, tmp_path / "out2", expected, also=[(base, bad)])
+            assert err.value.message == message
+    assert not (tmp_path / "out2").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out2")]

@@ -48,6 +48,9 @@ from tests.support.bundles import (
 )
 from tests.support.bundles import world as make_world
 
+# No warning either: e.g. an unbuffered open() made line-buffered warns on the user's terminal.
+pytestmark = pytest.mark.filterwarnings("error")
+
 
 @pytest.fixture
 def world(tmp_path: Path) -> dict:

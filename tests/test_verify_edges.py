@@ -36,6 +36,7 @@ from tests.support.bundles import EPOCH, NOW, build_bundle, sha, small_payload, 
 world = test_verify.world
 rejects = test_verify.rejects
 SIG = archive.signature_name("vendor")
+pytestmark = pytest.mark.filterwarnings("error")  # see tests/test_verify.py
 
 
 # --- signature files, shape by shape --------------------------------------------------------------------
@@ -305,3 +306,98 @@ def test_a_missing_bundle_or_an_existing_destination_are_input_errors(world: dic
     (world["tmp"] / "taken").mkdir()
     with pytest.raises(UsageError, match="taken already exists: a bundle is extracted only into a new folder"):
         verify.verify_and_extract(world["tmp"] / "nope.tar", world["trust"], world["tmp"] / "taken", now=NOW)
+
+
+def test_a_member_read_in_steps_2_3_must_hash_the_same_in_the_digest_pass(world: dict) -> None:
+    # The statement and signatures are read (and checked) before the one hashing pass over the file; if
+    # the file changed in between, the bytes hashed are not the bytes checked. Staging that race needs a
+    # second writer at the right moment, so the pass is given a statement digest that differs instead.
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]})
+    with open(built.path, "rb") as f:
+        parts = verify.read_signed(f, "b.tar")
+        listed, _ = verify.check_listing(parts, "b.tar")
+        assert verify._check_digests(f, parts.index, listed, [(archive.STATEMENT, 0, sha(built.statement))],
+                                     "b.tar") == sha(built.path.read_bytes())
+        read = [(archive.STATEMENT, len(built.statement), sha(built.statement)), (SIG, 1, "0" * 64)]
+        with pytest.raises(UnlistedMemberError) as err:
+            verify._check_digests(f, parts.index, listed, read, "b.tar")
+    assert (err.value.message, err.value.hint) == (
+        f"b.tar: {SIG} changed while the bundle was being verified",
+        "the bundle file is being modified; verify a stable copy")
+
+
+def test_a_pinned_key_is_valid_through_its_not_after_second(world: dict) -> None:
+    signer, pub = world["pki"].signer("pinned")
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": signer})
+    policy = {"vendor": {"keys": [{"path": str(pub), "notAfter": NOW.strftime("%Y-%m-%dT%H:%M:%SZ")}]}}
+    trust = keys.load_trust(write_policy(world["tmp"] / "p.yaml", policy))
+    assert verify.verify(built.path, trust, now=NOW)
+    late = verify.verify(built.path, trust, now=NOW + dt.timedelta(seconds=1)).failure
+    assert late is not None and late.message == (f"signatures/vendor.sigstore.json: the pinned key {signer.fingerprint} "
+                                                 f"for vendor expired {NOW.isoformat()}; re-sign")
+
+
+def test_what_verify_hands_on_is_immutable(world: dict) -> None:
+    import dataclasses
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]})
+    result = verify.verify(built.path, world["trust"], now=NOW)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.members_checked = 0  # type: ignore[misc]
+    with open(built.path, "rb") as f:
+        parts = verify.read_signed(f, "b.tar")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        parts.statement = b"{}"  # type: ignore[misc]
+
+
+def test_an_expired_intermediate_asks_for_a_re_signature_not_a_new_policy(world: dict) -> None:
+    # Only the policy's own root expiring is the policy's problem; an intermediate is the signer's chain.
+    pki = world["pki"]
+    root = pki.ca("chain", path_length=1)
+    issuing = pki.intermediate("issuing", root, not_after=NOW - dt.timedelta(days=1),
+                               not_before=NOW - dt.timedelta(days=90))
+    signer, _ = pki.cert_signer("vendor-chain", issuing)
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": signer})
+    trust = keys.load_trust(write_policy(world["tmp"] / "p.yaml", {"vendor": {"roots": [root[2]]}}))
+    failure = verify.verify(built.path, trust, now=NOW).failure
+    assert failure is not None and failure.message.startswith(
+        "signatures/vendor.sigstore.json: intermediate CA certificate serial ")
+    assert failure.hint == verify.RESIGN_HINT
+
+
+def test_a_signature_no_candidate_key_verifies_names_the_first_candidate(world: dict) -> None:
+    # Without a hint every pinned key of the authority is a candidate; the result names the first tried.
+    first, first_pub = world["pki"].signer("first")
+    _, second_pub = world["pki"].signer("second")
+    stranger, _ = world["pki"].signer("stranger")
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": stranger})
+    sig = json.loads(built.signatures["vendor"])
+    sig["verificationMaterial"]["publicKey"]["hint"] = ""
+    unhinted = build_bundle(world["tmp"] / "u.tar", {}, files={**built.files, "_index": b""},
+                            statement=built.statement, extra={SIG: json.dumps(sig).encode()})
+    policy = {"vendor": {"keys": [{"path": str(first_pub)}, {"path": str(second_pub)}]}}
+    trust = keys.load_trust(write_policy(world["tmp"] / "p.yaml", policy))
+    result = verify.verify(unhinted.path, trust, now=NOW)
+    assert type(result.failure) is BadSignatureError
+    assert result.failure.message == "signatures/vendor.sigstore.json: the signature does not verify"
+    assert result.authorities[0].keyid == first.fingerprint
+    # results are values: the same rejection twice compares equal (the exceptions they carry are not compared)
+    again = verify.verify(unhinted.path, trust, now=NOW)
+    assert again == result and again.authorities[0].error is not result.authorities[0].error
+
+
+def test_an_accepted_pinned_key_reports_its_own_not_after(world: dict) -> None:
+    # Without a hint every live pinned key is a candidate; the result names the key that verified, with
+    # that key's notAfter (not the first candidate's).
+    _, first_pub = world["pki"].signer("first")
+    second, second_pub = world["pki"].signer("second")
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": second})
+    sig = json.loads(built.signatures["vendor"])
+    sig["verificationMaterial"]["publicKey"]["hint"] = ""
+    unhinted = build_bundle(world["tmp"] / "u.tar", {}, files={**built.files, "_index": b""},
+                            statement=built.statement, extra={SIG: json.dumps(sig).encode()})
+    soon, later = NOW + dt.timedelta(days=10), NOW + dt.timedelta(days=400)
+    policy = {"vendor": {"keys": [{"path": str(first_pub), "notAfter": soon.strftime("%Y-%m-%dT%H:%M:%SZ")},
+                                  {"path": str(second_pub), "notAfter": later.strftime("%Y-%m-%dT%H:%M:%SZ")}]}}
+    trust = keys.load_trust(write_policy(world["tmp"] / "p.yaml", policy))
+    result = verify.verify(unhinted.path, trust, now=NOW)
+    assert result and (result.authorities[0].keyid, result.authorities[0].not_after) == (second.fingerprint, later)
