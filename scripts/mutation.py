@@ -53,8 +53,10 @@ class Target:
 
 # The fast tests that exercise each module (no e2e build): a mutant killed only by e2e is not counted.
 TRUST_PATH = {
-    "verify": Target("bundler/verify.py", ("tests/test_verify.py", "tests/test_verify_edges.py", "tests/test_chains.py")),
-    "archive": Target("bundler/archive.py", ("tests/test_archive.py", "tests/test_archive_edges.py")),
+    "verify": Target("bundler/verify.py", ("tests/test_verify.py", "tests/test_verify_edges.py", "tests/test_chains.py",
+                                         "tests/test_update_edges.py")),
+    "archive": Target("bundler/archive.py", ("tests/test_archive.py", "tests/test_archive_edges.py",
+                                           "tests/test_archive_single_pass.py")),
     # edges first: quick tests of exact messages, which most mutants fail (-x stops there)
     "keys": Target("bundler/keys.py", ("tests/test_keys_edges.py", "tests/test_keys.py", "tests/test_chains.py")),
     "sign": Target("bundler/sign.py", ("tests/test_sign.py", "tests/test_chains.py")),
