@@ -363,8 +363,11 @@ def test_ctrl_c_stops_queued_uploads_and_says_what_is_in_place(shipped: Shipped,
         args = [sys.executable, "-m", "bundler", "push", str(shipped.bundle), "--policy", str(shipped.policy),
                 "--registry", proxy.host, "--insecure-registry", proxy.host, "--jobs", "1",
                 "--audit-log", str(tmp_path / "audit.jsonl")]
+        # A suite started as a background job inherits SIGINT ignored, and Python keeps it ignored: the child
+        # gets the default disposition back, as it has when a user presses Ctrl-C in a terminal.
         run = subprocess.Popen(args, cwd=shipped.work, env={**os.environ, "PYTHONPATH": str(REPO)},
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             assert hold.reached.wait(120), "the second upload never started"
             os.kill(run.pid, signal.SIGINT)
