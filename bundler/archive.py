@@ -359,9 +359,11 @@ class _Sink:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=exc[0] is not None)
+        # Every queued write runs before the descriptor is closed (no write may reach a closed, reused fd
+        # number); on a failure they go into a file that is discarded: at most DEPTH chunks of waste.
+        self._pool.shutdown(wait=True)
         if exc[0] is None:
-            self._raise()
+            self._raise()  # the last writes (signatures, end blocks) are checked here
 
     def buffer(self) -> memoryview:
         """A free buffer to read the next chunk into; pass (a slice of) it to `put` before the next call."""

@@ -537,3 +537,26 @@ def test_digest_all_hashes_the_whole_file_and_each_member_in_one_pass(tmp_path: 
                        for m in index.members}
     assert digests == {**{n: sha(s if isinstance(s, bytes) else Path(s).read_bytes()) for n, s in members},
                        "signatures/customer.sigstore.json": sha(b"c" * 700)}
+
+
+def test_an_appended_or_replaced_signature_is_padded_to_a_block_and_the_archive_ends_as_tar_ends_it(
+        tmp_path: Path) -> None:
+    # The last member's padding is zeros followed by zeros, so only the file's length shows it: for some
+    # signature lengths the record boundary lies between a correctly and a wrongly padded end.
+    path = tmp_path / "p.tar"
+    archive.write(_members(tmp_path), path, EPOCH)
+    for n in range(0, 3 * archive.RECORD, 211):
+        data = b"s" * n
+        archive.append_signature(path, "witness", data, replace=True)  # appended first, then rewritten
+        last = archive.read_index(path).members[-1]
+        assert (last.name, last.size) == ("signatures/witness.sigstore.json", n)
+        end = last.data_offset + n + (-n % archive.BLOCK)
+        assert path.stat().st_size == end + 2 * archive.BLOCK + (-(end + 2 * archive.BLOCK) % archive.RECORD), n
+        with tarfile.open(path) as tar:  # GNU-compatible reading agrees
+            assert tar.extractfile("signatures/witness.sigstore.json").read() == data  # type: ignore[union-attr]
+
+
+def test_a_written_member_record_cannot_change() -> None:
+    member = archive.Written("sbom.cdx.json", 1, "0" * 64)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        member.size = 2  # type: ignore[misc]

@@ -157,3 +157,17 @@ def test_names_the_archive_writes_itself_are_refused_as_payload_and_as_signature
     with pytest.raises(ArchiveError, match=f"{tmp_path / 'gone'}: cannot read: No such file or directory"):
         archive.write_hashed([("a", tmp_path / "gone")], out, EPOCH, statement=lambda _: b"{}")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failure_of_the_very_last_write_still_fails_and_leaves_nothing(tmp_path: Path) -> None:
+    # Only the end-of-archive blocks cross the limit: no later call is left to notice the error, so the
+    # sink's exit must.
+    files = _payload(tmp_path / "src")
+    whole = tmp_path / "whole.tar"
+    archive.write_hashed(files, whole, EPOCH, statement=lambda _: STATEMENT, signatures=lambda _: SIGNATURES)
+    size = whole.stat().st_size
+    out = tmp_path / "b.tar"
+    with file_size_limit(size - 1), pytest.raises(ArchiveError) as caught:
+        archive.write_hashed(files, out, EPOCH, statement=lambda _: STATEMENT, signatures=lambda _: SIGNATURES)
+    assert str(caught.value) == f"{out}: cannot write the bundle: File too large"
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["src", "whole.tar"]
