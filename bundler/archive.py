@@ -361,7 +361,7 @@ class _Sink:
     def __exit__(self, *exc: object) -> None:
         # Every queued write runs before the descriptor is closed (no write may reach a closed, reused fd
         # number); on a failure they go into a file that is discarded: at most DEPTH chunks of waste.
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown()  # waits for them
         if exc[0] is None:
             self._raise()  # the last writes (signatures, end blocks) are checked here
 
