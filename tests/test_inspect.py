@@ -7,7 +7,6 @@ import base64
 import dataclasses
 import datetime as dt
 import hashlib
-import io
 import json
 import os
 import tarfile
@@ -34,6 +33,7 @@ from tests.support.bundles import (
     NOW,
     build_bundle,
     describe,
+    raw_tar,
     sha,
     small_payload,
     statement_for,
@@ -300,13 +300,7 @@ def _append(w: dict, data: bytes) -> Path:
 
 
 def _only(w: dict, members: dict[str, bytes]) -> Path:
-    path = w["tmp"] / "odd.tar"
-    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tf:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return path
+    return raw_tar(w["tmp"] / "odd.tar", members)
 
 
 def test_missing_file_is_a_usage_error(world: dict) -> None:

@@ -7,9 +7,7 @@ cases; its `world` fixture and `rejects` helper are reused here.)"""
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +29,16 @@ from bundler.errors import (
     VerificationError,
 )
 from tests import test_verify
-from tests.support.bundles import EPOCH, NOW, build_bundle, sha, small_payload, statement_for, write_policy
+from tests.support.bundles import (
+    EPOCH,
+    NOW,
+    build_bundle,
+    raw_tar,
+    sha,
+    small_payload,
+    statement_for,
+    write_policy,
+)
 
 world = test_verify.world
 rejects = test_verify.rejects
@@ -266,33 +273,24 @@ def test_a_subject_missing_from_the_predicate_says_which_side(world: dict) -> No
 # --- the tar around them ----------------------------------------------------------------------------------------
 
 
-def _raw_tar(path: Path, members: dict[str, bytes]) -> Path:
-    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tf:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return path
-
-
 def test_a_tar_without_statement_is_not_a_bundle(world: dict) -> None:
-    path = _raw_tar(world["tmp"] / "n.tar", {"manifests/x.yaml": b"x", SIG: b"{}"})
+    path = raw_tar(world["tmp"] / "n.tar", {"manifests/x.yaml": b"x", SIG: b"{}"})
     rejects(path, world["trust"], VerificationError, 20, world["tmp"],
             text="the first member is 'manifests/x.yaml', not bundle.intoto.json: not an airgap bundle")
-    empty = _raw_tar(world["tmp"] / "e.tar", {})
+    empty = raw_tar(world["tmp"] / "e.tar", {})
     rejects(empty, world["trust"], VerificationError, 20, world["tmp"], text="no bundle.intoto.json: not an airgap bundle")
 
 
 def test_an_oversized_signature_file_is_refused_unread(world: dict) -> None:
     good = build_bundle(world["tmp"] / "good.tar", {"vendor": world["vendor"]})
     big = good.signatures["vendor"] + b" " * verify.MAX_SIGNATURE_BYTES
-    path = _raw_tar(world["tmp"] / "big.tar", {archive.STATEMENT: good.statement, **good.files, SIG: big})
+    path = raw_tar(world["tmp"] / "big.tar", {archive.STATEMENT: good.statement, **good.files, SIG: big})
     rejects(path, world["trust"], ArchiveError, 11, world["tmp"], text="more than the")
 
 
 def test_a_misnamed_member_under_signatures_is_unlisted(world: dict) -> None:
     good = build_bundle(world["tmp"] / "good.tar", {"vendor": world["vendor"]})
-    path = _raw_tar(world["tmp"] / "odd.tar", {archive.STATEMENT: good.statement, **good.files,
+    path = raw_tar(world["tmp"] / "odd.tar", {archive.STATEMENT: good.statement, **good.files,
                                                SIG: good.signatures["vendor"], "signatures/notes.txt": b"hi"})
     rejects(path, world["trust"], UnlistedMemberError, 26, world["tmp"],
             text="signatures/notes.txt is not signatures/<authority>.sigstore.json")

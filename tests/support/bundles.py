@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import json
+import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,16 @@ LOCAL = "registry.local:5000"
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def raw_tar(path: Path, members: Mapping[str, bytes]) -> Path:
+    """A plain pax tar of `members`, in the order given, made by tarfile, not by the bundle writer."""
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
 
 
 def small_payload() -> dict[str, bytes]:
@@ -211,9 +223,6 @@ def world(tmp: Path, *, customer: Mapping[str, Any] | None = None) -> dict[str, 
 def tar_with(out: Path, bundle: Path, bad: Any, data: bytes = b"") -> Path:
     """A valid bundle's members plus one hostile entry (`bad`, a tarfile.TarInfo), written by Python's
     tarfile in GNU format, as an attacker's tool would."""
-    import io
-    import tarfile
-
     with tarfile.open(bundle) as src, tarfile.open(out, "w", format=tarfile.GNU_FORMAT) as dst:
         for info in src.getmembers():
             dst.addfile(info, src.extractfile(info))
@@ -223,8 +232,6 @@ def tar_with(out: Path, bundle: Path, bad: Any, data: bytes = b"") -> Path:
 
 def tar_info(name: str, kind: bytes, **fields: object) -> Any:
     """A tarfile.TarInfo of any type, for hostile entries."""
-    import tarfile
-
     info = tarfile.TarInfo(name)
     info.type = kind
     for k, v in fields.items():
