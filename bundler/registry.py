@@ -15,11 +15,12 @@ and POST/PATCH/PUT chunked uploads, `?mount=&from=` cross-repository mounts, man
 Docker token auth flow (`WWW-Authenticate: Bearer realm=...,service=...,scope=...`), RFC 7617 basic
 auth, RFC 9110 Retry-After.
 
-Transport is plain `requests` (not oras-py): we need byte-exact raw streams (no content decoding),
-Range resumption inside one logical stream, per-request CA bundles, and our own retry policy.
-Every request passes `verify=` explicitly and the sessions do not read the environment
-(`trust_env=False`): requests would otherwise let `REQUESTS_CA_BUNDLE` override a session's CA bundle
-and apply ~/.netrc credentials. Proxies from the environment are applied explicitly per request.
+Transport is transport.py, on the standard library's http.client (not oras-py, and no longer
+requests: its import cost more than half of a warm pull). We need byte-exact raw streams (no content
+decoding), Range resumption inside one logical stream, per-request CA bundles, and our own retry policy.
+Every request passes its trust (`verify`) explicitly; no ~/.netrc is read. `REQUESTS_CA_BUNDLE` and
+`CURL_CA_BUNDLE` are honoured as the default CA bundle (`_default_ca`), as before. Proxies come from the
+environment.
 
 Not here: digest checking (the caller wraps streams in `oci.verified()`), storing, platform choice,
 what to push in which order (push.py).
@@ -44,13 +45,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import requests
-import urllib3
-
 from .errors import AuthError, DigestMismatchError, NotFoundError, RateLimitedError, RegistryError, UsageError
 from .oci import ACCEPT_MANIFESTS, INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST, sha256_digest
 from .reference import DEFAULT_DOMAIN, REPOSITORY_PATH_RE, ImageRef
 from .spec import WILDCARD, MirrorConfig, RegistryConfig, registry_for
+from .transport import Body, Response, TLSError, Transport, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +57,7 @@ CHUNK = 1 << 20
 MAX_MANIFEST_BYTES = 4 << 20  # containerd's limit
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 DOCKER_HUB_API = "registry-1.docker.io"
-# A request body made anew for each attempt; a blob's bytes from `start`, `length` of them.
-Body = Callable[[], Any]
+# A blob's bytes from `start`, `length` of them.
 BlobReader = Callable[[int, int], Iterator[bytes]]
 _DOCKER_HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io", "registry-1.docker.io")
 
@@ -276,14 +274,14 @@ def _default_ca(environ: Mapping[str, str] | None) -> str | bool:
 # --- the client ------------------------------------------------------------------------------------
 
 class RegistryClient:
-    """Fetches manifests and blobs over the distribution API. Thread-safe: one session per thread.
+    """Fetches manifests and blobs over the distribution API. Thread-safe: one transport per thread.
 
     Args:
         routes: registry host -> endpoints to try in order (see `plan_routes`).
         retries: attempts after the first, on connection errors, 5xx and 429.
         backoff: first backoff in seconds (doubles, with jitter, capped at `max_backoff`).
         timeout: seconds to wait for a connection or for the next bytes.
-        pool_size: connections kept per host and thread-session.
+        pool_size: accepted for compatibility; a thread keeps one connection per host it talks to.
     """
 
     def __init__(self, routes: Mapping[str, Sequence[Endpoint]], *, retries: int = 5, backoff: float = 0.5,
@@ -371,7 +369,7 @@ class RegistryClient:
                                         f"{resp.headers.get('Content-Range')!r} for a request from byte {position}")
                 skip = position - start
             try:
-                for chunk in resp.raw.stream(CHUNK, decode_content=False):
+                for chunk in resp.stream(CHUNK):
                     if skip:
                         if len(chunk) <= skip:
                             skip -= len(chunk)
@@ -380,7 +378,7 @@ class RegistryClient:
                     position += len(chunk)
                     yield chunk
                 return
-            except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
+            except (TransportError, OSError) as exc:
                 drops += 1
                 if drops > self.retries:
                     raise RegistryError(f"blob {ref.name}@{digest}: connection to {ep.url} failed {drops} times "
@@ -394,7 +392,7 @@ class RegistryClient:
             finally:
                 resp.close()
 
-    def _open_blob(self, ref: ImageRef, digest: str, position: int) -> tuple[requests.Response, Endpoint]:
+    def _open_blob(self, ref: ImageRef, digest: str, position: int) -> tuple[Response, Endpoint]:
         headers = {"Accept-Encoding": "identity"}
         if position:
             headers["Range"] = f"bytes={position}-"
@@ -402,7 +400,7 @@ class RegistryClient:
         for ep in self._endpoints(ref):
             repo = ep.repository(ref)
             try:
-                return self._send(ep, "GET", f"/v2/{repo}/blobs/{digest}", repo, headers=headers, stream=True,
+                return self._send(ep, "GET", f"/v2/{repo}/blobs/{digest}", repo, headers=headers,
                                   what=f"blob {ref.name}@{digest}"), ep
             except RegistryError as exc:
                 errors.append(exc)
@@ -417,7 +415,7 @@ class RegistryClient:
             RegistryError: unreachable, TLS failure, or not a registry.
         """
         ep = self.routes[host][0]
-        resp = self._http(ep, "GET", f"{ep.url}/v2/", {}, stream=False, what=f"registry {ep.url}")
+        resp = self._http(ep, "GET", f"{ep.url}/v2/", {}, what=f"registry {ep.url}")
         resp.close()
         if resp.status_code not in (200, 401):
             raise RegistryError(f"{ep.url}/v2/ answered HTTP {resp.status_code}: not a container registry",
@@ -546,7 +544,7 @@ class RegistryClient:
             raise DigestMismatchError(f"{what}: {ep.url} stored {stored}, the bundle's bytes are {digest}",
                                       hint="the registry rewrote the manifest; use a registry that keeps bytes as pushed")
 
-    def _location(self, ep: Endpoint, resp: requests.Response, what: str) -> str:
+    def _location(self, ep: Endpoint, resp: Response, what: str) -> str:
         location = resp.headers.get("Location")
         if not location:  # pragma: no cover - distribution-spec requires it; named rather than a KeyError
             raise RegistryError(f"{what}: {ep.url} opened an upload without a Location header")
@@ -601,7 +599,7 @@ class RegistryClient:
                                  "insecure", hint=f"use https://, or set insecure: true for {parts.netloc}")
             full = (f"/{ep.prefix}" if ep.prefix else "") + path
             try:
-                resp = self._send(ep, "GET", full, "", headers={"Accept-Encoding": "identity"}, stream=True,
+                resp = self._send(ep, "GET", full, "", headers={"Accept-Encoding": "identity"},
                                   what=f"{_strip_userinfo(url)}")
             except RegistryError as exc:
                 errors.append(exc)
@@ -609,16 +607,16 @@ class RegistryClient:
             return self._stream(resp, cap, what=_strip_userinfo(url))
         raise self._pick(errors, _strip_userinfo(url))
 
-    def _stream(self, resp: requests.Response, cap: int | None, *, what: str) -> Iterator[bytes]:
+    def _stream(self, resp: Response, cap: int | None, *, what: str) -> Iterator[bytes]:
         try:
             total = 0
-            for chunk in resp.raw.stream(CHUNK, decode_content=True):
+            for chunk in resp.stream(CHUNK, decode=True):
                 total += len(chunk)
                 if cap is not None and total > cap:
                     raise RegistryError(f"{what}: larger than {cap} bytes")
                 yield chunk
-        except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
-            raise RegistryError(f"{what}: connection failed while reading ({type(exc).__name__})") from None
+        except TransportError as exc:
+            raise RegistryError(f"{what}: connection failed while reading ({exc})") from None
         finally:
             resp.close()
 
@@ -640,26 +638,22 @@ class RegistryClient:
                 f"{what}: not found on any endpoint ({'; '.join(e.message for e in errors)})")
         return next((e for e in reversed(errors) if not isinstance(e, NotFoundError)), errors[-1])
 
-    def _session(self) -> requests.Session:
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            session.trust_env = False  # no REQUESTS_CA_BUNDLE override, no ~/.netrc; see module docstring
-            adapter = requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=self.pool_size, max_retries=0)
-            session.mount("https://", adapter)
-            session.mount("http://", adapter)
-            self._local.session = session
-        return session
+    def _transport(self) -> Transport:
+        transport: Transport | None = getattr(self._local, "transport", None)
+        if transport is None:
+            transport = Transport(connect_timeout=min(10.0, self.timeout), read_timeout=self.timeout)
+            self._local.transport = transport
+        return transport
 
-    def _delay(self, attempt: int, resp: requests.Response | None) -> float:
+    def _delay(self, attempt: int, resp: Response | None) -> float:
         if resp is not None and resp.headers.get("Retry-After"):
             after = _retry_after(resp.headers["Retry-After"])
             if after is not None:
                 return min(after, self.max_backoff * 4)
         return min(self.max_backoff, self.backoff * (2.0 ** attempt)) * (0.5 + random.random() / 2)
 
-    def _http(self, ep: Endpoint, method: str, url: str, headers: dict[str, str], *, stream: bool,
-              what: str, body: Body | None = None, retries: int | None = None) -> requests.Response:
+    def _http(self, ep: Endpoint, method: str, url: str, headers: dict[str, str], *,
+              what: str, body: Body | None = None, retries: int | None = None) -> Response:
         """One logical request with retries (connection errors, 5xx, 429) and manual redirects.
 
         `body` makes a fresh request body for each attempt (a stream cannot be sent twice);
@@ -676,11 +670,7 @@ class RegistryClient:
                 for _ in range(6):
                     with self._lock:
                         self.stats["requests"] += 1
-                    resp = self._session().request(
-                        method, target, headers=hop_headers, data=body() if body else None, stream=stream,
-                        verify=verify, allow_redirects=False,
-                        timeout=(min(10.0, self.timeout), self.timeout),
-                        proxies=requests.utils.get_environ_proxies(target))
+                    resp = self._transport().request(method, target, hop_headers, body=body, verify=verify)
                     if resp.status_code not in (301, 302, 303, 307, 308) or "Location" not in resp.headers:
                         break
                     resp.close()
@@ -690,16 +680,16 @@ class RegistryClient:
                         hop_headers.pop("Authorization", None)
                         verify = _default_ca(None)
                     target = nxt
-            except requests.exceptions.SSLError as exc:
+            except TLSError as exc:
                 raise RegistryError(f"{what}: TLS verification failed for {ep.url}: {self._redact(str(exc), ep)}",
                                     hint="give the registry's CA with caFile in the spec or --ca-file") from None
-            except (requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError) as exc:
-                if _refused(exc) and _literal_or_loopback(urllib.parse.urlsplit(target).hostname or ""):
+            except TransportError as exc:
+                if exc.refused and _literal_or_loopback(urllib.parse.urlsplit(target).hostname or ""):
                     # Nothing listens there, and no name resolution or balancer can change that by retrying.
                     raise RegistryError(f"{what}: connection refused by {target}",
                                         hint="start the registry, or fix its host and port (the spec's "
                                              "registries:, or push --registry)") from None
-                last = f"{type(exc).__name__}: {self._redact(str(exc), ep)}"
+                last = self._redact(str(exc), ep)
                 resp = None
             else:
                 assert resp is not None  # the redirect loop always makes a request
@@ -739,9 +729,9 @@ class RegistryClient:
         return None
 
     def _send(self, ep: Endpoint, method: str, path: str, repo: str, *, headers: dict[str, str],
-              what: str, stream: bool = False, push: bool = False, mount_from: str | None = None,
+              what: str, push: bool = False, mount_from: str | None = None,
               ok: frozenset[int] = frozenset({200, 206}), body: Body | None = None,
-              retries: int | None = None) -> requests.Response:
+              retries: int | None = None) -> Response:
         """A request with auth (challenge, basic, bearer token dance), mapped to our errors.
 
         `path` is a path on the endpoint or an absolute URL (an upload's Location). `push` asks the
@@ -756,7 +746,7 @@ class RegistryClient:
             auth = self._auth_header(ep, scope)
             if auth:
                 h["Authorization"] = auth
-            resp = self._http(ep, method, url, h, stream=stream, what=what, body=body, retries=retries)
+            resp = self._http(ep, method, url, h, what=what, body=body, retries=retries)
             if resp.status_code != 401 or attempt == 1:
                 break
             challenge = resp.headers.get("WWW-Authenticate", "")
@@ -801,7 +791,7 @@ class RegistryClient:
             headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
         token_ep = Endpoint(serves=ep.serves, host=urllib.parse.urlsplit(realm).netloc,
                             scheme=urllib.parse.urlsplit(realm).scheme, verify=ep.verify, keep_alive=ep.keep_alive)
-        resp = self._http(token_ep, "GET", url, headers, stream=False, what=f"token for {what}")
+        resp = self._http(token_ep, "GET", url, headers, what=f"token for {what}")
         if resp.status_code in (401, 403):
             raise AuthError(f"{what}: the token service {token_ep.url} refused "
                             + (f"the credentials from {ep.credentials.source}" if ep.credentials else "anonymous access"),
@@ -809,22 +799,24 @@ class RegistryClient:
         if resp.status_code != 200:
             raise RegistryError(f"{what}: the token service {token_ep.url} answered HTTP {resp.status_code}")
         try:
-            body = resp.json()
+            body = json.loads(self._read_capped(resp, MAX_MANIFEST_BYTES, what=f"token for {what}"))
             token = str(body.get("token") or body.get("access_token"))
-        except ValueError:
+        except (ValueError, AttributeError):
             raise RegistryError(f"{what}: the token service {token_ep.url} sent no JSON") from None
+        finally:
+            resp.close()
         with self._lock:
             self._tokens[(ep.url, scope)] = token
 
-    def _read_capped(self, resp: requests.Response, cap: int, *, what: str) -> bytes:
+    def _read_capped(self, resp: Response, cap: int, *, what: str) -> bytes:
         out = bytearray()
         try:
-            for chunk in resp.iter_content(CHUNK):
+            for chunk in resp.stream(CHUNK, decode=True):
                 out += chunk
                 if len(out) > cap:
                     raise RegistryError(f"{what}: larger than {cap} bytes")
-        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-            raise RegistryError(f"{what}: connection failed while reading ({type(exc).__name__})") from None
+        except TransportError as exc:
+            raise RegistryError(f"{what}: connection failed while reading ({exc})") from None
         return bytes(out)
 
     def _redact(self, text: str, ep: Endpoint) -> str:
@@ -837,7 +829,7 @@ class RegistryClient:
 
 
 class _Stream:
-    """A request body of known length made of chunks: requests sends Content-Length, not chunked."""
+    """A request body of known length made of chunks: sent with Content-Length, not chunked."""
 
     def __init__(self, chunks: Iterator[bytes], length: int) -> None:
         self._chunks, self._length = chunks, length
@@ -854,27 +846,13 @@ def _body(read: BlobReader, start: int, length: int) -> Body:
     return lambda: _Stream(read(start, length), length) if length else b""
 
 
-def _error_detail(resp: requests.Response) -> str:
+def _error_detail(resp: Response) -> str:
     """The registry's own words for an error (distribution-spec error codes), in at most 200 characters."""
     try:
-        first = json.loads(resp.content[:8192]).get("errors")[0]
+        first = json.loads(next(resp.stream(8192, decode=True), b"")).get("errors")[0]  # the head only
         return f": {first.get('code', '')} {first.get('message', '')}".rstrip()[:200]
-    except (ValueError, AttributeError, IndexError, TypeError, requests.RequestException):
+    except (ValueError, AttributeError, IndexError, TypeError, TransportError):
         return ""
-
-
-def _refused(exc: BaseException) -> bool:
-    """Whether a connection error was a refused TCP connection (requests wraps urllib3 wraps the OSError)."""
-    seen: set[int] = set()
-    stack: list[BaseException] = [exc]
-    while stack:
-        err = stack.pop()
-        if isinstance(err, ConnectionRefusedError):
-            return True
-        seen.add(id(err))
-        nested = (err.__cause__, err.__context__, getattr(err, "reason", None), *err.args)
-        stack.extend(e for e in nested if isinstance(e, BaseException) and id(e) not in seen)
-    return False
 
 
 def _literal_or_loopback(host: str) -> bool:

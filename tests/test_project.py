@@ -13,8 +13,8 @@ from bundler import errors
 # docs/design.md: a module imports only modules in rows above it (earlier in this list).
 ORDER = [
     "errors", "reference", "oci", "documents", "progress", "catalogue", "spec", "render", "sweep", "report",
-    "registry", "layout", "archives", "pull", "semver", "charts", "lock", "xpkg", "crossplane_model", "crossplane_rules", "crossplane_pv", "crossplane", "relocate", "bom",
-    "attest", "keys", "sign", "bundlefile", "archive", "verify", "update", "parts", "audit", "inspect", "push", "pipeline",
+    "transport", "registry", "layout", "archives", "pull", "semver", "charts", "lock", "xpkg", "crossplane_model", "crossplane_rules", "crossplane_pv", "crossplane", "relocate", "bom",
+    "attest", "keys", "sign", "bundlefile", "archive", "verify", "parts", "update", "audit", "inspect", "push", "pipeline",
     "cli", "__main__", "__init__",
 ]
 

@@ -284,7 +284,7 @@ def test_a_connection_closed_without_an_answer_is_retried_not_refused(caplog: py
             client.get_manifest(ImageRef.parse(f"{address}/rt/app:v1"))
     finally:
         server.close()
-    assert f"http://{address} unreachable after 3 attempts (ConnectionError" in str(info.value)
+    assert f"http://{address} unreachable after 3 attempts (RemoteDisconnected: " in str(info.value)
     assert len(slept) == 2 and len([r for r in caplog.records if "retrying" in r.getMessage()]) == 1
 
 

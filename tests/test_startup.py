@@ -3,10 +3,12 @@ nothing writes, are pinned here so the start-up work (docs/performance.md "Pull"
 
 Heavy libraries are imported where they are used: ruamel.yaml where a spec or catalogue is read or a
 file is rewritten, jsonschema where a spec is validated, cryptography where keys are, tarfile where a
-`docker save` archive is imported, requests when the registry client is made."""
+`docker save` archive is imported. The registry client speaks HTTP through the standard library's
+http.client (bundler/transport.py): requests and urllib3 are never imported by a pull."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -20,7 +22,7 @@ from tests.support.images import Pusher, multi_platform
 REPO = Path(__file__).resolve().parent.parent
 # Never needed to start the command line or to pull references: each costs 5-45 ms of start-up.
 NOT_AT_START = ("ruamel", "jsonschema", "cryptography", "yaml", "requests", "urllib3", "tarfile", "difflib")
-NOT_IN_PULL = ("ruamel", "jsonschema", "cryptography", "yaml", "tarfile", "difflib")
+NOT_IN_PULL = ("ruamel", "jsonschema", "cryptography", "yaml", "tarfile", "difflib", "requests", "urllib3")
 
 
 def _loaded(*args: str, cwd: Path | None = None) -> set[str]:
@@ -54,7 +56,7 @@ def test_a_warm_pull_of_references_loads_no_yaml_schema_or_crypto_library(image:
                                                                           tmp_path: Path) -> None:
     cold = _pull(image, registry.host, tmp_path)
     warm = _pull(image, registry.host, tmp_path)
-    assert "requests" in warm  # it did ask the registry
+    assert "bundler" in warm and "http" in warm  # the probe saw the pull and its HTTP client
     assert sorted(warm & set(NOT_IN_PULL)) == [] and sorted(cold & set(NOT_IN_PULL)) == []
 
 
@@ -64,3 +66,27 @@ def test_a_pull_that_changes_nothing_rewrites_no_index(image: str, registry: Any
     before = [(p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes()) for p in indexes]
     _pull(image, registry.host, tmp_path)
     assert [(p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes()) for p in indexes] == before
+
+
+def test_verifying_loads_neither_the_signing_nor_the_sbom_libraries() -> None:
+    """verify, inspect and push only read signature files and the predicate: sigstore-models (pydantic),
+    securesystemslib and cyclonedx-python-lib are the build's, 0.1-0.3 s each of start-up."""
+    loaded = _loaded("-c", "import bundler.verify, bundler.inspect, bundler.push, bundler.parts, bundler.update")
+    assert "cryptography" in loaded  # the probe sees what verify needs
+    assert sorted(loaded & {"sigstore_models", "pydantic", "securesystemslib", "cyclonedx", "boto3"}) == []
+
+
+@pytest.mark.skipif(importlib.util.find_spec("boto3") is None, reason="boto3 is not installed: nothing to hide")
+def test_signing_does_not_load_the_cloud_kms_sdks(tmp_path: Path) -> None:
+    """securesystemslib's signer package imports boto3 when it is installed (its AWS KMS signer): hidden
+    while it is imported, since the tool signs with local keys only. boto3 is installed here (moto)."""
+    code = ("import sys\nfrom bundler import keys, sign\n"
+            "open('k.pem', 'wb').write(keys.private_key_pem(keys.generate_private_key()))\n"
+            "assert sign.parse(sign.sign(b'{}', keys.load_signer('k.pem'), 'vendor')).payload == b'{}'\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'securesystemslib', 'sigstore_models', 'boto3', "
+            "'botocore'}))\n"
+            "import boto3  # still importable afterwards: hidden only while securesystemslib is imported\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == "['securesystemslib', 'sigstore_models']\n"
