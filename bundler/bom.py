@@ -23,10 +23,6 @@ from importlib import resources
 from typing import Any
 
 import jsonschema
-from cyclonedx.model import HashAlgorithm, HashType, Property
-from cyclonedx.model.bom import Bom as CdxBom
-from cyclonedx.model.component import Component, ComponentType
-from cyclonedx.output.json import JsonV1Dot6
 from packageurl import PackageURL
 
 from .errors import VerificationError
@@ -285,6 +281,13 @@ def purl(image: ImageEntry) -> str:
 
 def cyclonedx(bom: Bom) -> bytes:
     """`sbom.cdx.json`: CycloneDX 1.6 JSON, deterministic (fixed serial number and timestamp)."""
+    # Imported here: cyclonedx-python-lib costs ~0.1 s of start-up, and only a build writes an SBOM
+    # (verify, inspect and push read the predicate through this module too).
+    from cyclonedx.model import HashAlgorithm, HashType, Property
+    from cyclonedx.model.bom import Bom as CdxBom
+    from cyclonedx.model.component import Component, ComponentType
+    from cyclonedx.output.json import JsonV1Dot6
+
     created = datetime.fromtimestamp(bom.created, UTC)
     # A serial number derived from the content keeps the SBOM reproducible (same inputs, same bytes).
     serial = uuid.uuid5(uuid.NAMESPACE_URL, f"{PREDICATE_TYPE}/{bom.name}/{bom.version}/{bom.spec_digest}")

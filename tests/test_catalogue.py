@@ -220,6 +220,33 @@ def test_malformed_catalogue_file_names_file_and_line() -> None:
                             "bundler/catalogue/y.yaml")
 
 
+def test_the_fast_loader_reads_every_built_in_file_as_the_round_trip_loader_does() -> None:
+    """builtin() parses with PyYAML's C loader (YAML 1.1) for speed; the entries must equal ruamel's
+    (YAML 1.2) reading of the same files, or a `yes`, `on` or `0755` could mean something else."""
+    folder = Path(catalogue.__file__).parent
+    files = sorted(folder.glob("*.yaml"))
+    assert len(files) == len(catalogue.builtin().entries) >= 20
+    for path in files:
+        text, name = path.read_text(), f"bundler/catalogue/{path.name}"
+        assert catalogue.load_fast(text, name) == catalogue.load_text(text, name), path.name
+    assert catalogue.builtin().entries == tuple(catalogue.load_text(p.read_text(), f"bundler/catalogue/{p.name}")
+                                                for p in files)
+
+
+@pytest.mark.parametrize("text", [
+    "id: x\noperator: X\nsources:\n  - {url: https://x.example, versions: '1'}\nsplits:\n"
+    "  - {group: x.io, kind: X, path: spec, format: '{a}/{b}:{c}', digestFormat: '{a}@{c}'}\n",
+    "id: x\noperator: X\nsources: [\n",  # malformed YAML
+    "- just\n- a list\n",
+])
+def test_the_fast_loader_fails_as_the_round_trip_loader_does_with_the_line(text: str) -> None:
+    with pytest.raises(SpecError) as slow:
+        catalogue.load_text(text, "bundler/catalogue/x.yaml")
+    with pytest.raises(SpecError) as fast:
+        catalogue.load_fast(text, "bundler/catalogue/x.yaml")
+    assert fast.value.message == slow.value.message and fast.value.message.startswith("bundler/catalogue/x.yaml:")
+
+
 def test_format_compose_and_decompose_are_inverse() -> None:
     fmt = catalogue.Format.parse("{registry}/{repository}/{image}:{tag}")
     values = {"registry": "ghcr.io", "repository": "org/team", "image": "app", "tag": "1"}
