@@ -76,6 +76,15 @@ class RecordedImage:
 
 
 @dataclass(frozen=True)
+class RecordedBase:
+    """An update bundle's base, verified together with it: the full bundle its statement names."""
+
+    statement_sha256: str  # hex, of the base's bundle.intoto.json bytes
+    name: str
+    version: str
+
+
+@dataclass(frozen=True)
 class VerificationRecord:
     bundle_sha256: str
     statement_sha256: str
@@ -89,6 +98,7 @@ class VerificationRecord:
     bundle_name: str | None = None  # from the verified statement
     bundle_version: str | None = None
     images: tuple[RecordedImage, ...] = ()  # so "which key signed the image we run" needs the log alone
+    base: RecordedBase | None = None  # set when the bundle is an update (verified with its base)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -103,6 +113,8 @@ class VerificationRecord:
                              "notAfter": _rfc3339(a.not_after) if a.not_after else None} for a in self.authorities],
             "imageCount": self.image_count,
             "images": [{"local": i.local, "digest": i.digest, "platforms": list(i.platforms)} for i in self.images],
+            **({"base": {"statementSha256": self.base.statement_sha256, "name": self.base.name,
+                         "version": self.base.version}} if self.base else {}),
         }
 
     def to_text(self) -> str:
@@ -112,6 +124,8 @@ class VerificationRecord:
                  f"  {what}  sha256:{self.bundle_sha256}  ({self.image_count} images)",
                  f"  statement sha256:{self.statement_sha256}  policy sha256:{self.policy_sha256}  "
                  f"airgap-bundle {self.tool_version}"]
+        if self.base:
+            lines.append(f"  update of {self.base.name} {self.base.version}  statement sha256:{self.base.statement_sha256}")
         for a in self.authorities:
             extra = (f" certificate serial {a.serial}" if a.serial else "") + (
                 f" notAfter {_rfc3339(a.not_after)}" if a.not_after else "")
@@ -163,6 +177,8 @@ class VerificationRecord:
             bundle_name=bundle.get("name"), bundle_version=bundle.get("version"),
             images=tuple(RecordedImage(i["local"], i["digest"], tuple(i.get("platforms", ())))
                          for i in doc.get("images", ())),
+            base=RecordedBase(doc["base"]["statementSha256"], doc["base"]["name"], doc["base"]["version"])
+            if "base" in doc else None,
         )
 
 
@@ -184,6 +200,8 @@ def record_for(result: VerificationResult, *, policy: Path | TrustPolicy, action
         raise ValueError("record_for needs the bundle's sha256: pass bundle_sha256= or a result from verify()")
     images = tuple(RecordedImage(i.local, i.bundled_digest, tuple(p.digest for p in i.platforms))
                    for i in result.bom.images) if result.bom else ()
+    named = result.bom.base if result.bom else None  # an update is only accepted together with this base
+    base = RecordedBase(named.statement_digest.removeprefix("sha256:"), named.name, named.version) if named else None
     return VerificationRecord(
         bundle_sha256=bundle_sha256, statement_sha256=result.statement_sha256,
         policy_sha256=policy.sha256 if isinstance(policy, TrustPolicy) else _file_sha256(policy),
@@ -192,7 +210,7 @@ def record_for(result: VerificationResult, *, policy: Path | TrustPolicy, action
         time=now.astimezone(dt.UTC).replace(microsecond=0), tool_version=__version__, action=action,
         destination=destination, image_count=len(images) if image_count is None else image_count,
         bundle_name=result.bom.name if result.bom else None, bundle_version=result.bom.version if result.bom else None,
-        images=images,
+        images=images, base=base,
     )
 
 

@@ -11,6 +11,7 @@ registry client (nothing that can open a connection), and `ref` starts in a tent
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime
 import json
 import logging
@@ -261,7 +262,8 @@ def sign_command(bundle: str, authority: str, key_path: str, cert_path: str | No
 @click.option("--at", "at_time", metavar="TIME",
               help="Audit a stored bundle: check validity at TIME (RFC 3339) instead of now. Not with --extract.")
 @click.option("--base", "base", type=click.Path(dir_okay=False),
-              help="BUNDLE is an update: its base, the full bundle it was built against (verified too).")
+              help="BUNDLE is an update: its base, the full bundle it was built against (verified too; a file or "
+                   "a split bundle's NAME.parts.json).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def verify_command(bundle: str, policy: str, extract_to: str | None, audit_log: str | None, at_time: str | None,
                    base: str | None, as_json: bool) -> None:
@@ -323,15 +325,16 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, audit_log: 
     try:
         if audit_log:
             audit.check_log(Path(audit_log))  # fail before extracting, not after
-        with parts.open_bundle(bundle, trust, now) as source:  # a file, or a split bundle's parts
-            _echo_parts(source, err=as_json)
+        with parts.open_bundle(bundle, trust, now) as source, \
+                parts.open_bundle(base, trust, now) if base else contextlib.nullcontext() as base_source:
+            _echo_parts(source, err=as_json)  # a file, or a split bundle's parts (the base may be split too)
             parts_json = source.checked.to_json() if isinstance(source, parts.PartsFile) else None
-            if extract_to and base:
-                result = update.verify_pair_and_extract(source, base, trust, extract_to, now=now, extra=record)
+            if extract_to and base_source:
+                result = update.verify_pair_and_extract(source, base_source, trust, extract_to, now=now, extra=record)
             elif extract_to:
                 result = verify.verify_and_extract(source, trust, extract_to, now=now, extra=record)
-            elif base:
-                with update.open_pair(source, base, trust, now=now) as pair:
+            elif base_source:
+                with update.open_pair(source, base_source, trust, now=now) as pair:
                     result = pair.update
             else:
                 result = verify.require(verify.verify(source, trust, now=now))
@@ -859,7 +862,7 @@ def pull_command(sources: tuple[str, ...], output: str, platform_texts: tuple[st
                    "[default: $XDG_STATE_HOME/airgap-bundle/audit.jsonl].")
 @click.option("--base", "base", type=click.Path(dir_okay=False),
               help="BUNDLE is an update: its base, the full bundle it was built against (verified too; blobs the "
-                   "update omits are read from it).")
+                   "update omits are read from it; a file or a split bundle's NAME.parts.json).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (progress lines go to stderr).")
 def push_command(bundle: str, policy: str, registry_host: str | None, insecure: tuple[str, ...], ca_file: str | None,
                  jobs: int, chunk_mib: int, dry_run: bool, audit_log: str | None, base: str | None,
@@ -896,7 +899,8 @@ def push_command(bundle: str, policy: str, registry_host: str | None, insecure: 
         audit.check_log(log_path)  # fail before anything is sent, not after an unrecorded push
     now = datetime.datetime.now(datetime.UTC)
     with parts.open_bundle(bundle, trust, now) as source, \
-            push_mod.open_verified(source, trust, now=now, base=base) as verified:
+            parts.open_bundle(base, trust, now) if base else contextlib.nullcontext() as base_source, \
+            push_mod.open_verified(source, trust, now=now, base=base_source) as verified:
         _echo_parts(source, err=as_json)
         _echo_verified(bundle, verified.verification, err=as_json)
         if base:
@@ -1031,7 +1035,8 @@ def split_command(bundle: str, max_part_size: int, authority: str, key_path: str
               help="Then split the signed bundle into OUTPUT.part-NNNN of at most SIZE and a signed "
                    "OUTPUT.parts.json (4GiB, 700MB, ...); OUTPUT itself is removed.")
 @click.option("--base", "base_path", type=click.Path(dir_okay=False), metavar="PREVIOUS.bundle.tar",
-              help="Build an update bundle: omit the image blobs this full bundle holds (verified first).")
+              help="Build an update bundle: omit the image blobs this full bundle holds (verified first; a file "
+                   "or a split bundle's NAME.parts.json).")
 @click.option("--base-policy", type=click.Path(dir_okay=False),
               help="With --base: the verification policy the base must pass (as `verify` checks it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")

@@ -28,7 +28,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import archive, verify
+from . import archive, parts, verify
 from .bom import BaseEntry, FileEntry
 from .bundlefile import BundleBytes, opened
 from .errors import BaseRequiredError, StatementMismatchError, UsageError
@@ -54,12 +54,15 @@ class Base:
 
 def load_base(path: Path | str, trust: TrustPolicy, *, now: dt.datetime) -> Base:
     """Verify `path` fully (signatures against `trust`, then every member's sha256) and describe it.
+    `path` may be a split bundle's parts index: its signature and parts are checked first, as verify does.
 
     Raises:
         the verify failures with verify's exit codes (20-29, 11-12); an update as a base is refused
-        (exit 28: it lacks blobs of its own base); InputError: the file cannot be opened.
+        (exit 28: it lacks blobs of its own base); InputError: the file cannot be opened; a split base
+        (its parts index, NAME.parts.json) the failures of `parts.open_bundle`.
     """
-    result = verify.require(verify.verify(path, trust, now=now))
+    with parts.open_bundle(path, trust, now) as source:
+        result = verify.require(verify.verify(source, trust, now=now))
     assert result.bom is not None and result.statement_sha256 is not None  # an accepted result carries both
     return Base(Path(path), "sha256:" + result.statement_sha256, result.bom.name, result.bom.version,
                 _payload(result))

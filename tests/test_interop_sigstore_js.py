@@ -76,3 +76,29 @@ def test_sigstore_js_verifies_our_signature_and_rejects_tampering(tmp_path: Path
     _, other_pub = Pki(tmp_path / "other").signer("other", kind)
     wrong = _sigstore_js(signature, other_pub, statement, tmp_path)
     assert wrong.returncode == 1
+
+
+def test_sigstore_js_verifies_a_parts_index_signed_as_a_signature_file(tmp_path: Path) -> None:
+    """A split bundle's NAME.parts.json is a section-4 signature file over the index document (its own
+    payloadType): a third-party Sigstore verifier checks it as it checks a bundle's signatures."""
+    from bundler import parts
+
+    signer, pub = Pki(tmp_path / "pki").signer("vendor", "ecdsa-p256")
+    built = build_bundle(tmp_path / "b.tar", {"vendor": signer})
+    (tmp_path / "set").mkdir()
+    done = parts.split(built.path, 1000, signer, out_dir=tmp_path / "set")
+    signature = done.index_path.read_bytes()
+    envelope = json.loads(signature)["dsseEnvelope"]
+    assert envelope["payloadType"] == parts.PAYLOAD_TYPE
+    document = base64.b64decode(envelope["payload"])
+    assert json.loads(document)["parts"] and document == done.index.to_bytes()
+
+    ok = _sigstore_js(signature, pub, document, tmp_path)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    # a part's digest changed inside the signed index: sigstore-js refuses it, as verify does (exit 24)
+    doc = json.loads(signature)
+    tampered = document.replace(b'"sha256":"', b'"sha256":"0', 1)
+    assert tampered != document
+    doc["dsseEnvelope"]["payload"] = base64.b64encode(tampered).decode()
+    bad = _sigstore_js(json.dumps(doc).encode(), pub, tampered, tmp_path)
+    assert bad.returncode == 1 and "SIGNATURE_ERROR" in bad.stdout

@@ -117,6 +117,11 @@ def test_pair_verifies_and_extracts_exactly_what_a_full_build_extracts(pair: Pai
     assert "base ok: " in done.stdout and "shop 1.0.0" in done.stdout
     full = pair.run(run_cli, "verify", str(pair.full), "--policy", policy, "--extract", str(tmp_path / "full"))
     assert full.returncode == 0, full.stderr
+    # the verification record says the extraction is an update and names the base it was verified with
+    statement = hashlib.sha256(_members(pair.base)["bundle.intoto.json"]).hexdigest()
+    pair_record = json.loads((tmp_path / "pair" / ".airgap-bundle" / "verification.json").read_text())
+    assert pair_record["base"] == {"statementSha256": statement, "name": "shop", "version": "1.0.0"}
+    assert "base" not in json.loads((tmp_path / "full" / ".airgap-bundle" / "verification.json").read_text())
     got, want = _tree(tmp_path / "pair"), _tree(tmp_path / "full")
     assert sorted(got) == sorted(want)
     assert [n for n in want if got[n] != want[n]] == []
@@ -207,6 +212,11 @@ def test_push_of_the_pair_into_a_fresh_registry_reads_back(pair: Pair, run_cli: 
         assert pushed - _blobs(pair.update), "some uploaded blobs must have come from the base"
         tool = next(i for i in result["images"] if "team/tool" in i["target"])
         assert tool["target"].startswith(f"{target.host}/quay.io/team/tool:3.2@")
+    (logged,) = (json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines())
+    statement = hashlib.sha256(_members(pair.base)["bundle.intoto.json"]).hexdigest()
+    assert logged["base"] == {"statementSha256": statement, "name": "shop", "version": "1.0.0"}
+    shown = pair.run(run_cli, "inspect", "--record", str(tmp_path / "audit.jsonl"))
+    assert f"update of shop 1.0.0  statement sha256:{statement}" in shown.stdout, shown.stdout + shown.stderr
 
 
 def test_a_cosigned_update_verifies_with_its_base(pair: Pair, run_cli: Any, tmp_path: Path) -> None:
@@ -232,3 +242,41 @@ def test_a_cosigned_update_verifies_with_its_base(pair: Pair, run_cli: Any, tmp_
     done = run_cli("verify", str(copies[pair.update]), "--base", str(copies[pair.base]), "--policy", str(policy))
     assert done.returncode == 0, done.stderr
     assert "signature ok: customer" in done.stdout and "base ok: " in done.stdout
+
+
+def test_a_split_base_serves_build_verify_and_push(pair: Pair, run_cli: Any, tmp_path: Path) -> None:
+    """The base as it arrives on size-limited media: its parts and signed index, never joined."""
+    media = tmp_path / "media"
+    media.mkdir()
+    done = pair.run(run_cli, "split", str(pair.base), "--max-part-size", str(pair.base.stat().st_size // 3 + 1),
+                    "--key", "vendor.key", "--cert", "vendor.crt", "--output-dir", str(media))
+    assert done.returncode == 0, done.stderr
+    index = media / (pair.base.name + ".parts.json")
+    assert len(list(media.glob("*.part-*"))) == 3
+    policy = str(pair.shipped.policy)
+    verified = pair.run(run_cli, "verify", str(pair.update), "--base", str(index), "--policy", policy,
+                        "--extract", str(tmp_path / "pair"))
+    assert verified.returncode == 0, verified.stderr
+    assert f"base ok: {index} is shop 1.0.0" in verified.stdout
+    full = pair.run(run_cli, "verify", str(pair.full), "--policy", policy, "--extract", str(tmp_path / "full"))
+    assert full.returncode == 0, full.stderr
+    assert _tree(tmp_path / "pair") == _tree(tmp_path / "full")
+    with running_registry(tmp_path / "target") as target:
+        pushed = pair.run(run_cli, "push", str(pair.update), "--base", str(index), "--policy", policy,
+                          "--registry", target.host, "--insecure-registry", target.host,
+                          "--audit-log", str(tmp_path / "audit.jsonl"), "--json")
+        assert pushed.returncode == 0, pushed.stderr
+        assert json.loads(pushed.stdout)["readback"]["problems"] == []
+    v2 = pair.update.parent
+    rebuilt = run_cli("build", "bundle.yaml", "--output", str(tmp_path / "again.bundle.tar"), "--key", "../vendor.key",
+                      "--cert", "../vendor.crt", "--cache", str(pair.shipped.work / "cache"), "--base", str(index),
+                      "--base-policy", "../policy.yaml", cwd=v2)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert _blobs(tmp_path / "again.bundle.tar") == pair.new_blobs
+    # a part missing from the media: named, exit 31, before anything is extracted
+    (media / f"{pair.base.name}.part-0002").unlink()
+    missing = pair.run(run_cli, "verify", str(pair.update), "--base", str(index), "--policy", policy,
+                       "--extract", str(tmp_path / "never"))
+    assert missing.returncode == 31, missing.stderr
+    assert f"part 2 of 3 ({pair.base.name}.part-0002) is missing" in missing.stderr
+    assert not (tmp_path / "never").exists()
