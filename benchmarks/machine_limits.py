@@ -1,6 +1,8 @@
 """The machine's own limits, measured by the benchmarks in the same run as the tool they judge.
 
-sha256 throughput (OpenSSL through hashlib, 64 MiB buffers) and disk write (1 MiB writes, then fsync).
+sha256 throughput (OpenSSL through hashlib, 64 MiB buffers), disk write (1 MiB writes, then fsync) and
+disk read (1 MiB reads of a file just written, its pages first dropped from the page cache with
+posix_fadvise, so the read comes from the disk: what a bundle arriving on media costs to read).
 The loopback transfer limit depends on what is served, so each benchmark measures it from its own
 registry.
 """
@@ -35,6 +37,34 @@ def disk_limit(directory: Path, total_mib: int = 512) -> float:
             f.write(chunk)
         f.flush()
         os.fsync(f.fileno())
+    elapsed = time.perf_counter() - start
+    path.unlink()
+    return total_mib * CHUNK / elapsed / MB
+
+
+def evict(path: Path) -> None:
+    """Drop `path`'s pages from the page cache (written back first), so the next read comes from the disk.
+    Only this file's pages: nothing else on the machine is disturbed, and no privilege is needed."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def disk_read_limit(directory: Path, total_mib: int = 1024) -> float:
+    """MB/s of reading `total_mib` MiB from the disk (not the page cache) in 1 MiB reads."""
+    path = directory / "dd-read.tmp"
+    chunk = os.urandom(CHUNK)
+    with open(path, "wb") as f:
+        for _ in range(total_mib):
+            f.write(chunk)
+    evict(path)
+    start = time.perf_counter()
+    with open(path, "rb", buffering=0) as f:
+        while f.read(CHUNK):
+            pass
     elapsed = time.perf_counter() - start
     path.unlink()
     return total_mib * CHUNK / elapsed / MB
