@@ -1,6 +1,7 @@
 """Mutation testing of the trust path with cosmic-ray (docs/testing.md, "Mutation testing"); not run by CI.
 
     scripts/mutation [MODULE...]      # all of the trust path, or the named modules (e.g. verify keys)
+    scripts/mutation --jobs 2 verify  # two mutants at a time, each in its own copy of the checkout
 
 Each module is mutated in place in a throw-away copy of the checkout (the checkout itself is never
 touched), and for each mutant only the fast tests that exercise that module run, with -x. Tests that
@@ -23,8 +24,10 @@ from __future__ import annotations
 
 import argparse
 import ast
+import concurrent.futures
 import hashlib
 import json
+import multiprocessing
 import os
 import re
 import shutil
@@ -193,19 +196,47 @@ def _init(name: str, target: Target, work: Path, session: Path) -> None:
                 db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.SKIPPED, output=reason))
 
 
-def _test(name: str, target: Target, work: Path, session: Path, items: list[WorkItem]) -> float:
-    """Run the module's tests against each mutant in `items`; returns the seconds it took."""
+_WORKER_CHECKOUT: tempfile.TemporaryDirectory[str] | None = None
+
+
+def _start_worker() -> None:
+    """A worker of --jobs: its own throw-away copy of the checkout, since a mutant is written in place."""
+    global _WORKER_CHECKOUT
+    _WORKER_CHECKOUT = tempfile.TemporaryDirectory(prefix="airgap-mutation-worker-")
+    work = Path(_WORKER_CHECKOUT.name) / "checkout"
+    _copy_checkout(work)
+    os.chdir(work)
+    os.environ["PYTHONPATH"] = str(work)
+    os.nice(19)  # as the lead: the machine stays usable
+
+
+def _mutate_and_test(item: WorkItem, command: str, timeout: float) -> tuple[str, WorkResult]:
+    return item.job_id, mutate_and_test(item.mutations, command, timeout)
+
+
+def _test(name: str, target: Target, work: Path, session: Path, items: list[WorkItem], jobs: int) -> float:
+    """Run the module's tests against each mutant in `items`, `jobs` at a time; returns the seconds it took."""
     command = _command(target)
     started = time.monotonic()
     # The tests unmutated, once: they must pass, and their time sets each mutant's timeout.
     clean = subprocess.run(command.split(), cwd=work, capture_output=True, text=True)
     if clean.returncode != 0:
         sys.exit(f"mutation: {name}: the tests fail without a mutant:\n{clean.stdout[-3000:]}")
-    timeout = max(60.0, 5 * (time.monotonic() - started))
+    # With jobs > 1 the tests of two mutants share the cores: a slower clean run must not read as a timeout.
+    timeout = max(60.0, 5 * jobs * (time.monotonic() - started))
     with use_db(str(session), WorkDB.Mode.open) as db:
-        for n, item in enumerate(items, 1):
-            db.set_result(item.job_id, mutate_and_test(item.mutations, command, timeout))
+        if jobs == 1:
+            results = (_mutate_and_test(item, command, timeout) for item in items)
+        else:
+            pool = concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                                          initializer=_start_worker)
+            futures = [pool.submit(_mutate_and_test, item, command, timeout) for item in items]
+            results = (future.result() for future in concurrent.futures.as_completed(futures))
+        for n, (job_id, result) in enumerate(results, 1):
+            db.set_result(job_id, result)  # as each finishes: an interrupted run keeps what it tested
             print(f"\r{name}: {n}/{len(items)} mutants", end="", file=sys.stderr, flush=True)
+        if jobs > 1:
+            pool.shutdown()
     print(file=sys.stderr)
     return time.monotonic() - started
 
@@ -245,7 +276,7 @@ def _report(name: str, target: Target, session: Path, seconds: float,
     return score, sorted(survivors, key=lambda s: int(re.search(r":(\d+) ", s)[1])), unexplained  # type: ignore[index]
 
 
-def _run(names: list[str], survivors_only: bool, report_only: bool, state: Path) -> int:
+def _run(names: list[str], survivors_only: bool, report_only: bool, state: Path, jobs: int) -> int:
     equivalents = _equivalents()
     state.mkdir(exist_ok=True)
     scores: list[Score] = []
@@ -274,14 +305,14 @@ def _run(names: list[str], survivors_only: bool, report_only: bool, state: Path)
                     items = [item for item, result in db.completed_work_items
                              if result.test_outcome == TestOutcome.SURVIVED]
                     items += [item for item in db.pending_work_items if not _skip_reason(item, annotations, selected)]
-                seconds = json.loads(meta.read_text())["seconds"] + _test(name, target, work, session, items)
+                seconds = json.loads(meta.read_text())["seconds"] + _test(name, target, work, session, items, jobs)
             else:
                 _init(name, target, work, session)
                 session.with_suffix(".py").write_bytes((work / target.path).read_bytes())
                 meta.write_text(json.dumps({"sha256": digest, "seconds": 0}))
                 with use_db(str(session), WorkDB.Mode.open) as db:
                     items = list(db.pending_work_items)
-                seconds = _test(name, target, work, session, items)
+                seconds = _test(name, target, work, session, items, jobs)
             if not report_only:
                 meta.write_text(json.dumps({"sha256": digest, "seconds": round(seconds)}))
             score, lines, unknown = _report(name, target, session, seconds, equivalents)
@@ -312,11 +343,15 @@ def main() -> int:
     parser.add_argument("--report", action="store_true", help="print the scores of the last run; test nothing")
     parser.add_argument("--state", type=Path, default=REPO / ".mutation", metavar="DIR",
                         help="where the sessions of the last run are kept (default: .mutation, gitignored)")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="test N mutants at a time, each in its own copy of the checkout (default: 1)")
     args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
     names = args.modules or list(TRUST_PATH)
     if unknown := [name for name in names if name not in TRUST_PATH]:
         parser.error(f"not on the trust path: {', '.join(unknown)} (choose from {', '.join(TRUST_PATH)})")
-    return _run(names, args.survivors, args.report, args.state.resolve())
+    return _run(names, args.survivors, args.report, args.state.resolve(), args.jobs)
 
 
 if __name__ == "__main__":
