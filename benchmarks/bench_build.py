@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_pull import MB, PLATFORMS, build_and_push, image_arguments, registry_workdir, run_tool  # noqa: E402
+from machine_limits import tool_env  # noqa: E402
 
 from tests.support.images import Pusher  # noqa: E402
 
@@ -53,7 +54,7 @@ extraImages:
 def timed(cmd: list[str], cwd: Path | None = None, repo: Path = REPO) -> float:
     os.sync()  # no step pays for the write-back of the one before it
     start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env={**os.environ, "PYTHONPATH": str(repo)})
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=tool_env(repo))
     if done.returncode:
         sys.exit(f"{' '.join(cmd)}: exit {done.returncode}\n{done.stderr}")
     return time.perf_counter() - start

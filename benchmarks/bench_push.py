@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -29,16 +28,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from machine_limits import tool_env  # noqa: E402
+
 from tests.support.images import Pusher, make_image, make_index, make_layer  # noqa: E402
 from tests.support.registry import start_registry  # noqa: E402
 
 MB = 1_000_000
+tool_env(REPO)  # bytecode compiled before anything is timed
 PLATFORMS = ("linux/amd64", "linux/arm64")
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "bundler", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
+                          env=tool_env(REPO), check=False)
 
 
 def make_bundle(work: Path, images: int, base_size: int, own: int) -> tuple[Path, Path, list[str]]:

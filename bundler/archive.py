@@ -44,6 +44,7 @@ from typing import BinaryIO, cast
 
 from .bundlefile import BundleBytes, open_file
 from .errors import ArchiveError, InputError, UnlistedMemberError, UnsafeArchiveError
+from .layout import WRITEBACK_STEP, start_writeback
 
 STATEMENT = "bundle.intoto.json"
 SIGNATURES_DIR = "signatures/"
@@ -354,6 +355,7 @@ class _Sink:
         self._last: Future[None] | None = None
         self._errors: list[OSError] = []  # the first one is raised; later ones follow from it
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="archive-write")
+        self._base, self._written, self._started = offset, 0, 0  # bytes written, and handed to write-back
 
     def __enter__(self) -> _Sink:
         return self
@@ -402,6 +404,11 @@ class _Sink:
                 view = view[os.write(self.fd, view):]
         except OSError as e:
             self._errors.append(e)
+            return
+        self._written += len(data)
+        if self._written - self._started >= WRITEBACK_STEP:
+            start_writeback(self.fd, self._base + self._started, self._written - self._started)
+            self._started = self._written
 
     def _raise(self) -> None:
         if self._errors:

@@ -5,6 +5,7 @@ nothing at the output path."""
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -171,3 +172,28 @@ def test_a_failure_of_the_very_last_write_still_fails_and_leaves_nothing(tmp_pat
         archive.write_hashed(files, out, EPOCH, statement=lambda _: STATEMENT, signatures=lambda _: SIGNATURES)
     assert str(caught.value) == f"{out}: cannot write the bundle: File too large"
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["src", "whole.tar"]
+
+
+def test_the_archive_hands_every_8_mib_to_write_back_as_it_goes(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bundle's disk write starts while it is written, not at the final fsync (a warm 1 GB build:
+    1.56 s instead of 2.08 s, docs/performance.md "Build"): each 8 MiB written, in order, from the end
+    of the reserved statement slot on, with no gap and no overlap."""
+    advice: list[tuple[int, int]] = []
+    real = os.posix_fadvise
+
+    def spy(fd: int, offset: int, length: int, how: int) -> None:
+        assert how == os.POSIX_FADV_DONTNEED
+        advice.append((offset, length))
+        real(fd, offset, length, how)
+
+    monkeypatch.setattr(os, "posix_fadvise", spy)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "big").write_bytes(os.urandom(30 << 20))
+    out = tmp_path / "big.tar"
+    archive.write_hashed([("images/blobs/sha256/big", tmp_path / "src" / "big")], out, EPOCH,
+                         statement=lambda _: STATEMENT, signatures=lambda _: SIGNATURES)
+    assert len(advice) >= 3 and all(length >= 8 << 20 for _, length in advice)
+    assert all(a + n == b for (a, n), (b, _) in zip(advice, advice[1:], strict=False))  # contiguous
+    assert advice[0][0] == 512 * (1 + -(-len(STATEMENT) // 512))  # right after the statement's slot
+    assert advice[-1][0] + advice[-1][1] <= out.stat().st_size

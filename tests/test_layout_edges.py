@@ -122,3 +122,41 @@ def test_write_errors_leave_no_blob_and_no_temporary_file(tmp_path: Path) -> Non
         layout.set_refs({"example.test/app:1": desc})
     assert (tmp_path / "index.json").read_bytes() == index_before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".index.json")) == []
+
+
+def test_a_big_blob_hands_every_8_mib_to_write_back_as_it_goes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk write of a big blob starts while it is fetched, not at the final fsync (a performance
+    promise: docs/performance.md "Build"). The advice is recorded, then passed on to the kernel."""
+    import bundler.layout as layout_mod
+
+    advice: list[tuple[int, int]] = []
+    real = os.posix_fadvise
+
+    def spy(fd: int, offset: int, length: int, how: int) -> None:
+        assert how == os.POSIX_FADV_DONTNEED
+        advice.append((offset, length))
+        real(fd, offset, length, how)
+
+    monkeypatch.setattr(os, "posix_fadvise", spy)
+    big = os.urandom(20 << 20) + b"tail"
+    layout = Layout(tmp_path)
+    have = 3 << 20  # a partial file from an interrupted run: write-back starts where it left off
+    (tmp_path / ".partial").mkdir(parents=True, exist_ok=True)
+    layout.partial_path(sha256_digest(big)).write_bytes(big[:have])
+    layout.write_blob(sha256_digest(big), len(big), lambda offset: (big[i:i + (1 << 20)]
+                                                                   for i in range(offset, len(big), 1 << 20)))
+    assert layout.blob_path(sha256_digest(big)).read_bytes() == big
+    step = layout_mod.WRITEBACK_STEP
+    assert step == 8 << 20
+    assert advice == [(have, step), (have + step, step)]  # 19 MiB more: two whole steps, the rest to the fsync
+
+
+def test_a_failing_advice_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(fd: int, offset: int, length: int, how: int) -> None:
+        raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr(os, "posix_fadvise", refuse)
+    big = os.urandom(9 << 20)
+    layout = Layout(tmp_path)
+    layout.write_blob(sha256_digest(big), len(big), lambda offset: [big[offset:]])
+    assert layout.blob_path(sha256_digest(big)).read_bytes() == big
