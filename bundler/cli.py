@@ -781,16 +781,19 @@ class _Progress:
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False),
               help="Cache layout consulted first [default: $XDG_CACHE_HOME/airgap-bundle].")
 @click.option("--offline", is_flag=True, help="Use the cache only; fail naming what is missing.")
+@click.option("--no-lock", is_flag=True,
+              help="With SPEC: resolve every tag now, even those the lock beside SPEC (bundle.lock) pins.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document describing every image.")
 def pull_command(sources: tuple[str, ...], output: str, platform_texts: tuple[str, ...], jobs: int,
                  insecure: tuple[str, ...], ca_file: str | None, cache_dir: str | None, offline: bool,
-                 as_json: bool) -> None:
+                 no_lock: bool, as_json: bool) -> None:
     """Pull images (every required platform) into an OCI image layout, verified and deduplicated.
 
     \b
     SPEC (a bundle.yaml): pulls its extraImages and the images: entries that name a tag or digest,
-    from the registries (and mirrors) it lists. REF...: pulls those references, from their own
-    registries only. Exit codes: 4 registry unreachable or refusing, 5 authentication, 6 not found,
+    from the registries (and mirrors) it lists; an image the lock beside SPEC (bundle.lock) pins is
+    fetched by that digest, as `build` fetches it, so a warm run asks no registry anything. REF...:
+    pulls those references, from their own registries only. Exit codes: 4 registry unreachable or refusing, 5 authentication, 6 not found,
     7 digest mismatch, 8 missing platform, 9 --offline and not cached, 2 bad input
     (docs/release-engineer.md "pull").
 
@@ -806,7 +809,11 @@ def pull_command(sources: tuple[str, ...], output: str, platform_texts: tuple[st
 
     _log_to_stderr()
     first = Path(sources[0])
+    spec_path: Path | None = None
     if len(sources) == 1 and first.suffix in (".yaml", ".yml") and first.is_file():
+        from . import lock as lock_mod
+
+        spec_path = first
         spec = spec_mod.load(first)
         refs = [e.ref for e in spec.extra_images] + [str(o.ref) for o in spec.images
                                                      if not o.exclude and (o.ref.tag or o.ref.digest)]
@@ -821,10 +828,17 @@ def pull_command(sources: tuple[str, ...], output: str, platform_texts: tuple[st
         options_for = lambda ref: None  # noqa: E731
     if platform_texts:
         platforms = tuple(Platform.parse(p) for p in platform_texts)
+    pins = None
+    if spec_path is not None and not no_lock and lock_mod.path_for(spec_path).exists():
+        lock_path = lock_mod.path_for(spec_path)
+        pins = lock_mod.pins(lock_mod.load(lock_path))
+        pinned = sum(1 for r in refs if ImageRef.parse(r).canonical in pins)
+        click.echo(f"pull: {pinned} of {len(refs)} image(s) by the digests {lock_path} pins "
+                   "(the rest by tag; --no-lock resolves every tag)", err=True)
     progress = _Progress(sys.stderr.isatty())
     images = pull(refs, layout=Path(output), platforms=platforms, options_for=options_for, sources=srcs,
                   cache=Path(cache_dir) if cache_dir else default_cache_dir(), jobs=jobs, offline=offline,
-                  progress=progress)
+                  progress=progress, pins=pins)
     progress.finish()
     if as_json:
         click.echo(json.dumps({"layout": str(Path(output)), "images": [{

@@ -323,3 +323,44 @@ def test_an_output_that_is_also_the_cache_keeps_its_bookkeeping(cat: Catalog, tm
     pull([cat.refs["multi"]], layout=shared, cache=shared,
          sources=Sources.for_refs([cat.refs["multi"]], insecure_hosts=(cat.host,)))
     assert other.read_bytes() == b"half a layer"
+
+
+def test_cli_pull_spec_fetches_what_the_lock_pins_and_a_warm_run_asks_no_registry(run_cli: Any,
+                                                                                   tmp_path: Path) -> None:
+    """`pull SPEC` reads bundle.lock as `build` does: a tag that moved since the lock still gives the
+    locked digest (--no-lock resolves it again), and with the cache warm nothing is asked of any registry."""
+    from tests.support.images import Pusher, multi_platform
+
+    spec = tmp_path / "bundle.yaml"
+    with running_registry(tmp_path / "reg") as reg:
+        locked, moved = (multi_platform("locked/app", seed=f"pull-lock-{n}") for n in (1, 2))
+        Pusher.to(reg).push("locked/app", locked, "v1")
+        spec.write_text(f"""\
+apiVersion: airgap-bundle.dev/v1alpha1
+kind: Bundle
+metadata: {{name: locked, version: "1"}}
+localRegistry: {{host: registry.local:5000}}
+extraImages:
+  - {{ref: "{reg.host}/locked/app:v1", reason: started by the app}}
+registries:
+  - {{host: "{reg.host}", insecure: true}}
+""")
+        done = run_cli("lock", str(spec))
+        assert done.returncode == 0, done.stderr
+        Pusher.to(reg).push("locked/app", moved, "v1")  # the tag moves on after the lock was written
+        args = ["--output", str(tmp_path / "out"), "--cache", str(tmp_path / "cache"), "--json"]
+        pinned = run_cli("pull", str(spec), *args)
+        assert pinned.returncode == 0, pinned.stderr
+        assert json.loads(pinned.stdout)["images"][0]["upstreamDigest"] == locked.digest
+        assert f"pull: 1 of 1 image(s) by the digests {tmp_path / 'bundle.lock'} pins" in pinned.stderr
+        fresh = run_cli("pull", str(spec), "--no-lock", "--output", str(tmp_path / "fresh"), "--cache",
+                        str(tmp_path / "cache2"), "--json")
+        assert fresh.returncode == 0, fresh.stderr
+        assert json.loads(fresh.stdout)["images"][0]["upstreamDigest"] == moved.digest
+        assert "bundle.lock" not in fresh.stderr
+    # the registry is gone: the locked digests are all in the cache, so a warm run needs nothing from it
+    warm = run_cli("pull", str(spec), *args)
+    assert warm.returncode == 0, warm.stderr
+    assert json.loads(warm.stdout)["images"][0]["upstreamDigest"] == locked.digest
+    by_tag = run_cli("pull", str(spec), "--no-lock", *args)
+    assert by_tag.returncode == 4 and "connection refused" in by_tag.stderr, by_tag.stderr
