@@ -77,13 +77,13 @@ def _sslib_key(signer: Signer) -> SSlibKey:
 
 
 class _Hidden(importlib.abc.MetaPathFinder):
-    """Makes `import NAME` (and NAME's submodules) fail as if NAME were not installed."""
+    """Makes `import NAME` (and so NAME's submodules) fail as if NAME were not installed."""
 
     def __init__(self, names: frozenset[str]) -> None:
         self.names = names
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> None:
-        if any(fullname == name or fullname.startswith(name + ".") for name in self.names):
+        if fullname in self.names:  # a submodule is imported after its package: hiding the package hides it
             raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
         return None
 

@@ -174,3 +174,21 @@ def test_the_carried_leaf_is_the_first_certificate(tmp_path: Path) -> None:
     assert carried.certificate() == leaf.certificate
     with pytest.raises(ValueError, match="no certificate carried"):
         sign.SignatureFile(STATEMENT, b"sig", "publicKey").certificate()
+
+
+def test_hidden_modules_cannot_be_imported_inside_the_block_and_can_after_it() -> None:
+    """sign() imports securesystemslib with the cloud KMS SDKs hidden (`_without`): inside the block a
+    hidden name and its submodules fail as if not installed; others, and everything after it, import."""
+    import importlib
+    import sys
+
+    for name in ("wave", "wsgiref", "wsgiref.simple_server"):
+        sys.modules.pop(name, None)
+    with sign._without(frozenset({"wave", "wsgiref.simple_server"})):
+        with pytest.raises(ModuleNotFoundError, match="No module named 'wave'"):
+            importlib.import_module("wave")
+        with pytest.raises(ModuleNotFoundError, match="No module named 'wsgiref.simple_server'"):
+            importlib.import_module("wsgiref.simple_server")
+        assert importlib.import_module("wsgiref").__name__ == "wsgiref"  # the hidden module's parent is not
+    assert importlib.import_module("wave").__name__ == "wave"
+    assert importlib.import_module("wsgiref.simple_server").__name__ == "wsgiref.simple_server"
