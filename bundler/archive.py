@@ -169,7 +169,7 @@ def _end_blocks(offset: int) -> bytes:
 
 
 @contextmanager
-def _atomic_fd(out: Path, what: str) -> Iterator[int]:
+def atomic_fd(out: Path, what: str) -> Iterator[int]:
     """A file descriptor of a file under a temporary name next to `out`; fsync'd and renamed onto `out`
     only if the block finishes. On any error the temporary file is removed and `out` is untouched."""
     fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
@@ -191,8 +191,8 @@ def _atomic_fd(out: Path, what: str) -> Iterator[int]:
 
 @contextmanager
 def _atomic_output(out: Path, what: str) -> Iterator[BinaryIO]:
-    """`_atomic_fd` as a buffered file object."""
-    with _atomic_fd(out, what) as fd, os.fdopen(fd, "wb", buffering=CHUNK, closefd=False) as f:
+    """`atomic_fd` as a buffered file object."""
+    with atomic_fd(out, what) as fd, os.fdopen(fd, "wb", buffering=CHUNK, closefd=False) as f:
         yield f
 
 
@@ -278,7 +278,7 @@ def _write_single_pass(out: Path, epoch: int, payload: Sequence[tuple[str, Sourc
     reserved = len(statement_of(tuple(Written(n, size, _UNKNOWN) for (n, _), size in zip(payload, sizes,
                                                                                           strict=True))))
     slot = len(_header(STATEMENT, reserved, epoch)) + reserved + -reserved % BLOCK
-    with _atomic_fd(out, "write the bundle") as fd, _Sink(fd, slot) as sink:
+    with atomic_fd(out, "write the bundle") as fd, _Sink(fd, slot) as sink:
         written = []
         for (name, source), size in zip(payload, sizes, strict=True):
             sink.put(_header(name, size, epoch))

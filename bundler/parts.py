@@ -53,6 +53,7 @@ from .errors import (
     VerificationError,
 )
 from .keys import VENDOR, Signer, TrustPolicy, read_capped
+from .layout import WRITEBACK_STEP, start_writeback
 
 log = logging.getLogger(__name__)
 
@@ -437,6 +438,48 @@ def open_bundle(path: Path | str, trust: TrustPolicy | None, now: dt.datetime) -
     else:
         with open_file(path) as f:
             yield f
+
+
+@dataclass(frozen=True)
+class JoinResult:
+    path: Path
+    index: PartsIndex
+
+
+def join(path: Path, trust: TrustPolicy, now: dt.datetime, out: Path) -> JoinResult:
+    """Write the bundle a split set stands for as one file at `out`, for tools that need one file.
+
+    The index is checked against `trust` first and the parts' sizes and statement as `open_set` checks
+    them; then every part is read once, in order, and the whole must hash to the index's sha256 (else
+    the damaged part is named). Written under a temporary name, fsync'd as it goes, renamed at the end:
+    `out` is never half written. The result is byte for byte the bundle that was split; it is not
+    verified here (verify it as any bundle).
+
+    Raises:
+        UsageError: `out` exists; the errors of `open_set`; PartError: a part's bytes differ;
+        ArchiveError: `out` cannot be written.
+    """
+    if out.exists() or out.is_symlink():
+        raise UsageError(f"{out} already exists", hint="give --output a new file name")
+    with open_set(path, trust, now) as f:
+        checked = f.checked
+        whole, done, started = hashlib.sha256(), 0, 0
+        buffer = memoryview(bytearray(CHUNK))
+        with archive.atomic_fd(out, "join the parts") as fd:
+            while n := f.readinto(buffer):
+                whole.update(buffer[:n])
+                view = buffer[:n]
+                while view:
+                    view = view[os.write(fd, view):]
+                done += n
+                if done - started >= WRITEBACK_STEP:
+                    start_writeback(fd, started, done - started)
+                    started = done
+            if whole.hexdigest() != checked.index.sha256:
+                raise find_damaged(f) or PartError(
+                    f"{path}: the parts join to sha256:{whole.hexdigest()}, the index says "
+                    f"sha256:{checked.index.sha256}", hint="ask for the set again")
+    return JoinResult(out, checked.index)
 
 
 # --------------------------------------------------------------------------------------------------

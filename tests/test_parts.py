@@ -423,3 +423,43 @@ def test_unreadable_part_and_a_set_that_is_no_bundle(made: dict[str, Any], tmp_p
     with pytest.raises(PartError, match="do not begin with the statement the index names"):
         with parts.open_bundle(tmp_path / "plain.tar.parts.json", made["trust"], NOW):
             pass  # pragma: no cover - refused on opening
+
+
+# --- join ----------------------------------------------------------------------------------------
+
+def test_cli_join_writes_the_bundle_that_was_split_beside_the_index(made: dict[str, Any], run_cli: Any,
+                                                                    tmp_path: Path) -> None:
+    index = copy_set(made, tmp_path / "set")
+    res = run_cli("join", str(index), "--policy", str(made["policy"]))
+    assert res.returncode == 0, res.stderr
+    joined = tmp_path / "set" / "app.bundle.tar"  # the name the signed index gives the bundle
+    assert joined.read_bytes() == made["built"].path.read_bytes()
+    assert res.stdout.startswith(f"joined {len(made['done'].index.parts)} part(s) of {index} into {joined} (")
+    assert cli_verify(run_cli, made, joined).returncode == 0
+    again = run_cli("join", str(index), "--policy", str(made["policy"]), "--output", str(joined))
+    assert again.returncode == 2 and f"{joined} already exists" in again.stderr
+
+
+def test_join_refuses_a_damaged_or_missing_part_and_leaves_nothing(made: dict[str, Any], run_cli: Any,
+                                                                   tmp_path: Path) -> None:
+    index = copy_set(made, tmp_path / "set")
+    n = len(made["done"].index.parts)
+    part = tmp_path / "set/app.bundle.tar.part-0002"
+    original = part.read_bytes()
+    part.write_bytes(original[:10] + bytes([original[10] ^ 1]) + original[11:])  # same size, other bytes
+    out = tmp_path / "joined.tar"
+    with pytest.raises(PartError, match=rf"part 2 of {n} \(app.bundle.tar.part-0002\) is damaged: sha256 "):
+        parts.join(index, made["trust"], NOW, out)
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".joined.tar")]
+    part.unlink()
+    res = run_cli("join", str(index), "--policy", str(made["policy"]), "--output", str(out))
+    assert res.returncode == 31 and f"part 2 of {n} (app.bundle.tar.part-0002) is missing" in res.stderr
+    assert not out.exists()
+
+
+def test_join_checks_the_index_signature_against_the_policy_first(made: dict[str, Any], tmp_path: Path) -> None:
+    index = copy_set(made, tmp_path / "set")
+    resign(index, replace(made["done"].index, authority="customer"), made["customer"], "customer")
+    with pytest.raises(VerificationError, match="signed as 'customer', which the policy does not require") as info:
+        parts.join(index, made["trust"], NOW, tmp_path / "joined.tar")
+    assert info.value.exit_code == 22 and not (tmp_path / "joined.tar").exists()
