@@ -16,6 +16,7 @@ from bundler import archive, pipeline
 from bundler.errors import ArchiveError, DigestMismatchError, UnsafeArchiveError
 from tests.support.bundles import EPOCH
 from tests.support.limits import file_size_limit
+from tests.support.writeback import record_writeback
 
 STATEMENT = b'{"files":' + b"x" * 700 + b"}"
 SIGNATURES = [("signatures/vendor.sigstore.json", b'{"sig":1}'), ("signatures/customer.sigstore.json", b'{"sig":2}')]
@@ -179,15 +180,7 @@ def test_the_archive_hands_every_8_mib_to_write_back_as_it_goes(tmp_path: Path,
     """The bundle's disk write starts while it is written, not at the final fsync (a warm 1 GB build:
     1.56 s instead of 2.08 s, docs/performance.md "Build"): each 8 MiB written, in order, from the end
     of the reserved statement slot on, with no gap and no overlap."""
-    advice: list[tuple[int, int]] = []
-    real = os.posix_fadvise
-
-    def spy(fd: int, offset: int, length: int, how: int) -> None:
-        assert how == os.POSIX_FADV_DONTNEED
-        advice.append((offset, length))
-        real(fd, offset, length, how)
-
-    monkeypatch.setattr(os, "posix_fadvise", spy)
+    advice = record_writeback(monkeypatch)
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "big").write_bytes(os.urandom(30 << 20))
     out = tmp_path / "big.tar"

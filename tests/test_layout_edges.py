@@ -16,6 +16,7 @@ from bundler.errors import DigestMismatchError
 from bundler.layout import RECORD, Layout, LayoutError
 from bundler.oci import OCI_MANIFEST, Descriptor, sha256_digest
 from tests.support.limits import file_size_limit
+from tests.support.writeback import record_writeback
 
 DATA = b"layer " * 50_000
 DIGEST = sha256_digest(DATA)
@@ -129,15 +130,7 @@ def test_a_big_blob_hands_every_8_mib_to_write_back_as_it_goes(tmp_path: Path, m
     promise: docs/performance.md "Build"). The advice is recorded, then passed on to the kernel."""
     import bundler.layout as layout_mod
 
-    advice: list[tuple[int, int]] = []
-    real = os.posix_fadvise
-
-    def spy(fd: int, offset: int, length: int, how: int) -> None:
-        assert how == os.POSIX_FADV_DONTNEED
-        advice.append((offset, length))
-        real(fd, offset, length, how)
-
-    monkeypatch.setattr(os, "posix_fadvise", spy)
+    advice = record_writeback(monkeypatch)
     big = os.urandom(20 << 20) + b"tail"
     layout = Layout(tmp_path)
     have = 3 << 20  # a partial file from an interrupted run: write-back starts where it left off
