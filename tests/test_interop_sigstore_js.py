@@ -37,6 +37,15 @@ def _sigstore_js(signature: bytes, public_pem: Path, statement: bytes, tmp: Path
                            str(tmp / "statement.json"), *map(str, decoys)], capture_output=True, text=True, timeout=60)
 
 
+def _assert_refused_with_payload(signature: bytes, payload: bytes, public_pem: Path, tmp: Path) -> None:
+    """The signature file with another payload in its envelope (the signature left as it was): refused."""
+    doc = json.loads(signature)
+    assert base64.b64decode(doc["dsseEnvelope"]["payload"]) != payload
+    doc["dsseEnvelope"]["payload"] = base64.b64encode(payload).decode()
+    bad = _sigstore_js(json.dumps(doc).encode(), public_pem, payload, tmp)
+    assert bad.returncode == 1 and "SIGNATURE_ERROR" in bad.stdout
+
+
 @pytest.mark.parametrize("kind", ["ecdsa-p256", "ed25519", "rsa-3072"])
 def test_sigstore_js_verifies_our_signature_and_rejects_tampering(tmp_path: Path, kind: str) -> None:
     signer, pub = Pki(tmp_path / "pki").signer("vendor", kind)
@@ -61,12 +70,8 @@ def test_sigstore_js_verifies_our_signature_and_rejects_tampering(tmp_path: Path
     assert unselected.returncode == 1 and "no key with hint SHA256:" in unselected.stdout
 
     # A tampered statement inside the envelope: the signature no longer verifies.
-    doc = json.loads(signature)
     tampered = statement.replace(b"demo", b"dem0", 1)
-    assert tampered != statement
-    doc["dsseEnvelope"]["payload"] = base64.b64encode(tampered).decode()
-    bad = _sigstore_js(json.dumps(doc).encode(), pub, tampered, tmp_path)
-    assert bad.returncode == 1 and "SIGNATURE_ERROR" in bad.stdout
+    _assert_refused_with_payload(signature, tampered, pub, tmp_path)
 
     # The envelope intact but the bundle's statement file changed: the payload no longer matches it.
     mismatch = _sigstore_js(signature, pub, tampered, tmp_path)
@@ -96,9 +101,4 @@ def test_sigstore_js_verifies_a_parts_index_signed_as_a_signature_file(tmp_path:
     ok = _sigstore_js(signature, pub, document, tmp_path)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     # a part's digest changed inside the signed index: sigstore-js refuses it, as verify does (exit 24)
-    doc = json.loads(signature)
-    tampered = document.replace(b'"sha256":"', b'"sha256":"0', 1)
-    assert tampered != document
-    doc["dsseEnvelope"]["payload"] = base64.b64encode(tampered).decode()
-    bad = _sigstore_js(json.dumps(doc).encode(), pub, tampered, tmp_path)
-    assert bad.returncode == 1 and "SIGNATURE_ERROR" in bad.stdout
+    _assert_refused_with_payload(signature, document.replace(b'"sha256":"', b'"sha256":"0', 1), pub, tmp_path)
