@@ -260,9 +260,3 @@ class Transport:
             self._idle.setdefault(key, []).append(conn)
         else:
             conn.close()
-
-    def close(self) -> None:
-        for conns in self._idle.values():
-            for conn in conns:
-                conn.close()
-        self._idle.clear()

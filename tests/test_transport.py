@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import base64
 import gzip
+import shutil
 import socket
+import subprocess
 import threading
+import zlib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -47,6 +51,10 @@ def test_plain_http_goes_through_the_proxy_the_environment_names(registry: Any, 
     manifest = _client(registry, insecure=True).get_manifest(ImageRef.parse(f"{registry.host}/proxied/app:v1"))
     assert manifest.digest == INDEX.digest and manifest.media_type == OCI_INDEX
     assert proxy.seen == [f"GET http://{registry.host}/v2/proxied/app/manifests/v1"]
+    assert proxy.authorizations == [None]
+    monkeypatch.setenv("HTTP_PROXY", proxy.url.replace("http://", "http://user:pw@"))  # credentials in the URL
+    _client(registry, insecure=True).get_manifest(ImageRef.parse(f"{registry.host}/proxied/app:v1"))
+    assert proxy.authorizations[1] == "Basic " + base64.b64encode(b"user:pw").decode()
 
 
 def test_no_proxy_names_hosts_reached_directly(registry: Any, proxy: ForwardProxy,
@@ -147,6 +155,34 @@ def test_a_body_cut_short_is_an_error_not_a_short_read() -> None:
         b"".join(resp.stream(4))
 
 
+def test_a_server_that_stops_sending_times_out_as_a_transport_error() -> None:
+    def stall(conn: socket.socket, _: bytes) -> bool:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+        threading.Event().wait(5)  # keeps the connection open, sends nothing more
+        return False
+
+    url, _ = _serve(stall)
+    resp = Transport(connect_timeout=5, read_timeout=0.3).request("GET", url + "/blob", {})
+    with pytest.raises(TransportError, match="^TimeoutError: timed out$"):
+        _body(resp)
+
+
+def test_deflate_is_decoded_too_whatever_the_chunk_size() -> None:
+    text = b"apiVersion: v1\n" * 1000
+    packed = zlib.compress(text)
+    url, _ = _serve(lambda conn, _: conn.sendall(_ok(packed, "Content-Encoding: deflate\r\n")) or True)
+    resp = _transport().request("GET", url, {})
+    assert b"".join(resp.stream(7, decode=True)) == text  # 7-byte reads: some decode to nothing yet
+
+
+def test_a_ca_folder_is_trusted_like_a_ca_file(tls_registry: Any, tmp_path: Path) -> None:
+    folder = tmp_path / "ca"
+    folder.mkdir()
+    shutil.copy(tls_registry.ca_file, folder / "ca.pem")
+    subprocess.run(["openssl", "rehash", str(folder)], check=True, capture_output=True)  # <hash>.0 links
+    assert _transport().request("GET", tls_registry.url + "/v2/", {}, verify=str(folder)).status_code == 200
+
+
 def test_content_encoding_is_decoded_only_when_asked() -> None:
     packed = gzip.compress(b"apiVersion: v1\n" * 100)
     url, _ = _serve(lambda conn, _: conn.sendall(_ok(packed, "Content-Encoding: gzip\r\n")) or True)
@@ -167,7 +203,7 @@ def test_a_refused_connection_says_so() -> None:
     assert info.value.refused and str(info.value).startswith("ConnectionRefusedError")
 
 
-def test_tls_trust_is_explicit(tls_registry: Any, tmp_path: Any) -> None:
+def test_tls_trust_is_explicit(tls_registry: Any, tmp_path: Path) -> None:
     transport = _transport()
     resp = transport.request("GET", tls_registry.url + "/v2/", {}, verify=str(tls_registry.ca_file))
     assert resp.status_code == 200
