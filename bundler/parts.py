@@ -557,7 +557,7 @@ def _write_part(f: BundleBytes, bundle: Path, number: int, offset: int, length: 
     name = part_name(bundle.name, number)
     fd, temp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".partial")
     temps.append(Path(temp))
-    hasher, done = hashlib.sha256(), 0
+    hasher, done, started = hashlib.sha256(), 0, 0
     with os.fdopen(fd, "wb", buffering=CHUNK) as out:  # buffered: it retries a short write, or raises
         os.fchmod(out.fileno(), 0o644)
         while done < length:
@@ -570,6 +570,10 @@ def _write_part(f: BundleBytes, bundle: Path, number: int, offset: int, length: 
             out.write(view[:n])
             pending.result()
             done += n
+            if done - started >= WRITEBACK_STEP:
+                out.flush()
+                start_writeback(out.fileno(), started, done - started)
+                started = done
         out.flush()
         os.fsync(out.fileno())
     return Part(name, length, hasher.hexdigest(), offset)

@@ -465,18 +465,21 @@ def test_join_checks_the_index_signature_against_the_policy_first(made: dict[str
     assert info.value.exit_code == 22 and not (tmp_path / "joined.tar").exists()
 
 
-def test_join_hands_every_8_mib_to_write_back_as_it_goes(made: dict[str, Any], tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_split_and_join_hand_every_8_mib_to_write_back_as_they_go(made: dict[str, Any], tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.support.bundles import small_payload
     from tests.support.writeback import record_writeback
 
     payload = small_payload()
-    payload["charts/demo-1.0.0.tgz"] = os.urandom(20 << 20)  # a big member: the bundle spans 5 parts of 4 MiB
+    payload["charts/demo-1.0.0.tgz"] = os.urandom(20 << 20)  # a big member: the bundle is a little over 20 MiB
     built = build_bundle(tmp_path / "big.bundle.tar", {"vendor": made["vendor"]}, files=payload)
     (tmp_path / "set").mkdir()
-    index = parts.split(built.path, 4 << 20, made["vendor"], out_dir=tmp_path / "set").index_path
+    step = 8 << 20
     advice = record_writeback(monkeypatch)
-    parts.join(index, made["trust"], NOW, tmp_path / "joined.tar")
+    done = parts.split(built.path, 12 << 20, made["vendor"], out_dir=tmp_path / "set")
+    # each part (12 MiB, then the rest, a little over 8 MiB) from its own start: one advice after 8 MiB
+    assert [p.size >= step for p in done.index.parts] == [True, True] and advice == [(0, step), (0, step)]
+    advice.clear()
+    parts.join(done.index_path, made["trust"], NOW, tmp_path / "joined.tar")
     assert (tmp_path / "joined.tar").read_bytes() == built.path.read_bytes()
-    step = 8 << 20  # 1 MiB reads: advice after 8 and 16 MiB, the rest left to the fsync
-    assert advice == [(0, step), (step, step)]
+    assert advice == [(0, step), (step, step)]  # 1 MiB reads: after 8 and 16 MiB, the rest left to the fsync
