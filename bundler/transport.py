@@ -104,7 +104,8 @@ class Response:
         if self._closed:
             return
         self._closed = True
-        if not self._raw.isclosed() and not self._raw.will_close and (self._raw.length or _DRAIN + 1) <= _DRAIN:
+        unread = self._raw.length  # None: unknown (chunked), so not drained
+        if not self._raw.isclosed() and not self._raw.will_close and unread is not None and unread <= _DRAIN:
             try:  # a short unread body (an answer to a PUT, an error page): read it, keep the connection
                 self._raw.read()
             except _FAILURES:

@@ -129,6 +129,18 @@ def test_one_connection_serves_request_after_request() -> None:
     assert len(accepted) == 1
 
 
+def test_empty_answers_to_uploads_keep_the_connection() -> None:
+    """A push answers each POST, PATCH and PUT with an empty 201 or 202: none of them may cost a new
+    connection (the body is never read: its length is 0)."""
+    url, accepted = _serve(lambda conn, _: conn.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n") or True)
+    transport = _transport()
+    for _ in range(4):
+        resp = transport.request("PUT", url + "/v2/x/blobs/uploads/1", {}, body=lambda: b"data")
+        assert resp.status_code == 201
+        resp.close()
+    assert len(accepted) == 1
+
+
 def test_a_kept_connection_the_server_closed_meanwhile_is_replaced_once() -> None:
     def once(conn: socket.socket, _: bytes) -> bool:
         conn.sendall(_ok(b"hello"))
