@@ -1048,10 +1048,8 @@ def join_command(index: str, policy: str, output: str | None, as_json: bool) -> 
     from . import keys, parts
 
     trust = keys.load_trust(policy)
-    path, now = Path(index), datetime.datetime.now(datetime.UTC)
-    # the default name is the bundle's own, as the signed index names it (a plain file name: the index refuses others)
-    out = Path(output) if output else path.parent / parts.read_index(path, trust, now).index.bundle
-    done = parts.join(path, trust, now, out)
+    path = Path(index)
+    done = parts.join(path, trust, datetime.datetime.now(datetime.UTC), Path(output) if output else None)
     if as_json:
         click.echo(json.dumps({"path": str(done.path), "bundle": done.index.to_json()}, indent=2))
     else:

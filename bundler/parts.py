@@ -446,8 +446,9 @@ class JoinResult:
     index: PartsIndex
 
 
-def join(path: Path, trust: TrustPolicy, now: dt.datetime, out: Path) -> JoinResult:
-    """Write the bundle a split set stands for as one file at `out`, for tools that need one file.
+def join(path: Path, trust: TrustPolicy, now: dt.datetime, out: Path | None = None) -> JoinResult:
+    """Write the bundle a split set stands for as one file at `out` (default: the bundle's name as the
+    signed index gives it, beside the index), for tools that need one file.
 
     The index is checked against `trust` first and the parts' sizes and statement as `open_set` checks
     them; then every part is read once, in order, and the whole must hash to the index's sha256 (else
@@ -459,10 +460,11 @@ def join(path: Path, trust: TrustPolicy, now: dt.datetime, out: Path) -> JoinRes
         UsageError: `out` exists; the errors of `open_set`; PartError: a part's bytes differ;
         ArchiveError: `out` cannot be written.
     """
-    if out.exists() or out.is_symlink():
-        raise UsageError(f"{out} already exists", hint="give --output a new file name")
     with open_set(path, trust, now) as f:
         checked = f.checked
+        out = out or path.parent / checked.index.bundle  # a plain file name: the index refuses any other
+        if out.exists() or out.is_symlink():
+            raise UsageError(f"{out} already exists", hint="give --output a new file name")
         whole, done, started = hashlib.sha256(), 0, 0
         buffer = memoryview(bytearray(CHUNK))
         with archive.atomic_fd(out, "join the parts") as fd:
