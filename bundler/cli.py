@@ -922,7 +922,7 @@ def push_command(bundle: str, policy: str, registry_host: str | None, insecure: 
         _log_to_stderr()  # after verification: its accepted signatures are printed once, as `verify` prints them
         host = registry_host or verified.bom.local_registry
         target = push_mod.Target(host, insecure=host in insecure, ca_file=Path(ca_file) if ca_file else None)
-        client = push_mod.connect(target, jobs=jobs)
+        client = push_mod.connect(target)
         # One line naming the endpoint, before the first request.
         click.echo(f"push: target {'; '.join(client.describe())}" + (" (dry run: nothing is sent)" if dry_run else ""),
                    err=as_json)

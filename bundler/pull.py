@@ -468,7 +468,7 @@ def _open(refs: Sequence[str], out: Layout, store: Layout, sources: Sources | No
         routes = plan_routes(sorted({r.domain for _, r in parsed if r not in local}), sources.registries,
                              insecure_hosts=sources.insecure_hosts, ca_file=sources.ca_file, environ=environ)
         client = RegistryClient(routes, retries=sources.retries, backoff=sources.backoff, timeout=sources.timeout,
-                                pool_size=max(1, jobs), sleep=sources.sleep)
+                                sleep=sources.sleep)
         # One line, before the first request: every endpoint this run may contact.
         log.info("pull: endpoints: %s; cache: %s", "; ".join(client.describe()) or "none",
                  store.path if store is not out else "none")

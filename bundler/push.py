@@ -88,7 +88,7 @@ class Target:
         return ImageRef.parse(f"{self.host}/{parsed.path}" + (f":{parsed.tag}" if parsed.tag else ""))
 
 
-def connect(target: Target, *, jobs: int = DEFAULT_JOBS, environ: dict[str, str] | None = None) -> RegistryClient:
+def connect(target: Target, *, environ: dict[str, str] | None = None) -> RegistryClient:
     """A client for the target alone, with credentials and TLS found exactly as `pull` finds them.
 
     Raises:
@@ -96,7 +96,7 @@ def connect(target: Target, *, jobs: int = DEFAULT_JOBS, environ: dict[str, str]
     """
     routes = plan_routes([target.host], [RegistryConfig(target.host, insecure=target.insecure)],
                          ca_file=target.ca_file, environ=environ)
-    return RegistryClient(routes, pool_size=max(1, jobs))
+    return RegistryClient(routes)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -281,15 +281,13 @@ class RegistryClient:
         retries: attempts after the first, on connection errors, 5xx and 429.
         backoff: first backoff in seconds (doubles, with jitter, capped at `max_backoff`).
         timeout: seconds to wait for a connection or for the next bytes.
-        pool_size: accepted for compatibility; a thread keeps one connection per host it talks to.
     """
 
     def __init__(self, routes: Mapping[str, Sequence[Endpoint]], *, retries: int = 5, backoff: float = 0.5,
-                 max_backoff: float = 30.0, timeout: float = 60.0, pool_size: int = 8,
+                 max_backoff: float = 30.0, timeout: float = 60.0,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.routes = {h: tuple(e) for h, e in routes.items()}
         self.retries, self.backoff, self.max_backoff, self.timeout = retries, backoff, max_backoff, timeout
-        self.pool_size = pool_size
         self._sleep = sleep
         self._local = threading.local()
         self._lock = threading.Lock()
