@@ -44,6 +44,7 @@ from tests.support.bundles import (
     statement_for,
     tar_info,
     tar_with,
+    without_hint,
     write_policy,
 )
 from tests.support.bundles import world as make_world
@@ -631,10 +632,7 @@ def test_an_expired_pinned_key_is_named_when_the_signature_gives_no_hint(world: 
     signer, pub = world["pki"].signer("pinned")
     other, other_pub = world["pki"].signer("other")
     built = build_bundle(world["tmp"] / "b.tar", {"vendor": signer})
-    sig = json.loads(built.signatures["vendor"])
-    sig["verificationMaterial"]["publicKey"]["hint"] = ""
-    unhinted = build_bundle(world["tmp"] / "u.tar", {}, files={**built.files, "_index": b""}, statement=built.statement,
-                            extra={"signatures/vendor.sigstore.json": json.dumps(sig).encode()})
+    unhinted = without_hint(built, world["tmp"] / "u.tar")
     first, second = NOW - dt.timedelta(days=2), NOW - dt.timedelta(days=1)
     keys_ = [{"path": str(pub), "notAfter": first.strftime("%Y-%m-%dT%H:%M:%SZ")},
              {"path": str(other_pub), "notAfter": second.strftime("%Y-%m-%dT%H:%M:%SZ")}]

@@ -37,6 +37,7 @@ from tests.support.bundles import (
     sha,
     small_payload,
     statement_for,
+    without_hint,
     write_policy,
 )
 
@@ -368,10 +369,7 @@ def test_a_signature_no_candidate_key_verifies_names_the_first_candidate(world: 
     _, second_pub = world["pki"].signer("second")
     stranger, _ = world["pki"].signer("stranger")
     built = build_bundle(world["tmp"] / "b.tar", {"vendor": stranger})
-    sig = json.loads(built.signatures["vendor"])
-    sig["verificationMaterial"]["publicKey"]["hint"] = ""
-    unhinted = build_bundle(world["tmp"] / "u.tar", {}, files={**built.files, "_index": b""},
-                            statement=built.statement, extra={SIG: json.dumps(sig).encode()})
+    unhinted = without_hint(built, world["tmp"] / "u.tar")
     policy = {"vendor": {"keys": [{"path": str(first_pub)}, {"path": str(second_pub)}]}}
     trust = keys.load_trust(write_policy(world["tmp"] / "p.yaml", policy))
     result = verify.verify(unhinted.path, trust, now=NOW)
@@ -389,10 +387,7 @@ def test_an_accepted_pinned_key_reports_its_own_not_after(world: dict) -> None:
     _, first_pub = world["pki"].signer("first")
     second, second_pub = world["pki"].signer("second")
     built = build_bundle(world["tmp"] / "b.tar", {"vendor": second})
-    sig = json.loads(built.signatures["vendor"])
-    sig["verificationMaterial"]["publicKey"]["hint"] = ""
-    unhinted = build_bundle(world["tmp"] / "u.tar", {}, files={**built.files, "_index": b""},
-                            statement=built.statement, extra={SIG: json.dumps(sig).encode()})
+    unhinted = without_hint(built, world["tmp"] / "u.tar")
     soon, later = NOW + dt.timedelta(days=10), NOW + dt.timedelta(days=400)
     policy = {"vendor": {"keys": [{"path": str(first_pub), "notAfter": soon.strftime("%Y-%m-%dT%H:%M:%SZ")},
                                   {"path": str(second_pub), "notAfter": later.strftime("%Y-%m-%dT%H:%M:%SZ")}]}}

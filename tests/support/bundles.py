@@ -130,6 +130,15 @@ def build_bundle(out: Path, signers: Mapping[str, keys.Signer], *, files: dict[s
     return BuiltBundle(out, statement, payload, sigs)
 
 
+def without_hint(built: BuiltBundle, out: Path) -> BuiltBundle:
+    """`built` written again to `out` with the vendor signature's key hint emptied (nothing else changed,
+    the signature still valid): a verifier must then try every pinned key of the authority."""
+    sig = json.loads(built.signatures["vendor"])
+    sig["verificationMaterial"]["publicKey"]["hint"] = ""
+    return build_bundle(out, {}, files={**built.files, "_index": b""}, statement=built.statement,
+                        extra={archive.signature_name("vendor"): json.dumps(sig).encode()})
+
+
 class Pki:
     """Keys and certificates for tests, written under `root`."""
 
