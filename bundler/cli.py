@@ -11,7 +11,6 @@ registry client (nothing that can open a connection), and `ref` starts in a tent
 from __future__ import annotations
 
 import atexit
-import contextlib
 import datetime
 import json
 import logging
@@ -325,8 +324,7 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, audit_log: 
     try:
         if audit_log:
             audit.check_log(Path(audit_log))  # fail before extracting, not after
-        with parts.open_bundle(bundle, trust, now) as source, \
-                parts.open_bundle(base, trust, now) if base else contextlib.nullcontext() as base_source:
+        with parts.open_bundle(bundle, trust, now) as source, parts.open_optional(base, trust, now) as base_source:
             _echo_parts(source, err=as_json)  # a file, or a split bundle's parts (the base may be split too)
             parts_json = source.checked.to_json() if isinstance(source, parts.PartsFile) else None
             if extract_to and base_source:
@@ -793,8 +791,9 @@ def pull_command(sources: tuple[str, ...], output: str, platform_texts: tuple[st
     SPEC (a bundle.yaml): pulls its extraImages and the images: entries that name a tag or digest,
     from the registries (and mirrors) it lists; an image the lock beside SPEC (bundle.lock) pins is
     fetched by that digest, as `build` fetches it, so a warm run asks no registry anything. REF...:
-    pulls those references, from their own registries only. Exit codes: 4 registry unreachable or refusing, 5 authentication, 6 not found,
-    7 digest mismatch, 8 missing platform, 9 --offline and not cached, 2 bad input
+    pulls those references, from their own registries only. Exit codes: 4 registry unreachable or
+    refusing, 5 authentication, 6 not found, 7 digest mismatch, 8 missing platform, 9 --offline and not
+    cached, 2 bad input
     (docs/release-engineer.md "pull").
 
     \b
@@ -809,14 +808,19 @@ def pull_command(sources: tuple[str, ...], output: str, platform_texts: tuple[st
 
     _log_to_stderr()
     first = Path(sources[0])
-    spec_path: Path | None = None
+    pins = None
     if len(sources) == 1 and first.suffix in (".yaml", ".yml") and first.is_file():
         from . import lock as lock_mod
 
-        spec_path = first
         spec = spec_mod.load(first)
         refs = [e.ref for e in spec.extra_images] + [str(o.ref) for o in spec.images
                                                      if not o.exclude and (o.ref.tag or o.ref.digest)]
+        lock_path = lock_mod.path_for(first)
+        if not no_lock and lock_path.exists():  # as build reads it: the locked digests, no tag resolved
+            pins = lock_mod.pins(lock_mod.load(lock_path))
+            pinned = sum(1 for r in refs if ImageRef.parse(r).canonical in pins)
+            click.echo(f"pull: {pinned} of {len(refs)} image(s) by the digests {lock_path} pins "
+                       "(the rest by tag; --no-lock resolves every tag)", err=True)
         srcs = Sources(registries=spec.registries, insecure_hosts=insecure,
                        ca_file=Path(ca_file) if ca_file else None)
         platforms = spec.platforms
@@ -828,13 +832,6 @@ def pull_command(sources: tuple[str, ...], output: str, platform_texts: tuple[st
         options_for = lambda ref: None  # noqa: E731
     if platform_texts:
         platforms = tuple(Platform.parse(p) for p in platform_texts)
-    pins = None
-    if spec_path is not None and not no_lock and lock_mod.path_for(spec_path).exists():
-        lock_path = lock_mod.path_for(spec_path)
-        pins = lock_mod.pins(lock_mod.load(lock_path))
-        pinned = sum(1 for r in refs if ImageRef.parse(r).canonical in pins)
-        click.echo(f"pull: {pinned} of {len(refs)} image(s) by the digests {lock_path} pins "
-                   "(the rest by tag; --no-lock resolves every tag)", err=True)
     progress = _Progress(sys.stderr.isatty())
     images = pull(refs, layout=Path(output), platforms=platforms, options_for=options_for, sources=srcs,
                   cache=Path(cache_dir) if cache_dir else default_cache_dir(), jobs=jobs, offline=offline,
@@ -913,7 +910,7 @@ def push_command(bundle: str, policy: str, registry_host: str | None, insecure: 
         audit.check_log(log_path)  # fail before anything is sent, not after an unrecorded push
     now = datetime.datetime.now(datetime.UTC)
     with parts.open_bundle(bundle, trust, now) as source, \
-            parts.open_bundle(base, trust, now) if base else contextlib.nullcontext() as base_source, \
+            parts.open_optional(base, trust, now) as base_source, \
             push_mod.open_verified(source, trust, now=now, base=base_source) as verified:
         _echo_parts(source, err=as_json)
         _echo_verified(bundle, verified.verification, err=as_json)

@@ -440,6 +440,17 @@ def open_bundle(path: Path | str, trust: TrustPolicy | None, now: dt.datetime) -
             yield f
 
 
+@contextmanager
+def open_optional(path: Path | str | None, trust: TrustPolicy | None,
+                  now: dt.datetime) -> Iterator[BundleBytes | None]:
+    """`open_bundle`, or None when no path is given (an optional `--base`)."""
+    if path is None:
+        yield None
+    else:
+        with open_bundle(path, trust, now) as f:
+            yield f
+
+
 @dataclass(frozen=True)
 class JoinResult:
     path: Path
