@@ -16,7 +16,7 @@ Docker token auth flow (`WWW-Authenticate: Bearer realm=...,service=...,scope=..
 auth, RFC 9110 Retry-After.
 
 Transport is transport.py, on the standard library's http.client (not oras-py, and no longer
-requests: its import cost more than half of a warm pull). We need byte-exact raw streams (no content
+requests: without its import a warm pull went from 230 to 170 ms). We need byte-exact raw streams (no content
 decoding), Range resumption inside one logical stream, per-request CA bundles, and our own retry policy.
 Every request passes its trust (`verify`) explicitly; no ~/.netrc is read. `REQUESTS_CA_BUNDLE` and
 `CURL_CA_BUNDLE` are honoured as the default CA bundle (`_default_ca`), as before. Proxies come from the
