@@ -90,3 +90,23 @@ def test_signing_does_not_load_the_cloud_kms_sdks(tmp_path: Path) -> None:
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout == "['securesystemslib', 'sigstore_models']\n"
+
+
+def test_start_up_objects_are_kept_from_the_collector_and_the_command_runs_with_it_on() -> None:
+    """bundler/__main__.py: the import of the command line and the exit skip the cyclic collector."""
+    probe = ("import gc, sys\n"
+             "from bundler.__main__ import main\n"
+             "sys.argv = ['airgap-bundle', 'ref', 'nginx']\n"
+             "seen = []\n"
+             "import bundler.cli\n"
+             "real = bundler.cli.main\n"
+             "bundler.cli.main = lambda: (seen.append((gc.isenabled(), gc.get_freeze_count())), real())[1]\n"
+             "try:\n"
+             "    main()\n"
+             "except SystemExit as exc:\n"
+             "    code = exc.code\n"
+             "print(code, seen[0][0], seen[0][1] > 10_000, gc.get_freeze_count() > seen[0][1])\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "0 True True True", done.stdout
