@@ -31,8 +31,21 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_pull import MB, PLATFORMS, build_and_push, image_arguments, registry_workdir, run_tool  # noqa: E402
-from machine_limits import tool_env  # noqa: E402
+from bench_pull import (  # noqa: E402
+    MB,
+    PLATFORMS,
+    build_and_push,
+    image_arguments,
+    process_floor,
+    registry_workdir,
+    run_tool,
+)
+from machine_limits import sha256_limit, tool_env  # noqa: E402
+
+# The third-party libraries every signed build loads (command line, spec schema and YAML, keys and
+# certificates, the Sigstore bundle, the in-toto statement's canonical JSON, the CycloneDX BOM).
+BUILD_LIBRARIES = ("import click, jsonschema, ruamel.yaml, cryptography.x509, sigstore_models.bundle.v1, rfc8785, "
+                   "cyclonedx.model.bom")
 
 from tests.support.images import Pusher  # noqa: E402
 
@@ -64,6 +77,15 @@ def run_build(work: Path, spec: Path, cache: Path, out: Path, repo: Path = REPO)
     return timed([sys.executable, "-m", "bundler", "build", str(spec), "--output", str(out), "--key",
                   str(work / "vendor.key"), "--cert", str(work / "vendor.crt"), "--cache", str(cache)], cwd=work,
                  repo=repo)
+
+
+def fresh_tar(work: Path, then: list[str]) -> float:
+    """`tar -cf` of the bundle's files into a new file (as the build writes a new file and renames it):
+    onto an existing one, ext4 starts writing the old file's replacement back at close (auto_da_alloc),
+    which made tar 1.5-3 s instead of 0.6 s here. The caller keeps the fastest of three: the strictest
+    yardstick for the build."""
+    (work / "plain.tar").unlink(missing_ok=True)
+    return timed(["sh", "-c", " && ".join([f"tar -cf '{work}/plain.tar' -C '{work}/files' .", *then])])
 
 
 def load() -> str:
@@ -108,8 +130,8 @@ def main() -> None:
                       f"({size / MB:.0f} MB of file data)")
             (work / "files").mkdir()
             subprocess.run(["tar", "-xf", str(work / "warm.bundle.tar"), "-C", str(work / "files")], check=True)
-            tar = timed(["tar", "-cf", str(work / "plain.tar"), "-C", str(work / "files"), "."])
-            tar_sync = timed(["sh", "-c", f"tar -cf '{work}/plain.tar' -C '{work}/files' . && sync '{work}/plain.tar'"])
+            tar = min(fresh_tar(work, []) for _ in range(3))
+            tar_sync = min(fresh_tar(work, [f"sync '{work}/plain.tar'"]) for _ in range(3))
             rows.append((pull, cold, warm, tar, tar_sync))
             print(f"round {n} (load before: {before}): pull {pull:.2f}s  cold build {cold:.2f}s  warm build "
                   f"{warm:.2f}s  tar -cf {tar:.2f}s  tar -cf+fsync {tar_sync:.2f}s  |  warm/tar {warm / tar:.2f}x  "
@@ -120,6 +142,11 @@ def main() -> None:
         print(f"warm build / tar -cf = {warm / tar:.2f}x (goal <= 1.3x); "
               f"warm build / (tar -cf + fsync) = {warm / tar_sync:.2f}x")
         print(f"cold build / (pull + tar -cf) = {cold / (pull + tar):.2f}x (goal <= 1.3x)")
+        # What no build that hashes each payload byte once can beat, whatever its I/O: a process that
+        # loads the libraries a signed build needs, plus sha256 of the payload at this machine's rate.
+        start, hashing = min(process_floor(BUILD_LIBRARIES, 5)), size / MB / sha256_limit()
+        print(f"floor of a hash-once build: start with its libraries {start:.2f}s + sha256 of {size / MB:.0f} MB "
+              f"{hashing:.2f}s = {start + hashing:.2f}s = {(start + hashing) / tar:.2f}x tar -cf (no I/O counted)")
 
 
 if __name__ == "__main__":
