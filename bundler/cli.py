@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -41,8 +42,20 @@ if TYPE_CHECKING:
     from .spec import ChartSource, Spec
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a CI job cancelled, a container stopped), raised in the main thread like Ctrl-C, so the
+    same unwinding runs: every output being written under a temporary name is removed, push says what
+    is already in place. The default action would end the process where it stands, temporary files
+    and all."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 class _Group(click.Group):
-    """Turns BundlerError into one line and its exit code; usage errors exit 2 (click's own)."""
+    """Turns BundlerError into one line and its exit code; usage errors exit 2 (click's own); Ctrl-C and
+    SIGTERM into one line and 130 or 143 (128 + the signal's number, as a shell reports it)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -52,6 +65,11 @@ class _Group(click.Group):
                 raise
             click.echo(f"airgap-bundle: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except KeyboardInterrupt as exc:
+            number = signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT
+            click.echo(f"airgap-bundle: stopped by {number.name}; no output was left half-written (each is "
+                       "written under a temporary name and renamed when complete); run the command again", err=True)
+            ctx.exit(128 + number)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -1290,4 +1308,5 @@ def _log_to_stderr() -> None:
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
     cli(prog_name="airgap-bundle")

@@ -356,7 +356,9 @@ def test_not_found_is_not_a_readback_problem_for_a_missing_tag(shipped: Shipped,
             client.get_manifest(ref, "1.0")
 
 
-def test_ctrl_c_stops_queued_uploads_and_says_what_is_in_place(shipped: Shipped, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("stop", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_stops_queued_uploads_and_says_what_is_in_place(shipped: Shipped, tmp_path: Path,
+                                                                        stop: signal.Signals, code: int) -> None:
     with running_registry(tmp_path / "target") as target:
         proxy = start_proxy(target.url)
         hold = proxy.add(Fault("hold", match="/blobs/uploads/", methods=("POST",), skip=1))
@@ -370,12 +372,13 @@ def test_ctrl_c_stops_queued_uploads_and_says_what_is_in_place(shipped: Shipped,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             assert hold.reached.wait(120), "the second upload never started"
-            os.kill(run.pid, signal.SIGINT)
+            os.kill(run.pid, stop)
         finally:
             hold.release.set()  # the upload under way finishes; the queued ones never start
             _, stderr = run.communicate(timeout=120)
             proxy.stop()
-        assert run.returncode != 0
+        assert run.returncode == code, stderr
+        assert f"airgap-bundle: stopped by {stop.name}; no output was left half-written" in stderr
         # the first digest (the shared base: uploaded once, mounted twice) and the second one, held
         assert "push interrupted: stopped with 4 blob(s) in place (4 sent by this run" in stderr, stderr
         assert "run the same command again" in stderr and "Traceback" not in stderr

@@ -9,12 +9,19 @@ while it exists, when the build reports the archive step.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from bundler import pipeline
 from bundler.keys import load_signer
 from bundler.spec import load as load_spec
 from tests.support.images import Pusher, multi_platform
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 class StagingWatch:
@@ -55,3 +62,36 @@ def test_staging_payload_shares_the_cache_blobs_inodes(registry, tmp_path: Path,
         cached = cache / "blobs" / "sha256" / name
         assert cached.stat().st_ino == inode, f"{name} was copied into the staging payload, not linked"
     assert output.is_file() and not list(output.parent.glob(f".{output.name}.*"))  # staging removed
+
+
+def test_a_build_stopped_by_sigterm_while_writing_leaves_no_file_behind(registry, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                                         run_cli) -> None:
+    """A CI job cancelled mid-build (SIGTERM) must not leave a half-written bundle or its staging folder:
+    the signal unwinds like Ctrl-C (bundler/cli.py `Terminated`), and exits 143."""
+    index = multi_platform("term", seed=17, platforms=("linux/amd64", "linux/arm64"), layer_size=48 << 20)
+    Pusher.to(registry).push("bench/term", index, "v1")
+    (tmp_path / "bundle.yaml").write_text(
+        "apiVersion: airgap-bundle.dev/v1alpha1\nkind: Bundle\nmetadata: {name: term, version: 1.0.0}\n"
+        "localRegistry: {host: registry.airgap.local:5000, template: '{host}/{path}'}\n"
+        f"extraImages: [{{ref: '{registry.host}/bench/term:v1', reason: test}}]\n"
+        f"registries: [{{host: '{registry.host}', insecure: true}}]\n")
+    assert run_cli("keys", "generate", "--out", "vendor", cwd=tmp_path).returncode == 0
+    assert run_cli("pull", "bundle.yaml", "--cache", "cache", "--output", "images", cwd=tmp_path).returncode == 0
+    out = tmp_path / "out"
+    out.mkdir()
+    build = subprocess.Popen([sys.executable, "-m", "bundler", "build", "bundle.yaml", "--output", "out/term.tar",
+                              "--key", "vendor.key", "--cache", "cache", "--offline"], cwd=tmp_path,
+                             env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.glob(".term.tar.*.partial")):  # the archive is being written
+            assert build.poll() is None and time.monotonic() < deadline, "the build never wrote its archive"
+            time.sleep(0.001)
+        build.send_signal(signal.SIGTERM)
+    finally:
+        _, stderr = build.communicate(timeout=120)
+    assert build.returncode == 143, stderr
+    assert "airgap-bundle: stopped by SIGTERM; no output was left half-written" in stderr, stderr
+    assert "Traceback" not in stderr
+    assert list(out.iterdir()) == []  # neither the bundle, nor its temporary file, nor the staging folder
