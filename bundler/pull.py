@@ -228,6 +228,7 @@ class _Puller:
         self.inflight: dict[str, Future[None]] = {}
         self.done_blobs = 0
         self.total_blobs = 0
+        self.stopping = threading.Event()  # set by close(): downloads under way stop at their next chunk
 
     # manifests -------------------------------------------------------------------------------------
     def manifest(self, ref: ImageRef, reference: str) -> Manifest:
@@ -347,7 +348,7 @@ class _Puller:
         for attempt in (1, 2):
             try:
                 self.store.write_blob(digest, size, lambda offset: client.blob_chunks(ref, digest, offset),
-                                      on_bytes=self.progress.transferred)
+                                      on_bytes=self._transferred)
                 return
             except DigestMismatchError as exc:
                 if attempt == 2:
@@ -355,8 +356,26 @@ class _Puller:
                                               hint=exc.hint) from None
                 log.warning("%s: %s; discarded, fetching once more", ref, exc.message)
 
+    def _transferred(self, n: int) -> None:
+        if self.stopping.is_set():
+            raise _Stopped()  # the partial file stays: the next run continues it with a Range request
+        self.progress.transferred(n)
+
     def close(self) -> None:
+        """Wait for the blob tasks; queued ones never start. On success every task is done already; when
+        the run failed or was interrupted (Ctrl-C, SIGTERM), a multi-gigabyte download under way stops
+        at its next chunk instead of keeping the process alive until it ends."""
+        self.stopping.set()
+        with self.lock:
+            under_way = sum(1 for fut in self.inflight.values() if fut.running())
+        if under_way:
+            log.info("pull: stopping; %d download(s) under way stop at their next chunk (their bytes are kept in the "
+                     "cache's .partial folder for the next run)", under_way)
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Stopped(Exception):
+    """A download stopped because the run is ending; never reported (the run's own error is)."""
 
 
 def _blobs_of(manifest: Manifest) -> list[tuple[str, int]]:

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -151,3 +152,50 @@ def test_sigkill_then_rerun_resumes_with_range(proxy: FaultProxy, refs: dict[str
     for image in BIG.images:
         assert all(layout.has_blob(b.digest) for b in image.blobs())
     assert not [p for p in partial_dir.glob("*")]
+
+
+def test_sigterm_stops_a_download_under_way_at_its_next_chunk_and_keeps_its_bytes(
+        proxy: FaultProxy, refs: dict[str, str], tmp_path: Path) -> None:
+    """A cancelled CI job (SIGTERM) or Ctrl-C ends the pull without waiting for a long download to finish:
+    the download stops at its next chunk, its bytes stay in .partial, and the next run continues them."""
+    held = BIG.images[0].layers[0]
+    pause = proxy.add(Fault("pause", match=held.digest, after=3_000_000))
+    args = [sys.executable, "-m", "bundler", "pull", "--insecure-registry", proxy.host, "--jobs", "2",
+            "--cache", str(tmp_path / "cache"), "--output", str(tmp_path / "out"), f"{proxy.host}/{refs['big']}"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    held_partial = tmp_path / "cache/blobs/sha256/.partial" / held.digest.removeprefix("sha256:")
+    child = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    stopping = threading.Event()
+
+    def read_stderr() -> None:
+        assert child.stderr is not None
+        for line in child.stderr:
+            lines.append(line)
+            if line.startswith("pull: stopping; 1 download(s) under way"):
+                stopping.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    try:
+        assert pause.reached.wait(120), "the held layer was never requested"
+        _until(lambda: held_partial.exists() and held_partial.stat().st_size >= 1 << 20, "bytes of the held layer",
+               child)
+        others = {h for h in SIZES if h != held.digest.removeprefix("sha256:")}
+        _until(lambda: others <= {p.name for p in held_partial.parent.parent.glob("*") if p.is_file()}, "other blobs",
+               child)  # so the held layer is the one download under way
+        child.send_signal(signal.SIGTERM)
+        assert stopping.wait(120), "".join(lines)  # the pull is unwinding, the held download still under way
+    finally:
+        pause.release.set()  # the held response goes on: the download must stop at its next chunk
+        child.wait(timeout=120)
+        reader.join(timeout=120)
+    assert child.returncode == 143, "".join(lines)
+    assert any(line.startswith("airgap-bundle: stopped by SIGTERM") for line in lines), "".join(lines)
+    kept = held_partial.stat().st_size
+    assert 1 << 20 <= kept < held.size  # stopped mid-way, not run to the end
+    assert not (tmp_path / "cache/blobs/sha256" / held.digest.removeprefix("sha256:")).exists()
+    proxy.clear()
+    rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert [r.range for r in proxy.requests_to(held.digest)] == [f"bytes={kept}-"]
