@@ -15,11 +15,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from bundler import pipeline
 from bundler.keys import load_signer
 from bundler.spec import load as load_spec
-from tests.support.images import Pusher, multi_platform
+from tests.support.images import Index, Pusher, multi_platform
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,15 +41,21 @@ class StagingWatch:
         pass
 
 
-def test_staging_payload_shares_the_cache_blobs_inodes(registry, tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
-    index = multi_platform("disk", seed=13, platforms=("linux/amd64", "linux/arm64"), layer_size=300_000)
-    Pusher.to(registry).push("bench/disk", index, "v1")
+def one_image_spec(registry: Any, tmp_path: Path, run_cli: Any, name: str, *, seed: int, layer_size: int) -> Index:
+    """Push one two-platform image named `name`, write a spec carrying it (bundle.yaml) and a vendor key."""
+    index = multi_platform(name, seed=seed, platforms=("linux/amd64", "linux/arm64"), layer_size=layer_size)
+    Pusher.to(registry).push(f"bench/{name}", index, "v1")
     (tmp_path / "bundle.yaml").write_text(
-        "apiVersion: airgap-bundle.dev/v1alpha1\nkind: Bundle\nmetadata: {name: disk, version: 1.0.0}\n"
+        f"apiVersion: airgap-bundle.dev/v1alpha1\nkind: Bundle\nmetadata: {{name: {name}, version: 1.0.0}}\n"
         "localRegistry: {host: registry.airgap.local:5000, template: '{host}/{path}'}\n"
-        f"extraImages: [{{ref: '{registry.host}/bench/disk:v1', reason: test}}]\n"
+        f"extraImages: [{{ref: '{registry.host}/bench/{name}:v1', reason: test}}]\n"
         f"registries: [{{host: '{registry.host}', insecure: true}}]\n")
     assert run_cli("keys", "generate", "--out", "vendor", cwd=tmp_path).returncode == 0
+    return index
+
+
+def test_staging_payload_shares_the_cache_blobs_inodes(registry, tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    index = one_image_spec(registry, tmp_path, run_cli, "disk", seed=13, layer_size=300_000)
     output, cache = tmp_path / "out" / "disk.bundle.tar", tmp_path / "cache"
     watch = StagingWatch(output)
     options = pipeline.BuildOptions(output=output, signer=load_signer(tmp_path / "vendor.key"), cache=cache)
@@ -68,14 +75,7 @@ def test_a_build_stopped_by_sigterm_while_writing_leaves_no_file_behind(registry
                                                                          run_cli) -> None:
     """A CI job cancelled mid-build (SIGTERM) must not leave a half-written bundle or its staging folder:
     the signal unwinds like Ctrl-C (bundler/cli.py `Terminated`), and exits 143."""
-    index = multi_platform("term", seed=17, platforms=("linux/amd64", "linux/arm64"), layer_size=48 << 20)
-    Pusher.to(registry).push("bench/term", index, "v1")
-    (tmp_path / "bundle.yaml").write_text(
-        "apiVersion: airgap-bundle.dev/v1alpha1\nkind: Bundle\nmetadata: {name: term, version: 1.0.0}\n"
-        "localRegistry: {host: registry.airgap.local:5000, template: '{host}/{path}'}\n"
-        f"extraImages: [{{ref: '{registry.host}/bench/term:v1', reason: test}}]\n"
-        f"registries: [{{host: '{registry.host}', insecure: true}}]\n")
-    assert run_cli("keys", "generate", "--out", "vendor", cwd=tmp_path).returncode == 0
+    one_image_spec(registry, tmp_path, run_cli, "term", seed=17, layer_size=48 << 20)
     assert run_cli("pull", "bundle.yaml", "--cache", "cache", "--output", "images", cwd=tmp_path).returncode == 0
     out = tmp_path / "out"
     out.mkdir()
