@@ -767,7 +767,8 @@ class RegistryClient:
             raise AuthError(f"{what}: {ep.url} refused access (HTTP {status}) with {source}",
                             hint="log in (docker login / podman login) or name usernameEnv/passwordEnv in the spec")
         if status == 404:
-            raise NotFoundError(f"{what}: not found at {ep.url}{path}", hint="check the repository, tag or digest")
+            where = url.partition("?")[0] if "://" in path else url  # an upload's Location: without its state
+            raise NotFoundError(f"{what}: not found at {where}", hint="check the repository, tag or digest")
         if status == 429:
             raise RateLimitedError(f"{what}: {ep.url} kept answering 429 Too Many Requests",
                                    hint="wait, authenticate, or configure a mirror")
