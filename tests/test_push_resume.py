@@ -129,15 +129,16 @@ def test_a_forgotten_session_starts_a_new_one(proxy: FaultProxy, registry: Any) 
     assert client.stats["retries"] == 1 and client.stats["resumed_bytes"] == 0
 
 
-@pytest.mark.parametrize("reported", [
-    _range(0, 4 * MIB),   # more than the 3 MiB this client sent in the session
-    "0-0",                # docker-registry's answer for an empty session (or one byte): nothing to resume
-    "1024-2097151",       # not from byte 0
-    "bytes 0-2097151/*",  # not the spec's form
-    "",                   # none
+@pytest.mark.parametrize(("name", "reported"), [
+    ("beyond", _range(0, 4 * MIB)),      # more than the 3 MiB this client sent in the session
+    ("empty", "0-0"),                    # docker-registry's answer for an empty session (or one byte)
+    ("offset", "1024-2097151"),          # not from byte 0
+    ("form", "bytes 0-2097151/*"),       # not the spec's form
+    ("none", ""),
 ])
-def test_a_range_not_to_trust_starts_a_new_session(reported: str, proxy: FaultProxy, registry: Any) -> None:
-    repo = f"resume/range-{len(reported)}"
+def test_a_range_not_to_trust_starts_a_new_session(name: str, reported: str, proxy: FaultProxy,
+                                                   registry: Any) -> None:
+    repo = f"resume/range-{name}"
     client, _, digest = _push(proxy, repo, Fault("status", match=UPLOADS, methods=("PATCH",), status=503, skip=2),
                               Fault("header", match=UPLOADS, methods=("GET",), header=("Range", reported)))
     assert _served(registry, repo, digest) == digest
