@@ -966,8 +966,9 @@ def push_command(bundle: str, policy: str, registry_host: str | None, insecure: 
                    f"{result.count('present')} already at {result.target}")
         return
     rb = result.readback
+    resumed = f"; {result.resumed_bytes:,} not sent again, interrupted uploads resumed" if result.resumed_bytes else ""
     click.echo(f"pushed {len(result.images)} images to {result.target}: {result.count('uploaded')} blob(s) uploaded "
-               f"({result.uploaded_bytes:,} bytes), {result.count('mounted')} mounted, {result.count('present')} "
+               f"({result.uploaded_bytes:,} bytes{resumed}), {result.count('mounted')} mounted, {result.count('present')} "
                f"already there, {result.count('pushed')} manifest(s) pushed"
                + (f"; read back {rb.manifests} manifests, {rb.blobs} blobs, {rb.references} references in the "
                   "rewritten manifests" if rb else ""))

@@ -308,6 +308,7 @@ class PushResult:
     blobs: tuple[BlobOutcome, ...]
     uploaded_bytes: int
     readback: Readback | None
+    resumed_bytes: int = 0  # upload bytes not sent again: the registry held them when a chunked upload failed
 
     def count(self, state: str) -> int:
         return sum(1 for b in self.blobs if b.state == state) + sum(
@@ -316,6 +317,7 @@ class PushResult:
     def to_json(self) -> dict[str, Any]:
         return {
             "target": self.target, "dryRun": self.dry_run, "uploadedBytes": self.uploaded_bytes,
+            "resumedBytes": self.resumed_bytes,
             "images": [{"local": i.local, "target": i.target, "digest": i.digest, "mediaType": i.media_type,
                         "platforms": list(i.platforms), "attestations": i.attestations,
                         "manifests": [{"reference": m.reference, "digest": m.digest, "mediaType": m.media_type,
@@ -445,6 +447,7 @@ def push(bundle: VerifiedBundle, target: Target, client: RegistryClient, *, jobs
     progress = progress or NullProgress()
     plans = plan(bundle.bom, bundle.blob, target)
     run = _Run(bundle, client, jobs=jobs, chunk_size=chunk_size, dry_run=dry_run, progress=progress)
+    resumed = client.stats["resumed_bytes"]
     try:
         client.ping(target.host)
         run.blobs(plans)
@@ -459,7 +462,7 @@ def push(bundle: VerifiedBundle, target: Target, client: RegistryClient, *, jobs
     endpoint = next(iter(client.routes.values()))[0].url
     result = PushResult(endpoint, dry_run, tuple(images),
                         tuple(sorted(run.blob_outcomes, key=lambda b: (b.repository, b.digest))),
-                        run.uploaded_bytes, None)
+                        run.uploaded_bytes, None, client.stats["resumed_bytes"] - resumed)
     if dry_run or not readback:
         return result
     return replace(result, readback=read_back(bundle, plans, target, client, jobs=jobs))

@@ -7,13 +7,14 @@ request from the byte it stopped at.
 
 The same client pushes (`blob_exists`, `mount_blob`, `push_blob`, `manifest_digest`, `put_manifest`):
 the push stage (push.py) uses it with one route, the target registry, so pull and push share auth,
-TLS, retries and redaction. An upload that fails midway is started again in a new upload session
-(after backoff): a registry discards an unfinished session, and a blob exists only once complete.
+TLS, retries and redaction. A chunked upload that fails midway asks the registry how much of the
+session it holds and goes on from there in the same session; when it cannot (and for a monolithic
+upload) it starts again in a new session. Either way after backoff, and a blob exists only once complete.
 
 Spec: OCI distribution-spec v1.1 (pulling manifests and blobs, `Range`; pushing: POST/PUT monolithic
-and POST/PATCH/PUT chunked uploads, `?mount=&from=` cross-repository mounts, manifest PUT), the
-Docker token auth flow (`WWW-Authenticate: Bearer realm=...,service=...,scope=...`), RFC 7617 basic
-auth, RFC 9110 Retry-After.
+and POST/PATCH/PUT chunked uploads, the upload status GET, `?mount=&from=` cross-repository mounts,
+manifest PUT), the Docker token auth flow (`WWW-Authenticate: Bearer realm=...,service=...,scope=...`),
+RFC 7617 basic auth, RFC 9110 Retry-After.
 
 Transport is transport.py, on the standard library's http.client (not oras-py, and no longer
 requests: without its import a warm pull went from 230 to 170 ms). We need byte-exact raw streams (no content
@@ -293,7 +294,8 @@ class RegistryClient:
         self._lock = threading.Lock()
         self._tokens: dict[tuple[str, str], str] = {}
         self._challenges: dict[str, tuple[str, dict[str, str]]] = {}
-        self.stats: dict[str, int] = {"requests": 0, "retries": 0, "resumes": 0}
+        # resumes: blob downloads continued with Range; resumed_bytes: upload bytes not sent again
+        self.stats: dict[str, int] = {"requests": 0, "retries": 0, "resumes": 0, "resumed_bytes": 0}
         self._retry_logged: set[str] = set()
 
     def describe(self) -> list[str]:
@@ -465,7 +467,11 @@ class RegistryClient:
         closing PUT when `chunk_size` is set and smaller than the blob. `read(start, length)` yields the
         blob's bytes from `start`; the registry checks `digest` before it keeps anything.
 
-        A failed attempt (connection lost, 5xx) starts a new session after backoff, `retries` times.
+        A failed attempt (connection lost, timeout, 5xx) is retried after backoff, `retries` times. A
+        chunked upload first asks the registry what the session holds (`_upload_offset`) and goes on from
+        there in the same session; when the registry cannot say, it starts a new session from byte 0. A
+        monolithic upload always starts a new session: its one PUT either completes the blob or leaves
+        nothing the spec lets a client continue.
 
         Raises:
             AuthError, DigestMismatchError, RegistryError.
@@ -473,23 +479,27 @@ class RegistryClient:
         ep = self._endpoints(ref)[0]
         repo = ep.repository(ref)
         what = f"upload {ref.name}@{digest}"
-        attempt = 0
-        while True:  # each attempt in a new upload session
+        chunked = 0 < chunk_size < size
+        attempt, start = 0, 0
+        location: str | None = None  # the session's URL for the next request; None: open a new session
+        while True:
+            sent = start  # the end of the bytes sent in this session, the failed request's included
             try:
-                resp = self._send(ep, "POST", f"/v2/{repo}/blobs/uploads/", repo, headers={"Content-Length": "0"},
-                                  push=True, ok=frozenset({202}), retries=0, what=what)
-                resp.close()
-                location = self._location(ep, resp, what)
-                start = 0
-                while chunk_size and size - start > chunk_size:
+                if location is None:
+                    resp = self._send(ep, "POST", f"/v2/{repo}/blobs/uploads/", repo, headers={"Content-Length": "0"},
+                                      push=True, ok=frozenset({202}), retries=0, what=what)
+                    resp.close()
+                    location, start = self._location(ep, resp, what), 0
+                while chunked and size - start > chunk_size:
+                    sent = start + chunk_size
                     # Content-Range is inclusive (distribution-spec "Pushing a blob in chunks").
                     headers = {"Content-Type": "application/octet-stream", "Content-Length": str(chunk_size),
-                               "Content-Range": f"{start}-{start + chunk_size - 1}"}
+                               "Content-Range": f"{start}-{sent - 1}"}
                     resp = self._send(ep, "PATCH", location, repo, headers=headers, push=True, ok=frozenset({202}),
                                       body=_body(read, start, chunk_size), retries=0, what=what)
                     resp.close()
-                    location = self._location(ep, resp, what)
-                    start += chunk_size
+                    location, start = self._location(ep, resp, what), sent
+                sent = size
                 put = location + ("&" if "?" in location else "?") + urllib.parse.urlencode({"digest": digest})
                 resp = self._send(ep, "PUT", put, repo, headers={"Content-Type": "application/octet-stream"},
                                   push=True, ok=frozenset({201}), body=_body(read, start, size - start), retries=0,
@@ -505,9 +515,45 @@ class RegistryClient:
                 with self._lock:
                     self.stats["retries"] += 1
                 delay = self._delay(attempt, None)
-                log.info("%s: %s; starting a new upload in %.1fs", what, exc.message, delay)
+                log.info("%s; %s in %.1fs", exc.message, "asking the registry what it holds"
+                         if chunked and location else "starting a new upload", delay)
                 self._sleep(delay)
                 attempt += 1
+                resumed = self._upload_offset(ep, repo, location, sent, what) if chunked and location else None
+                if resumed is None:
+                    location = None
+                    continue
+                location, start = resumed
+                with self._lock:
+                    self.stats["resumed_bytes"] += start
+                log.info("%s: resumed at byte %d of %d in the same session", what, start, size)
+
+    def _upload_offset(self, ep: Endpoint, repo: str, location: str, sent: int, what: str) -> tuple[str, int] | None:
+        """Where an interrupted chunked upload goes on: (the session's URL, the first byte the registry
+        lacks), or None when it cannot (the session is gone or the answer is not one to trust).
+
+        distribution-spec v1.1, upload status: `GET <location>` answers 204 with `Range: 0-<last byte
+        received>` (inclusive) and the `Location` for the next request; 404 means the session is gone.
+        docker-registry 2.8 answers 404 too once the session holds bytes its `Location` does not count
+        (part of a request that failed): only a request that never reached it can be resumed there.
+        """
+        try:
+            resp = self._send(ep, "GET", location, repo, headers={}, push=True, ok=frozenset({204}), retries=0,
+                              what=f"{what}: upload status")
+        except RegistryError as exc:
+            log.info("%s; starting a new upload", exc.message)
+            return None
+        resp.close()
+        match = re.fullmatch(r"(?:bytes=)?0-(\d+)", resp.headers.get("Range", "").strip())
+        received = int(match.group(1)) + 1 if match else 0
+        # Trust no Range beyond the bytes sent in this session. A wrong Range within them cannot store a
+        # wrong blob: the registry checks the digest over the whole session at the closing PUT. An empty
+        # session is reported as "0-0" (docker-registry), which could also mean one byte: start over.
+        if not 1 < received <= sent:
+            log.info("%s: the registry reports %r for %d bytes sent; starting a new upload", what,
+                     resp.headers.get("Range"), sent)
+            return None
+        return urllib.parse.urljoin(location, resp.headers.get("Location", "")), received
 
     def manifest_digest(self, ref: ImageRef, reference: str) -> str | None:
         """The digest the registry serves for a tag or digest (HEAD), or None when it has none.
@@ -655,7 +701,7 @@ class RegistryClient:
         """One logical request with retries (connection errors, 5xx, 429) and manual redirects.
 
         `body` makes a fresh request body for each attempt (a stream cannot be sent twice);
-        `retries=0` leaves retrying to the caller (an upload restarts in a new session instead).
+        `retries=0` leaves retrying to the caller (an upload resumes or restarts its session instead).
         """
         headers = {"User-Agent": "airgap-bundle", **headers}
         if not ep.keep_alive:
@@ -767,7 +813,8 @@ class RegistryClient:
             raise AuthError(f"{what}: {ep.url} refused access (HTTP {status}) with {source}",
                             hint="log in (docker login / podman login) or name usernameEnv/passwordEnv in the spec")
         if status == 404:
-            raise NotFoundError(f"{what}: not found at {ep.url}{path}", hint="check the repository, tag or digest")
+            where = url.partition("?")[0] if "://" in path else url  # an upload's Location: without its state
+            raise NotFoundError(f"{what}: not found at {where}", hint="check the repository, tag or digest")
         if status == 429:
             raise RateLimitedError(f"{what}: {ep.url} kept answering 429 Too Many Requests",
                                    hint="wait, authenticate, or configure a mirror")

@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -115,13 +116,19 @@ def test_push_anonymous_is_byte_exact_mounts_shared_layers_and_reads_back(shippe
 
 
 def test_chunked_uploads_land_byte_exact(shipped: Shipped, run_cli: Any, tmp_path: Path) -> None:
+    with tarfile.open(shipped.bundle) as tar:
+        big = next(m for m in tar if m.name.startswith("images/blobs/sha256/") and m.size > 1 << 20)
     with running_registry(tmp_path / "target") as target:
         proxy = start_proxy(target.url)
+        # one layer's closing PUT fails: the upload goes on in its session, with the PUT alone
+        proxy.add(Fault("status", match=f"digest=sha256%3A{big.name.rsplit('/', 1)[1]}", methods=("PUT",), status=503))
         try:
             done = _push(run_cli, shipped, proxy.host, "--chunk-size", "1", "--jobs", "2")
             assert done.returncode == 0, done.stderr
         finally:
             proxy.stop()
+        assert json.loads(done.stdout)["resumedBytes"] == 1 << 20
+        assert f"resumed at byte {1 << 20} of {big.size} in the same session" in done.stderr
         # the 1.5 MiB layers went as one 1 MiB PATCH each (inclusive Content-Range), the rest with the PUT
         patches = [r for r in proxy.log if r.method == "PATCH"]
         assert patches and all(r.content_range == f"0-{(1 << 20) - 1}" and r.received == 1 << 20 for r in patches)

@@ -4,7 +4,9 @@ The tool talks to the proxy as if it were the registry (`proxy.host` in image re
 rules matched against the request path, each firing a given number of times:
 
     proxy.add(Fault("drop", match="/blobs/", after=5000))          # close the connection mid-body
-    proxy.add(Fault("status", match="/manifests/", status=500))     # answer 500
+    proxy.add(Fault("cut", methods=("PATCH",), after=4096))        # close mid-request-body: never forwarded
+    proxy.add(Fault("lose", methods=("PATCH",)))                   # forwarded, then closed: the answer is lost
+    proxy.add(Fault("status", match="/manifests/", status=500))     # answer 500 (a request body is read first)
     proxy.add(Fault("status", status=429, retry_after="1"))         # 429 with Retry-After
     proxy.add(Fault("corrupt", match="/blobs/sha256:ab..."))        # flip one byte of the body
     proxy.add(Fault("header", match="/manifests/v1",                 # rewrite a response header
@@ -27,6 +29,7 @@ support only.
 from __future__ import annotations
 
 import http.server
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -38,10 +41,10 @@ HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-encodin
 
 @dataclass
 class Fault:
-    kind: str                    # drop | status | corrupt | header | redirect | pause | hold
+    kind: str                    # drop | cut | lose | status | corrupt | header | redirect | pause | hold
     match: str = "/v2/"
     times: int = 1
-    after: int = 0               # drop, pause: bytes of body sent before closing or pausing
+    after: int = 0               # drop, pause: bytes of body sent before closing or pausing; cut: received
     status: int = 500
     retry_after: str | None = None
     methods: tuple[str, ...] = ("GET",)
@@ -127,7 +130,14 @@ class FaultProxy:
                 if fault is not None and fault.kind == "hold":
                     fault.reached.set()
                     fault.release.wait(60)
+                if fault is not None and fault.kind == "cut":
+                    record.received = len(self.rfile.read(min(fault.after, record.received)))
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 if fault is not None and fault.kind == "status":
+                    if record.received:  # read the request body, so the client hears the answer
+                        self.rfile.read(record.received)
                     record.status = fault.status
                     self.send_response(fault.status)
                     if fault.retry_after is not None:
@@ -151,6 +161,11 @@ class FaultProxy:
                 upstream = session.request(method, proxy.upstream + self.path, headers=headers, data=body,
                                            stream=True, allow_redirects=False, timeout=60)
                 record.status = upstream.status_code
+                if fault is not None and fault.kind == "lose":
+                    upstream.close()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 self.send_response(upstream.status_code)
                 replaced = fault.header if fault is not None and fault.kind == "header" else None
                 for key, value in upstream.headers.items():
