@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from machine_limits import disk_limit, sha256_limit, tool_env  # noqa: E402
 
-from tests.support.images import Pusher, make_image, make_index, make_layer  # noqa: E402
+from tests.support.images import Blob, Index, Pusher, make_image, make_index, make_layer  # noqa: E402
 from tests.support.registry import TestRegistry, start_registry  # noqa: E402
 
 MB = 1_000_000
@@ -44,13 +44,24 @@ tool_env(REPO)  # bytecode compiled before anything is timed
 PLATFORMS = ("linux/amd64", "linux/arm64")
 
 
+def base_layer(size: int) -> Blob:
+    """The base layer every image shares (seeded: the same bytes in every run)."""
+    return make_layer("bench-base", size, compress=False)
+
+
+def image_index(i: int, own: int, base: Blob, version: int = 1) -> Index:
+    """Image `i` for every platform: `base`, then its own layer of `own` bytes, seeded by image, platform
+    and `version` (a new version: new own layers)."""
+    return make_index([make_image(p, [base, make_layer(f"bench/{i}/{p}/v{version}", own, compress=False)])
+                       for p in PLATFORMS])
+
+
 def build_and_push(pusher: Pusher, n: int, own: int, base_size: int, version: int = 1) -> list[str]:
-    base = make_layer("bench-base", base_size, compress=False)
+    """Push images bench/app00 ... as :v1 (the first at `version`, the others at 1); return the repositories."""
+    base = base_layer(base_size)
     repos = []
     for i in range(n):
-        images = [make_image(p, [base, make_layer(f"bench/{i}/{p}/v{version if i == 0 else 1}", own, compress=False)])
-                  for p in PLATFORMS]
-        pusher.push(f"bench/app{i:02d}", make_index(images), "v1")
+        pusher.push(f"bench/app{i:02d}", image_index(i, own, base, version if i == 0 else 1), "v1")
         repos.append(f"bench/app{i:02d}")
     return repos
 
@@ -133,13 +144,16 @@ def registry_workdir(workdir: str | None, prefix: str) -> Iterator[tuple[Path, T
             shutil.rmtree(work, ignore_errors=True)
 
 
-def image_arguments(rounds: int) -> argparse.ArgumentParser:
-    """The options of this benchmark's data set, shared with bench_build.py."""
+def image_arguments(rounds: int | None, *, images: int = 20, layer_mb: int = 24,
+                    base_mb: int = 48) -> argparse.ArgumentParser:
+    """The options of this benchmark's data set, shared with bench_build.py and bench_update.py (which
+    has its own sizes, and no --rounds when `rounds` is None)."""
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=rounds)
-    parser.add_argument("--images", type=int, default=20)
-    parser.add_argument("--layer-mb", type=int, default=24)
-    parser.add_argument("--base-mb", type=int, default=48)
+    if rounds is not None:
+        parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--images", type=int, default=images)
+    parser.add_argument("--layer-mb", type=int, default=layer_mb)
+    parser.add_argument("--base-mb", type=int, default=base_mb)
     parser.add_argument("--jobs", type=int, default=8)
     parser.add_argument("--workdir", default=None)
     return parser
@@ -155,7 +169,7 @@ def main() -> None:
         refs = [f"{reg.host}/{r}:v1" for r in repos]
         print(f"pushed {len(repos)} images x {len(PLATFORMS)} platforms in {time.perf_counter() - t0:.1f}s")
         unique = (args.base_mb + args.images * len(PLATFORMS) * args.layer_mb) * MB
-        base_digest = make_layer("bench-base", args.base_mb * MB, compress=False).digest
+        base_digest = base_layer(args.base_mb * MB).digest
         tool_times, skopeo_times = [], []
         for n in range(args.rounds):
             for d in ("t-cache", "t-out", "s-out"):

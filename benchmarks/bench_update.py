@@ -1,8 +1,9 @@
 """Benchmark: an update bundle (`build --base`) against the full bundle, when one image of 200 changes.
 
-200 images x 2 platforms (linux/amd64, linux/arm64) on one loopback docker-registry: a shared base layer
-plus one ~1 MB own layer per image and platform (uncompressed tar of seeded random bytes; built and pushed
-once). The tool runs as a whole process (`python -m bundler build`), signed, as a release engineer runs it:
+200 images x 2 platforms (linux/amd64, linux/arm64) on one loopback docker-registry, reached as a mirror
+of quay.io: bench_pull.py's images with other sizes, a shared 8 MB base layer plus one ~1 MB own layer per
+image and platform (uncompressed tar of seeded random bytes; built and pushed once). The tool runs as a
+whole process (`python -m bundler build`), signed, as a release engineer runs it:
 
 1. full build of version 1 (cold cache: it pulls everything);
 2. one image changes (a new tag with new own layers), and the spec names it;
@@ -13,18 +14,16 @@ once). The tool runs as a whole process (`python -m bundler build`), signed, as 
 It reports each bundle's size and each step's wall time, and checks the update carries exactly the
 changed image's new blobs.
 
-    .venv/bin/python benchmarks/bench_update.py [--images 200] [--layer-mb 1] [--workdir /tmp/bench-update]
+    .venv/bin/python benchmarks/bench_update.py [--images 200] [--layer-mb 1] [--base-mb 8] [--jobs 8]
+        [--workdir /tmp/bench-update]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,22 +31,22 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_pull import (  # noqa: E402
+    MB,
+    PLATFORMS,
+    base_layer,
+    build_and_push,
+    image_arguments,
+    image_index,
+    registry_workdir,
+)
 from machine_limits import tool_env  # noqa: E402
 
-from tests.support.images import Index, Pusher, make_image, make_index, make_layer  # noqa: E402
-from tests.support.registry import start_registry  # noqa: E402
+from tests.support.images import Pusher  # noqa: E402
 
-MB = 1_000_000
-tool_env(REPO)  # bytecode compiled before anything is timed
-PLATFORMS = ("linux/amd64", "linux/arm64")
 LOCAL = "registry.airgap.local:5000"
-
-
-def image(i: int, version: int, own: int, base_size: int) -> Index:
-    base = make_layer("bench-update-base", base_size, compress=False)
-    return make_index([make_image(p, [base, make_layer(f"bench-update/{i}/{p}/v{version}", own, compress=False)])
-                       for p in PLATFORMS])
 
 
 def cli(*args: str, cwd: Path) -> float:
@@ -65,7 +64,7 @@ def write_spec(directory: Path, host: str, refs: list[str], version: str) -> Non
             "metadata": {"name": "bench", "version": version, "sourceDateEpoch": 1767225600},
             "localRegistry": {"host": LOCAL}, "platforms": list(PLATFORMS),
             "extraImages": [{"ref": r, "reason": "benchmark"} for r in refs],
-            "registries": [{"host": "quay.io", "mirrors": [f"{host}/quay.io"], "skipUpstream": True},
+            "registries": [{"host": "quay.io", "mirrors": [host], "skipUpstream": True},
                            {"host": host, "insecure": True}]}
     (directory / "bundle.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
 
@@ -76,25 +75,15 @@ def blobs(bundle: Path) -> set[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--images", type=int, default=200)
-    parser.add_argument("--layer-mb", type=float, default=1.0)
-    parser.add_argument("--base-mb", type=float, default=8.0)
-    parser.add_argument("--workdir", default=None)
-    args = parser.parse_args()
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-update-"))
-    work.mkdir(parents=True, exist_ok=True)
-    reg = start_registry(work / "registry")
-    try:
-        own, base_size = int(args.layer_mb * MB), int(args.base_mb * MB)
+    args = image_arguments(rounds=None, images=200, layer_mb=1, base_mb=8).parse_args()
+    with registry_workdir(args.workdir, "bench-update-") as (work, reg):
+        own, base_size = args.layer_mb * MB, args.base_mb * MB
         pusher = Pusher.to(reg)
         t0 = time.perf_counter()
-        refs = []
-        for i in range(args.images):
-            pusher.push(f"quay.io/bench/app{i:03d}", image(i, 1, own, base_size), "v1")
-            refs.append(f"quay.io/bench/app{i:03d}:v1")  # through the mirror on the loopback registry
-        changed = image(0, 2, own, base_size)
-        pusher.push("quay.io/bench/app000", changed, "v2")
+        repos = build_and_push(pusher, args.images, own, base_size)
+        refs = [f"quay.io/{r}:v1" for r in repos]  # through the mirror on the loopback registry
+        changed = image_index(0, own, base_layer(base_size), version=2)  # a new tag with new own layers
+        pusher.push(repos[0], changed, "v2")
         print(f"pushed {args.images} images x {len(PLATFORMS)} platforms (+1 changed) in {time.perf_counter() - t0:.1f}s")
 
         for name in ("vendor-root", "vendor"):
@@ -103,9 +92,10 @@ def main() -> None:
             cli("keys", "generate", "--out", name, "--cert", *extra, cwd=work)
         (work / "policy.yaml").write_text("apiVersion: airgap-bundle.dev/v1\nkind: VerificationPolicy\n"
                                           "authorities:\n  - name: vendor\n    roots: [vendor-root.crt]\n")
-        sign = ["--key", str(work / "vendor.key"), "--cert", str(work / "vendor.crt"), "--cache", str(work / "cache")]
+        sign = ["--key", str(work / "vendor.key"), "--cert", str(work / "vendor.crt"), "--cache", str(work / "cache"),
+                "--jobs", str(args.jobs)]
         write_spec(work / "v1", reg.host, refs, "1.0.0")
-        write_spec(work / "v2", reg.host, ["quay.io/bench/app000:v2", *refs[1:]], "1.1.0")
+        write_spec(work / "v2", reg.host, [f"quay.io/{repos[0]}:v2", *refs[1:]], "1.1.0")
         v1, full, upd = work / "v1/bench.bundle.tar", work / "v2/full.bundle.tar", work / "v2/update.bundle.tar"
         times = {
             "full build v1 (cold cache)": cli("build", "bundle.yaml", "-o", str(v1), *sign, cwd=work / "v1"),
@@ -135,10 +125,6 @@ def main() -> None:
               f"from the base; statement {len(json.dumps(statement)) / 1000:.0f} kB")
         for k, t in times.items():
             print(f"time  {k}: {t:.1f}s")
-    finally:
-        reg.stop()
-        if not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -28,16 +28,18 @@ signatures mean (`verify.py` does) and never opens a network connection.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
 import shutil
 import stat
+import sys
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -710,7 +712,8 @@ def extract(source: Path | str | BundleBytes, dest: Path | str, expected: Mappin
     the headers say. Any failure removes the staging folder: `dest` never exists half-written.
 
     Raises:
-        ArchiveError: `dest` exists, or an I/O error.
+        ArchiveError: `dest` exists, or an I/O error; or the staging folder of a failed extraction
+            could not be removed (the message names it and the first failure).
         UnlistedMemberError: the archive's members differ from `expected`, or a member's bytes do.
         UnsafeArchiveError: the header scan refuses the archive.
     """
@@ -721,6 +724,7 @@ def extract(source: Path | str | BundleBytes, dest: Path | str, expected: Mappin
         raise ArchiveError(f"{dest.parent} is not a folder")
     f, owned = _open(source)
     staging: Path | None = None
+    made: list[Path] = []  # each file as it is made: a failure removes them without listing a folder
     try:
         index = read_index(f)
         present = {m.name for m in index.members}
@@ -729,18 +733,19 @@ def extract(source: Path | str | BundleBytes, dest: Path | str, expected: Mappin
             raise UnlistedMemberError(f"{dest}: archive members differ from the verified list "
                                       f"(unexpected: {unexpected[:5]}, missing: {missing[:5]})")
         staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.staging-"))
-        _extract_members(f, index.members, expected, staging)
+        _extract_members(f, index.members, expected, staging, made)
         for other, wanted in also:
             members = [m for m in read_index(other).members if m.name in wanted]
             if len(members) != len(wanted) or present & set(wanted):
                 raise UnlistedMemberError(f"{dest}: the members to take from another archive are not all there, "
                                           "or overlap the bundle's own")
-            _extract_members(other, members, wanted, staging)
+            _extract_members(other, members, wanted, staging, made)
         for name, data in (extra or {}).items():
             if name in present:
                 raise UnlistedMemberError(f"{dest}: the bundle has a member {name}, which extraction writes itself",
                                           hint="refusing to overwrite a bundle member")
             target = staging.joinpath(*check_name(name, where=str(dest)).split("/"))
+            made.append(target)
             target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
             with os.fdopen(fd, "wb", buffering=CHUNK) as out:  # buffered, as above: no silent short write
@@ -751,20 +756,52 @@ def extract(source: Path | str | BundleBytes, dest: Path | str, expected: Mappin
         os.rename(staging, dest)
         staging = None
     except OSError as e:
-        raise ArchiveError(f"{dest}: cannot extract: {e.strerror or e}") from e
+        hint = "raise the open-file limit with ulimit -n, then run again" if e.errno == errno.EMFILE else None
+        raise ArchiveError(f"{dest}: cannot extract: {e.strerror or e}", hint=hint) from e
     finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:  # only on the way out of a failure: sys.exception() is that failure
+            _remove_staging(staging, made, sys.exception())
         if owned:
             f.close()
 
 
+def _remove_staging(staging: Path, made: Iterable[Path], failure: BaseException | None) -> None:
+    """Remove the staging folder of a failed extraction, which holds the files `made` and their folders.
+
+    shutil.rmtree opens each folder to list it and keeps one descriptor per level open: when the
+    extraction stopped for want of file descriptors (EMFILE), it fails too, and silently. Removing the
+    files by name, then their folders deepest first, needs no descriptor at all (the caller may still
+    hold the bundle open, so not even one may be free).
+
+    Raises:
+        ArchiveError: the folder stays; the message names it, so the user can remove it.
+    """
+    shutil.rmtree(staging, ignore_errors=True)
+    if not os.path.lexists(staging):
+        return
+    folders = {staging}
+    try:
+        for path in made:
+            with suppress(FileNotFoundError):
+                path.unlink()
+            folders.update(p for p in path.parents if p.is_relative_to(staging))
+        for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+            with suppress(FileNotFoundError):
+                folder.rmdir()
+    except OSError as e:
+        first = str(failure) or type(failure).__name__  # Ctrl-C's KeyboardInterrupt has no text
+        raise ArchiveError(f"{first}; and the staging folder {staging} cannot be removed: {e.strerror or e}",
+                           hint="remove it by hand") from e
+
+
 def _extract_members(f: BundleBytes, members: Iterable[Member], expected: Mapping[str, tuple[int, str]],
-                     staging: Path) -> None:
-    """Write each member under `staging` while hashing it; refuse one whose bytes differ from `expected`."""
+                     staging: Path, made: list[Path]) -> None:
+    """Write each member under `staging` while hashing it, adding its path to `made` first; refuse one
+    whose bytes differ from `expected`."""
     for member in members:
         size, digest = expected[member.name]
         target = staging.joinpath(*member.name.split("/"))
+        made.append(target)
         target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         hasher, written = hashlib.sha256(), 0
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)

@@ -19,8 +19,9 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -1076,6 +1077,28 @@ def join_command(index: str, policy: str, output: str | None, as_json: bool) -> 
 # --- end split ---------------------------------------------------------------------------------
 # --- build -------------------------------------------------------------------------------------
 
+_Command = TypeVar("_Command", bound=Callable[..., Any])
+
+
+def _fetch_options(*, jobs: str, offline: str) -> Callable[[_Command], _Command]:
+    """The options `build` and `lock` share for reaching registries and the cache, in this order:
+    --jobs, --insecure-registry, --cache, --offline. `jobs` and `offline` are each command's help for those two."""
+    options = [
+        click.option("--jobs", "-j", default=8, show_default=True, type=click.IntRange(1, 64), help=jobs),
+        click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST",
+                     help="Plain HTTP for this registry host (repeat); also `insecure: true` in the spec."),
+        click.option("--cache", "cache_dir", type=click.Path(file_okay=False),
+                     help="Cache layout consulted first [default: $XDG_CACHE_HOME/airgap-bundle]."),
+        click.option("--offline", is_flag=True, help=offline),
+    ]
+
+    def apply(command: _Command) -> _Command:
+        for option in reversed(options):  # as stacked decorators apply: the one nearest the function first
+            command = option(command)
+        return command
+
+    return apply
+
 
 @cli.command("build", short_help="Build a signed bundle from a bundle.yaml.")
 @click.argument("spec_file", metavar="SPEC", type=click.Path(dir_okay=False))
@@ -1087,12 +1110,7 @@ def join_command(index: str, policy: str, output: str | None, as_json: bool) -> 
 @click.option("--cert", "cert_path", type=click.Path(exists=True, dir_okay=False),
               help="The signer's X.509 certificate (recommended: it carries notAfter).")
 @click.option("--unsigned", is_flag=True, help="Write a bundle without a signature (for co-signing workflows).")
-@click.option("--jobs", "-j", default=8, show_default=True, type=click.IntRange(1, 64), help="Concurrent downloads.")
-@click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST",
-              help="Plain HTTP for this registry host (repeat); also `insecure: true` in the spec.")
-@click.option("--cache", "cache_dir", type=click.Path(file_okay=False),
-              help="Cache layout consulted first [default: $XDG_CACHE_HOME/airgap-bundle].")
-@click.option("--offline", is_flag=True, help="Build from the cache alone; fail naming what is missing.")
+@_fetch_options(jobs="Concurrent downloads.", offline="Build from the cache alone; fail naming what is missing.")
 @click.option("--crossplane-target", metavar="VERSION", help="Crossplane version to check against (else the spec's).")
 @click.option("--update", is_flag=True,
               help="Re-resolve every tag on purpose and rewrite the lock (prints old -> new digests).")
@@ -1225,12 +1243,7 @@ def _echo_lock(outcome: LockOutcome) -> None:
               help="Re-resolve on purpose: every tag, or only the IMAGEs named (name, name:tag or name@digest).")
 @click.option("--check", is_flag=True,
               help="Only compare spec and lock (no image registry, nothing written); exit 16 when they disagree.")
-@click.option("--jobs", "-j", default=8, show_default=True, type=click.IntRange(1, 64), help="Concurrent requests.")
-@click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST",
-              help="Plain HTTP for this registry host (repeat); also `insecure: true` in the spec.")
-@click.option("--cache", "cache_dir", type=click.Path(file_okay=False),
-              help="Cache layout consulted first [default: $XDG_CACHE_HOME/airgap-bundle].")
-@click.option("--offline", is_flag=True, help="Resolve from the cache alone; fail naming what is missing.")
+@_fetch_options(jobs="Concurrent requests.", offline="Resolve from the cache alone; fail naming what is missing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def lock_command(spec_file: str, images: tuple[str, ...], update: bool, check: bool, jobs: int,
                  insecure: tuple[str, ...], cache_dir: str | None, offline: bool, as_json: bool) -> None:

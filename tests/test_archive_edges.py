@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import resource
@@ -269,10 +270,10 @@ def test_a_short_write_of_an_extra_file_fails_the_extraction(tmp_path: Path) -> 
     assert [p.name for p in tmp_path.iterdir()] == ["b.tar"]
 
 
-def test_running_out_of_file_descriptors_is_an_archive_error(tmp_path: Path) -> None:
-    # With no descriptor left, the member cannot be opened and neither can the staging folder for its
-    # removal: the error is still the one-line ArchiveError (exit 11), not the clean-up's own OSError.
-    # (The hidden `.out.staging-*` folder then stays, as rmtree needs descriptors too; `out` never appears.)
+def test_running_out_of_file_descriptors_is_an_archive_error_and_leaves_nothing(tmp_path: Path) -> None:
+    # With no descriptor left, the member cannot be opened and shutil.rmtree cannot open the staging
+    # folder to list it: the folder is removed by name instead, and the error is the one-line
+    # ArchiveError (exit 11) saying what to do, not the clean-up's own OSError.
     path, expected = _bundle(tmp_path, [STATEMENT, ("d/e/f", b"x")])
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with open(path, "rb") as f:
@@ -284,8 +285,30 @@ def test_running_out_of_file_descriptors_is_an_archive_error(tmp_path: Path) -> 
                 archive.extract(f, tmp_path / "out", expected)
         finally:
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    assert err.value.message == f"{tmp_path / 'out'}: cannot extract: Too many open files"
-    assert not (tmp_path / "out").exists()
+    assert str(err.value) == f"{tmp_path / 'out'}: cannot extract: Too many open files " \
+                             "(raise the open-file limit with ulimit -n, then run again)"
+    assert [p.name for p in tmp_path.iterdir()] == ["b.tar"]
+
+
+def test_a_staging_folder_that_cannot_be_removed_is_named_in_the_error(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # Never silently left behind: when no way of removing it works (here rmdir refused, as a busy mount
+    # point would), the error gives the first failure and the folder's path, for the user to remove it.
+    path, expected = _bundle(tmp_path, [STATEMENT, ("d/e/f", b"x")])
+    changed = {**expected, "d/e/f": (1, sha(b"y"))}
+
+    def refuse(path: object, *args: object, **kwargs: object) -> None:
+        raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), path)
+
+    monkeypatch.setattr(os, "rmdir", refuse)
+    with pytest.raises(ArchiveError) as err:
+        archive.extract(path, tmp_path / "out", changed)
+    monkeypatch.undo()
+    [staging] = [p for p in tmp_path.iterdir() if p.name != "b.tar"]
+    assert staging.name.startswith(".out.staging-") and not any(p.is_file() for p in staging.rglob("*"))
+    assert str(err.value) == "d/e/f: content changed between verification and extraction (the bundle file is being " \
+                             f"modified; nothing was extracted); and the staging folder {staging} cannot be " \
+                             "removed: Device or resource busy (remove it by hand)"
 
 
 def test_extract_takes_the_named_members_of_another_archive(tmp_path: Path) -> None:

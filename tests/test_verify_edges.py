@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import resource
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +34,7 @@ from bundler.errors import (
     VerificationError,
 )
 from tests import test_verify
+from tests.conftest import REPO
 from tests.support.bundles import (
     EPOCH,
     NOW,
@@ -323,6 +329,31 @@ def test_a_member_read_in_steps_2_3_must_hash_the_same_in_the_digest_pass(world:
     assert (err.value.message, err.value.hint) == (
         f"b.tar: {SIG} changed while the bundle was being verified",
         "the bundle file is being modified; verify a stable copy")
+
+
+def test_cli_extract_out_of_file_descriptors_leaves_nothing_and_says_raise_ulimit(world: dict) -> None:
+    # The open-file limit reached while extracting (EMFILE): exit 11, one line that says what to do, no
+    # traceback, and no `.out.staging-*` folder left (shutil.rmtree needs descriptors too, and left it).
+    # The limit cannot simply be set when the process starts: verification holds as many files open at
+    # once as extraction (the bundle and one more), and so does Python's own start-up. So it is lowered
+    # while the command runs (prlimit(2), as `prlimit --pid` does), once the staging folder exists: with
+    # stdin, stdout, stderr and the bundle open (descriptors 0-3), no member file can be opened. Thousands
+    # of members keep the extraction going long enough for that.
+    files = {**small_payload(), **{f"manifests/many/{i:04d}.yaml": b"kind: ConfigMap\n" for i in range(5000)}}
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]}, files=files)
+    out = world["tmp"] / "out"
+    child = subprocess.Popen([sys.executable, "-m", "bundler", "verify", str(built.path), "--policy",
+                              str(world["policy"]), "--extract", str(out)],
+                             env={**os.environ, "PYTHONPATH": str(REPO)}, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while child.poll() is None and not any(p.name.startswith(".out.staging-") for p in world["tmp"].iterdir()):
+        time.sleep(0.001)
+    assert child.poll() is None, "the command ended before its extraction was seen: give the bundle more members"
+    resource.prlimit(child.pid, resource.RLIMIT_NOFILE, (4, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    _, stderr = child.communicate(timeout=300)
+    assert (child.returncode, stderr) == (11, f"airgap-bundle: error: {out}: cannot extract: Too many open files "
+                                              "(raise the open-file limit with ulimit -n, then run again)\n")
+    assert sorted(p.name for p in world["tmp"].iterdir()) == ["b.tar", "pki", "policy.yaml"]
 
 
 def test_a_pinned_key_is_valid_through_its_not_after_second(world: dict) -> None:
