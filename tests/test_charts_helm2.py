@@ -142,8 +142,8 @@ def test_a_vendored_dependency_needs_no_fetch_and_an_outdated_one_is_replaced(re
     assert sorted(p.name for p in (chart / "charts").iterdir()) == ["mariadb-5.0.0.tgz"]  # the user's, untouched
 
 
-def test_a_v2_chart_with_a_stray_requirements_yaml_is_read_as_helm_reads_it(repo: ChartRepo, tmp_path: Path,
-                                                                             helm: str) -> None:
+def test_a_v2_chart_with_a_stray_requirements_yaml_is_read_as_helm_reads_it(repo: ChartRepo, tmp_path: Path, helm: str,
+                                                                             caplog: pytest.LogCaptureFixture) -> None:
     # Chart.yaml declares one dependency (aliased `db`); a requirements.yaml left from Helm 2 names mariadb.
     chart = make_chart(tmp_path / "src", "site", "2.0.0", dependencies=[
         {"name": "app", "version": "1.0.0", "repository": repo.url, "alias": "db"}])
@@ -159,6 +159,7 @@ def test_a_v2_chart_with_a_stray_requirements_yaml_is_read_as_helm_reads_it(repo
     assert declared.dependencies == ({"name": "mariadb", "version": "5.x.x", "repository": repo.url, "alias": "db"},)
     got = _localize(repo, ChartSource(chart, "site"), tmp_path / "a")
     assert [(d.name, d.version) for d in got.dependencies] == [("mariadb", "5.2.3")]
+    assert "an apiVersion v2 chart with requirements.yaml: helm reads its dependencies from there" in caplog.text
     out = subprocess.run([helm, "template", "x", str(got.chart.path)], capture_output=True, text=True,
                          check=True).stdout
     assert "# Source: site/charts/db/templates/master-statefulset.yaml" in out  # helm used the alias too
