@@ -13,12 +13,14 @@ How a chart is found, as helm does it:
 - OCI (`chart: oci://host/path/name` or `repo: oci://host/path` + `name`): an exact version is the tag
   (`+` written `_`, as `helm push` does); a constraint takes the highest matching tag. The manifest's
   chart layer (`application/vnd.cncf.helm.chart.content.v1.tar+gzip`) is fetched by its digest.
-- Dependencies (`helm dependency build`): Chart.lock's versions when present, else Chart.yaml's
-  constraints; repositories `https://`, `oci://`, `@name`/`alias:name` (the spec's `chartRepositories`),
-  `file://` (a local chart directory, packed by `helm package`) or none (vendored in `charts/`). A
-  dependency already in `charts/` at a fitting version is kept. Fetched archives go to `charts/`, and
-  `helm dependency list` (offline) must then report every dependency `ok`. Helm does not recurse into
-  a dependency's own dependencies; neither does this.
+- Dependencies (`helm dependency build`): the lock's versions when present, else the declared
+  constraints. Declared in Chart.yaml and locked in Chart.lock, or for a Helm 2 chart (`apiVersion: v1`)
+  in requirements.yaml and requirements.lock, read as helm's loader reads them (`declared_dependencies`);
+  a stale lock is refused as helm refuses it. Repositories `https://`, `oci://`, `@name`/`alias:name`
+  (the spec's `chartRepositories`), `file://` (a local chart directory, packed by `helm package`) or
+  none (vendored in `charts/`). A dependency already in `charts/` at a fitting version is kept. Fetched
+  archives go to `charts/`, and `helm dependency list` (offline) must then report every dependency `ok`.
+  Helm does not recurse into a dependency's own dependencies; neither does this.
 - Provenance (`helm verify`): with a keyring in the spec, the `.prov` published beside the archive (the
   provenance layer on OCI) is verified by `helm verify --keyring` on the fetched files; a bad one fails
   with exit 17, and so does a missing one when `required`.
@@ -191,20 +193,75 @@ def _missing_deps(chart: ChartSource) -> bool:
     """A local chart directory that does not vendor a dependency it declares (at a fitting version)."""
     if chart.remote is not None or not chart.path.is_dir() or not (chart.path / "Chart.yaml").is_file():
         return False
-    return bool(_plan(chart.path, str(chart.path))[2])
+    return bool(_plan(chart.path, str(chart.path))[1])
 
 
-def _plan(root: Path, label: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None, list[_Want]]:
-    """Chart.yaml's dependencies, Chart.lock, and the dependencies to fetch: those with a repository
-    and no fitting chart in charts/ (helm assumes one without a repository "exists in the charts directory")."""
+@dataclass(frozen=True)
+class Declared:
+    """A chart's dependencies and lock as helm 3 and 4 load them (pkg/chart/loader/load.go).
+
+    `dependencies` are Chart.yaml's, or requirements.yaml's when it has a `dependencies:` key; `file` and
+    `lock_file` name the files they came from (what a message tells the user to edit). `helm2`: the chart
+    says `apiVersion: v1` (or nothing, which helm reads as v1), so a lock digest written by Helm 2 counts.
+    """
+
+    dependencies: tuple[Mapping[str, Any], ...]
+    file: str
+    lock: Mapping[str, Any] | None
+    lock_file: str
+    helm2: bool
+
+    @property
+    def stray(self) -> str | None:
+        """The Helm 2 files an `apiVersion: v2` chart carries and helm still reads (with a warning)."""
+        files = [f for f in (self.file, self.lock_file) if f.startswith("requirements.")]
+        return " and ".join(files) if files and not self.helm2 else None
+
+
+def declared_dependencies(root: Path, label: str) -> Declared:
+    """The dependencies of the chart directory `root`, read as helm's loader reads them.
+
+    Helm 2 charts (`apiVersion: v1`) declare them in requirements.yaml and lock them in requirements.lock.
+    Helm 3 and 4 read both files for every apiVersion (a v2 chart gets only a warning): requirements.yaml
+    into the same metadata as Chart.yaml, after it, and requirements.lock after Chart.lock. So
+    requirements.yaml's `dependencies:` replaces Chart.yaml's; Go's encoding/json decodes each entry into
+    the one already at that position, so a key Chart.yaml's entry sets and requirements.yaml's does not
+    (an `alias:`) stays. requirements.lock, when present, is the lock.
+
+    Raises:
+        InputError: Chart.yaml, requirements.yaml or the lock is not a YAML mapping.
+    """
     meta = _load_yaml((root / "Chart.yaml").read_bytes(), f"{label}: Chart.yaml")
-    declared = [d for d in meta.get("dependencies") or [] if isinstance(d, dict)]
-    if not declared:
-        return [], None, []
-    wants, lock = _wants(root, declared, label)
+    declared = _entries(meta.get("dependencies"))
+    file = "Chart.yaml"
+    requirements = root / "requirements.yaml"
+    if requirements.is_file():
+        stated = _load_yaml(requirements.read_bytes(), f"{label}: requirements.yaml", empty_ok=True)
+        if "dependencies" in stated:
+            declared = [{**(declared[n] if n < len(declared) else {}),
+                         **{k: v for k, v in entry.items() if v is not None}}
+                        for n, entry in enumerate(_entries(stated["dependencies"]))]
+            file = "requirements.yaml"
+    lock_file = "requirements.lock" if (root / "requirements.lock").is_file() else "Chart.lock"
+    lock = (_load_yaml((root / lock_file).read_bytes(), f"{label}: {lock_file}")
+            if (root / lock_file).is_file() else None)
+    return Declared(tuple(declared), file, lock, lock_file, str(meta.get("apiVersion") or "v1") == "v1")
+
+
+def _entries(value: Any) -> list[dict[str, Any]]:
+    return [dict(d) for d in value or [] if isinstance(d, dict)] if isinstance(value, list) else []
+
+
+def _plan(root: Path, label: str) -> tuple[Declared, list[_Want]]:
+    """The chart's dependencies and lock, and the dependencies to fetch: those with a repository and no
+    fitting chart in charts/ (helm assumes one without a repository "exists in the charts directory")."""
+    declared = declared_dependencies(root, label)
+    if not declared.dependencies:
+        return declared, []
     vendored = _vendored(root / "charts")
-    todo = [w for w in wants if w.repository and not any(_fits(v.version, w) for v in vendored if v.name == w.name)]
-    return declared, lock, todo
+    todo = [w for w in _wants(declared)
+            if w.repository and not any(_fits(v.version, w) for v in vendored if v.name == w.name)]
+    return declared, todo
 
 
 @dataclass(frozen=True)
@@ -216,7 +273,7 @@ class _Vendored:
 
 @dataclass(frozen=True)
 class _Want:
-    """One dependency to satisfy: Chart.lock's exact version, or Chart.yaml's constraint."""
+    """One dependency to satisfy: the lock's exact version, or the declared constraint."""
 
     name: str
     version: str
@@ -420,14 +477,17 @@ class _Fetcher:
     # --- dependencies (helm dependency build) ----------------------------------------------------------
     def dependencies(self, root: Path, local_dir: Path | None, policy: ProvenancePolicy | None, *,
                      label: str) -> tuple[FetchedChart, ...]:
-        """Fill `root/charts/` as `helm dependency build` would; the archives fetched, in Chart.yaml order."""
-        declared, lock, todo = _plan(root, label)
-        if not declared:
+        """Fill `root/charts/` as `helm dependency build` would; the archives fetched, in declared order."""
+        declared, todo = _plan(root, label)
+        if not declared.dependencies:
             return ()
         charts_dir = root / "charts"
         charts_dir.mkdir(exist_ok=True)
-        if todo and lock is not None:
-            self._check_lock(declared, lock, label)
+        if declared.stray:
+            log.warning("%s: an apiVersion v2 chart with %s: helm reads its dependencies from there, as this "
+                        "does (helm 3 and 4 warn; move them into Chart.yaml and Chart.lock)", label, declared.stray)
+        if todo and declared.lock is not None:
+            self._check_lock(declared, label, local=local_dir is not None)
         fetched: list[FetchedChart] = []
         for want in todo:
             have = [v for v in _vendored(charts_dir) if v.name == want.name]
@@ -443,14 +503,23 @@ class _Fetcher:
         _check_dependencies(root, self.tools, label)
         return tuple(fetched)
 
-    def _check_lock(self, declared: list[dict[str, Any]], lock: dict[str, Any], label: str) -> None:
-        """helm dependency build: Chart.lock's digest must be helm's hash of Chart.yaml's dependencies."""
+    def _check_lock(self, declared: Declared, label: str, *, local: bool) -> None:
+        """helm dependency build: the lock's digest must be helm's hash of the declared and locked
+        dependencies; for a Helm 2 chart, also the hash Helm 2 wrote (helm's fallback, helm/helm#7233)."""
+        assert declared.lock is not None
         resolved = [{**d, "repository": self._repository(str(d.get("repository") or ""), str(d.get("name")), label)}
-                    if str(d.get("repository") or "").startswith(("@", "alias:")) else d for d in declared]
-        locked = [d for d in lock.get("dependencies") or [] if isinstance(d, dict)]
-        if lock_digest(resolved, locked) != str(lock.get("digest")):
-            raise InputError(f"{label}: the lock file (Chart.lock) is out of sync with the dependencies file "
-                             "(Chart.yaml)", hint="run helm dependency update on the chart and publish it again")
+                    if str(d.get("repository") or "").startswith(("@", "alias:")) else d
+                    for d in declared.dependencies]
+        locked = _entries(declared.lock.get("dependencies"))
+        digest = str(declared.lock.get("digest"))
+        if lock_digest(resolved, locked) == digest:
+            return
+        if declared.helm2 and helm2_lock_digest(declared.dependencies) == digest:
+            return
+        update = f"helm dependency update, which rewrites {declared.lock_file}"
+        raise InputError(f"{label}: the lock file ({declared.lock_file}) is out of sync with the dependencies "
+                         f"file ({declared.file})", hint=f"run {update}" if local else
+                         f"the chart was published so: its publisher must run {update}, and publish it again")
 
     def _repository(self, repository: str, name: str, label: str) -> str:
         if repository.startswith(("@", "alias:")):
@@ -535,17 +604,13 @@ def _fits(version: str, want: _Want) -> bool:
         return False
 
 
-def _wants(root: Path, declared: list[dict[str, Any]], label: str) -> tuple[list[_Want], dict[str, Any] | None]:
-    """Chart.lock's entries when the chart has one, else Chart.yaml's (helm dependency build/update);
-    and the lock itself."""
-    lock_file = root / "Chart.lock"
-    if not lock_file.is_file():
+def _wants(declared: Declared) -> list[_Want]:
+    """The lock's entries when the chart has a lock, else the declared ones (helm dependency build/update)."""
+    if declared.lock is None:
         return [_Want(str(d.get("name")), str(d.get("version") or ""), str(d.get("repository") or ""), False)
-                for d in declared], None
-    lock = _load_yaml(lock_file.read_bytes(), f"{label}: Chart.lock")
-    locked = [d for d in lock.get("dependencies") or [] if isinstance(d, dict)]
+                for d in declared.dependencies]
     return [_Want(str(d.get("name")), str(d.get("version") or ""), str(d.get("repository") or ""), True)
-            for d in locked], lock
+            for d in _entries(declared.lock.get("dependencies"))]
 
 
 def lock_digest(declared: Sequence[Mapping[str, Any]], locked: Sequence[Mapping[str, Any]]) -> str:
@@ -555,6 +620,18 @@ def lock_digest(declared: Sequence[Mapping[str, Any]], locked: Sequence[Mapping[
     tags, enabled, import-values, alias); Go sorts map keys and escapes <, >, & in strings. `declared`
     must already have `@name` repositories replaced by their URLs (helm's resolveRepoNames).
     """
+    return _go_digest([[_go_dependency(d) for d in declared], [_go_dependency(d) for d in locked]])
+
+
+def helm2_lock_digest(declared: Sequence[Mapping[str, Any]]) -> str:
+    """helm's `resolver.HashV2Req`, the digest Helm 2 wrote into requirements.lock: sha256 of Go's
+    `json.Marshal(map[string][]*chart.Dependency{"dependencies": req})`, `req` as requirements.yaml
+    writes it (`@name` repositories not replaced)."""
+    return _go_digest({"dependencies": [_go_dependency(d) for d in declared] or None})
+
+
+def _go_dependency(d: Mapping[str, Any]) -> dict[str, Any]:
+    """One chart.Dependency as Go's encoding/json writes it: its fields in order, empty ones omitted."""
     def go(value: Any) -> Any:
         if isinstance(value, Mapping):
             return {str(k): go(value[k]) for k in sorted(value, key=str)}
@@ -562,18 +639,18 @@ def lock_digest(declared: Sequence[Mapping[str, Any]], locked: Sequence[Mapping[
             return [go(v) for v in value]
         return value
 
-    def dependency(d: Mapping[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": str(d.get("name") or "")}
-        if d.get("version"):
-            out["version"] = str(d["version"])
-        out["repository"] = str(d.get("repository") or "")
-        for key in ("condition", "tags", "enabled", "import-values", "alias"):
-            if d.get(key):
-                out[key] = [str(t) for t in d[key]] if key == "tags" else go(d[key])
-        return out
+    out: dict[str, Any] = {"name": str(d.get("name") or "")}
+    if d.get("version"):
+        out["version"] = str(d["version"])
+    out["repository"] = str(d.get("repository") or "")
+    for key in ("condition", "tags", "enabled", "import-values", "alias"):
+        if d.get(key):
+            out[key] = [str(t) for t in d[key]] if key == "tags" else go(d[key])
+    return out
 
-    text = json.dumps([[dependency(d) for d in declared], [dependency(d) for d in locked]],
-                      separators=(",", ":"), ensure_ascii=False)
+
+def _go_digest(value: Any) -> str:
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     for char, escaped in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"), ("\u2028", "\\u2028"),
                           ("\u2029", "\\u2029")):
         text = text.replace(char, escaped)
@@ -647,11 +724,13 @@ def _index_entries(data: bytes, url: str, name: str) -> dict[str, Any]:
     return {str(v.get("version")): v for v in versions if isinstance(v, dict)}
 
 
-def _load_yaml(data: bytes, what: str) -> dict[str, Any]:
+def _load_yaml(data: bytes, what: str, *, empty_ok: bool = False) -> dict[str, Any]:
     try:
         obj = yaml.safe_load(data)
     except yaml.YAMLError as exc:
         raise InputError(f"{what}: malformed YAML ({type(exc).__name__})") from None
+    if obj is None and empty_ok:
+        return {}
     if not isinstance(obj, dict):
         raise InputError(f"{what}: not a YAML mapping")
     return obj

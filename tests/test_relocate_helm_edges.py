@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bundler import render, sweep
 from bundler.errors import UnrelocatedImageError
@@ -40,6 +41,18 @@ def test_null_defaults_of_a_subchart_are_read_back(helm: str, tmp_path: Path) ->
     for alias in ("session-cache", "query-cache"):
         assert values[alias]["resources"] is None and "resources" in values[alias]
         assert values[alias]["persistence"] == {"size": "1Gi", "storageClass": None}
+
+
+def test_null_defaults_of_a_helm2_subchart_are_read_back(helm: str, tmp_path: Path) -> None:
+    # the same chart as Helm 2 wrote it: apiVersion v1, its dependencies (aliases) in requirements.yaml
+    chart_dir = shutil.copytree(TRACE / "alias", tmp_path / "alias")
+    meta = yaml.safe_load((chart_dir / "Chart.yaml").read_text())
+    (chart_dir / "requirements.yaml").write_text(yaml.safe_dump({"dependencies": meta.pop("dependencies")}))
+    (chart_dir / "Chart.yaml").write_text(yaml.safe_dump({**meta, "apiVersion": "v1"}, sort_keys=False))
+    with (chart_dir / "charts" / "cache" / "values.yaml").open("a") as f:
+        f.write("resources: null\n")
+    values = _effective(ChartSource(chart_dir, "rel", "team"), helm, tmp_path)
+    assert values["session-cache"]["resources"] is None and "resources" in values["session-cache"]
 
 
 def test_a_subchart_packaged_as_tgz_needs_no_read_back(helm: str, tmp_path: Path) -> None:

@@ -42,6 +42,7 @@ from typing import Any, Literal
 import yaml
 from ruamel.yaml.comments import CommentedMap
 
+from ..charts import declared_dependencies
 from ..documents import Document, Path_, format_path
 from ..errors import OverrideSideEffectError, RenderError, UnrelocatedImageError
 from ..reference import ImageRef
@@ -196,9 +197,9 @@ def effective_values(chart: ChartSource, tools: Tools, work: Path, root: Path) -
 
 
 def _add_subchart_nulls(root: Path, values: dict[str, Any]) -> None:
-    meta = _yaml_file(root / "Chart.yaml")
-    for dep in meta.get("dependencies") or ():
-        if not isinstance(dep, dict) or not dep.get("name"):
+    # Chart.yaml's dependencies, or a Helm 2 chart's requirements.yaml: as helm loaded the chart
+    for dep in declared_dependencies(root, str(root)).dependencies:
+        if not dep.get("name"):
             continue
         sub = root / "charts" / str(dep["name"])
         section = values.get(str(dep.get("alias") or dep["name"]))

@@ -7,6 +7,8 @@
 - `package(chart_dir, dest, ...)`: `helm package` (optionally `--sign` with a test key).
 - `push(archive, registry)`: `helm push` into a docker-registry fixture (plain HTTP, or TLS with its CA).
 - `make_chart(...)`: a small chart directory with one Deployment and optional dependencies.
+- `helm2_chart(...)`: the Helm 2 (`apiVersion: v1`) wordpress chart of tests/fixtures/charts/helm2, its
+  requirements.yaml and requirements.lock pointed at a test repository, the lock's digest as Helm 2 wrote it.
 - `gpg_keyring(directory)`: a fresh OpenPGP key made with gpg in its own GNUPGHOME; returns the legacy
   public and secret keyrings helm reads (`gpg --export`, `gpg --export-secret-keys`).
 """
@@ -14,8 +16,11 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import http.server
+import json
 import os
+import re
 import shutil
 import ssl
 import subprocess
@@ -140,6 +145,31 @@ def make_chart(directory: Path, name: str, version: str, *, image: str = "nginx:
                     for d in dependencies or []]
         (root / "Chart.lock").write_text(yaml.safe_dump(
             {"dependencies": lock, "digest": lock_digest(resolved, lock), "generated": "2025-01-01T00:00:00Z"}))
+    return root
+
+
+HELM2 = Path(__file__).resolve().parents[1] / "fixtures" / "charts" / "helm2"
+STABLE = "https://kubernetes-charts.storage.googleapis.com/"
+
+
+def helm2_digest(requirements: list[dict[str, Any]]) -> str:
+    """The digest Helm 2 wrote into requirements.lock: sha256 of Go's `json.Marshal` of requirements.yaml
+    (helm 3 and 4 still accept it for an `apiVersion: v1` chart: resolver.HashV2Req)."""
+    text = json.dumps({"dependencies": requirements}, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def helm2_chart(directory: Path, repository: str) -> Path:
+    """tests/fixtures/charts/helm2/wordpress copied into `directory`, its mariadb dependency served by
+    `repository` (the text of requirements.yaml and requirements.lock kept as Helm 2 wrote them; only the
+    repository URL and the lock's digest change)."""
+    root = directory / "wordpress"
+    shutil.copytree(HELM2 / "wordpress", root)
+    requirements = (root / "requirements.yaml").read_text().replace(STABLE, repository)
+    (root / "requirements.yaml").write_text(requirements)
+    digest = helm2_digest(yaml.safe_load(requirements)["dependencies"])
+    lock = (root / "requirements.lock").read_text().replace(STABLE, repository)
+    (root / "requirements.lock").write_text(re.sub(r"(?m)^digest: .*$", f"digest: {digest}", lock))
     return root
 
 
