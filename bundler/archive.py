@@ -759,10 +759,10 @@ def extract(source: Path | str | BundleBytes, dest: Path | str, expected: Mappin
         hint = "raise the open-file limit with ulimit -n, then run again" if e.errno == errno.EMFILE else None
         raise ArchiveError(f"{dest}: cannot extract: {e.strerror or e}", hint=hint) from e
     finally:
+        if owned:  # first: _remove_staging may raise, and the bundle's descriptor is then one more free
+            f.close()
         if staging is not None:  # only on the way out of a failure: sys.exception() is that failure
             _remove_staging(staging, made, sys.exception())
-        if owned:
-            f.close()
 
 
 def _remove_staging(staging: Path, made: Iterable[Path], failure: BaseException | None) -> None:

@@ -311,6 +311,19 @@ def test_a_staging_folder_that_cannot_be_removed_is_named_in_the_error(tmp_path:
                              "removed: Device or resource busy (remove it by hand)"
 
 
+def test_when_rmtree_cannot_list_the_staging_folder_its_files_are_removed_by_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Out of descriptors, rmtree cannot open a folder to list it and gives up silently; the files extract
+    # made are then removed by their names, and their folders deepest first (a parent before its child
+    # would not be empty yet), so nothing is left and the extraction's own error is the one raised.
+    path, expected = _bundle(tmp_path, [STATEMENT, ("a/b/c/one", b"1"), ("a/b/two", b"2"), ("d/e/f", b"x")])
+    changed = {**expected, "d/e/f": (1, sha(b"y"))}
+    monkeypatch.setattr(archive.shutil, "rmtree", lambda path, ignore_errors=False: None)
+    with pytest.raises(UnlistedMemberError, match="d/e/f: content changed"):
+        archive.extract(path, tmp_path / "out", changed)
+    assert [p.name for p in tmp_path.iterdir()] == ["b.tar"]
+
+
 def test_extract_takes_the_named_members_of_another_archive(tmp_path: Path) -> None:
     # An update bundle omits blobs its base carries: `also` takes exactly those from the base, hashed.
     blob = b"base layer"
