@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.charts import HELM2, helm2_chart, package, serve_repo
+from tests.support.charts import HELM2, MIRRORED_REGISTRIES, helm2_chart, package, serve_repo
 from tests.support.images import Pusher, multi_platform
 
 SPEC = """\
@@ -33,15 +33,7 @@ sources:
   charts:
     - path: wordpress
       release: blog
-registries:
-  - host: docker.io
-    mirrors: ["{registry}"]
-    skipUpstream: true
-  - host: "{registry}"
-    insecure: true
-  - host: "{repo_host}"
-    insecure: true
-"""
+""" + MIRRORED_REGISTRIES
 
 WORDPRESS = "docker.io/bitnami/wordpress:5.0.3"
 MARIADB = "docker.io/bitnami/mariadb:10.1.37"

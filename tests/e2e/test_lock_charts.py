@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.charts import ChartRepo, make_chart, package, push, serve_repo
+from tests.support.charts import MIRRORED_REGISTRIES, ChartRepo, make_chart, package, push, serve_repo
 from tests.support.images import Pusher, multi_platform
 from tests.support.registry import TestRegistry, start_registry
 
@@ -32,15 +32,7 @@ sources:
       name: webapp
       version: "^1.0"
       release: web
-registries:
-  - host: docker.io
-    mirrors: ["{registry}"]
-    skipUpstream: true
-  - host: "{registry}"
-    insecure: true
-  - host: "{repo_host}"
-    insecure: true
-"""
+""" + MIRRORED_REGISTRIES
 
 
 class World:

@@ -221,3 +221,16 @@ def gpg_keyring(directory: Path, name: str = "Chart Signer") -> Keyring:
     finally:
         subprocess.run(["gpgconf", "--kill", "gpg-agent"], capture_output=True, env=env, check=False)
     return Keyring(name, public, secret)
+
+
+# The registries of an e2e spec whose images come from the test registry standing in for docker.io, and whose
+# charts come from a local chart repository, both over plain HTTP. Fill with .format(registry=, repo_host=).
+MIRRORED_REGISTRIES = """registries:
+  - host: docker.io
+    mirrors: ["{registry}"]
+    skipUpstream: true
+  - host: "{registry}"
+    insecure: true
+  - host: "{repo_host}"
+    insecure: true
+"""
