@@ -56,6 +56,19 @@ RECORD = 20 * BLOCK  # tar's default blocking factor: the archive is padded to a
 CHUNK = 1 << 20
 MAX_NAME_BYTES = 4096
 
+
+
+@dataclass(frozen=True)
+class Arriving:
+    """A payload file another task is still writing (a blob being downloaded): its size is known in
+    advance (a descriptor gives it), and `ready()` returns once the file is complete at `path`, or
+    raises that task's error. The archive waits for it only when it reaches the member."""
+
+    path: Path
+    size: int
+    ready: Callable[[], None]
+
+
 Source = Path | str | bytes
 _SIGNATURE_NAME = re.compile(r"^signatures/([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)\.sigstore\.json$")
 
@@ -235,16 +248,20 @@ def write(members: Iterable[tuple[str, Source]], out: Path | str, epoch: int) ->
     statement = _in_memory(items[0][1])
     signatures = [(n, _in_memory(s)) for n, s in items if n.startswith(SIGNATURES_DIR)]
     payload = [(n, s) for n, s in items[1:] if not n.startswith(SIGNATURES_DIR)]
-    _write_single_pass(out, epoch, payload, lambda _: statement, lambda _: signatures, None)
+    _write_single_pass(out, epoch, payload, lambda _: statement, lambda _: signatures, None, None)
 
 
-def write_hashed(files: Iterable[tuple[str, Path | bytes]], out: Path | str, epoch: int, *, statement: StatementOf,
-                 signatures: SignaturesOf = lambda _: (), check: Callable[[Written], None] | None = None) -> bytes:
+def write_hashed(files: Iterable[tuple[str, Path | bytes | Arriving]], out: Path | str, epoch: int, *,
+                 statement: StatementOf, signatures: SignaturesOf = lambda _: (),
+                 check: Callable[[Written], None] | None = None,
+                 before_rename: Callable[[], None] | None = None) -> bytes:
     """Write a bundle whose statement lists the payload's sizes and digests, reading each payload byte once.
 
     `statement(files)` turns the payload members (in archive order, with size and sha256) into the
     statement's bytes; `signatures(statement)` gives the signature members. `check(member)` sees each
-    payload member as soon as it is written and hashed, and raises to stop the build. The statement's
+    payload member as soon as it is written and hashed, and raises to stop the build. An `Arriving`
+    file is waited for when the archive reaches it, so the archive can be written behind downloads.
+    `before_rename()` runs once every byte is written; raising from it discards the file. The statement's
     length is fixed by the sizes alone (a sha256 is always 64 hex characters): its slot is reserved
     first, the payload is streamed behind it (read, hashed and written once; the write of one chunk
     overlaps reading and hashing the next), and the statement is written into the slot at the end.
@@ -264,7 +281,7 @@ def write_hashed(files: Iterable[tuple[str, Path | bytes]], out: Path | str, epo
         if name == STATEMENT or name.startswith(SIGNATURES_DIR):
             raise ArchiveError(f"{out}: {name} is not a payload member", hint="the archive writes it itself")
     _refuse_duplicates([STATEMENT, *names], str(out))
-    return _write_single_pass(out, epoch, payload, statement, signatures, check)
+    return _write_single_pass(out, epoch, payload, statement, signatures, check, before_rename)
 
 
 def _in_memory(source: Source) -> bytes:
@@ -274,9 +291,10 @@ def _in_memory(source: Source) -> bytes:
     return Path(source).read_bytes()
 
 
-def _write_single_pass(out: Path, epoch: int, payload: Sequence[tuple[str, Source]], statement_of: StatementOf,
-                       signatures_of: SignaturesOf, check: Callable[[Written], None] | None) -> bytes:
-    sizes = [len(source) if isinstance(source, bytes) else _regular_size(Path(source)) for _, source in payload]
+def _write_single_pass(out: Path, epoch: int, payload: Sequence[tuple[str, Source | Arriving]],
+                       statement_of: StatementOf, signatures_of: SignaturesOf,
+                       check: Callable[[Written], None] | None, before_rename: Callable[[], None] | None) -> bytes:
+    sizes = [_size_of(source) for _, source in payload]
     reserved = len(statement_of(tuple(Written(n, size, _UNKNOWN) for (n, _), size in zip(payload, sizes,
                                                                                           strict=True))))
     slot = len(_header(STATEMENT, reserved, epoch)) + reserved + -reserved % BLOCK
@@ -303,7 +321,17 @@ def _write_single_pass(out: Path, epoch: int, payload: Sequence[tuple[str, Sourc
             seen.add(name)
             sink.put(_header(name, len(data), epoch) + data + b"\0" * (-len(data) % BLOCK))
         sink.put(_end_blocks(sink.offset))
+        if before_rename is not None:
+            before_rename()
     return statement
+
+
+def _size_of(source: Source | Arriving) -> int:
+    if isinstance(source, bytes):
+        return len(source)
+    if isinstance(source, Arriving):
+        return source.size
+    return _regular_size(Path(source))
 
 
 def _regular_size(path: Path) -> int:
@@ -316,9 +344,12 @@ def _regular_size(path: Path) -> int:
     return st.st_size
 
 
-def _copy_hashing(sink: _Sink, source: Source, size: int) -> str:
+def _copy_hashing(sink: _Sink, source: Source | Arriving, size: int) -> str:
     """Stream `source` into the sink while hashing exactly the bytes written; return the sha256 hex."""
     hasher = hashlib.sha256()
+    if isinstance(source, Arriving):
+        source.ready()
+        source = source.path
     if isinstance(source, bytes):
         hasher.update(source)
         sink.put(source)

@@ -12,6 +12,7 @@ This module only wires: what an image is, how to pull, rewrite, sign or archive 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import gzip
@@ -131,12 +132,14 @@ def build(spec: Spec, options: BuildOptions, progress: Progress | None = None) -
     options.output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{options.output.name}.", dir=options.output.parent))
     try:
-        return _build(spec, options, progress, epoch, staging)
+        with contextlib.ExitStack() as running:  # what the build starts (downloads) ends before staging goes
+            return _build(spec, options, progress, epoch, staging, running)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, staging: Path) -> BuildResult:
+def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, staging: Path,
+           running: contextlib.ExitStack) -> BuildResult:
     payload = staging / "payload"
     payload.mkdir()
 
@@ -171,21 +174,23 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
     if use is not None:
         lockfile.require_agrees(use, wanted(as_written, found))
 
-    # pull: every carried image, every required platform, into images/ (an OCI layout)
+    # pull: every carried image, every required platform, into images/ (an OCI layout). The blobs keep
+    # arriving while the later stages run, and the archive is written right behind them.
     layout = payload / "images"
-    pulled = pull.pull([image.written for image in carried], layout=layout, platforms=spec.platforms,
-                       options_for=spec.options_for,
-                       sources=pull.Sources(registries=spec.registries,
-                                            insecure_hosts=options.insecure_registries),
-                       cache=options.cache, jobs=options.jobs, offline=options.offline, progress=progress,
-                       pins=lockfile.pins(use) if use is not None else None)
+    pulling = running.enter_context(pull.start(
+        [image.written for image in carried], layout=layout, platforms=spec.platforms, options_for=spec.options_for,
+        sources=pull.Sources(registries=spec.registries, insecure_hosts=options.insecure_registries),
+        cache=options.cache, jobs=options.jobs, offline=options.offline, progress=progress,
+        pins=lockfile.pins(use) if use is not None else None))
+    pulled = pulling.images
     by_source = {ImageRef.parse(p.source).canonical: p for p in pulled}
     locked, lock_bytes = _lock_outcome(spec, lock_path, options.update, old, pulled, charts_locked)
-    Layout(layout).tidy()  # ship a plain OCI layout: no partial blobs, lock or check record
+    pulling.name_images()  # index.json now: the archive lists every file before the blobs are in
 
     # crossplane gate: only when the sources hold Crossplane objects; fails closed
     packages = [image for image in carried if any(f.kind in CROSSPLANE_PACKAGE_KINDS for f in image.findings)]
     if crossplane.has_crossplane_objects(docs):
+        pulling.wait_images([by_source[image.ref.canonical] for image in packages if image.ref.canonical in by_source])
         _crossplane_gate(spec, options, docs, packages, by_source, layout, progress)
 
     # rewrite, then the closed loop
@@ -222,7 +227,7 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
         + [_chart_dependency(f) for located_chart in located for f in located_chart.all_fetched],
         builder_version=__version__, epoch=epoch,
         lock=(locked.path.name, locked.digest)))
-    files, taken = _payload_files(payload), tuple[bom.FileEntry, ...]()
+    files, taken = _payload_files(payload, pulling), tuple[bom.FileEntry, ...]()
     if options.base is not None:  # an update bundle: the blobs its base holds are named, not carried
         files, taken = _split_for_base(files, options.base)
     base = options.base.entry(taken) if options.base else None
@@ -244,7 +249,7 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
     # written; under a temporary name, renamed by archive.write_hashed
     progress.step("archive", 0, 1)
     statement = archive.write_hashed(files, options.output, epoch, statement=statement_of, signatures=signatures_of,
-                                     check=_require_blob_named_by_digest)
+                                     check=_require_blob_named_by_digest, before_rename=pulling.finish)
     progress.step("archive", 1, 1, str(options.output))
     if locked.action != "used":
         lockfile.write(locked.path, lock_bytes)  # only once the bundle is in place
@@ -461,16 +466,28 @@ def _write(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def _payload_files(root: Path) -> list[tuple[str, Path]]:
-    """(member name, path) of every payload file, sorted by name."""
-    return sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*") if p.is_file())
+def _payload_files(root: Path, pulling: pull.Pulling) -> list[tuple[str, archive.Arriving]]:
+    """(member name, file) of every payload file, sorted by name. The image layout holds what the pull
+    names (blobs may still be arriving), never its bookkeeping (locks, partial downloads)."""
+    images = root / "images"
+    present = [p for p in root.rglob("*") if p.is_file() and images not in p.parents]
+    present += [images / "oci-layout", images / "index.json"]
+    files = [(p.relative_to(root).as_posix(), archive.Arriving(p, p.stat().st_size, _present)) for p in present]
+    files += [(pulling.out.blob_path(digest).relative_to(root).as_posix(),
+               archive.Arriving(pulling.out.blob_path(digest), size, functools.partial(pulling.wait, digest)))
+              for digest, size in pulling.layout_blobs().items()]
+    return sorted(files)
 
 
-def _split_for_base(files: list[tuple[str, Path]], base: updates.Base) -> tuple[list[tuple[str, Path]],
-                                                                                tuple[bom.FileEntry, ...]]:
+def _present() -> None:
+    """`Arriving.ready` of a file written before the archive starts."""
+
+
+def _split_for_base(files: list[tuple[str, archive.Arriving]], base: updates.Base) -> tuple[
+        list[tuple[str, archive.Arriving]], tuple[bom.FileEntry, ...]]:
     """(carried, taken) for an update bundle: a blob the base holds with the same name and size is taken
     from the base, whose copy was verified; its local copy is never read. Everything else is carried."""
-    named = [bom.FileEntry(name, path.stat().st_size, name.rpartition("/")[2]) for name, path in files
+    named = [bom.FileEntry(name, file.size, name.rpartition("/")[2]) for name, file in files
              if name.rpartition("/")[0] == "images/blobs/sha256"]
     _, taken = updates.split(named, base)
     gone = {f.path for f in taken}

@@ -13,11 +13,14 @@ Steps, per docs/design.md "Pull" (the user's view: docs/release-engineer.md):
    A missing platform fails the image unless the spec exempts it with a reason. When the index lists
    more than that, a new index over just those is written (same media type and annotations), so the
    bundled digest differs from the upstream one; `keepUpstreamIndex` keeps everything.
-3. Fetch every blob once across all images (a thread pool of `jobs`; shared layers are one task),
-   cache first, each streamed through `oci.verified()` into layout.py's temp -> verify -> rename.
-   A blob that fails its digest is discarded and fetched again once; then the image fails.
-4. Write manifests (children before parents), then index.json (ref.name annotations): the output's
-   name -> bundled descriptor, the cache's name -> upstream descriptor (what `--offline` reads).
+3. Fetch every blob once across all images (a thread pool of `jobs`; shared layers are one task;
+   started in digest order, the order a bundle lists them), cache first, each streamed through
+   `oci.verified()` into layout.py's temp -> verify -> rename. A blob that fails its digest is
+   discarded and fetched again once; then the image fails.
+4. Write manifests (children before parents) while the blobs arrive; once every blob is in, index.json
+   (ref.name annotations): the output's name -> bundled descriptor, the cache's name -> upstream
+   descriptor (what `--offline` reads). `start` returns after the manifests (`Pulling`), so a build
+   writes its archive behind the downloads; `pull` is `start` then `Pulling.finish`.
 
 Fails closed: only the registries in `Sources` are contacted (registry.plan_routes), one log line lists
 them before the first request, and `offline=True` contacts nothing and names what the cache lacks.
@@ -411,6 +414,22 @@ def pull(refs: Sequence[str], *, layout: Path | Layout, platforms: Sequence[Plat
         RegistryError, DigestMismatchError, PlatformMissingError, OfflineMissError, LayoutError,
         LockedDigestGoneError (a pinned digest no configured registry serves).
     """
+    with start(refs, layout=layout, platforms=platforms, options_for=options_for, sources=sources, cache=cache,
+               jobs=jobs, offline=offline, progress=progress, environ=environ, pins=pins) as pulling:
+        pulling.finish()
+    return pulling.images
+
+
+def start(refs: Sequence[str], *, layout: Path | Layout, platforms: Sequence[Platform] = DEFAULT_PLATFORMS,
+          options_for: Callable[[ImageRef], ImageOptions | None] = lambda ref: None,
+          sources: Sources | None = None, cache: Path | Layout | None = None, jobs: int = DEFAULT_JOBS,
+          offline: bool = False, progress: Progress | None = None,
+          environ: dict[str, str] | None = None, pins: Mapping[str, Pin] | None = None) -> Pulling:
+    """`pull`, returning as soon as every image is resolved and its manifests are stored, while the
+    blobs still arrive (in digest order, the order a bundle lists them): a build writes its archive
+    behind the downloads instead of after them. Same arguments and errors as `pull` (a blob's error
+    is raised by `Pulling.wait` or `Pulling.finish`). Use it as a context manager: leaving the block
+    stops what is still downloading."""
     progress = progress or NullProgress()
     pins = pins or {}
     out = layout if isinstance(layout, Layout) else Layout(layout)
@@ -425,28 +444,100 @@ def pull(refs: Sequence[str], *, layout: Path | Layout, platforms: Sequence[Plat
                            environ=environ, options_for=options_for, platforms=platforms)
     try:
         unique, plans = _resolve_all(puller, parsed, platforms, options_for, pins, jobs, progress)
-        blob_futures = [puller.fetch_blob(ref, d, s) for ref in unique for d, s in plans[ref].blobs]
-        done, _ = wait(blob_futures, return_when=FIRST_EXCEPTION)
-        for fut in blob_futures:
+        first_of: dict[str, tuple[int, ImageRef]] = {}  # digest -> (size, the first image naming it): a blob shared by images is one task
+        for ref in unique:
+            for digest, size in plans[ref].blobs:
+                first_of.setdefault(digest, (size, ref))
+        blobs = {digest: puller.fetch_blob(ref, digest, size) for digest, (size, ref) in sorted(first_of.items())}
+        # Manifests go on a pool of their own (each write ends in an fsync), not behind the downloads.
+        with ThreadPoolExecutor(max_workers=max(1, min(4, jobs)), thread_name_prefix="manifest") as writer:
+            stored = {ref: writer.submit(_store_manifests, plans[ref], out, store) for ref in unique}
+            results: dict[ImageRef, PulledImage] = {}
+            for ref in unique:
+                results[ref] = stored[ref].result()
+                progress.step("images", len(results), len(unique), str(ref))
+    except BaseException:
+        puller.close()
+        raise
+    cache_names = {} if store is out else {
+        str(ref): Descriptor(plans[ref].top.media_type, plans[ref].top.digest, len(plans[ref].top.data))
+        for ref in unique if not ref.digest and ref.canonical not in pins}
+    return Pulling([_as_written(results[r], text) for text, r in parsed], puller, plans, blobs, out, cache_names,
+                   tidy=store is not out or cache is None)
+
+
+class Pulling:
+    """A pull under way (`start`): every image resolved, its manifests stored, its blobs arriving.
+
+    `images` is what `pull` returns. `wait(digest)` returns once that blob is in the layout (or raises
+    the first failure of any download: a build stops at once, not when it reaches the failed blob).
+    `finish()` waits for every blob, then names the images in index.json (the output's, and the
+    cache's tags) and tidies the output. Leaving the `with` block stops downloads still under way.
+    """
+
+    def __init__(self, images: list[PulledImage], puller: _Puller, plans: dict[ImageRef, _Plan],
+                 blobs: dict[str, Future[None]], out: Layout, cache_names: dict[str, Descriptor], *,
+                 tidy: bool) -> None:
+        self.images = images
+        self.out = out  # the output layout
+        self._puller, self._plans, self._blobs = puller, plans, blobs
+        self._cache_names, self._tidy = cache_names, tidy
+        self._changed = threading.Condition()
+        self._failure: Future[None] | None = None
+        for fut in blobs.values():
+            fut.add_done_callback(self._done)
+
+    def __enter__(self) -> Pulling:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._puller.close()
+
+    def _done(self, fut: Future[None]) -> None:
+        with self._changed:
+            if self._failure is None and not fut.cancelled() and fut.exception() is not None:
+                self._failure = fut
+            self._changed.notify_all()
+
+    def layout_blobs(self) -> dict[str, int]:
+        """Every blob the output layout will hold once the pull is done: digest -> size."""
+        sizes = {digest: size for plan in self._plans.values() for digest, size in plan.blobs}
+        for plan in self._plans.values():
+            sizes.update({child.digest: len(child.data) for child in plan.manifests})
+            sizes[sha256_digest(plan.bundled)] = len(plan.bundled)
+        return sizes
+
+    def wait(self, digest: str) -> None:
+        """Return once the blob is in the layout; raise the first download failure, whichever blob."""
+        fut = self._blobs.get(digest)
+        if fut is None:
+            return  # a manifest: stored before `start` returned
+        with self._changed:
+            self._changed.wait_for(lambda: fut.done() or self._failure is not None)
+        (self._failure or fut).result()
+
+    def wait_images(self, images: Sequence[PulledImage]) -> None:
+        """Return once every blob of these images is in the layout."""
+        for image in images:
+            for digest, _ in self._plans[image.ref].blobs:
+                self.wait(digest)
+
+    def name_images(self) -> None:
+        """Write the output's index.json now, before the blobs are in: only for an output that is thrown
+        away if the run fails (a build's staging folder). `finish` does it otherwise."""
+        self.out.set_refs({p.name: p.descriptor for p in self.images})
+
+    def finish(self) -> None:
+        """Wait for every blob; then name the images in the output and the cache, and tidy the output."""
+        wait(self._blobs.values(), return_when=FIRST_EXCEPTION)
+        for fut in self._blobs.values():
             if fut.done() and fut.exception() is not None:
                 raise fut.exception()  # type: ignore[misc]
-        # One task per image on the blob pool: a manifest write ends in an fsync, and hundreds of
-        # images one after another would wait on the disk once per manifest.
-        stored = {ref: puller.pool.submit(_store_manifests, plans[ref], out, store) for ref in unique}
-        results: dict[ImageRef, PulledImage] = {}
-        for ref in unique:
-            results[ref] = stored[ref].result()
-            progress.step("images", len(results), len(unique), str(ref))
-        out.set_refs({p.name: p.descriptor for p in results.values()})
-        if store is not out:
-            store.set_refs({str(ref): Descriptor(plans[ref].top.media_type, plans[ref].top.digest,
-                                                 len(plans[ref].top.data))
-                            for ref in unique if not ref.digest and ref.canonical not in pins})
-        if store is not out or cache is None:  # an output, not also the cache: a plain OCI layout, no bookkeeping
-            out.tidy()
-    finally:
-        puller.close()
-    return [_as_written(results[r], text) for text, r in parsed]
+        self.name_images()
+        if self._cache_names:
+            self._puller.store.set_refs(self._cache_names)
+        if self._tidy:  # an output, not also the cache: a plain OCI layout, no bookkeeping
+            self.out.tidy()
 
 
 def resolve(refs: Sequence[str], *, cache: Path, platforms: Sequence[Platform] = DEFAULT_PLATFORMS,

@@ -95,6 +95,10 @@ def test_a_statement_whose_length_depends_on_the_digests_fails_loudly_and_leaves
     assert out.read_bytes() == b"previous bundle" and sorted(p.name for p in tmp_path.iterdir()) == ["b.tar", "src"]
 
 
+def _files_under(root: Path) -> list[tuple[str, Path]]:
+    return sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*") if p.is_file())
+
+
 def test_a_blob_that_does_not_hash_to_its_name_stops_the_build_and_leaves_nothing(tmp_path: Path) -> None:
     good = b"a blob"
     bad = b"not what the name says"
@@ -106,7 +110,7 @@ def test_a_blob_that_does_not_hash_to_its_name_stops_the_build_and_leaves_nothin
     (root / "sbom.cdx.json").write_bytes(b"{}")  # not a blob: no name to check against
     out = tmp_path / "b.tar"
     with pytest.raises(DigestMismatchError) as caught:
-        archive.write_hashed(pipeline._payload_files(root), out, EPOCH, statement=lambda _: b"{}",
+        archive.write_hashed(_files_under(root), out, EPOCH, statement=lambda _: b"{}",
                              check=pipeline._require_blob_named_by_digest)
     assert str(caught.value) == (
         f"images/blobs/sha256/{hashlib.sha256(b'original').hexdigest()}: content hashes to "
@@ -114,7 +118,7 @@ def test_a_blob_that_does_not_hash_to_its_name_stops_the_build_and_leaves_nothin
     assert caught.value.exit_code == 7
     assert sorted(p.name for p in tmp_path.iterdir()) == ["payload"]
     (blobs / hashlib.sha256(b"original").hexdigest()).unlink()
-    archive.write_hashed(pipeline._payload_files(root), out, EPOCH, statement=lambda _: b"{}",
+    archive.write_hashed(_files_under(root), out, EPOCH, statement=lambda _: b"{}",
                          check=pipeline._require_blob_named_by_digest)
     assert [m.name for m in archive.read_index(out).payload] == [
         f"images/blobs/sha256/{hashlib.sha256(good).hexdigest()}", "sbom.cdx.json"]

@@ -16,7 +16,7 @@ import pytest
 
 from bundler.errors import DigestMismatchError, RegistryError
 from bundler.layout import Layout
-from bundler.pull import PulledImage, Sources, pull
+from bundler.pull import PulledImage, Pulling, Sources, pull, start
 from tests.conftest import REPO
 from tests.support.faultproxy import Fault, FaultProxy, start_proxy
 from tests.support.images import Pusher, multi_platform
@@ -199,3 +199,49 @@ def test_sigterm_stops_a_download_under_way_at_its_next_chunk_and_keeps_its_byte
     rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
     assert [r.range for r in proxy.requests_to(held.digest)] == [f"bytes={kept}-"]
+
+
+def _start_via(proxy: FaultProxy, path: str, tmp: Path) -> Pulling:
+    ref = f"{proxy.host}/{path}"
+    sources = Sources.for_refs([ref], insecure_hosts=(proxy.host,), backoff=0.01)
+    return start([ref], layout=tmp / "out", cache=tmp / "cache", sources=sources, jobs=2)
+
+
+def test_start_returns_while_a_blob_is_still_arriving_and_finish_names_the_image_once_it_is_in(
+        proxy: FaultProxy, refs: dict[str, str], tmp_path: Path) -> None:
+    """A build writes its archive behind the downloads: `start` hands over the images while a layer is
+    held, each other blob can be waited for on its own, and the output names the image only once
+    every part of it is in (an interrupted pull never leaves a layout naming a missing layer)."""
+    held = max(b.digest for image in BIG.images for b in image.blobs())  # the last a bundle lists
+    pause = proxy.add(Fault("pause", match=held, after=1 << 20))
+    with _start_via(proxy, refs["big"], tmp_path) as pulling:
+        assert [p.bundled_digest for p in pulling.images] == [BIG.digest]
+        assert pause.reached.wait(60)
+        others = [b.digest for image in BIG.images for b in image.blobs() if b.digest != held]
+        for digest in others:
+            pulling.wait(digest)
+            assert Layout(tmp_path / "out").has_blob(digest)
+        assert not Layout(tmp_path / "out").has_blob(held) and not Layout(tmp_path / "out").entries()
+        assert pulling.layout_blobs() == {**{b.digest: b.size for image in BIG.images for b in image.blobs()},
+                                          **{image.digest: image.manifest.size for image in BIG.images},
+                                          BIG.digest: BIG.manifest.size}
+        pause.release.set()
+        pulling.wait(held)
+        pulling.finish()
+    assert Layout(tmp_path / "out").resolve(f"{proxy.host}/{refs['big']}") is not None
+    assert Layout(tmp_path / "cache").resolve(f"{proxy.host}/{refs['big']}") is not None
+
+
+def test_waiting_for_one_blob_raises_the_first_failure_of_any_other_at_once(
+        proxy: FaultProxy, refs: dict[str, str], tmp_path: Path) -> None:
+    """The archive waits for blobs in digest order; a later blob that fails must stop it now, not after
+    the earlier ones arrive (here one is held until the end of the test)."""
+    digests = sorted(b.digest for image in BIG.images for b in image.blobs())
+    pause = proxy.add(Fault("pause", match=digests[0], after=1 << 20))
+    proxy.add(Fault("corrupt", match=digests[-1], times=2))
+    with _start_via(proxy, refs["big"], tmp_path) as pulling:
+        with pytest.raises(DigestMismatchError) as info:
+            pulling.wait(digests[0])
+        assert not Layout(tmp_path / "cache").has_blob(digests[0])  # raised while the first was still held
+        pause.release.set()
+    assert digests[-1] in str(info.value) and "(twice; nothing was kept)" in str(info.value)

@@ -26,14 +26,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class StagingWatch:
-    """A Progress that, when the archive is about to be written, records (payload blob, its inode)."""
+    """A Progress that, once the archive is written (the staging folder still there), records (payload
+    blob, its inode)."""
 
     def __init__(self, output: Path) -> None:
         self.output = output
         self.blobs: dict[str, int] = {}
 
     def step(self, stage: str, done: int, total: int | None, detail: str = "") -> None:
-        if stage == "archive" and done == 0:
+        if stage == "archive" and done == 1:  # written: every blob is in (they arrive while it is)
             (staging,) = self.output.parent.glob(f".{self.output.name}.*/payload/images/blobs/sha256")
             self.blobs = {p.name: p.stat().st_ino for p in staging.iterdir() if p.is_file()}
 

@@ -1,0 +1,121 @@
+"""A cold build writes its archive behind the downloads (pipeline.py with `pull.start`).
+
+Every image is resolved and its manifests stored first; the charts, rewritten manifests, BOM and
+provenance are made while the blobs still arrive, and the archive waits for each blob only when it
+reaches it (in digest order, the order downloads are started in). A real build from the real
+registry through the fault proxy, which holds or damages one layer: the one a bundle lists last.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bundler import archive, pipeline
+from bundler.errors import DigestMismatchError
+from bundler.keys import load_signer
+from bundler.spec import load as load_spec
+from tests.support.faultproxy import Fault, FaultProxy, start_proxy
+from tests.support.images import Index, Pusher, multi_platform
+
+
+@pytest.fixture
+def proxy(registry: Any) -> Iterator[FaultProxy]:
+    p = start_proxy(registry.url)
+    yield p
+    p.stop()
+
+
+def _through_proxy(registry: Any, proxy: FaultProxy, tmp_path: Path, run_cli: Any, name: str, seed: int) -> Index:
+    """Push one two-platform image of 3 MB layers and write a spec that pulls it through the proxy."""
+    index = multi_platform(name, seed=seed, platforms=("linux/amd64", "linux/arm64"), layer_size=3_000_000,
+                           compress=False)
+    Pusher.to(registry).push(f"pipelined/{name}", index, "v1")
+    (tmp_path / "bundle.yaml").write_text(
+        f"apiVersion: airgap-bundle.dev/v1alpha1\nkind: Bundle\nmetadata: {{name: {name}, version: 1.0.0}}\n"
+        "localRegistry: {host: registry.airgap.local:5000, template: '{host}/{path}'}\n"
+        f"extraImages: [{{ref: '{proxy.host}/pipelined/{name}:v1', reason: test}}]\n"
+        f"registries: [{{host: '{proxy.host}', insecure: true}}]\n")
+    assert run_cli("keys", "generate", "--out", "vendor", cwd=tmp_path).returncode == 0
+    return index
+
+
+def _layout_blobs(index: Index) -> dict[str, int]:
+    """digest -> size of everything the bundle's OCI layout holds: layers, configs, manifests, index."""
+    return {**{b.digest: b.size for image in index.images for b in (*image.blobs(), image.manifest)},
+            index.digest: index.manifest.size}
+
+
+def _build_in_thread(tmp_path: Path, output: Path) -> tuple[threading.Thread, list[object]]:
+    options = pipeline.BuildOptions(output=output, signer=load_signer(tmp_path / "vendor.key"),
+                                    cache=tmp_path / "cache")
+    ended: list[object] = []
+
+    def run() -> None:
+        try:
+            ended.append(pipeline.build(load_spec(tmp_path / "bundle.yaml"), options))
+        except BaseException as exc:  # handed to the test, which asserts on it
+            ended.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, ended
+
+
+def _until(condition: Callable[[], bool], what: str) -> None:
+    """The deadline only turns a hang into a failure."""
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} after 60 s"
+        time.sleep(0.02)
+
+
+def test_the_archive_is_written_while_the_last_blob_is_still_downloading(registry, proxy: FaultProxy,  # type: ignore[no-untyped-def]
+                                                                         tmp_path: Path, run_cli) -> None:
+    index = _through_proxy(registry, proxy, tmp_path, run_cli, "behind", seed=31)
+    blobs = _layout_blobs(index)
+    held = max(b.digest for image in index.images for b in image.layers)
+    ahead = sum(size for digest, size in blobs.items() if digest < held)  # what the archive holds before it
+    pause = proxy.add(Fault("pause", match=held, after=1 << 20))
+    output = tmp_path / "out" / "behind.bundle.tar"
+    thread, ended = _build_in_thread(tmp_path, output)
+    try:
+        assert pause.reached.wait(60), "the held layer was never requested"
+
+        def archived_up_to_the_held_blob() -> bool:
+            partial = list(output.parent.glob(f".{output.name}.*.partial"))
+            return bool(partial) and partial[0].stat().st_size >= ahead
+
+        _until(archived_up_to_the_held_blob, f"{ahead} bytes archived ahead of the held layer")
+        assert thread.is_alive() and not output.exists()
+        assert not (tmp_path / "cache/blobs/sha256" / held.removeprefix("sha256:")).exists()
+    finally:
+        pause.release.set()
+        thread.join(60)
+    [result] = ended
+    assert isinstance(result, pipeline.BuildResult), result
+    members = {m.name: m.size for m in archive.read_index(output).payload}
+    assert {f"images/blobs/sha256/{d.removeprefix('sha256:')}": s for d, s in blobs.items()}.items() <= members.items()
+    assert sorted(p.name for p in output.parent.iterdir()) == [output.name]  # no staging, no partial file
+
+
+def test_a_blob_that_fails_while_the_archive_is_written_leaves_nothing(registry, proxy: FaultProxy,  # type: ignore[no-untyped-def]
+                                                                      tmp_path: Path, run_cli) -> None:
+    index = _through_proxy(registry, proxy, tmp_path, run_cli, "damaged", seed=32)
+    damaged = max(b.digest for image in index.images for b in image.layers)
+    proxy.add(Fault("corrupt", match=damaged, times=2))
+    output = tmp_path / "out" / "damaged.bundle.tar"
+    output.parent.mkdir()
+    output.write_bytes(b"the previous bundle")
+    thread, ended = _build_in_thread(tmp_path, output)
+    thread.join(60)
+    [error] = ended
+    assert isinstance(error, DigestMismatchError) and error.exit_code == 7
+    assert damaged in str(error) and "(twice; nothing was kept)" in str(error)
+    assert output.read_bytes() == b"the previous bundle"
+    assert sorted(p.name for p in output.parent.iterdir()) == [output.name]
