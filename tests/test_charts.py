@@ -1,4 +1,4 @@
-"""Charts by reference (bundler/charts.py) against real servers on 127.0.0.1: a Helm chart repository
+"""Charts by reference (bundler/charts/) against real servers on 127.0.0.1: a Helm chart repository
 (`helm repo index` output) with basic auth and with TLS, charts pushed with `helm push` into the Debian
 docker-registry, dependencies across the two kinds, `helm package --sign` provenance, fail-closed hosts,
 digest mismatch, and offline from the cache."""
@@ -697,12 +697,14 @@ def test_slsa_dependencies_as_pairs_or_descriptors() -> None:
 def test_index_parse_leaves_the_gc_as_it_found_it() -> None:
     import gc
 
+    from bundler.charts.fetch import _index_entries
+
     data = b"entries:\n  app:\n  - {version: 1.0.0}\n"
     assert gc.isenabled()
-    assert set(charts._index_entries(data, "u", "app")) == {"1.0.0"} and gc.isenabled()
+    assert set(_index_entries(data, "u", "app")) == {"1.0.0"} and gc.isenabled()
     gc.disable()
     try:
-        charts._index_entries(data, "u", "app")
+        _index_entries(data, "u", "app")
         assert not gc.isenabled()
     finally:
         gc.enable()

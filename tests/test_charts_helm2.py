@@ -1,4 +1,4 @@
-"""Helm 2 charts (`apiVersion: v1`) in bundler/charts.py, checked against the real helm binary: dependencies
+"""Helm 2 charts (`apiVersion: v1`) in bundler/charts/, checked against the real helm binary: dependencies
 declared in requirements.yaml and locked in requirements.lock are fetched like Chart.yaml's; a lock written
 by Helm 2 or by helm 3/4 is accepted and a stale one refused, as `helm dependency build` does; a vendored
 dependency needs no request; an `apiVersion: v2` chart with a stray requirements.yaml is read as helm reads
