@@ -4,6 +4,7 @@ nothing at the output path."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import random
@@ -74,6 +75,47 @@ def test_the_single_pass_gives_the_bytes_of_the_two_pass_writer(tmp_path: Path) 
         (name, path.stat().st_size, _sha(path)) for name, path in ordered]
     assert [(w.name, w.size) for w in seen[0]] == [(w.name, w.size) for w in seen[-1]]
     assert {w.sha256 for w in seen[0]} == {"0" * 64}
+
+
+def test_arriving_files_are_waited_for_only_when_the_archive_reaches_them(tmp_path: Path) -> None:
+    """A build writes its archive behind the downloads: a file still arriving is sized from what its
+    descriptor says and read only once its `ready()` returns; here each file is written by its own
+    `ready()`, so none exists before the archive reaches it. The bytes are the golden ones."""
+    files = _payload(tmp_path / "src")
+    held = {path: path.read_bytes() for _, path in files}
+    for path in held:
+        path.unlink()
+    out = tmp_path / "b.tar"
+    readied: list[str] = []
+
+    def arrive(name: str, path: Path) -> None:
+        readied.append(name)
+        path.write_bytes(held[path])
+
+    arriving = [(name, archive.Arriving(path, len(held[path]), functools.partial(arrive, name, path)))
+                for name, path in files]
+    finished: list[list[str]] = []
+    archive.write_hashed(arriving, out, EPOCH, statement=lambda _: STATEMENT, signatures=lambda _: SIGNATURES,
+                         before_rename=lambda: finished.append(sorted(p.name for p in tmp_path.iterdir())))
+    assert readied == sorted(name for name, _ in files)  # each once, in archive order
+    assert _sha(out) == GOLDEN
+    assert len(finished) == 1 and finished[0][0].startswith(".b.tar.") and "b.tar" not in finished[0]
+
+
+def test_a_file_that_fails_to_arrive_or_a_failing_last_step_leaves_nothing(tmp_path: Path) -> None:
+    files = _payload(tmp_path / "src")
+    out = tmp_path / "b.tar"
+    out.write_bytes(b"previous bundle")
+
+    def fail() -> None:
+        raise DigestMismatchError("blob sha256:1: content hashes to sha256:2")
+
+    late = [(name, archive.Arriving(path, path.stat().st_size, fail)) for name, path in files]
+    with pytest.raises(DigestMismatchError, match="content hashes to"):
+        archive.write_hashed(late, out, EPOCH, statement=lambda _: STATEMENT)
+    with pytest.raises(DigestMismatchError, match="content hashes to"):
+        archive.write_hashed(files, out, EPOCH, statement=lambda _: STATEMENT, before_rename=fail)
+    assert out.read_bytes() == b"previous bundle" and sorted(p.name for p in tmp_path.iterdir()) == ["b.tar", "src"]
 
 
 def test_a_statement_whose_length_depends_on_the_digests_fails_loudly_and_leaves_nothing(tmp_path: Path) -> None:
