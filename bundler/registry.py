@@ -10,11 +10,13 @@ the push stage (push.py) uses it with one route, the target registry, so pull an
 TLS, retries and redaction. A chunked upload that fails midway asks the registry how much of the
 session it holds and goes on from there in the same session; when it cannot (and for a monolithic
 upload) it starts again in a new session. Either way after backoff, and a blob exists only once complete.
+A session given up (for a new one, or when the upload fails for good or is interrupted) is cancelled
+with one best-effort DELETE to its location, which never replaces the upload's own error.
 
 Spec: OCI distribution-spec v1.1 (pulling manifests and blobs, `Range`; pushing: POST/PUT monolithic
-and POST/PATCH/PUT chunked uploads, the upload status GET, `?mount=&from=` cross-repository mounts,
-manifest PUT), the Docker token auth flow (`WWW-Authenticate: Bearer realm=...,service=...,scope=...`),
-RFC 7617 basic auth, RFC 9110 Retry-After.
+and POST/PATCH/PUT chunked uploads, the upload status GET, canceling an upload (DELETE), `?mount=&from=`
+cross-repository mounts, manifest PUT), the Docker token auth flow
+(`WWW-Authenticate: Bearer realm=...,service=...,scope=...`), RFC 7617 basic auth, RFC 9110 Retry-After.
 
 Transport is transport.py, on the standard library's http.client (not oras-py, and no longer
 requests: without its import a warm pull went from 230 to 170 ms). We need byte-exact raw streams (no content
@@ -57,6 +59,9 @@ log = logging.getLogger(__name__)
 CHUNK = 1 << 20
 MAX_MANIFEST_BYTES = 4 << 20  # containerd's limit
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+# Seconds a best-effort upload cancel may wait to connect or for its answer: it follows a failure, whose
+# error must not be held back long (the registry purges an abandoned session by itself anyway).
+CANCEL_TIMEOUT = 5.0
 DOCKER_HUB_API = "registry-1.docker.io"
 # A blob's bytes from `start`, `length` of them.
 BlobReader = Callable[[int, int], Iterator[bytes]]
@@ -455,11 +460,9 @@ class RegistryClient:
             return True
         location = resp.headers.get("Location")
         if location:  # pragma: no branch - best effort: an abandoned session is purged by the registry anyway
-            try:
-                self._send(ep, "DELETE", urllib.parse.urljoin(ep.url + "/", location), repo, headers={}, push=True,
-                           ok=frozenset({200, 202, 204, 404}), retries=0, what=f"cancel upload of {digest}").close()
-            except RegistryError as exc:  # pragma: no cover - a registry that refuses DELETE on uploads
-                log.info("%s: could not cancel an upload session (%s)", ref.name, exc.message)
+            self._cancel_upload(ep, urllib.parse.urljoin(ep.url + "/", location),
+                                _scope(repo, push=True, mount_from=source_repository),
+                                f"mount {digest} from {source_repository} into {ref.name}")
         return False
 
     def push_blob(self, ref: ImageRef, digest: str, size: int, read: BlobReader, *, chunk_size: int = 0) -> None:
@@ -471,10 +474,11 @@ class RegistryClient:
         chunked upload first asks the registry what the session holds (`_upload_offset`) and goes on from
         there in the same session; when the registry cannot say, it starts a new session from byte 0. A
         monolithic upload always starts a new session: its one PUT either completes the blob or leaves
-        nothing the spec lets a client continue.
+        nothing the spec lets a client continue. A session given up, for a new one or because the upload
+        stops (retries run out, any other error, Ctrl-C), is cancelled (`_cancel_upload`).
 
         Raises:
-            AuthError, DigestMismatchError, RegistryError.
+            AuthError, DigestMismatchError, RegistryError; whatever `read` raises.
         """
         ep = self._endpoints(ref)[0]
         repo = ep.repository(ref)
@@ -482,51 +486,98 @@ class RegistryClient:
         chunked = 0 < chunk_size < size
         attempt, start = 0, 0
         location: str | None = None  # the session's URL for the next request; None: open a new session
-        while True:
-            sent = start  # the end of the bytes sent in this session, the failed request's included
-            try:
-                if location is None:
-                    resp = self._send(ep, "POST", f"/v2/{repo}/blobs/uploads/", repo, headers={"Content-Length": "0"},
-                                      push=True, ok=frozenset({202}), retries=0, what=what)
+        try:
+            while True:
+                sent = start  # the end of the bytes sent in this session, the failed request's included
+                try:
+                    if location is None:
+                        resp = self._send(ep, "POST", f"/v2/{repo}/blobs/uploads/", repo, push=True,
+                                          headers={"Content-Length": "0"}, ok=frozenset({202}), retries=0, what=what)
+                        resp.close()
+                        location, start = self._location(ep, resp, what), 0
+                    while chunked and size - start > chunk_size:
+                        sent = start + chunk_size
+                        # Content-Range is inclusive (distribution-spec "Pushing a blob in chunks").
+                        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(chunk_size),
+                                   "Content-Range": f"{start}-{sent - 1}"}
+                        resp = self._send(ep, "PATCH", location, repo, headers=headers, push=True,
+                                          ok=frozenset({202}), body=_body(read, start, chunk_size), retries=0,
+                                          what=what)
+                        resp.close()
+                        location, start = self._location(ep, resp, what), sent
+                    sent = size
+                    put = location + ("&" if "?" in location else "?") + urllib.parse.urlencode({"digest": digest})
+                    resp = self._send(ep, "PUT", put, repo, headers={"Content-Type": "application/octet-stream"},
+                                      push=True, ok=frozenset({201}), body=_body(read, start, size - start),
+                                      retries=0, what=what)
                     resp.close()
-                    location, start = self._location(ep, resp, what), 0
-                while chunked and size - start > chunk_size:
-                    sent = start + chunk_size
-                    # Content-Range is inclusive (distribution-spec "Pushing a blob in chunks").
-                    headers = {"Content-Type": "application/octet-stream", "Content-Length": str(chunk_size),
-                               "Content-Range": f"{start}-{sent - 1}"}
-                    resp = self._send(ep, "PATCH", location, repo, headers=headers, push=True, ok=frozenset({202}),
-                                      body=_body(read, start, chunk_size), retries=0, what=what)
-                    resp.close()
-                    location, start = self._location(ep, resp, what), sent
-                sent = size
-                put = location + ("&" if "?" in location else "?") + urllib.parse.urlencode({"digest": digest})
-                resp = self._send(ep, "PUT", put, repo, headers={"Content-Type": "application/octet-stream"},
-                                  push=True, ok=frozenset({201}), body=_body(read, start, size - start), retries=0,
-                                  what=what)
-                resp.close()
+                    return
+                except (AuthError, DigestMismatchError):
+                    raise
+                except RegistryError as exc:
+                    if attempt == self.retries:
+                        raise RegistryError(f"{what}: failed {attempt + 1} times, last: {exc.message}",
+                                            hint="check the registry's health and storage; a rerun resumes") from None
+                    with self._lock:
+                        self.stats["retries"] += 1
+                    delay = self._delay(attempt, None)
+                    log.info("%s; %s in %.1fs", exc.message, "asking the registry what it holds"
+                             if chunked and location else "starting a new upload", delay)
+                    self._sleep(delay)
+                    attempt += 1
+                    resumed = self._upload_offset(ep, repo, location, sent, what) if chunked and location else None
+                    if resumed is None:
+                        if location is not None:  # given up for a new one
+                            self._cancel_upload(ep, location, _scope(repo, push=True), what)
+                        location = None
+                        continue
+                    location, start = resumed
+                    with self._lock:
+                        self.stats["resumed_bytes"] += start
+                    log.info("%s: resumed at byte %d of %d in the same session", what, start, size)
+        except BaseException:
+            # distribution-spec "Canceling an Upload": a client SHOULD cancel on a fatal error, while it
+            # can still send a request. Whatever stopped the upload (retries run out, a refusal, the
+            # bundle unreadable, Ctrl-C in this thread) is raised unchanged after it.
+            if location is not None:
+                self._cancel_upload(ep, location, _scope(repo, push=True), what)
+            raise
+
+    def _cancel_upload(self, ep: Endpoint, location: str, scope: str, what: str) -> None:
+        """Cancel an upload session: one `DELETE <location>`, best effort. Never raises.
+
+        distribution-spec "Canceling an Upload" (docker-registry API "Cancel Blob Upload"): 204 once
+        cancelled, 404 when the session is already gone. Sent only where the session lives (its
+        location, with the credentials the upload used): no retry, no redirect followed, no token fetched,
+        and at most CANCEL_TIMEOUT seconds. Whatever goes wrong is one log line: the registry purges an
+        abandoned session by itself. docker-registry 2.8 refuses the cancel (404 BLOB_UPLOAD_INVALID) once
+        the session holds bytes its location does not count (part of a request whose answer never came),
+        and with token auth wants a token with `delete` on the repository, which a push is not given
+        (401 insufficient_scope): that refusal is the registry's policy, logged at debug only.
+        """
+        headers = {}
+        auth = self._auth_header(ep, scope)
+        if auth:
+            headers["Authorization"] = auth
+        try:
+            resp = self._http(ep, "DELETE", location, headers, what="DELETE", retries=0,
+                              timeout=min(CANCEL_TIMEOUT, self.timeout), follow_redirects=False)
+        except Exception as exc:  # best effort: nothing here may replace the error the cancel follows
+            reason = exc.message if isinstance(exc, RegistryError) else f"{type(exc).__name__}: {exc}"
+        else:
+            status = resp.status_code
+            detail = _error_detail(resp) if status not in (200, 202, 204) else ""
+            resp.close()
+            if status in (200, 202, 204, 404):
+                log.debug("%s: upload session %s", what, "cancelled" if status != 404 else f"unknown{detail}")
                 return
-            except (AuthError, DigestMismatchError):
-                raise
-            except RegistryError as exc:
-                if attempt == self.retries:
-                    raise RegistryError(f"{what}: failed {attempt + 1} times, last: {exc.message}",
-                                        hint="check the registry's health and storage; a rerun resumes") from None
-                with self._lock:
-                    self.stats["retries"] += 1
-                delay = self._delay(attempt, None)
-                log.info("%s; %s in %.1fs", exc.message, "asking the registry what it holds"
-                         if chunked and location else "starting a new upload", delay)
-                self._sleep(delay)
-                attempt += 1
-                resumed = self._upload_offset(ep, repo, location, sent, what) if chunked and location else None
-                if resumed is None:
-                    location = None
-                    continue
-                location, start = resumed
-                with self._lock:
-                    self.stats["resumed_bytes"] += start
-                log.info("%s: resumed at byte %d of %d in the same session", what, start, size)
+            reason = f"HTTP {status}{detail}"
+            if status in (401, 403):
+                log.debug("%s: the registry does not let these credentials cancel the upload session (%s)",
+                          what, reason)
+                return
+        log.info("%s: could not cancel the upload session (%s); the registry removes it when it expires",
+                 what, reason)
 
     def _upload_offset(self, ep: Endpoint, repo: str, location: str, sent: int, what: str) -> tuple[str, int] | None:
         """Where an interrupted chunked upload goes on: (the session's URL, the first byte the registry
@@ -697,11 +748,13 @@ class RegistryClient:
         return min(self.max_backoff, self.backoff * (2.0 ** attempt)) * (0.5 + random.random() / 2)
 
     def _http(self, ep: Endpoint, method: str, url: str, headers: dict[str, str], *,
-              what: str, body: Body | None = None, retries: int | None = None) -> Response:
+              what: str, body: Body | None = None, retries: int | None = None, timeout: float | None = None,
+              follow_redirects: bool = True) -> Response:
         """One logical request with retries (connection errors, 5xx, 429) and manual redirects.
 
         `body` makes a fresh request body for each attempt (a stream cannot be sent twice);
-        `retries=0` leaves retrying to the caller (an upload resumes or restarts its session instead).
+        `retries=0` leaves retrying to the caller (an upload resumes or restarts its session instead);
+        `timeout` replaces the client's for this request; `follow_redirects=False` returns a redirect as is.
         """
         headers = {"User-Agent": "airgap-bundle", **headers}
         if not ep.keep_alive:
@@ -714,8 +767,10 @@ class RegistryClient:
                 for _ in range(6):
                     with self._lock:
                         self.stats["requests"] += 1
-                    resp = self._transport().request(method, target, hop_headers, body=body, verify=verify)
-                    if resp.status_code not in (301, 302, 303, 307, 308) or "Location" not in resp.headers:
+                    resp = self._transport().request(method, target, hop_headers, body=body, verify=verify,
+                                                     timeout=timeout)
+                    if (not follow_redirects or resp.status_code not in (301, 302, 303, 307, 308)
+                            or "Location" not in resp.headers):
                         break
                     resp.close()
                     nxt = urllib.parse.urljoin(target, resp.headers["Location"])
@@ -781,9 +836,7 @@ class RegistryClient:
         `path` is a path on the endpoint or an absolute URL (an upload's Location). `push` asks the
         token service for pull and push on `repo`, `mount_from` also for pull on that repository.
         """
-        scope = f"repository:{repo}:pull,push" if push else f"repository:{repo}:pull"
-        if mount_from:
-            scope += f" repository:{mount_from}:pull"
+        scope = _scope(repo, push=push, mount_from=mount_from)
         url = path if "://" in path else ep.url + path
         for attempt in range(2):
             h = dict(headers)
@@ -917,6 +970,13 @@ def _strip_userinfo(url: str) -> str:
     if not (parts.username or parts.password):
         return url
     return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+
+
+def _scope(repo: str, *, push: bool, mount_from: str | None = None) -> str:
+    """The token scope a request needs (distribution token spec): pull, or pull and push, on `repo`; and
+    pull on a mount's source."""
+    scope = f"repository:{repo}:pull,push" if push else f"repository:{repo}:pull"
+    return scope + (f" repository:{mount_from}:pull" if mount_from else "")
 
 
 def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:

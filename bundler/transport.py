@@ -196,10 +196,11 @@ class Transport:
         self._idle: dict[_Key, list[http.client.HTTPConnection]] = {}
 
     def request(self, method: str, url: str, headers: dict[str, str], *, body: Body | None = None,
-                verify: str | bool = True) -> Response:
+                verify: str | bool = True, timeout: float | None = None) -> Response:
         """Send one request and return its answer (status and headers read; the body not yet).
 
         A kept-alive connection the server has closed meanwhile is replaced once, with a fresh body.
+        `timeout` replaces both timeouts for this request alone (a best-effort request that must not wait long).
 
         Raises:
             TransportError, TLSError.
@@ -224,8 +225,12 @@ class Transport:
             reused = conn.sock is not None
             try:
                 if conn.sock is None:
+                    if timeout is not None:
+                        conn.timeout = min(self.connect_timeout, timeout)
                     conn.connect()  # with the connect timeout; then each read may wait the read timeout
-                    conn.sock.settimeout(self.read_timeout)  # type: ignore[attr-defined]  # connect() set it
+                # Set on every request: a kept-alive connection may carry an earlier request's timeout.
+                wait = self.read_timeout if timeout is None else timeout
+                conn.sock.settimeout(wait)
                 data = body() if body else None
                 if data is not None and not isinstance(data, bytes | bytearray):
                     headers["Content-Length"] = str(len(data))
@@ -237,6 +242,11 @@ class Transport:
                                                        ConnectionResetError):
                     continue  # the server closed an idle connection: one fresh try
                 raise _error(exc) from None
+            except BaseException:
+                # The body could not be made or read (the bundle, Ctrl-C): a request may be half sent on
+                # this connection, which nothing may use again. Closed, the server sees the request end.
+                conn.close()
+                raise
             if method == "HEAD":
                 raw.read()  # no body: the connection is free again at once
             return Response(raw, functools.partial(self._release, key, conn))

@@ -79,9 +79,11 @@ def test_https_is_tunnelled_with_connect_and_the_proxy_credentials(tls_registry:
 
 # --- a tiny HTTP/1.1 server whose behaviour each test chooses ---------------------------------------
 
-def _serve(answer: Callable[[socket.socket, bytes], bool]) -> tuple[str, list[int]]:
+def _serve(answer: Callable[[socket.socket, bytes], bool],
+           ended: threading.Event | None = None) -> tuple[str, list[int]]:
     """A server on 127.0.0.1: for each request read, `answer(conn, request)` writes the reply and says whether
-    to keep the connection. Returns its URL and a list counting the connections it accepted."""
+    to keep the connection. Returns its URL and a list counting the connections it accepted. `ended` is set
+    when a connection ends (either side closed it)."""
     server = socket.create_server(("127.0.0.1", 0))
     accepted: list[int] = []
 
@@ -89,7 +91,9 @@ def _serve(answer: Callable[[socket.socket, bytes], bool]) -> tuple[str, list[in
         with conn:
             while request := conn.recv(65536):
                 if not answer(conn, request):
-                    return
+                    break
+        if ended is not None:
+            ended.set()
 
     def accept() -> None:
         while True:
@@ -177,6 +181,48 @@ def test_a_server_that_stops_sending_times_out_as_a_transport_error() -> None:
     resp = Transport(connect_timeout=5, read_timeout=0.3).request("GET", url + "/blob", {})
     with pytest.raises(TransportError, match="^TimeoutError: timed out$"):
         _body(resp)
+
+
+def test_a_timeout_given_to_one_request_is_for_that_request_alone() -> None:
+    """registry.py cancels an upload with a short timeout: the kept connection it used must wait the
+    transport's own timeout again for the next request."""
+    def answer(conn: socket.socket, request: bytes) -> bool:
+        if request.startswith(b"GET /slow"):
+            threading.Event().wait(0.6)
+        conn.sendall(_ok(b"hello"))
+        return True
+
+    url, accepted = _serve(answer)
+    transport = Transport(connect_timeout=5, read_timeout=5)
+    transport.request("GET", url + "/x", {}, timeout=0.3).close()
+    resp = transport.request("GET", url + "/slow", {})  # the same connection, 5 s again
+    assert _body(resp) == b"hello" and len(accepted) == 1
+    resp.close()
+    with pytest.raises(TransportError, match="^TimeoutError: timed out$"):
+        transport.request("GET", url + "/slow", {}, timeout=0.3)
+
+
+def test_a_body_that_fails_midway_closes_its_connection() -> None:
+    """An exception from the body (the bundle unreadable, Ctrl-C) leaves a request half sent: the
+    connection is closed at once, so the server sees the request end, and is never used again."""
+    ended = threading.Event()
+    url, accepted = _serve(lambda conn, request: True, ended)  # reads, never answers
+    stopped = KeyboardInterrupt()
+
+    class Failing:
+        def __len__(self) -> int:
+            return 10
+
+        def __iter__(self) -> Iterator[bytes]:
+            yield b"12345"
+            raise stopped
+
+    transport = _transport()
+    with pytest.raises(KeyboardInterrupt) as info:
+        transport.request("PATCH", url + "/v2/x/blobs/uploads/1", {}, body=Failing)
+    assert info.value is stopped
+    assert ended.wait(5), "the half-sent request's connection is still open"
+    assert len(accepted) == 1
 
 
 def test_deflate_is_decoded_too_whatever_the_chunk_size() -> None:
