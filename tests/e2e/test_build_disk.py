@@ -15,12 +15,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from bundler import pipeline
 from bundler.keys import load_signer
 from bundler.spec import load as load_spec
-from tests.support.images import Index, Pusher, multi_platform
+from tests.support.images import one_image_spec
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,19 +39,6 @@ class StagingWatch:
 
     def transferred(self, n: int) -> None:
         pass
-
-
-def one_image_spec(registry: Any, tmp_path: Path, run_cli: Any, name: str, *, seed: int, layer_size: int) -> Index:
-    """Push one two-platform image named `name`, write a spec carrying it (bundle.yaml) and a vendor key."""
-    index = multi_platform(name, seed=seed, platforms=("linux/amd64", "linux/arm64"), layer_size=layer_size)
-    Pusher.to(registry).push(f"bench/{name}", index, "v1")
-    (tmp_path / "bundle.yaml").write_text(
-        f"apiVersion: airgap-bundle.dev/v1alpha1\nkind: Bundle\nmetadata: {{name: {name}, version: 1.0.0}}\n"
-        "localRegistry: {host: registry.airgap.local:5000, template: '{host}/{path}'}\n"
-        f"extraImages: [{{ref: '{registry.host}/bench/{name}:v1', reason: test}}]\n"
-        f"registries: [{{host: '{registry.host}', insecure: true}}]\n")
-    assert run_cli("keys", "generate", "--out", "vendor", cwd=tmp_path).returncode == 0
-    return index
 
 
 def test_staging_payload_shares_the_cache_blobs_inodes(registry, tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]

@@ -21,7 +21,7 @@ from bundler.errors import DigestMismatchError
 from bundler.keys import load_signer
 from bundler.spec import load as load_spec
 from tests.support.faultproxy import Fault, FaultProxy, start_proxy
-from tests.support.images import Index, Pusher, multi_platform
+from tests.support.images import Index, one_image_spec
 
 
 @pytest.fixture
@@ -29,20 +29,6 @@ def proxy(registry: Any) -> Iterator[FaultProxy]:
     p = start_proxy(registry.url)
     yield p
     p.stop()
-
-
-def _through_proxy(registry: Any, proxy: FaultProxy, tmp_path: Path, run_cli: Any, name: str, seed: int) -> Index:
-    """Push one two-platform image of 3 MB layers and write a spec that pulls it through the proxy."""
-    index = multi_platform(name, seed=seed, platforms=("linux/amd64", "linux/arm64"), layer_size=3_000_000,
-                           compress=False)
-    Pusher.to(registry).push(f"pipelined/{name}", index, "v1")
-    (tmp_path / "bundle.yaml").write_text(
-        f"apiVersion: airgap-bundle.dev/v1alpha1\nkind: Bundle\nmetadata: {{name: {name}, version: 1.0.0}}\n"
-        "localRegistry: {host: registry.airgap.local:5000, template: '{host}/{path}'}\n"
-        f"extraImages: [{{ref: '{proxy.host}/pipelined/{name}:v1', reason: test}}]\n"
-        f"registries: [{{host: '{proxy.host}', insecure: true}}]\n")
-    assert run_cli("keys", "generate", "--out", "vendor", cwd=tmp_path).returncode == 0
-    return index
 
 
 def _layout_blobs(index: Index) -> dict[str, int]:
@@ -77,7 +63,7 @@ def _until(condition: Callable[[], bool], what: str) -> None:
 
 def test_the_archive_is_written_while_the_last_blob_is_still_downloading(registry, proxy: FaultProxy,  # type: ignore[no-untyped-def]
                                                                          tmp_path: Path, run_cli) -> None:
-    index = _through_proxy(registry, proxy, tmp_path, run_cli, "behind", seed=31)
+    index = one_image_spec(registry, tmp_path, run_cli, "behind", seed=31, layer_size=3_000_000, via=proxy.host)
     blobs = _layout_blobs(index)
     held = max(b.digest for image in index.images for b in image.layers)
     ahead = sum(size for digest, size in blobs.items() if digest < held)  # what the archive holds before it
@@ -106,7 +92,7 @@ def test_the_archive_is_written_while_the_last_blob_is_still_downloading(registr
 
 def test_a_blob_that_fails_while_the_archive_is_written_leaves_nothing(registry, proxy: FaultProxy,  # type: ignore[no-untyped-def]
                                                                       tmp_path: Path, run_cli) -> None:
-    index = _through_proxy(registry, proxy, tmp_path, run_cli, "damaged", seed=32)
+    index = one_image_spec(registry, tmp_path, run_cli, "damaged", seed=32, layer_size=3_000_000, via=proxy.host)
     damaged = max(b.digest for image in index.images for b in image.layers)
     proxy.add(Fault("corrupt", match=damaged, times=2))
     output = tmp_path / "out" / "damaged.bundle.tar"

@@ -23,6 +23,7 @@ import re
 import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -355,3 +356,19 @@ def push_standard_set(registry: Any, *, prefix: str = "std") -> Catalog:
         cat.refs[name] = f"{registry.host}/{repo}:v1"
         cat.items[name] = item
     return cat
+
+
+def one_image_spec(registry: Any, tmp_path: Path, run_cli: Any, name: str, *, seed: int, layer_size: int,
+                   via: str | None = None) -> Index:
+    """Push one two-platform image named `name`, write a spec carrying it (bundle.yaml) and a vendor key.
+    `via`: the host the spec pulls from instead of the registry's own (a fault proxy in front of it)."""
+    index = multi_platform(name, seed=seed, platforms=("linux/amd64", "linux/arm64"), layer_size=layer_size)
+    Pusher.to(registry).push(f"bench/{name}", index, "v1")
+    host = via or registry.host
+    (tmp_path / "bundle.yaml").write_text(
+        f"apiVersion: airgap-bundle.dev/v1alpha1\nkind: Bundle\nmetadata: {{name: {name}, version: 1.0.0}}\n"
+        "localRegistry: {host: registry.airgap.local:5000, template: '{host}/{path}'}\n"
+        f"extraImages: [{{ref: '{host}/bench/{name}:v1', reason: test}}]\n"
+        f"registries: [{{host: '{host}', insecure: true}}]\n")
+    assert run_cli("keys", "generate", "--out", "vendor", cwd=tmp_path).returncode == 0
+    return index
