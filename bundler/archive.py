@@ -28,7 +28,6 @@ signatures mean (`verify.py` does) and never opens a network connection.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import re
@@ -45,7 +44,7 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from .bundlefile import BundleBytes, open_file
-from .errors import ArchiveError, InputError, UnlistedMemberError, UnsafeArchiveError
+from .errors import ArchiveError, InputError, UnlistedMemberError, UnsafeArchiveError, open_file_limit_hint
 from .layout import WRITEBACK_STEP, start_writeback
 
 STATEMENT = "bundle.intoto.json"
@@ -756,8 +755,7 @@ def extract(source: Path | str | BundleBytes, dest: Path | str, expected: Mappin
         os.rename(staging, dest)
         staging = None
     except OSError as e:
-        hint = "raise the open-file limit with ulimit -n, then run again" if e.errno == errno.EMFILE else None
-        raise ArchiveError(f"{dest}: cannot extract: {e.strerror or e}", hint=hint) from e
+        raise ArchiveError(f"{dest}: cannot extract: {e.strerror or e}", hint=open_file_limit_hint(e)) from e
     finally:
         if owned:  # first: _remove_staging may raise, and the bundle's descriptor is then one more free
             f.close()
