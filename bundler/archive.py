@@ -172,10 +172,12 @@ def _end_blocks(offset: int) -> bytes:
 @contextmanager
 def atomic_fd(out: Path, what: str) -> Iterator[int]:
     """A file descriptor of a file under a temporary name next to `out`; fsync'd and renamed onto `out`
-    only if the block finishes. On any error the temporary file is removed and `out` is untouched."""
-    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
-    tmp = Path(name)
+    only if the block finishes. On any error (making the temporary file included: a folder that does not
+    exist) the temporary file is removed and `out` is untouched."""
+    tmp: Path | None = None
     try:
+        fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
+        tmp = Path(name)
         try:
             os.fchmod(fd, 0o644)
             yield fd
@@ -186,7 +188,7 @@ def atomic_fd(out: Path, what: str) -> Iterator[int]:
     except OSError as e:
         raise ArchiveError(f"{out}: cannot {what}: {e.strerror or e}") from e
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             tmp.unlink()
 
 
