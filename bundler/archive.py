@@ -28,7 +28,6 @@ signatures mean (`verify.py` does) and never opens a network connection.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import re
@@ -45,7 +44,7 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from .bundlefile import BundleBytes, open_file
-from .errors import ArchiveError, InputError, UnlistedMemberError, UnsafeArchiveError
+from .errors import ArchiveError, InputError, UnlistedMemberError, UnsafeArchiveError, open_file_limit_hint
 from .layout import WRITEBACK_STEP, start_writeback
 
 STATEMENT = "bundle.intoto.json"
@@ -186,10 +185,12 @@ def _end_blocks(offset: int) -> bytes:
 @contextmanager
 def atomic_fd(out: Path, what: str) -> Iterator[int]:
     """A file descriptor of a file under a temporary name next to `out`; fsync'd and renamed onto `out`
-    only if the block finishes. On any error the temporary file is removed and `out` is untouched."""
-    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
-    tmp = Path(name)
+    only if the block finishes. On any error (making the temporary file included: a folder that does not
+    exist) the temporary file is removed and `out` is untouched."""
+    tmp: Path | None = None
     try:
+        fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
+        tmp = Path(name)
         try:
             os.fchmod(fd, 0o644)
             yield fd
@@ -200,7 +201,7 @@ def atomic_fd(out: Path, what: str) -> Iterator[int]:
     except OSError as e:
         raise ArchiveError(f"{out}: cannot {what}: {e.strerror or e}") from e
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             tmp.unlink()
 
 
@@ -787,8 +788,7 @@ def extract(source: Path | str | BundleBytes, dest: Path | str, expected: Mappin
         os.rename(staging, dest)
         staging = None
     except OSError as e:
-        hint = "raise the open-file limit with ulimit -n, then run again" if e.errno == errno.EMFILE else None
-        raise ArchiveError(f"{dest}: cannot extract: {e.strerror or e}", hint=hint) from e
+        raise ArchiveError(f"{dest}: cannot extract: {e.strerror or e}", hint=open_file_limit_hint(e)) from e
     finally:
         if owned:  # first: _remove_staging may raise, and the bundle's descriptor is then one more free
             f.close()

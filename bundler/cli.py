@@ -1,7 +1,8 @@
 """The command line: parse arguments, call the library, print, exit with the documented code.
 
 Only this module prints. Library errors are `BundlerError`s: caught once in `main()`, printed as one
-line on stderr (`airgap-bundle: error: ...`), and turned into `exit_code`. `--verbose` re-raises them so
+line on stderr (`airgap-bundle: error: ...`), and turned into `exit_code`; so is running out of file
+descriptors, whatever raised it (`errors.TooManyOpenFilesError`, exit 11). `--verbose` re-raises them so
 the traceback is there when a developer wants it. Exit codes are listed in the README.
 
 Stage modules are imported inside the command that needs them: `verify` then never loads the
@@ -32,6 +33,7 @@ from .errors import (
     InputError,
     InvalidReferenceError,
     LockMismatchError,
+    TooManyOpenFilesError,
     UnvendoredImageError,
     UsageError,
 )
@@ -54,18 +56,27 @@ def _terminate(signum: int, frame: object) -> None:
     raise Terminated()
 
 
+def _reported(exc: Exception) -> BundlerError | None:
+    """The error the CLI reports for `exc`, or None for a bug (its traceback is shown). Running out of file
+    descriptors is reported whatever raised it, a plain OSError included: any open can hit it, even one
+    by a module Python imports late, and no wrapper names the limit as the fix."""
+    return TooManyOpenFilesError.from_error(exc) or (exc if isinstance(exc, BundlerError) else None)
+
+
 class _Group(click.Group):
-    """Turns BundlerError into one line and its exit code; usage errors exit 2 (click's own); Ctrl-C and
-    SIGTERM into one line and 130 or 143 (128 + the signal's number, as a shell reports it)."""
+    """Turns BundlerError (and running out of file descriptors) into one line and its exit code; usage errors
+    exit 2 (click's own); Ctrl-C and SIGTERM into one line and 130 or 143 (128 + the signal's number, as a
+    shell reports it)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except BundlerError as exc:
-            if ctx.obj and ctx.obj.get("verbose"):
+        except (BundlerError, OSError) as exc:
+            error = _reported(exc)
+            if error is None or (ctx.obj and ctx.obj.get("verbose")):
                 raise
-            click.echo(f"airgap-bundle: error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
+            click.echo(f"airgap-bundle: error: {error}", err=True)
+            ctx.exit(error.exit_code)
         except KeyboardInterrupt as exc:
             number = signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT
             click.echo(f"airgap-bundle: stopped by {number.name}; no output was left half-written (each is "
@@ -357,10 +368,11 @@ def verify_command(bundle: str, policy: str, extract_to: str | None, audit_log: 
                 result = verify.require(verify.verify(source, trust, now=now))
         if audit_log:
             audit.append_log(records[0], Path(audit_log))
-    except BundlerError as exc:
-        if as_json:
-            click.echo(json.dumps({"ok": False, "failure": {"error": type(exc).__name__, "exitCode": exc.exit_code,
-                                                            "message": str(exc)}}))
+    except (BundlerError, OSError) as exc:
+        failure = _reported(exc)
+        if as_json and failure is not None:
+            click.echo(json.dumps({"ok": False, "failure": {"error": type(failure).__name__,
+                                                            "exitCode": failure.exit_code, "message": str(failure)}}))
         raise
     if as_json:
         click.echo(json.dumps({**result.to_json(), "base": _base_json(result.bom and result.bom.base, base),

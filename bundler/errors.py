@@ -10,6 +10,8 @@ This module does no I/O.
 
 from __future__ import annotations
 
+import errno
+
 
 class BundlerError(Exception):
     """Base class: a problem the user can act on. `str()` is the one line the CLI prints."""
@@ -126,6 +128,44 @@ class UnsafeArchiveError(ArchiveError):
     """Links, devices, absolute paths, `..` or duplicate names in the tar."""
 
     exit_code = 12
+
+
+# 11 too: out of file descriptors, the environment's fault and not the input's, in any command.
+_OPEN_FILE_HINTS = {
+    errno.EMFILE: "raise the open-file limit with ulimit -n, then run again",  # this process's limit
+    errno.ENFILE: "the system's open-file table is full: close other programs or raise fs.file-max, then run again",
+}
+
+
+def open_file_limit_hint(error: OSError) -> str | None:
+    """What to do about `error` when it is EMFILE or ENFILE (too many open files), else None."""
+    return _OPEN_FILE_HINTS.get(error.errno) if error.errno is not None else None
+
+
+class TooManyOpenFilesError(BundlerError):
+    """A file could not be opened for want of file descriptors (EMFILE: the process's `ulimit -n`;
+    ENFILE: the system's). It can strike any open, a module Python imports late included, so the CLI
+    makes it from whatever was raised (`from_error`) instead of every opener wrapping it."""
+
+    exit_code = 11
+
+    @classmethod
+    def from_error(cls, error: BaseException) -> TooManyOpenFilesError | None:
+        """The error to report when `error` is, or was raised from (`raise ... from`), an EMFILE or
+        ENFILE OSError: a BundlerError's own message, else the file the OSError names; with the hint
+        that fits. None for any other error."""
+        cause: BaseException | None = error
+        while cause is not None and not (isinstance(cause, OSError) and open_file_limit_hint(cause)):
+            cause = cause.__cause__
+        if not isinstance(cause, OSError):
+            return None
+        if isinstance(error, BundlerError):
+            message = error.message
+        elif cause.filename is not None:
+            message = f"{cause.filename}: cannot open: {cause.strerror}"
+        else:
+            message = f"cannot open a file: {cause.strerror}"
+        return cls(message, hint=open_file_limit_hint(cause))
 
 
 # 16: bundle.lock (what a build pinned) and the spec or the registry disagree.

@@ -51,6 +51,7 @@ from .errors import (
     PartError,
     UsageError,
     VerificationError,
+    open_file_limit_hint,
 )
 from .keys import VENDOR, Signer, TrustPolicy, read_capped
 from .layout import WRITEBACK_STEP, start_writeback
@@ -212,11 +213,18 @@ class CheckedIndex:
 def is_index(path: Path | str) -> bool:
     """Whether `path` holds a parts index (a JSON document) rather than a bundle (a tar, which starts
     with its first member's name). Garbage that happens to start with `{` is not JSON: a bundle, then,
-    and the tar reader says what is wrong with it."""
+    and the tar reader says what is wrong with it.
+
+    Raises:
+        OSError: out of file descriptors (EMFILE, ENFILE), when what the file holds cannot be told: read
+            as a bundle, an index would be refused as a broken tar.
+    """
     try:
         with open(path, "rb") as f:
             head = f.read(MAX_INDEX_BYTES + 1)
-    except OSError:
+    except OSError as e:
+        if open_file_limit_hint(e):
+            raise
         return False  # opening it as a bundle says what is wrong
     if head.lstrip()[:1] != b"{":
         return False

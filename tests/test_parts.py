@@ -457,6 +457,17 @@ def test_join_refuses_a_damaged_or_missing_part_and_leaves_nothing(made: dict[st
     assert not out.exists()
 
 
+def test_join_into_a_folder_that_does_not_exist_is_one_line(made: dict[str, Any], run_cli: Any,
+                                                            tmp_path: Path) -> None:
+    # The temporary file is made before anything is written: its failure was a traceback (FileNotFoundError).
+    out = tmp_path / "missing" / "joined.tar"
+    res = run_cli("join", str(made["set"] / "app.bundle.tar.parts.json"), "--policy", str(made["policy"]),
+                  "--output", str(out))
+    assert (res.returncode, res.stderr) == (11, f"airgap-bundle: error: {out}: cannot join the parts: "
+                                                "No such file or directory\n")
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
 def test_join_checks_the_index_signature_against_the_policy_first(made: dict[str, Any], tmp_path: Path) -> None:
     index = copy_set(made, tmp_path / "set")
     resign(index, replace(made["done"].index, authority="customer"), made["customer"], "customer")
