@@ -4,7 +4,8 @@ Inputs and outputs:
 - `write(members, out, epoch)`: (arcname, source path or bytes) pairs -> `out`, written under a
   temporary name in the same folder and renamed into place.
 - `write_hashed(files, out, epoch, statement=..., signatures=...)`: the same for a build, whose statement
-  lists each payload file's size and sha256: every payload byte is read, hashed and written once, the
+  lists each payload file's size and sha256: every payload byte is read and written once, and hashed
+  once in the run (here, unless the run hashed those very bytes as it downloaded them), the
   statement going into a slot reserved by its length (which the digests cannot change).
 - `read_index(source) -> BundleIndex`: scans the headers only (seeking over data) and refuses what a
   bundle never contains (links, devices, fifos, absolute paths, `..`, duplicate names, data after the
@@ -59,13 +60,17 @@ MAX_NAME_BYTES = 4096
 
 @dataclass(frozen=True)
 class Arriving:
-    """A payload file another task is still writing (a blob being downloaded): its size is known in
-    advance (a descriptor gives it), and `ready()` returns once the file is complete at `path`, or
-    raises that task's error. The archive waits for it only when it reaches the member."""
+    """A payload file another task may still be writing (a blob being downloaded): its size is known
+    in advance (a descriptor gives it), and `ready()` returns once the file is complete at `path`, or
+    raises that task's error. The archive waits for it only when it reaches the member.
+
+    `ready()` returns the file's sha256 hex when this run has hashed exactly its present bytes already
+    (a download verified while it streamed): the archive then copies them without hashing them a second
+    time. It returns None otherwise, and the archive hashes the bytes it writes."""
 
     path: Path
     size: int
-    ready: Callable[[], None]
+    ready: Callable[[], str | None]
 
 
 Source = Path | str | bytes
@@ -346,15 +351,16 @@ def _regular_size(path: Path) -> int:
 
 
 def _copy_hashing(sink: _Sink, source: Source | Arriving, size: int) -> str:
-    """Stream `source` into the sink while hashing exactly the bytes written; return the sha256 hex."""
-    hasher = hashlib.sha256()
-    if isinstance(source, Arriving):
-        source.ready()
-        source = source.path
+    """Stream `source` into the sink while hashing exactly the bytes written; return the sha256 hex.
+    An `Arriving` file whose present bytes this run hashed already is copied without a second hash."""
     if isinstance(source, bytes):
-        hasher.update(source)
         sink.put(source)
-        return hasher.hexdigest()
+        return hashlib.sha256(source).hexdigest()
+    known = None
+    if isinstance(source, Arriving):
+        known = source.ready()
+        source = source.path
+    hasher = hashlib.sha256() if known is None else None
     with open(source, "rb", buffering=0) as src:
         copied = 0
         while copied < size:
@@ -362,13 +368,14 @@ def _copy_hashing(sink: _Sink, source: Source | Arriving, size: int) -> str:
             n = src.readinto(view[: min(len(view), size - copied)])
             if not n:
                 break
-            hasher.update(view[:n])
+            if hasher is not None:
+                hasher.update(view[:n])
             sink.put(view[:n])
             copied += n
         if copied != size or src.read(1):
             raise ArchiveError(f"{source}: changed size while being archived",
                                hint="do not modify the build folder while a bundle is written")
-    return hasher.hexdigest()
+    return hasher.hexdigest() if hasher is not None else str(known)
 
 
 class _Sink:

@@ -49,13 +49,16 @@ class LayoutError(ArchiveError):
 # Verified (device, inode, mtime_ns, size) -> digest, shared by every Layout in the process.
 _checked: dict[tuple[int, int, int, int], str] = {}
 _checked_lock = threading.Lock()
+# The keys of `_checked` this process hashed itself (a download, or a re-hash), not read from a record.
+_hashed_here: set[tuple[int, int, int, int]] = set()
 
 # A cache layout remembers its checks across runs in this file, one line per check:
 # "<hex> <device> <inode> <mtime_ns> <size>". A blob is trusted again without re-hashing only while
 # all four of its stat fields are unchanged (git's index makes the same bet); writing new bytes into
 # the file changes mtime_ns. ctime is left out on purpose: hard-linking a cache blob into an output
-# layout changes it. Build outputs never carry this file (`Layout.tidy`), and `build` hashes every
-# bundled blob again against its name, on the bytes it writes into the bundle.
+# layout changes it. Build outputs never carry this file (`Layout.tidy`), and `build` never takes its
+# bet: it hashes every bundled blob against its name, on the bytes it writes into the bundle, unless
+# this very process hashed those bytes (`hashed_here`: downloaded them, the file unchanged since).
 RECORD = ".verified"
 NAMES = "names.json"
 
@@ -99,6 +102,7 @@ class Layout:
         key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
         with _checked_lock:
             _checked[key] = digest
+            _hashed_here.add(key)
             if self.record is not None:
                 # One short O_APPEND write per line: concurrent runs sharing the cache do not interleave.
                 with open(self.record, "a") as f:
@@ -139,6 +143,18 @@ class Layout:
             return False
         self._remember(st, digest)
         return True
+
+    def hashed_here(self, digest: str) -> bool:
+        """True when this process hashed the blob's present bytes itself (it downloaded or re-hashed
+        them) and the file is unchanged since: same device, inode, mtime and size. A build need not
+        hash those bytes again. False for a blob trusted from the cache's record, which a build hashes."""
+        try:
+            st = self.blob_path(digest).stat()
+        except FileNotFoundError:
+            return False
+        key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+        with _checked_lock:
+            return key in _hashed_here and _checked.get(key) == digest
 
     def read_blob(self, digest: str, max_size: int = 16 << 20) -> bytes:
         """A small blob (manifest, config), checked against its digest.

@@ -474,13 +474,21 @@ def _payload_files(root: Path, pulling: pull.Pulling) -> list[tuple[str, archive
     present += [images / "oci-layout", images / "index.json"]
     files = [(p.relative_to(root).as_posix(), archive.Arriving(p, p.stat().st_size, _present)) for p in present]
     files += [(pulling.out.blob_path(digest).relative_to(root).as_posix(),
-               archive.Arriving(pulling.out.blob_path(digest), size, functools.partial(pulling.wait, digest)))
+               archive.Arriving(pulling.out.blob_path(digest), size, functools.partial(_blob_ready, pulling, digest)))
               for digest, size in pulling.layout_blobs().items()]
     return sorted(files)
 
 
 def _present() -> None:
-    """`Arriving.ready` of a file written before the archive starts."""
+    """`Arriving.ready` of a file written before the archive starts: the archive hashes it."""
+
+
+def _blob_ready(pulling: pull.Pulling, digest: str) -> str | None:
+    """`Arriving.ready` of an image blob: once it is in, its sha256 hex when this run hashed those very
+    bytes (downloaded them, verifying as they streamed), so the archive does not hash them twice. A
+    blob trusted from the cache's record is hashed by the archive, against its name."""
+    pulling.wait(digest)
+    return digest.removeprefix("sha256:") if pulling.out.hashed_here(digest) else None
 
 
 def _split_for_base(files: list[tuple[str, archive.Arriving]], base: updates.Base) -> tuple[
@@ -496,7 +504,8 @@ def _split_for_base(files: list[tuple[str, archive.Arriving]], base: updates.Bas
 
 def _require_blob_named_by_digest(member: archive.Written) -> None:
     """An image blob must hash to its own name: the cache may have skipped re-hashing it (layout
-    RECORD), the bundle never does. Called as each member is written, on the bytes written."""
+    RECORD), the bundle never does. Called as each member is written, with the hash of the bytes
+    written (or of the same bytes as this run downloaded them, see `_blob_ready`)."""
     folder, _, name = member.name.rpartition("/")
     if folder == "images/blobs/sha256" and member.sha256 != name:
         raise DigestMismatchError(f"{member.name}: content hashes to sha256:{member.sha256}",

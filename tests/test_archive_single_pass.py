@@ -8,6 +8,7 @@ import functools
 import hashlib
 import os
 import random
+import types
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -100,6 +101,45 @@ def test_arriving_files_are_waited_for_only_when_the_archive_reaches_them(tmp_pa
     assert readied == sorted(name for name, _ in files)  # each once, in archive order
     assert _sha(out) == GOLDEN
     assert len(finished) == 1 and finished[0][0].startswith(".b.tar.") and "b.tar" not in finished[0]
+
+
+def test_an_arriving_file_this_run_hashed_already_is_copied_without_a_second_hash(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each payload byte is hashed once per build: a blob the run verified while downloading it comes
+    with its digest (`ready()` returns it) and is only copied; any other file is hashed as written."""
+    files = _payload(tmp_path / "src")
+    fed: list[int] = []
+    real = hashlib.sha256
+
+    class Counting:
+        def __init__(self, data: bytes = b"") -> None:
+            self.inner = real(data)
+            fed.append(len(data))
+
+        def update(self, data: bytes | memoryview) -> None:
+            fed.append(len(data))
+            self.inner.update(data)
+
+        def hexdigest(self) -> str:
+            return self.inner.hexdigest()
+
+    digests = {path: _sha(path) for _, path in files}  # as the download computed them
+    monkeypatch.setattr(archive, "hashlib", types.SimpleNamespace(sha256=Counting))  # archive.py's own hashing
+    for answer, expected in ((digests.get, 0), (lambda _: None, sum(path.stat().st_size for _, path in files))):
+        fed.clear()
+        out = tmp_path / f"{expected}.tar"
+        known = [(name, archive.Arriving(path, path.stat().st_size, functools.partial(answer, path)))
+                 for name, path in files]
+        written: list[Sequence[archive.Written]] = []
+
+        def statement(w: Sequence[archive.Written], written: list[Sequence[archive.Written]] = written) -> bytes:
+            written.append(w)
+            return STATEMENT
+
+        archive.write_hashed(known, out, EPOCH, statement=statement, signatures=lambda _: SIGNATURES)
+        assert sum(fed) == expected
+        assert _sha(out) == GOLDEN
+        assert [w.sha256 for w in written[-1]] == [digests[path] for _, path in sorted(files)]
 
 
 def test_a_file_that_fails_to_arrive_or_a_failing_last_step_leaves_nothing(tmp_path: Path) -> None:

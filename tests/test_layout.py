@@ -145,6 +145,7 @@ def _forget_checks() -> None:
 
     with layout_module._checked_lock:
         layout_module._checked.clear()
+        layout_module._hashed_here.clear()
 
 
 def test_a_cache_remembers_its_checks_across_runs_while_stat_fields_hold(tmp_path: Path) -> None:
@@ -170,6 +171,27 @@ def test_a_cache_remembers_its_checks_across_runs_while_stat_fields_hold(tmp_pat
     _forget_checks()
     assert not Layout(tmp_path, remember_checks=True).has_blob(DIGEST)
     assert not path.exists()
+
+
+def test_only_bytes_this_process_hashed_itself_count_as_hashed_here(tmp_path: Path) -> None:
+    """A build hashes each payload byte once: a blob this run downloaded (verified as it streamed) is
+    not hashed again by the archive; a blob a cache's record vouches for is (a record is a bet on stat
+    fields, the bundle never takes it)."""
+    cache = Layout(tmp_path / "cache", remember_checks=True)
+    cache.put_bytes(DATA)
+    out = Layout(tmp_path / "out")
+    assert out.link_from(cache, DIGEST)
+    assert cache.hashed_here(DIGEST) and out.hashed_here(DIGEST)  # one inode: the output's link counts
+    assert not cache.hashed_here(sha256_digest(b"absent"))
+    _forget_checks()  # the next run
+    later = Layout(tmp_path / "cache", remember_checks=True)
+    assert later.has_blob(DIGEST) and not later.hashed_here(DIGEST)  # trusted from the record, never hashed
+    path, st = later.blob_path(DIGEST), later.blob_path(DIGEST).stat()
+    assert later.has_blob(DIGEST) and not later.hashed_here(DIGEST)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1))  # touched: the record no longer applies
+    assert later.has_blob(DIGEST) and later.hashed_here(DIGEST)  # so it was hashed here
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 2))  # changed after that hash: it counts no more
+    assert not later.hashed_here(DIGEST)
 
 
 def test_an_output_layout_keeps_no_record_and_tidies_to_a_plain_layout(tmp_path: Path) -> None:

@@ -8,8 +8,10 @@ registry through the fault proxy, which holds or damages one layer: the one a bu
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
+import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ def _layout_blobs(index: Index) -> dict[str, int]:
 
 
 def _build_in_thread(tmp_path: Path, output: Path) -> tuple[threading.Thread, list[object]]:
+    """`pipeline.build` of tmp_path/bundle.yaml with a fresh cache; `ended` gets its result or error."""
     options = pipeline.BuildOptions(output=output, signer=load_signer(tmp_path / "vendor.key"),
                                     cache=tmp_path / "cache")
     ended: list[object] = []
@@ -105,3 +108,64 @@ def test_a_blob_that_fails_while_the_archive_is_written_leaves_nothing(registry,
     assert damaged in str(error) and "(twice; nothing was kept)" in str(error)
     assert output.read_bytes() == b"the previous bundle"
     assert sorted(p.name for p in output.parent.iterdir()) == [output.name]
+
+
+def test_a_cold_build_hashes_each_downloaded_blob_once(registry, tmp_path: Path, run_cli,  # type: ignore[no-untyped-def]
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The download verifies each blob as it streams; the archive copies those very bytes (same file,
+    unchanged since) without hashing them again. Everything else it hashes as it writes it."""
+    index = one_image_spec(registry, tmp_path, run_cli, "once", seed=33, layer_size=3_000_000)
+    fed: list[int] = []
+    real = hashlib.sha256
+
+    def counting(data: bytes = b"") -> Any:
+        hasher = real(data)
+        fed.append(len(data))
+
+        class Fed:
+            def update(self, chunk: bytes | memoryview) -> None:
+                fed.append(len(chunk))
+                hasher.update(chunk)
+
+            def hexdigest(self) -> str:
+                return hasher.hexdigest()
+
+        return Fed()
+
+    monkeypatch.setattr(archive, "hashlib", types.SimpleNamespace(sha256=counting))  # archive.py's hashing only
+    output = tmp_path / "out" / "once.bundle.tar"
+    thread, ended = _build_in_thread(tmp_path, output)
+    thread.join(60)
+    assert isinstance(ended[0], pipeline.BuildResult), ended
+    payload = archive.read_index(output).payload
+    blobs = sum(m.size for m in payload if m.name.startswith("images/blobs/"))
+    assert blobs >= sum(_layout_blobs(index).values())
+    assert sum(fed) == sum(m.size for m in payload) - blobs  # the rest: index.json, oci-layout, SBOM, provenance
+
+
+def test_a_blob_changed_in_the_cache_after_its_download_is_hashed_again_and_stops_the_build(  # type: ignore[no-untyped-def]
+        registry, proxy: FaultProxy, tmp_path: Path, run_cli) -> None:
+    """Trusting the download's hash holds only while the file is the one downloaded: same inode, size
+    and mtime. Here a layer is overwritten in the cache (same size) while the archive waits for another;
+    the archive hashes it again and the build fails as for any corrupted cache blob."""
+    index = one_image_spec(registry, tmp_path, run_cli, "changed", seed=34, layer_size=3_000_000, via=proxy.host)
+    layers = sorted(b.digest for image in index.images for b in image.layers)
+    pause = proxy.add(Fault("pause", match=layers[0], after=1 << 20))  # the archive waits here
+    output = tmp_path / "out" / "changed.bundle.tar"
+    thread, ended = _build_in_thread(tmp_path, output)
+    changed = tmp_path / "cache/blobs/sha256" / layers[-1].removeprefix("sha256:")
+    try:
+        assert pause.reached.wait(60)
+        _until(changed.exists, "the last layer in the cache")
+        data = bytearray(changed.read_bytes())
+        data[0] ^= 1
+        with changed.open("r+b") as f:  # in place: the staging payload's hard link sees it too
+            f.write(bytes(data))
+    finally:
+        pause.release.set()
+        thread.join(60)
+    [error] = ended
+    assert isinstance(error, DigestMismatchError) and error.exit_code == 7, error
+    assert str(error).startswith(f"images/blobs/sha256/{layers[-1].removeprefix('sha256:')}: content hashes to")
+    assert "the cache holds a corrupted blob" in str(error)
+    assert not output.exists() and list(output.parent.iterdir()) == []
