@@ -5,7 +5,9 @@
 `build(spec, options, progress) -> BuildResult` runs each stage in order and stops at the first one that
 raises; that stage's error (and exit code) is the build's. The payload is assembled in a staging folder
 next to the output and the archive is written to a temporary name, so a failed build leaves no file at
-the output path and a previous bundle there untouched.
+the output path and a previous bundle there untouched. One overlap: the pull hands over its images once
+their manifests are stored, and its blobs keep arriving while the later stages run; the archive waits
+for each blob when it reaches it (`pull.start`, `archive.Arriving`), and a failed download stops the build.
 
 This module only wires: what an image is, how to pull, rewrite, sign or archive is each stage's job.
 """
