@@ -151,12 +151,14 @@ class TooManyOpenFilesError(BundlerError):
 
     @classmethod
     def from_error(cls, error: BaseException) -> TooManyOpenFilesError | None:
-        """The error to report when `error` is, or was raised from (`raise ... from`), an EMFILE or
-        ENFILE OSError: a BundlerError's own message, else the file the OSError names; with the hint
-        that fits. None for any other error."""
+        """The error to report when `error` is, or was raised from, an EMFILE or ENFILE OSError: a
+        BundlerError's own message, else the file the OSError names; with the hint that fits. None for
+        any other error. "Raised from" is `raise ... from E`, or `raise ... from None` while handling E
+        (a translation that drops E's traceback, as the registry client does), never an error merely
+        raised while another was being handled."""
         cause: BaseException | None = error
         while cause is not None and not (isinstance(cause, OSError) and open_file_limit_hint(cause)):
-            cause = cause.__cause__
+            cause = cause.__cause__ or (cause.__context__ if cause.__suppress_context__ else None)
         if not isinstance(cause, OSError):
             return None
         if isinstance(error, BundlerError):

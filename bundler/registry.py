@@ -783,6 +783,8 @@ class RegistryClient:
                 raise RegistryError(f"{what}: TLS verification failed for {ep.url}: {self._redact(str(exc), ep)}",
                                     hint="give the registry's CA with caFile in the spec or --ca-file") from None
             except TransportError as exc:
+                if exc.out_of_descriptors:  # this process's limit, not the network's fault: retrying cannot help
+                    raise RegistryError(f"{what}: cannot connect to {ep.url}: {exc}") from None
                 if exc.refused and _literal_or_loopback(urllib.parse.urlsplit(target).hostname or ""):
                     # Nothing listens there, and no name resolution or balancer can change that by retrying.
                     raise RegistryError(f"{what}: connection refused by {target}",

@@ -34,6 +34,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .errors import open_file_limit_hint
+
 if TYPE_CHECKING:
     import ssl
 
@@ -49,6 +51,13 @@ class TransportError(Exception):
     def __init__(self, message: str, *, refused: bool = False) -> None:
         super().__init__(message)
         self.refused = refused
+
+    @property
+    def out_of_descriptors(self) -> bool:
+        """This process ran out of file descriptors making the connection (EMFILE, ENFILE): no retry
+        can help, and the CLI says to raise `ulimit -n` (errors.TooManyOpenFilesError)."""
+        cause = self.__context__  # the OSError this error replaced (`raise ... from None`)
+        return isinstance(cause, OSError) and open_file_limit_hint(cause) is not None
 
 
 class TLSError(TransportError):

@@ -20,11 +20,13 @@ import sys
 import sysconfig
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bundler import parts
-from bundler.errors import InputError, TooManyOpenFilesError
+from bundler.errors import InputError, RegistryError, TooManyOpenFilesError
+from bundler.transport import TransportError
 from tests import test_verify
 from tests.conftest import REPO
 from tests.support.bundles import build_bundle
@@ -141,3 +143,35 @@ def test_too_many_open_files_is_told_from_any_other_error() -> None:
     context_only = InputError("x")
     context_only.__context__ = emfile  # raised while handling it, not from it: some other failure
     assert [TooManyOpenFilesError.from_error(e) for e in (unrelated, context_only, OSError("no errno"))] == [None] * 3
+
+
+def test_an_error_translated_with_from_none_is_told_by_what_it_replaced() -> None:
+    # The registry client turns the transport's error into its own with `raise ... from None`, twice over:
+    # out of descriptors while connecting, push said "connection failed" and exited 4, with no way out.
+    def connect() -> None:
+        try:
+            try:
+                raise OSError(errno.EMFILE, "Too many open files")
+            except OSError as exc:
+                raise TransportError(f"connection failed ({exc})") from None
+        except TransportError as exc:
+            raise RegistryError(f"https://127.0.0.1:5000/v2/: {exc}") from None
+
+    with pytest.raises(RegistryError) as caught:
+        connect()
+    told = TooManyOpenFilesError.from_error(caught.value)
+    assert told is not None and told.exit_code == 11
+    assert str(told) == f"https://127.0.0.1:5000/v2/: connection failed ([Errno 24] Too many open files) {HINT}"
+
+
+def test_push_out_of_file_descriptors_is_one_line_exit_11_at_every_limit(world: dict, registry: Any) -> None:
+    """Past verification, push opens connections: a descriptor short there is the same one line."""
+    built = build_bundle(world["tmp"] / "b.tar", {"vendor": world["vendor"]})
+    args = ["push", str(built.path), "--policy", str(world["policy"]), "--registry", registry.host,
+            "--insecure-registry", registry.host]
+    # Out of descriptors while connecting, the registry client retried 5 times, then push exited 4 with
+    # "unreachable after 6 attempts" and a log line: no way out. Now: no retry, one line, exit 11, and
+    # the message still says what is in place (a rerun resumes).
+    lines = sweep(range(4, 40), args, world["tmp"], site=False)
+    connecting = [line for line in lines if f"cannot connect to http://{registry.host}: " in line]
+    assert connecting and all("; stopped with " in line for line in connecting), lines
