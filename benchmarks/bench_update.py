@@ -9,7 +9,9 @@ whole process (`python -m bundler build`), signed, as a release engineer runs it
 2. one image changes (a new tag with new own layers), and the spec names it;
 3. full build of version 2 (warm cache: only the changed image is fetched);
 4. update build of version 2 with `--base` version 1 (warm cache; includes verifying the base fully);
-5. `verify --base` of the pair, and `verify` of the full version 2, for comparison.
+5. the same update build on an empty cache, as on a fresh CI runner that has the previous bundle but
+   not its images: it downloads only what the base lacks (and every manifest);
+6. `verify --base` of the pair, and `verify` of the full version 2, for comparison.
 
 It reports each bundle's size and each step's wall time, and checks the update carries exactly the
 changed image's new blobs.
@@ -41,6 +43,7 @@ from bench_pull import (  # noqa: E402
     image_arguments,
     image_index,
     registry_workdir,
+    tree_bytes,
 )
 from machine_limits import tool_env  # noqa: E402
 
@@ -92,8 +95,8 @@ def main() -> None:
             cli("keys", "generate", "--out", name, "--cert", *extra, cwd=work)
         (work / "policy.yaml").write_text("apiVersion: airgap-bundle.dev/v1\nkind: VerificationPolicy\n"
                                           "authorities:\n  - name: vendor\n    roots: [vendor-root.crt]\n")
-        sign = ["--key", str(work / "vendor.key"), "--cert", str(work / "vendor.crt"), "--cache", str(work / "cache"),
-                "--jobs", str(args.jobs)]
+        keys = ["--key", str(work / "vendor.key"), "--cert", str(work / "vendor.crt"), "--jobs", str(args.jobs)]
+        sign = [*keys, "--cache", str(work / "cache")]
         write_spec(work / "v1", reg.host, refs, "1.0.0")
         write_spec(work / "v2", reg.host, [f"quay.io/{repos[0]}:v2", *refs[1:]], "1.1.0")
         v1, full, upd = work / "v1/bench.bundle.tar", work / "v2/full.bundle.tar", work / "v2/update.bundle.tar"
@@ -103,6 +106,10 @@ def main() -> None:
             "update build v2 --base v1 (warm cache, base verified)":
                 cli("build", "bundle.yaml", "-o", str(upd), *sign, "--base", str(v1), "--base-policy",
                     str(work / "policy.yaml"), cwd=work / "v2"),
+            "update build v2 --base v1 (empty cache, base verified)":
+                cli("build", "bundle.yaml", "-o", str(work / "v2/update-empty-cache.bundle.tar"),
+                    *keys, "--cache", str(work / "empty-cache"), "--base", str(v1),
+                    "--base-policy", str(work / "policy.yaml"), cwd=work / "v2"),
             "verify full v2": cli("verify", str(full), "--policy", "policy.yaml", cwd=work),
             "verify update v2 --base v1": cli("verify", str(upd), "--base", str(v1), "--policy", "policy.yaml",
                                               cwd=work),
@@ -123,6 +130,9 @@ def main() -> None:
         print(f"update = {sizes['update bundle v2'] / sizes['full bundle v2'] * 100:.2f}% of the full bundle; "
               f"carries {len(carried)} blobs, takes {len(taken)} ({sum(f['size'] for f in taken) / MB:.1f} MB) "
               f"from the base; statement {len(json.dumps(statement)) / 1000:.0f} kB")
+        first, empty = tree_bytes(work / "cache"), tree_bytes(work / "empty-cache")
+        print(f"cache: {first / MB:.1f} MB after the builds of both versions; the update build on an empty cache "
+              f"downloaded {empty / MB:.1f} MB ({empty / first * 100:.2f}%)")
         for k, t in times.items():
             print(f"time  {k}: {t:.1f}s")
 

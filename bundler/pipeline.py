@@ -183,7 +183,8 @@ def _build(spec: Spec, options: BuildOptions, progress: Progress, epoch: int, st
         [image.written for image in carried], layout=layout, platforms=spec.platforms, options_for=spec.options_for,
         sources=pull.Sources(registries=spec.registries, insecure_hosts=options.insecure_registries),
         cache=options.cache, jobs=options.jobs, offline=options.offline, progress=progress,
-        pins=lockfile.pins(use) if use is not None else None))
+        pins=lockfile.pins(use) if use is not None else None,
+        elsewhere=options.base.holds_blob if options.base is not None else None))  # an update skips the base's
     pulled = pulling.images
     by_source = {ImageRef.parse(p.source).canonical: p for p in pulled}
     locked, lock_bytes = _lock_outcome(spec, lock_path, options.update, old, pulled, charts_locked)

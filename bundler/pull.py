@@ -424,12 +424,17 @@ def start(refs: Sequence[str], *, layout: Path | Layout, platforms: Sequence[Pla
           options_for: Callable[[ImageRef], ImageOptions | None] = lambda ref: None,
           sources: Sources | None = None, cache: Path | Layout | None = None, jobs: int = DEFAULT_JOBS,
           offline: bool = False, progress: Progress | None = None,
-          environ: dict[str, str] | None = None, pins: Mapping[str, Pin] | None = None) -> Pulling:
+          environ: dict[str, str] | None = None, pins: Mapping[str, Pin] | None = None,
+          elsewhere: Callable[[str, int], bool] | None = None) -> Pulling:
     """`pull`, returning as soon as every image is resolved and its manifests are stored, while the
     blobs still arrive (in digest order, the order a bundle lists them): a build writes its archive
     behind the downloads instead of after them. Same arguments and errors as `pull` (a blob's error
     is raised by `Pulling.wait` or `Pulling.finish`). Use it as a context manager: leaving the block
-    stops what is still downloading."""
+    stops what is still downloading.
+
+    `elsewhere(digest, size)`: the caller has this blob in another place (an update bundle's base
+    holds it), so it is not fetched unless `Pulling.wait` asks for it; the cache then does not name
+    an image that lacks it."""
     progress = progress or NullProgress()
     pins = pins or {}
     out = layout if isinstance(layout, Layout) else Layout(layout)
@@ -448,7 +453,8 @@ def start(refs: Sequence[str], *, layout: Path | Layout, platforms: Sequence[Pla
         for ref in unique:
             for digest, size in plans[ref].blobs:
                 first_of.setdefault(digest, (size, ref))
-        blobs = {digest: puller.fetch_blob(ref, digest, size) for digest, (size, ref) in sorted(first_of.items())}
+        blobs = {digest: puller.fetch_blob(ref, digest, size) for digest, (size, ref) in sorted(first_of.items())
+                 if elsewhere is None or not elsewhere(digest, size)}
         # Manifests go on a pool of their own (each write ends in an fsync), not behind the downloads.
         with ThreadPoolExecutor(max_workers=max(1, min(4, jobs)), thread_name_prefix="manifest") as writer:
             stored = {ref: writer.submit(_store_manifests, plans[ref], out, store) for ref in unique}
@@ -463,6 +469,7 @@ def start(refs: Sequence[str], *, layout: Path | Layout, platforms: Sequence[Pla
         str(ref): Descriptor(plans[ref].top.media_type, plans[ref].top.digest, len(plans[ref].top.data))
         for ref in unique if not ref.digest and ref.canonical not in pins}
     return Pulling([_as_written(results[r], text) for text, r in parsed], puller, plans, blobs, out, cache_names,
+                   left={d: entry for d, entry in first_of.items() if d not in blobs},
                    tidy=store is not out or cache is None)
 
 
@@ -477,10 +484,11 @@ class Pulling:
 
     def __init__(self, images: list[PulledImage], puller: _Puller, plans: dict[ImageRef, _Plan],
                  blobs: dict[str, Future[None]], out: Layout, cache_names: dict[str, Descriptor], *,
-                 tidy: bool) -> None:
+                 left: dict[str, tuple[int, ImageRef]], tidy: bool) -> None:
         self.images = images
         self.out = out  # the output layout
         self._puller, self._plans, self._blobs = puller, plans, blobs
+        self._left = left  # digest -> (size, image): not fetched (`elsewhere`) unless waited for
         self._cache_names, self._tidy = cache_names, tidy
         self._changed = threading.Condition()
         self._failure: Future[None] | None = None
@@ -509,6 +517,10 @@ class Pulling:
 
     def wait(self, digest: str) -> None:
         """Return once the blob is in the layout; raise the first download failure, whichever blob."""
+        if digest in self._left:  # held elsewhere, but wanted after all (the Crossplane gate reads it)
+            size, ref = self._left.pop(digest)
+            self._blobs[digest] = self._puller.fetch_blob(ref, digest, size)
+            self._blobs[digest].add_done_callback(self._done)
         fut = self._blobs.get(digest)
         if fut is None:
             return  # a manifest: stored before `start` returned
@@ -534,8 +546,9 @@ class Pulling:
             if fut.done() and fut.exception() is not None:
                 raise fut.exception()  # type: ignore[misc]
         self.name_images()
-        if self._cache_names:
-            self._puller.store.set_refs(self._cache_names)
+        complete = {str(ref) for ref, plan in self._plans.items() if not any(d in self._left for d, _ in plan.blobs)}
+        if names := {name: desc for name, desc in self._cache_names.items() if name in complete}:
+            self._puller.store.set_refs(names)  # a name in the cache promises every blob of the image
         if self._tidy:  # an output, not also the cache: a plain OCI layout, no bookkeeping
             self.out.tidy()
 

@@ -47,6 +47,11 @@ class Base:
     version: str
     files: Files = field(repr=False)  # every payload member, as verified
 
+    def holds_blob(self, digest: str, size: int) -> bool:
+        """The base carries this image blob (same sha256 and size): an update takes it from there."""
+        hexd = digest.removeprefix("sha256:")
+        return self.files.get(verify.BLOBS_DIR + hexd) == (size, hexd)
+
     def entry(self, taken: Sequence[FileEntry]) -> BaseEntry:
         """The statement's `predicate.base` for an update that takes `taken` from this base."""
         return BaseEntry(self.statement_digest, self.name, self.version, tuple(taken))
@@ -71,7 +76,7 @@ def load_base(path: Path | str, trust: TrustPolicy, *, now: dt.datetime) -> Base
 def split(files: Sequence[FileEntry], base: Base) -> tuple[tuple[FileEntry, ...], tuple[FileEntry, ...]]:
     """(carried, taken): an image blob the base holds with the same size and sha256 is taken from the
     base; every other payload file is carried."""
-    taken = tuple(f for f in files if f.path.startswith(verify.BLOBS_DIR) and base.files.get(f.path) == (f.size, f.sha256))
+    taken = tuple(f for f in files if f.path == verify.BLOBS_DIR + f.sha256 and base.holds_blob(f.sha256, f.size))
     carried = tuple(f for f in files if f not in taken)
     return carried, taken
 

@@ -280,3 +280,30 @@ def test_a_split_base_serves_build_verify_and_push(pair: Pair, run_cli: Any, tmp
     assert missing.returncode == 31, missing.stderr
     assert f"part 2 of 3 ({pair.base.name}.part-0002) is missing" in missing.stderr
     assert not (tmp_path / "never").exists()
+
+
+def test_an_update_built_on_an_empty_cache_downloads_only_what_the_base_lacks(pair: Pair, run_cli: Any) -> None:
+    """A CI runner that starts empty has the previous bundle, not its images: the blobs the base holds
+    are taken from it, so they are never downloaded (only the manifests, to know what the images are),
+    and the update is the same as one built on the full cache."""
+    v2, cache = pair.update.parent, pair.update.parent / "empty-cache"
+    built = run_cli("build", "bundle.yaml", "--output", "cold-update.bundle.tar", "--key", "../vendor.key",
+                    "--cert", "../vendor.crt", "--cache", str(cache), "--base", "../shop.bundle.tar",
+                    "--base-policy", "../policy.yaml", cwd=v2)
+    assert built.returncode == 0, built.stderr
+    fetched = {p.name for p in (cache / "blobs/sha256").iterdir() if p.is_file()}
+    base_blobs = _blobs(pair.base)
+    assert pair.new_blobs <= fetched
+    for name in fetched & base_blobs:  # from the base, only what says what an image is
+        media_type = json.loads((cache / "blobs/sha256" / name).read_bytes()).get("mediaType", "")
+        assert "manifest" in media_type or "index" in media_type, (name, media_type)
+    assert any(n not in fetched for n in base_blobs)  # the base's layers and configs stayed where they are
+    same = {n: d for n, d in _members(v2 / "cold-update.bundle.tar").items() if not n.startswith("signatures/")}
+    assert same == {n: d for n, d in _members(pair.update).items() if not n.startswith("signatures/")}
+    # the cache names no image it lacks a blob of (an offline run would otherwise take it as complete)
+    index = json.loads((cache / "index.json").read_bytes())
+    for entry in index["manifests"]:
+        top = json.loads((cache / "blobs/sha256" / entry["digest"].removeprefix("sha256:")).read_bytes())
+        children = [json.loads((cache / "blobs/sha256" / m["digest"][7:]).read_bytes()) for m in top.get("manifests", [])]
+        needed = {d["digest"][7:] for m in (children or [top]) for d in (m["config"], *m["layers"])}
+        assert needed <= fetched, entry
