@@ -201,10 +201,10 @@ def test_sigterm_stops_a_download_under_way_at_its_next_chunk_and_keeps_its_byte
     assert [r.range for r in proxy.requests_to(held.digest)] == [f"bytes={kept}-"]
 
 
-def _start_via(proxy: FaultProxy, path: str, tmp: Path) -> Pulling:
+def _start_via(proxy: FaultProxy, path: str, tmp: Path, **kw: Any) -> Pulling:
     ref = f"{proxy.host}/{path}"
     sources = Sources.for_refs([ref], insecure_hosts=(proxy.host,), backoff=0.01)
-    return start([ref], layout=tmp / "out", cache=tmp / "cache", sources=sources, jobs=2)
+    return start([ref], layout=tmp / "out", cache=tmp / "cache", sources=sources, jobs=2, **kw)
 
 
 def test_start_returns_while_a_blob_is_still_arriving_and_finish_names_the_image_once_it_is_in(
@@ -245,3 +245,21 @@ def test_waiting_for_one_blob_raises_the_first_failure_of_any_other_at_once(
         assert not Layout(tmp_path / "cache").has_blob(digests[0])  # raised while the first was still held
         pause.release.set()
     assert digests[-1] in str(info.value) and "(twice; nothing was kept)" in str(info.value)
+
+
+def test_blobs_held_elsewhere_are_fetched_only_when_waited_for_and_the_cache_names_only_whole_images(
+        proxy: FaultProxy, refs: dict[str, str], tmp_path: Path) -> None:
+    """An update build skips what its base holds; the Crossplane gate may still need one of those blobs."""
+    digests = sorted(b.digest for image in IMAGE.images for b in image.blobs())
+    name = f"{proxy.host}/{refs['app']}"
+    with _start_via(proxy, refs["app"], tmp_path, elsewhere=lambda digest, size: True) as pulling:
+        assert not proxy.requests_to("/blobs/")
+        pulling.wait(digests[0])
+        assert [r.path.rsplit("/", 1)[1] for r in proxy.requests_to("/blobs/")] == [digests[0]]
+        assert Layout(tmp_path / "out").has_blob(digests[0])
+        pulling.finish()
+    assert Layout(tmp_path / "out").resolve(name) is not None  # the output: a build's staging, named as before
+    assert Layout(tmp_path / "cache").resolve(name) is None  # the cache lacks blobs of it: not named
+    with _start_via(proxy, refs["app"], tmp_path) as pulling:
+        pulling.finish()
+    assert Layout(tmp_path / "cache").resolve(name) is not None
