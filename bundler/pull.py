@@ -36,7 +36,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -449,7 +449,7 @@ def start(refs: Sequence[str], *, layout: Path | Layout, platforms: Sequence[Pla
                            environ=environ, options_for=options_for, platforms=platforms)
     try:
         unique, plans = _resolve_all(puller, parsed, platforms, options_for, pins, jobs, progress)
-        first_of: dict[str, tuple[int, ImageRef]] = {}  # digest -> (size, the first image naming it): a blob shared by images is one task
+        first_of: dict[str, tuple[int, ImageRef]] = {}  # digest -> (size, first image): a shared blob is one task
         for ref in unique:
             for digest, size in plans[ref].blobs:
                 first_of.setdefault(digest, (size, ref))
@@ -541,10 +541,8 @@ class Pulling:
 
     def finish(self) -> None:
         """Wait for every blob; then name the images in the output and the cache, and tidy the output."""
-        wait(self._blobs.values(), return_when=FIRST_EXCEPTION)
-        for fut in self._blobs.values():
-            if fut.done() and fut.exception() is not None:
-                raise fut.exception()  # type: ignore[misc]
+        for digest in list(self._blobs):
+            self.wait(digest)
         self.name_images()
         complete = {str(ref) for ref, plan in self._plans.items() if not any(d in self._left for d, _ in plan.blobs)}
         if names := {name: desc for name, desc in self._cache_names.items() if name in complete}:
