@@ -48,6 +48,7 @@ from .errors import (
     NotFoundError,
     ReadbackError,
     RegistryError,
+    TooManyOpenFilesError,
 )
 from .keys import TrustPolicy
 from .oci import (
@@ -452,7 +453,7 @@ def push(bundle: VerifiedBundle, target: Target, client: RegistryClient, *, jobs
         client.ping(target.host)
         run.blobs(plans)
         images = run.manifests(plans)
-    except RegistryError as exc:
+    except (RegistryError, TooManyOpenFilesError) as exc:
         # Nothing half-pushed without saying so: a blob exists only once complete, a tag only after its
         # manifests, and a rerun skips what is there.
         raise type(exc)(f"{exc.message}; {run.so_far(len(plans))}", hint=RESUME_HINT) from exc

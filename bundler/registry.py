@@ -48,7 +48,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import AuthError, DigestMismatchError, NotFoundError, RateLimitedError, RegistryError, UsageError
+from .errors import (
+    AuthError,
+    DigestMismatchError,
+    NotFoundError,
+    RateLimitedError,
+    RegistryError,
+    TooManyOpenFilesError,
+    UsageError,
+)
 from .oci import ACCEPT_MANIFESTS, INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST, sha256_digest
 from .reference import DEFAULT_DOMAIN, REPOSITORY_PATH_RE, ImageRef
 from .spec import WILDCARD, MirrorConfig, RegistryConfig, registry_for
@@ -783,8 +791,9 @@ class RegistryClient:
                 raise RegistryError(f"{what}: TLS verification failed for {ep.url}: {self._redact(str(exc), ep)}",
                                     hint="give the registry's CA with caFile in the spec or --ca-file") from None
             except TransportError as exc:
-                if exc.out_of_descriptors:  # this process's limit, not the network's fault: retrying cannot help
-                    raise RegistryError(f"{what}: cannot connect to {ep.url}: {exc}") from None
+                if hint := exc.out_of_descriptors:  # this process's limit, not the network: no retry can help,
+                    # and not a RegistryError, which an upload, a mirror list or a resolve would retry
+                    raise TooManyOpenFilesError(f"{what}: cannot connect to {ep.url}: {exc}", hint=hint) from None
                 if exc.refused and _literal_or_loopback(urllib.parse.urlsplit(target).hostname or ""):
                     # Nothing listens there, and no name resolution or balancer can change that by retrying.
                     raise RegistryError(f"{what}: connection refused by {target}",

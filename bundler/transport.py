@@ -53,11 +53,11 @@ class TransportError(Exception):
         self.refused = refused
 
     @property
-    def out_of_descriptors(self) -> bool:
-        """This process ran out of file descriptors making the connection (EMFILE, ENFILE): no retry
-        can help, and the CLI says to raise `ulimit -n` (errors.TooManyOpenFilesError)."""
+    def out_of_descriptors(self) -> str | None:
+        """When this process ran out of file descriptors making the connection (EMFILE, ENFILE), what
+        to do about it (errors.TooManyOpenFilesError's hint); else None. No retry can help then."""
         cause = self.__context__  # the OSError this error replaced (`raise ... from None`)
-        return isinstance(cause, OSError) and open_file_limit_hint(cause) is not None
+        return open_file_limit_hint(cause) if isinstance(cause, OSError) else None
 
 
 class TLSError(TransportError):

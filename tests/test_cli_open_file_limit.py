@@ -12,6 +12,7 @@ exited 2, for bad input, with no way out.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import resource
@@ -26,6 +27,9 @@ import pytest
 
 from bundler import parts
 from bundler.errors import InputError, RegistryError, TooManyOpenFilesError
+from bundler.reference import ImageRef
+from bundler.registry import RegistryClient, plan_routes
+from bundler.spec import RegistryConfig
 from bundler.transport import TransportError
 from tests import test_verify
 from tests.conftest import REPO
@@ -175,3 +179,26 @@ def test_push_out_of_file_descriptors_is_one_line_exit_11_at_every_limit(world: 
     lines = sweep(range(4, 40), args, world["tmp"], site=False)
     connecting = [line for line in lines if f"cannot connect to http://{registry.host}: " in line]
     assert connecting and all("; stopped with " in line for line in connecting), lines
+
+
+def test_a_registry_request_out_of_descriptors_is_not_retried(registry: Any) -> None:
+    # An upload, a mirror list and a resolve each retry a RegistryError; this process's open-file limit is
+    # no registry's fault, and waiting cannot raise it. One request, no backoff, the error for exit 11.
+    routes = plan_routes([registry.host], [RegistryConfig(registry.host, insecure=True)], environ={})
+    waits: list[float] = []
+    client = RegistryClient(routes, retries=5, backoff=0.01, sleep=waits.append)
+    data = b"a blob no descriptor is left to send"
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowest_free = os.open(os.devnull, os.O_RDONLY)
+    os.close(lowest_free)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))  # every descriptor is now in use
+    try:
+        with pytest.raises(TooManyOpenFilesError) as err:
+            client.push_blob(ImageRef.parse(f"{registry.host}/fds/app"), digest, len(data),
+                             lambda start, length: [data[start:start + length]])
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert (client.stats["requests"], client.stats["retries"], waits) == (1, 0, [])
+    assert str(err.value).startswith(f"upload {registry.host}/fds/app@{digest}: cannot connect to http://{registry.host}:")
+    assert str(err.value).endswith(HINT) and err.value.exit_code == 11
