@@ -509,11 +509,10 @@ class Pulling:
 
     def layout_blobs(self) -> dict[str, int]:
         """Every blob the output layout will hold once the pull is done: digest -> size."""
-        sizes = {digest: size for plan in self._plans.values() for digest, size in plan.blobs}
-        for plan in self._plans.values():
-            sizes.update({child.digest: len(child.data) for child in plan.manifests})
-            sizes[sha256_digest(plan.bundled)] = len(plan.bundled)
-        return sizes
+        plans = self._plans.values()
+        return {**{digest: size for plan in plans for digest, size in plan.blobs},
+                **{child.digest: len(child.data) for plan in plans for child in plan.manifests},
+                **{image.bundled_digest: image.size for image in self.images}}
 
     def wait(self, digest: str) -> None:
         """Return once the blob is in the layout; raise the first download failure, whichever blob."""
